@@ -1,0 +1,156 @@
+"""The interaction event: the one record every channel producer sends.
+
+Inside cxstream an event is an immutable :class:`InteractionEvent`. Event time is
+kept as integer epoch milliseconds (UTC) everywhere in the domain logic: integer
+arithmetic is exact (no float drift between the streaming path and the replay)
+and cheap. The JSON form (files, docs, ``replay``) writes ``occurred_at`` as
+ISO-8601 with an explicit offset; the Avro form uses ``timestamp-millis``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.errors import ValidationError
+
+# Event types. Strings rather than an enum class so that a producer on a newer
+# contract version with a new type still decodes (the Avro enum has a default
+# symbol) and the core can ignore what it does not know.
+CONTACT_STARTED = "contact_started"
+CUSTOMER_MESSAGE = "customer_message"
+AGENT_REPLY = "agent_reply"
+TRANSFERRED = "transferred"
+CONTACT_ENDED = "contact_ended"
+FEEDBACK = "feedback"
+UNKNOWN_TYPE = "unknown"
+EVENT_TYPES = (
+    CONTACT_STARTED,
+    CUSTOMER_MESSAGE,
+    AGENT_REPLY,
+    TRANSFERRED,
+    CONTACT_ENDED,
+    FEEDBACK,
+)
+
+# Actors.
+CUSTOMER = "customer"
+AGENT = "agent"
+BOT = "bot"
+SYSTEM = "system"
+ACTORS = (CUSTOMER, AGENT, BOT, SYSTEM)
+
+# Outcomes, only on contact_ended.
+RESOLVED = "resolved"
+UNRESOLVED = "unresolved"
+ABANDONED = "abandoned"
+OUTCOME_TRANSFERRED = "transferred"
+OUTCOMES = (RESOLVED, UNRESOLVED, ABANDONED, OUTCOME_TRANSFERRED)
+
+EPOCH_MS_PER_SECOND = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionEvent:
+    """One thing that happened in one contact of one customer.
+
+    ``occurred_at`` is UTC epoch milliseconds (event time).
+    """
+
+    event_id: str
+    occurred_at: int
+    customer_id: str
+    channel: str
+    contact_id: str
+    type: str
+    actor: str
+    outcome: str | None = None
+    topic: str | None = None
+    agent_id: str | None = None
+    score: int | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    producer: str = "unknown"
+
+    @property
+    def occurred_at_datetime(self) -> datetime:
+        return ms_to_datetime(self.occurred_at)
+
+    def to_record(self) -> dict[str, Any]:
+        """The Avro-shaped dict (``occurred_at`` as epoch milliseconds)."""
+        return {
+            "event_id": self.event_id,
+            "occurred_at": self.occurred_at,
+            "customer_id": self.customer_id,
+            "channel": self.channel,
+            "contact_id": self.contact_id,
+            "type": self.type,
+            "actor": self.actor,
+            "outcome": self.outcome,
+            "topic": self.topic,
+            "agent_id": self.agent_id,
+            "score": self.score,
+            "attributes": dict(self.attributes),
+            "producer": self.producer,
+        }
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON form: schema field names, ``occurred_at`` as ISO-8601 with offset."""
+        record = self.to_record()
+        record["occurred_at"] = ms_to_iso(self.occurred_at)
+        return record
+
+
+def ms_to_datetime(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / EPOCH_MS_PER_SECOND, tz=UTC)
+
+
+def ms_to_iso(epoch_ms: int) -> str:
+    """ISO-8601 in UTC with millisecond precision, e.g. ``2026-03-02T08:15:00.250+00:00``."""
+    return ms_to_datetime(epoch_ms).isoformat(timespec="milliseconds")
+
+
+def iso_to_ms(text: str) -> int:
+    """Parse ISO-8601 *with* an offset into epoch milliseconds.
+
+    A timestamp without an offset is ambiguous (Helsinki or UTC?), so it is
+    refused rather than guessed.
+    """
+    try:
+        parsed = datetime.fromisoformat(text)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"occurred_at: {text!r} is not an ISO-8601 timestamp", field="occurred_at"
+        ) from exc
+    if parsed.tzinfo is None:
+        raise ValidationError(
+            f"occurred_at: {text!r} has no UTC offset; write e.g. 2026-03-02T08:15:00+02:00",
+            field="occurred_at",
+        )
+    return int(parsed.timestamp() * EPOCH_MS_PER_SECOND)
+
+
+def event_from_record(record: Mapping[str, Any]) -> InteractionEvent:
+    """Build an event from an Avro-shaped dict (as fastavro returns it).
+
+    ``occurred_at`` may be epoch milliseconds or an aware ``datetime``.
+    """
+    occurred_at = record["occurred_at"]
+    if isinstance(occurred_at, datetime):
+        occurred_at = int(occurred_at.timestamp() * EPOCH_MS_PER_SECOND)
+    return InteractionEvent(
+        event_id=record["event_id"],
+        occurred_at=occurred_at,
+        customer_id=record["customer_id"],
+        channel=record["channel"],
+        contact_id=record["contact_id"],
+        type=record["type"],
+        actor=record["actor"],
+        outcome=record.get("outcome"),
+        topic=record.get("topic"),
+        agent_id=record.get("agent_id"),
+        score=record.get("score"),
+        attributes=record.get("attributes") or {},
+        producer=record.get("producer") or "unknown",
+    )

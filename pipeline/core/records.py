@@ -1,0 +1,191 @@
+"""Output records of the stream core.
+
+These are what the core emits and what every consumer downstream (the SQL sink,
+alerting, the replay's JSONL files) reads. Times are UTC epoch milliseconds.
+Each record has a natural key (``key``) that is stable across redeliveries and
+restarts, so sinks can upsert idempotently.
+
+Each record class has an Avro schema in ``schemas/<OUTPUT_NAME>/v1.avsc`` with the
+same field names; ``to_dict`` returns exactly that shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+# Session status values.
+SESSION_OPEN = "open"
+SESSION_FINAL = "final"
+SESSION_SUPERSEDED = "superseded"  # merged into another session; never count it
+
+# SLA event kinds.
+SLA_WARNING = "warning"
+SLA_BREACH = "breach"
+SLA_COMPLETED = "completed"  # a breached clock whose reply finally arrived
+
+# SLA metrics.
+FIRST_REPLY = "first_reply"
+NEXT_REPLY = "next_reply"
+
+# Journey signal kinds.
+SWITCH_FAILURE = "switch_failure"
+FALSE_RESOLUTION = "false_resolution"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A customer's journey: events stitched across channels, split by the gap.
+
+    Emitted as ``open`` updates while the session is open, exactly once as
+    ``final`` when it closes, and as ``superseded`` when an out-of-order event
+    bridged it into another session (``superseded_by`` names the survivor).
+    """
+
+    OUTPUT_NAME: ClassVar[str] = "session"
+
+    session_id: str
+    customer_id: str
+    status: str
+    started_at: int
+    ended_at: int
+    channel_path: list[str]
+    contacts: int
+    events: int
+    channel_switches: int
+    first_contact_resolved: bool
+    resolved_at_end: bool
+    switch_failures: int
+    sla_breaches: int
+    nps_score: int | None
+    contact_ids: list[str] = field(default_factory=list)
+    superseded_by: str | None = None
+    version: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.session_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ContactSummary:
+    """One contact (call, chat, web-message thread, visit, meeting), on contact_ended."""
+
+    OUTPUT_NAME: ClassVar[str] = "contact"
+
+    contact_id: str
+    customer_id: str
+    channel: str
+    session_id: str | None
+    started_at: int
+    ended_at: int | None
+    outcome: str | None
+    topic: str | None
+    first_reply_seconds: float | None
+    first_reply_business_seconds: float | None
+    breached: bool
+    events: int
+
+    @property
+    def key(self) -> str:
+        return self.contact_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SlaEvent:
+    """A warning, a breach, or the completion of a breach by a late reply.
+
+    ``sla_event_id`` is ``<contact_id>:<policy>:<metric>:<clock_seq>:<kind>``:
+    stable for the same clock and kind, so a redelivered record upserts.
+    """
+
+    OUTPUT_NAME: ClassVar[str] = "sla_event"
+
+    sla_event_id: str
+    kind: str
+    customer_id: str
+    contact_id: str
+    channel: str
+    policy: str
+    metric: str
+    clock_started_at: int
+    deadline: int
+    target_seconds: float
+    calendar: str
+    fired_at: int
+    replied_at: int | None = None
+    overrun_seconds: float | None = None
+
+    @property
+    def key(self) -> str:
+        return self.sla_event_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class JourneySignal:
+    """A channel-switch failure or a false resolution.
+
+    ``switch_failure``: a contact ended unresolved/abandoned and the customer's next
+    contact, in another channel, started within ``switch.window``.
+    ``false_resolution``: a contact ended resolved and the customer came back on the
+    same topic within the false-resolution window.
+    """
+
+    OUTPUT_NAME: ClassVar[str] = "journey_signal"
+
+    signal_id: str
+    kind: str
+    customer_id: str
+    from_contact_id: str
+    from_channel: str
+    from_outcome: str | None
+    to_contact_id: str
+    to_channel: str
+    gap_seconds: float
+    topic: str | None
+    occurred_at: int
+
+    @property
+    def key(self) -> str:
+        return self.signal_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LateEvent:
+    """An input event that arrived after the session it belongs to had closed.
+
+    It is not applied to the closed session; it is kept (raw JSON form) on the
+    late-events topic so nothing is lost.
+    """
+
+    OUTPUT_NAME: ClassVar[str] = "late_event"
+
+    event_id: str
+    customer_id: str
+    occurred_at: int
+    clock_at: int
+    reason: str
+    event: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return self.event_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+OutputRecord = SessionRecord | ContactSummary | SlaEvent | JourneySignal | LateEvent
+OUTPUT_TYPES: tuple[type, ...] = (SessionRecord, ContactSummary, SlaEvent, JourneySignal, LateEvent)

@@ -1,0 +1,83 @@
+"""The one exception hierarchy of cxstream.
+
+Every error that cxstream raises on purpose derives from :class:`CxstreamError`,
+so callers can catch the project's errors without catching library internals.
+Library exceptions (fastavro, kafka-python, SQLAlchemy) are translated at the seam
+that calls the library (``raise ContractError(...) from exc``).
+
+::
+
+    CxstreamError
+     +-- ConfigError            bad settings, policy or channel configuration
+     +-- ContractError          an event (or output record) breaks the event contract
+     |    +-- DecodeError       bytes are not a readable single-object Avro record
+     |    |    +-- UnknownSchemaError   the fingerprint names no schema version we know
+     |    +-- ValidationError   decoded, but a field breaks a rule (names the field)
+     |    +-- CompatibilityError        a schema version breaks FULL_TRANSITIVE
+     +-- DeliveryError          Kafka did not acknowledge a record we sent
+     +-- BrokerError            the local Kafka launcher could not fetch/start/stop
+     +-- SinkError              the SQL store rejected a batch
+          +-- SinkUnavailableError      the store cannot be reached (retry later)
+"""
+
+from __future__ import annotations
+
+
+class CxstreamError(Exception):
+    """Base class of every error cxstream raises on purpose."""
+
+
+class ConfigError(CxstreamError):
+    """Settings, SLA policies, calendars or the channel registry are invalid."""
+
+
+class ContractError(CxstreamError):
+    """An event or record does not follow the event contract.
+
+    ``stage`` names where it was caught (``decode`` or ``validate``); it goes
+    into the dead-letter headers so a producer team sees where its event failed.
+    """
+
+    stage = "contract"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class DecodeError(ContractError):
+    """The bytes are not a readable Avro single-object encoded record."""
+
+    stage = "decode"
+
+
+class UnknownSchemaError(DecodeError):
+    """The record's schema fingerprint matches no version in ``schemas/``."""
+
+
+class ValidationError(ContractError):
+    """The record decoded, but a field breaks a contract rule."""
+
+    stage = "validate"
+
+
+class CompatibilityError(ContractError):
+    """A stored schema version and the current one cannot read each other."""
+
+    stage = "compatibility"
+
+
+class DeliveryError(CxstreamError):
+    """Kafka did not acknowledge a record that we sent."""
+
+
+class BrokerError(CxstreamError):
+    """The local Kafka launcher failed to fetch, format, start or stop the broker."""
+
+
+class SinkError(CxstreamError):
+    """The SQL store rejected a batch."""
+
+
+class SinkUnavailableError(SinkError):
+    """The SQL store cannot be reached right now; the batch should be retried."""

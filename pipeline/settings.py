@@ -1,0 +1,326 @@
+"""The one settings object.
+
+:func:`load_settings` is the only place that reads the environment and config
+files. Everything else receives a frozen :class:`Settings` (or a part of it)
+explicitly; tests build one with :func:`build_settings` from a plain dict and
+never touch ``os.environ``.
+
+Precedence, lowest first: ``pipeline/defaults.yaml``, the config file
+(``--config`` or ``CXSTREAM_CONFIG``), environment variables
+``CXSTREAM_<SECTION>_<KEY>`` for scalar keys (e.g. ``CXSTREAM_KAFKA_BOOTSTRAP``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+CHANNEL_KINDS = ("physical", "digital")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """``"2h"`` -> 7200.0; a bare number is seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ConfigError(f"{text!r} is not a duration; write e.g. 90s, 3m, 2h or 2d")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    key: str
+    kind: str
+    display_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRegistry:
+    """The channels producers may send on; a new channel is a config change."""
+
+    channels: Mapping[str, Channel]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.channels
+
+    def get(self, key: str) -> Channel | None:
+        return self.channels.get(key)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self.channels)
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarSpec:
+    """A calendar a target is measured on.
+
+    ``type`` is ``24x7`` or ``business``. For business calendars ``hours`` maps
+    a weekday (``mon``..``sun``) to (open, close) as ``HH:MM`` local time
+    (``24:00`` allowed as close); ``holidays`` lists closed-day sets: ``FI``
+    (Finnish public holidays) and ``TARGET2`` (ECB TARGET2 closing days).
+    """
+
+    name: str
+    type: str
+    timezone: str = "UTC"
+    hours: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    holidays: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """One response-time target: a metric on a channel (optionally one topic)."""
+
+    name: str
+    channel: str
+    metric: str
+    target_seconds: float
+    calendar: str
+    warning_share: float = 0.8
+    human_only: bool = True
+    topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "cx"
+    input_partitions: int = 6
+    output_partitions: int = 6
+    replication_factor: int = 1
+    retention_hours: float = 168
+
+    def topic(self, suffix: str) -> str:
+        """Full topic name, e.g. ``topic("interactions")`` -> ``cx.interactions``."""
+        return f"{self.topic_prefix}.{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class SqlSettings:
+    url: str = "sqlite:///var/cxstream.db"
+    batch_size: int = 500
+    batch_seconds: float = 1.0
+    pseudonymise: bool = False
+    pseudonym_key_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    web_port: int = 6066
+    clock: str = "live"
+    allowed_skew_seconds: float = 5.0
+    batch_size: int = 1000
+    batch_seconds: float = 0.2
+    session_update_seconds: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    """Event-time rules of the stream core, in seconds."""
+
+    session_gap_seconds: float = 1800.0
+    session_grace_seconds: float = 300.0
+    switch_window_seconds: float = 86400.0
+    false_resolution_seconds: float = 7 * 86400.0
+    dedup_retention_seconds: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka: KafkaSettings
+    sql: SqlSettings
+    worker: WorkerSettings
+    core: CoreSettings
+    channels: ChannelRegistry
+    calendars: Mapping[str, CalendarSpec]
+    policies: tuple[PolicySpec, ...]
+    source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def config_hash(self) -> str:
+        """Short hash of the effective configuration (exported as worker info)."""
+        canonical = json.dumps(self.source, sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return loaded
+
+
+def default_config() -> dict[str, Any]:
+    return _read_yaml(DEFAULTS_FILE)
+
+
+def _env_overrides(environ: Mapping[str, str], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for section, values in defaults.items():
+        if not isinstance(values, Mapping):
+            continue
+        for key, default in values.items():
+            name = f"CXSTREAM_{section}_{key}".upper()
+            if name not in environ or isinstance(default, Mapping | list):
+                continue
+            raw = environ[name]
+            overrides.setdefault(section, {})[key] = yaml.safe_load(raw) if raw else raw
+    return overrides
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults, a config file, the environment and overrides."""
+    import os
+
+    env = os.environ if environ is None else environ
+    config = default_config()
+    path = config_file or env.get("CXSTREAM_CONFIG")
+    if path:
+        config = _deep_merge(config, _read_yaml(Path(path)))
+    config = _deep_merge(config, _env_overrides(env, config))
+    if overrides:
+        config = _deep_merge(config, overrides)
+    return build_settings(config)
+
+
+def build_settings(config: Mapping[str, Any] | None = None) -> Settings:
+    """Build settings from a config dict merged over the defaults (used by tests)."""
+    merged = _deep_merge(default_config(), config or {})
+    try:
+        return _build(merged)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+def _build(config: Mapping[str, Any]) -> Settings:
+    kafka = KafkaSettings(**config.get("kafka", {}))
+    sql = SqlSettings(**config.get("sql", {}))
+    worker = WorkerSettings(**config.get("worker", {}))
+    if worker.clock not in ("live", "stream"):
+        raise ConfigError(f"worker.clock must be 'live' or 'stream', not {worker.clock!r}")
+    session = config.get("session", {})
+    switch = config.get("switch", {})
+    dedup = config.get("dedup", {})
+    core = CoreSettings(
+        session_gap_seconds=float(session.get("gap_minutes", 30)) * 60,
+        session_grace_seconds=float(session.get("grace_minutes", 5)) * 60,
+        switch_window_seconds=float(switch.get("window_hours", 24)) * 3600,
+        false_resolution_seconds=float(switch.get("false_resolution_days", 7)) * 86400,
+        dedup_retention_seconds=float(dedup.get("retention_hours", 24)) * 3600,
+    )
+    channels = _build_channels(config.get("channels", {}))
+    calendars = _build_calendars(config.get("calendars", {}))
+    policies = tuple(
+        _build_policy(raw, channels, calendars) for raw in config.get("sla_policies", [])
+    )
+    names = [p.name for p in policies]
+    if len(names) != len(set(names)):
+        raise ConfigError(f"sla_policies: names must be unique, got {names}")
+    return Settings(
+        kafka=kafka,
+        sql=sql,
+        worker=worker,
+        core=core,
+        channels=channels,
+        calendars=calendars,
+        policies=policies,
+        source=config,
+    )
+
+
+def _build_channels(raw: Mapping[str, Any]) -> ChannelRegistry:
+    channels: dict[str, Channel] = {}
+    for key, spec in raw.items():
+        spec = spec or {}
+        kind = spec.get("kind", "digital")
+        if kind not in CHANNEL_KINDS:
+            raise ConfigError(f"channels.{key}.kind must be one of {CHANNEL_KINDS}, not {kind!r}")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", key):
+            raise ConfigError(f"channel key {key!r} must be lower_snake_case")
+        channels[key] = Channel(key=key, kind=kind, display_name=spec.get("display_name", key))
+    if not channels:
+        raise ConfigError("channels: at least one channel must be configured")
+    return ChannelRegistry(channels)
+
+
+def _build_calendars(raw: Mapping[str, Any]) -> dict[str, CalendarSpec]:
+    calendars = {"24x7": CalendarSpec(name="24x7", type="24x7")}
+    for name, spec in raw.items():
+        kind = spec.get("type", "business")
+        if kind not in ("24x7", "business"):
+            raise ConfigError(f"calendars.{name}.type must be 24x7 or business")
+        hours: dict[str, tuple[str, str]] = {}
+        for day, span in (spec.get("hours") or {}).items():
+            if day not in WEEKDAYS:
+                raise ConfigError(f"calendars.{name}.hours: {day!r} is not one of {WEEKDAYS}")
+            opens, closes = span
+            hours[day] = (str(opens), str(closes))
+        calendars[name] = CalendarSpec(
+            name=name,
+            type=kind,
+            timezone=spec.get("timezone", "UTC"),
+            hours=hours,
+            holidays=tuple(spec.get("holidays") or ()),
+        )
+    return calendars
+
+
+def _build_policy(
+    raw: Mapping[str, Any], channels: ChannelRegistry, calendars: Mapping[str, CalendarSpec]
+) -> PolicySpec:
+    policy = PolicySpec(
+        name=raw["name"],
+        channel=raw["channel"],
+        metric=raw.get("metric", "first_reply"),
+        target_seconds=parse_duration(raw["target"]),
+        calendar=raw.get("calendar", "24x7"),
+        warning_share=float(raw.get("warning_share", 0.8)),
+        human_only=bool(raw.get("human_only", True)),
+        topic=raw.get("topic"),
+    )
+    where = f"sla_policies.{policy.name}"
+    if policy.channel not in channels:
+        raise ConfigError(f"{where}.channel {policy.channel!r} is not a configured channel")
+    if policy.calendar not in calendars:
+        raise ConfigError(f"{where}.calendar {policy.calendar!r} is not a configured calendar")
+    if policy.metric not in ("first_reply", "next_reply"):
+        raise ConfigError(f"{where}.metric must be first_reply or next_reply")
+    if not 0 < policy.warning_share < 1:
+        raise ConfigError(f"{where}.warning_share must be between 0 and 1")
+    if policy.target_seconds <= 0:
+        raise ConfigError(f"{where}.target must be positive")
+    return policy
