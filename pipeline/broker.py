@@ -1,0 +1,467 @@
+"""Launcher for a real single-node Apache Kafka broker (KRaft), without Docker.
+
+The broker is the Apache Kafka server itself: its jars come from Maven Central
+through ``deploy/kafka/pom.xml`` (fetched once into a cache directory), and it runs
+as ``java kafka.Kafka server.properties`` in combined broker+controller mode. It is
+the default broker of the demo and of every integration test.
+
+The broker process is tied to its launcher: it gets ``SIGTERM`` when the launching
+thread dies (Linux ``PR_SET_PDEATHSIG``), and an ``atexit`` hook stops it when the
+interpreter exits normally, so no test run or demo leaves a JVM behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import ctypes
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import FrameType, TracebackType
+
+from pipeline.errors import BrokerError
+
+KAFKA_VERSION = "4.1.1"
+# The port of `bootstrap` in pipeline/defaults.yaml, so `cxstream broker` with no
+# arguments serves the demo's default settings.
+DEFAULT_PORT = 9092
+
+_POM = Path(__file__).parents[1] / "deploy" / "kafka" / "pom.xml"
+_LOG_CONFIG = _POM.with_name("log4j2.properties")
+_MAVEN_TIMEOUT_SECONDS = 600
+_LOG_TAIL_LINES = 40
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/cxstream``, or ``~/.cache/cxstream`` when that is unset."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cxstream"
+
+
+def fetch_kafka(cache_dir: Path) -> Path:
+    """Return the folder holding the Kafka broker's jars, fetching them once.
+
+    Maven runs only when the completion marker for :data:`KAFKA_VERSION` is missing,
+    so later calls cost a stat. Concurrent callers (two test sessions) serialise on a
+    lock file instead of writing into the same folder at once.
+
+    Raises:
+        BrokerError: Maven is missing or failed; the message ends with its output tail.
+    """
+    home = cache_dir / f"kafka-{KAFKA_VERSION}"
+    libs = home / "libs"
+    marker = home / ".fetched"
+    if marker.exists():
+        return libs
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():  # another process fetched while we waited
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError("Maven (mvn) is not on PATH; it fetches the Kafka jars")
+        if not _POM.exists():
+            raise BrokerError(f"{_POM} is missing; install cxstream editable (pip install -e .)")
+        # A half-copied folder from an interrupted run would mix jar versions.
+        shutil.rmtree(libs, ignore_errors=True)
+        command = [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(_POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ]
+        try:
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=_MAVEN_TIMEOUT_SECONDS,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BrokerError(f"Maven did not finish in {_MAVEN_TIMEOUT_SECONDS}s") from exc
+        if done.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
+            output = _tail((done.stdout or "") + (done.stderr or ""))
+            raise BrokerError(f"Maven could not fetch Kafka {KAFKA_VERSION}:\n{output}")
+        marker.write_text(KAFKA_VERSION + "\n", encoding="utf-8")
+    return libs
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def random_cluster_id() -> str:
+    """A cluster id in the form ``kafka-storage random-uuid`` prints.
+
+    Generated here to save one JVM start (about a second). Like Kafka's
+    ``Uuid.randomUuid`` it is 16 random bytes in unpadded URL-safe base64, never
+    all zeroes and never starting with ``-`` (which the CLI would read as an option).
+    """
+    while True:
+        raw = uuid.uuid4().bytes
+        text = base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+        if any(raw) and not text.startswith("-"):
+            return text
+
+
+def server_properties(*, port: int, controller_port: int, log_dir: Path) -> str:
+    """The ``server.properties`` text of a single-node broker+controller."""
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(log_dir),
+        # One node: internal topics cannot have more replicas than brokers.
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "1",
+        # Tests and the demo start consumers right after the broker; the default 3 s
+        # delay would stall every first rebalance.
+        "group.initial.rebalance.delay.ms": "0",
+        # Every topic is created explicitly (pipeline.topics), so a typo in a topic
+        # name fails loudly instead of creating a stray one-partition topic.
+        "auto.create.topics.enable": "false",
+    }
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def _tail(text: str, lines: int = _LOG_TAIL_LINES) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _file_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        return _tail(path.read_text(encoding="utf-8", errors="replace"), lines)
+    except OSError:
+        return f"(no log at {path})"
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (dead, not yet reaped) counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    # The state letter follows the parenthesised command name, which may hold spaces.
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """``preexec_fn``: ask Linux to SIGTERM the broker when its launcher dies.
+
+    The signal fires when the *thread* that forked exits, so start brokers from a
+    thread that lives as long as the broker should (the main thread, normally).
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    # The launcher may have died between fork and prctl; then nobody would signal us.
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+class LocalKafka:
+    """One single-node KRaft Kafka broker, owned by this process.
+
+    Use as a context manager (``with LocalKafka(tmp) as kafka: kafka.bootstrap_servers``)
+    or call :meth:`start` and :meth:`stop`. ``data_dir`` receives ``server.properties``,
+    ``broker.log`` (the broker's log4j output), ``broker.out`` (JVM stdout/stderr) and
+    the Kafka log dir ``kraft/``, which every start wipes and formats afresh.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        controller_port: int | None = None,
+        cache_dir: Path | None = None,
+        heap: str = "512m",
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port if port else free_port()
+        controller = controller_port if controller_port else free_port()
+        while controller == self.port:
+            controller = free_port()
+        self.controller_port = controller
+        self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+        self.heap = heap
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``"127.0.0.1:<port>"``, valid once :meth:`start` returned."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The JVM's process id while it runs (``None`` before start / after stop)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the JVM started by :meth:`start` has not exited."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def log_file(self) -> Path:
+        """The broker's own log (log4j), written into the data dir."""
+        return self.data_dir / "broker.log"
+
+    @property
+    def _out_file(self) -> Path:
+        return self.data_dir / "broker.out"
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    def start(self, timeout: float = 90) -> str:
+        """Format a fresh log dir, start the broker and wait until it serves metadata.
+
+        Returns the bootstrap servers string. Raises :class:`BrokerError` (with the
+        tail of the broker log) when the jars cannot be fetched, formatting fails, the
+        JVM exits early, or the broker is not ready within ``timeout`` seconds; the
+        JVM is stopped before the error propagates.
+        """
+        if self._process is not None:
+            raise BrokerError(f"broker already started (pid {self._process.pid})")
+        libs = fetch_kafka(self.cache_dir)
+        self._claim_data_dir()
+        log_dir = self.data_dir / "kraft"
+        shutil.rmtree(log_dir, ignore_errors=True)
+        properties = self.data_dir / "server.properties"
+        properties.write_text(
+            server_properties(
+                port=self.port, controller_port=self.controller_port, log_dir=log_dir
+            ),
+            encoding="utf-8",
+        )
+        for stale in (self.log_file, self._out_file):
+            stale.unlink(missing_ok=True)
+        classpath = f"{libs}/*"
+        self._format(classpath, properties)
+        command = [
+            "java",
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            # The broker only needs headless networking and disk; keep it off any display.
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={_LOG_CONFIG}",
+            f"-Dcxstream.kafka.log={self.log_file}",
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(properties),
+        ]
+        launcher_pid = os.getpid()
+        with self._out_file.open("wb") as out:
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                # A Ctrl-C in the terminal must reach us, not the JVM: we stop it in order.
+                start_new_session=True,
+                preexec_fn=lambda: _die_with_parent(launcher_pid),
+            )
+        self._pid_file.write_text(f"{self._process.pid}\n", encoding="ascii")
+        atexit.register(self.stop)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self.bootstrap_servers
+
+    def stop(self, timeout: float = 20) -> None:
+        """Stop the broker: SIGTERM (clean shutdown), then SIGKILL after ``timeout``.
+
+        Idempotent; safe to call when the broker never started or already died.
+        """
+        atexit.unregister(self.stop)
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        self._pid_file.unlink(missing_ok=True)
+
+    def __enter__(self) -> LocalKafka:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _claim_data_dir(self) -> None:
+        """Refuse to wipe a data dir whose broker still runs (its pid file says so)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError, ValueError):
+            other = int(self._pid_file.read_text(encoding="ascii").strip())
+            if _pid_alive(other):
+                raise BrokerError(f"{self.data_dir} belongs to a running broker (pid {other})")
+
+    def _format(self, classpath: str, properties: Path) -> None:
+        command = [
+            "java",
+            "-cp",
+            classpath,
+            f"-Dlog4j2.configurationFile={_LOG_CONFIG}",
+            f"-Dcxstream.kafka.log={self.log_file}",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            random_cluster_id(),
+            "-c",
+            str(properties),
+        ]
+        # No --standalone: the quorum is the static controller.quorum.voters above.
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise BrokerError("formatting the Kafka log dir took over 60 s") from exc
+        if done.returncode != 0:
+            raise BrokerError(
+                f"kafka StorageTool format failed:\n{_tail(done.stdout + done.stderr)}"
+            )
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Block until the broker answers a metadata request listing itself."""
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        last_error = "no attempt yet"
+        while time.monotonic() < deadline:
+            code = self._process.poll()
+            if code is not None:
+                raise BrokerError(
+                    f"Kafka exited with code {code} during startup; "
+                    f"log {self.log_file}:\n{self._log_tails()}"
+                )
+            # A plain connect first: it fails fast and quietly while the JVM boots.
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    pass
+            except OSError as exc:
+                last_error = str(exc)
+                time.sleep(0.2)
+                continue
+            try:
+                if self._broker_registered():
+                    return
+                last_error = "broker not yet in cluster metadata"
+            except Exception as exc:  # kafka-python raises many types while a broker boots
+                last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.2)
+        raise BrokerError(
+            f"Kafka was not ready after {timeout:.0f}s ({last_error}); "
+            f"log {self.log_file}:\n{self._log_tails()}"
+        )
+
+    def _broker_registered(self) -> bool:
+        # Imported here so `cxstream broker --fetch-only` works without the client.
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id="cxstream-broker-probe",
+            request_timeout_ms=5000,
+            bootstrap_timeout_ms=5000,
+        )
+        try:
+            # An unfenced broker appears in its own metadata; before that, topic
+            # creation fails with "no brokers available".
+            cluster = admin.describe_cluster()
+            return any(broker.get("broker_id") == 1 for broker in cluster["brokers"])
+        finally:
+            admin.close()
+
+    def _log_tails(self) -> str:
+        return f"{_file_tail(self.log_file)}\n--- JVM output ---\n{_file_tail(self._out_file)}"
+
+
+def broker_command(data_dir: Path | None, port: int | None, fetch_only: bool) -> int:
+    """``cxstream broker``: run a local broker until SIGINT/SIGTERM; the exit code.
+
+    ``port`` ``None`` means :data:`DEFAULT_PORT` (what ``defaults.yaml`` points at),
+    ``0`` means any free port. ``data_dir`` ``None`` means a fresh folder under the
+    cache dir, kept after exit so the broker log can be read. ``fetch_only`` fetches
+    the jars, prints their folder and returns. Prints exactly one line when ready::
+
+        kafka ready bootstrap=127.0.0.1:9092 pid=1234 log=.../broker.log
+
+    Returns 0 after a clean stop, 1 when the broker failed or died on its own.
+    """
+    cache_dir = default_cache_dir()
+    try:
+        libs = fetch_kafka(cache_dir)
+    except BrokerError as exc:
+        print(f"kafka fetch failed: {exc}", file=sys.stderr)
+        return 1
+    if fetch_only:
+        print(f"kafka {KAFKA_VERSION} jars in {libs}")
+        return 0
+    if data_dir is None:
+        data_dir = cache_dir / "brokers" / time.strftime("%Y%m%dT%H%M%S")
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    kafka = LocalKafka(data_dir, port=DEFAULT_PORT if port is None else port, cache_dir=cache_dir)
+    try:
+        kafka.start()
+        print(
+            f"kafka ready bootstrap={kafka.bootstrap_servers} pid={kafka.pid} log={kafka.log_file}",
+            flush=True,
+        )
+        while not stop_requested.wait(0.5):
+            if not kafka.running:
+                print(f"kafka exited on its own; see {kafka.log_file}", file=sys.stderr)
+                return 1
+        return 0
+    except BrokerError as exc:
+        print(f"kafka failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        kafka.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
