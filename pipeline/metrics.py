@@ -1,0 +1,384 @@
+"""Every Prometheus metric cxstream exports, in one place.
+
+:class:`Metrics` creates the metrics against an injected ``CollectorRegistry`` (tests
+pass a fresh one; the worker passes the one its ``/metrics`` endpoint serves) and
+offers small methods the agents and the sink call, so no caller pokes metric objects.
+
+Conventions: base units (seconds, records), counters end in ``_total``, and labels
+are low-cardinality only (channel, policy, stage, reason, table, topic, partition,
+from/to channel) -- never a customer, contact or session id. Channels not in the
+configured registry are reported as ``other`` so a misbehaving producer cannot
+explode the series count. Labelled children are cached in dicts: the worker calls
+these methods once per event, and ``labels()`` on every call costs a lock and a
+tuple build each time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from pipeline.contract.event import EVENT_TYPES, UNKNOWN_TYPE
+from pipeline.core.records import (
+    FALSE_RESOLUTION,
+    SESSION_FINAL,
+    SESSION_SUPERSEDED,
+    SLA_BREACH,
+    SLA_COMPLETED,
+    SLA_WARNING,
+    SWITCH_FAILURE,
+    ContactSummary,
+    JourneySignal,
+    LateEvent,
+    OutputRecord,
+    SessionRecord,
+    SlaEvent,
+)
+
+OTHER = "other"
+
+# First reply: chat answers in seconds, web messages within hours, and a business-
+# time target can stretch to two banking days (~172800 s of calendar time).
+FIRST_REPLY_BUCKETS = (
+    5,
+    15,
+    30,
+    60,
+    120,
+    180,
+    300,
+    600,
+    1800,
+    3600,
+    7200,
+    14400,
+    28800,
+    86400,
+    172800,
+)
+# Event time -> processed: milliseconds when healthy, hours for late or replayed events.
+PROCESSING_LATENCY_BUCKETS = (
+    0.01,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+    900,
+    3600,
+    14400,
+    86400,
+)
+SINK_BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """The metrics of one process (worker or sink).
+
+    ``channels``: the configured channel keys; any other channel value is reported
+    as ``other``. ``None`` accepts every value (tests, tools that know no settings).
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry, *, channels: Iterable[str] | None = None
+    ) -> None:
+        self.registry = registry
+        self._channels = frozenset(channels) if channels is not None else None
+        self._event_types = frozenset(EVENT_TYPES)
+        self._children: dict[tuple[object, ...], Any] = {}
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, doc, labels, registry=registry)
+
+        # Input side.
+        self.events_consumed = counter(
+            "cxstream_events_consumed_total",
+            "Input events decoded, validated and processed.",
+            ("channel", "type"),
+        )
+        self.dead_letters = counter(
+            "cxstream_dead_letters_total",
+            "Input records sent to the dead-letter topic; reason is the error class.",
+            ("stage", "reason"),
+        )
+        self.late_events = counter(
+            "cxstream_late_events_total",
+            "Events that arrived after their session had closed (kept on the late topic).",
+            ("channel",),
+        )
+        self.duplicate_events = counter(
+            "cxstream_duplicate_events_total",
+            "Events dropped because their event_id was already seen.",
+            ("channel",),
+        )
+        self.rekeyed_events = counter(
+            "cxstream_rekeyed_events_total",
+            "Events that arrived under a key other than their customer id and were re-keyed.",
+        )
+
+        # Sessions.
+        self.open_sessions = gauge("cxstream_open_sessions", "Sessions open in this worker.")
+        self.sessions_closed = counter(
+            "cxstream_sessions_closed_total", "Sessions emitted as final."
+        )
+        self.sessions_superseded = counter(
+            "cxstream_sessions_superseded_total",
+            "Sessions merged into another session by an out-of-order event.",
+        )
+
+        # SLA clocks.
+        self.sla_warnings = counter(
+            "cxstream_sla_warnings_total",
+            "SLA clocks that passed the warning share of their target.",
+            ("channel", "policy"),
+        )
+        self.sla_breaches = counter(
+            "cxstream_sla_breaches_total",
+            "SLA clocks that passed their target with no reply.",
+            ("channel", "policy"),
+        )
+        self.sla_completed = counter(
+            "cxstream_sla_completed_total",
+            "Breached SLA clocks whose reply finally arrived.",
+            ("channel", "policy"),
+        )
+        self.first_reply = Histogram(
+            "cxstream_first_reply_seconds",
+            "Calendar seconds from a contact's first customer message to the first reply.",
+            ("channel",),
+            buckets=FIRST_REPLY_BUCKETS,
+            registry=registry,
+        )
+        self.oldest_unanswered = gauge(
+            "cxstream_oldest_unanswered_seconds",
+            "Age of the oldest running SLA clock per channel (0 when none runs).",
+            ("channel",),
+        )
+        self.oldest_unanswered_ratio = gauge(
+            "cxstream_sla_oldest_unanswered_deadline_ratio",
+            "Oldest running SLA clock's elapsed time divided by its target (1 = breach).",
+            ("channel",),
+        )
+
+        # Journeys.
+        self.switch_failures = counter(
+            "cxstream_channel_switch_failures_total",
+            "Contacts that ended unresolved and were followed by a contact in another channel.",
+            ("from_channel", "to_channel"),
+        )
+        self.false_resolutions = counter(
+            "cxstream_false_resolutions_total",
+            "Contacts marked resolved whose customer came back on the same topic.",
+            ("channel",),
+        )
+
+        # Streaming health.
+        self.consumer_lag = gauge(
+            "cxstream_consumer_lag",
+            "Records between the committed offset and the end of the partition.",
+            ("topic", "partition"),
+        )
+        self.processing_latency = Histogram(
+            "cxstream_processing_latency_seconds",
+            "Seconds from an event's occurred_at to the moment the worker processed it.",
+            buckets=PROCESSING_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.stream_time = gauge(
+            "cxstream_stream_time_seconds",
+            "Stream time (event-time watermark) of a partition as unix seconds.",
+            ("partition",),
+        )
+
+        # SQL sink.
+        self.sink_batches = counter("cxstream_sink_batches_total", "Batches written to SQL.")
+        self.sink_rows = counter(
+            "cxstream_sink_rows_total", "Rows upserted into SQL per table.", ("table",)
+        )
+        self.sink_batch_seconds = Histogram(
+            "cxstream_sink_batch_seconds",
+            "Seconds to write one batch, commit included.",
+            buckets=SINK_BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.sink_errors = counter(
+            "cxstream_sink_errors_total",
+            "Failed batch writes; reason is the error class.",
+            ("reason",),
+        )
+        self.sink_database_up = gauge(
+            "cxstream_sink_database_up", "1 if the last database operation succeeded, else 0."
+        )
+        self.sink_retry_backoff = gauge(
+            "cxstream_sink_retry_backoff_seconds",
+            "Current wait before the sink retries the database (0 when healthy).",
+        )
+
+        self.worker_info = Info(
+            "cxstream_worker", "Version and configuration hash of this process.", registry=registry
+        )
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _channel(self, channel: str | None) -> str:
+        if channel is None:
+            return OTHER
+        if self._channels is not None and channel not in self._channels:
+            return OTHER
+        return channel
+
+    def _child(self, metric: Counter | Gauge | Histogram, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(*values)
+            self._children[key] = child
+        return child
+
+    def _inc(self, metric: Counter, *values: str, amount: float = 1) -> None:
+        self._child(metric, *values).inc(amount)
+
+    def _set(self, metric: Gauge, *values: str, value: float) -> None:
+        self._child(metric, *values).set(value)
+
+    # -- input ---------------------------------------------------------------------
+
+    def observe_event(self, channel: str, event_type: str) -> None:
+        """Count one processed input event (unknown types count as ``unknown``)."""
+        kind = event_type if event_type in self._event_types else UNKNOWN_TYPE
+        self._inc(self.events_consumed, self._channel(channel), kind)
+
+    def dead_letter(self, stage: str, reason: str) -> None:
+        """Count one dead-lettered record; ``reason`` is the error class name."""
+        self._inc(self.dead_letters, stage, reason)
+
+    def duplicate_event(self, channel: str) -> None:
+        self._inc(self.duplicate_events, self._channel(channel))
+
+    def rekeyed_event(self) -> None:
+        self.rekeyed_events.inc()
+
+    def observe_processing_latency(self, seconds: float) -> None:
+        """Record event time -> processed; negative values (clock skew) count as 0."""
+        self.processing_latency.observe(max(seconds, 0.0))
+
+    # -- outputs -------------------------------------------------------------------
+
+    def observe_output(self, record: OutputRecord) -> None:
+        """Move the series a record of the stream core stands for.
+
+        Open session updates move nothing: only the final (or superseded) version
+        of a session counts, so redelivered updates do not inflate the counters.
+        """
+        if isinstance(record, SlaEvent):
+            self._observe_sla(record)
+        elif isinstance(record, ContactSummary):
+            if record.first_reply_seconds is not None:
+                self._child(self.first_reply, self._channel(record.channel)).observe(
+                    record.first_reply_seconds
+                )
+        elif isinstance(record, JourneySignal):
+            if record.kind == SWITCH_FAILURE:
+                self._inc(
+                    self.switch_failures,
+                    self._channel(record.from_channel),
+                    self._channel(record.to_channel),
+                )
+            elif record.kind == FALSE_RESOLUTION:
+                self._inc(self.false_resolutions, self._channel(record.from_channel))
+        elif isinstance(record, SessionRecord):
+            if record.status == SESSION_FINAL:
+                self.sessions_closed.inc()
+            elif record.status == SESSION_SUPERSEDED:
+                self.sessions_superseded.inc()
+        elif isinstance(record, LateEvent):
+            channel = record.event.get("channel") if isinstance(record.event, dict) else None
+            self._inc(self.late_events, self._channel(channel))
+
+    def _observe_sla(self, record: SlaEvent) -> None:
+        counter = {
+            SLA_WARNING: self.sla_warnings,
+            SLA_BREACH: self.sla_breaches,
+            SLA_COMPLETED: self.sla_completed,
+        }.get(record.kind)
+        if counter is not None:
+            self._inc(counter, self._channel(record.channel), record.policy)
+
+    # -- gauges --------------------------------------------------------------------
+
+    def set_open_sessions(self, count: int) -> None:
+        self.open_sessions.set(count)
+
+    def set_oldest_unanswered(self, channel: str, seconds: float, ratio: float) -> None:
+        """Age (s) of the channel's oldest running SLA clock and age / target.
+
+        Call with ``0, 0`` when no clock runs on the channel, so the gauge does not
+        keep showing a clock that has stopped.
+        """
+        label = self._channel(channel)
+        self._set(self.oldest_unanswered, label, value=seconds)
+        self._set(self.oldest_unanswered_ratio, label, value=ratio)
+
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        self._set(self.consumer_lag, topic, str(partition), value=lag)
+
+    def set_stream_time(self, partition: int, epoch_seconds: float) -> None:
+        self._set(self.stream_time, str(partition), value=epoch_seconds)
+
+    def set_worker_info(self, version: str, config_hash: str) -> None:
+        self.worker_info.info({"version": version, "config_hash": config_hash})
+
+    # -- sink ----------------------------------------------------------------------
+
+    def sink_batch_written(self, rows_by_table: Mapping[str, int], seconds: float) -> None:
+        """One batch committed: count it, its rows per table and its duration."""
+        self.sink_batches.inc()
+        for table, rows in rows_by_table.items():
+            if rows:
+                self._inc(self.sink_rows, table, amount=rows)
+        self.sink_batch_seconds.observe(seconds)
+        self.sink_database_up.set(1)
+        self.sink_retry_backoff.set(0)
+
+    def sink_error(self, reason: str, *, database_up: bool, backoff_seconds: float) -> None:
+        """A batch failed: count it (reason = error class) and show the retry state."""
+        self._inc(self.sink_errors, reason)
+        self.sink_database_up.set(1 if database_up else 0)
+        self.sink_retry_backoff.set(backoff_seconds)
+
+    def set_sink_database_up(self, up: bool) -> None:
+        self.sink_database_up.set(1 if up else 0)
+
+
+_SAMPLE_SUFFIXES = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("", "_sum", "_count"),
+    "info": ("_info",),
+}
+
+
+def exported_names(registry: CollectorRegistry) -> frozenset[str]:
+    """Every series name the registry can export, labelled children or not.
+
+    Used by the dashboard and rule tests to check that queries name real metrics;
+    it reads the metric families, so it does not depend on a sample having been
+    observed yet.
+    """
+    names: set[str] = set()
+    for family in registry.collect():
+        for suffix in _SAMPLE_SUFFIXES.get(family.type, ("",)):
+            names.add(family.name + suffix)
+    return frozenset(names)
