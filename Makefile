@@ -1,0 +1,57 @@
+# cxstream — make help lists the targets.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system-deps kafka demo test unit integration lint typecheck bench schema-check clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+system-deps: ## install Debian packages the tests use (PostgreSQL, Prometheus, Chromium); needs root
+	deploy/install-system-deps.sh
+
+kafka: $(STAMP) ## fetch the Apache Kafka broker artifacts (Maven) into the cache
+	$(BIN)/cxstream broker --fetch-only
+
+setup: $(STAMP) system-deps kafka ## everything the tests and the demo need
+
+demo: $(STAMP) kafka ## run the whole pipeline on the embedded broker and SQLite until Ctrl-C
+	$(BIN)/cxstream demo
+
+test: setup ## the full test suite: unit + integration against real Kafka, PostgreSQL, Prometheus
+	$(BIN)/python -m pytest tests
+
+unit: $(STAMP) ## unit tests only (no services)
+	$(BIN)/python -m pytest tests/unit
+
+integration: setup ## integration tests only
+	$(BIN)/python -m pytest tests/integration
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check pipeline agents tests
+	$(BIN)/ruff format --check pipeline agents tests
+
+typecheck: $(STAMP) ## mypy on the package
+	$(BIN)/mypy
+
+schema-check: $(STAMP) ## FULL_TRANSITIVE compatibility of every stored schema version
+	$(BIN)/cxstream schema check
+
+bench: setup ## all benchmarks (codec, replay, pipeline on the local broker, sink into PostgreSQL)
+	$(BIN)/cxstream bench codec
+	$(BIN)/cxstream bench replay --events 100000
+	$(BIN)/cxstream bench pipeline --events 100000
+	$(BIN)/cxstream bench sink
+
+clean: ## remove local state (var/), caches; keeps the venv and the Kafka cache
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

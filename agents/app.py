@@ -1,0 +1,48 @@
+"""The Faust applications of cxstream.
+
+Two roles, two consumer groups, two processes:
+
+* ``process`` (``cxstream worker``): the stream core. Consumes the input topic,
+  keeps per-customer state in a changelogged table, emits sessions, contact
+  summaries, SLA events and journey signals.
+* ``sink`` (``cxstream sink``): consumes the output topics and upserts them into
+  SQL in batches.
+
+They are separate groups because they scale and fail independently: a database
+outage pauses the sink while the stream core keeps alerting.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from pipeline.settings import Settings
+
+
+def build_app(settings: Settings, *, role: str, web_port: int | None = None) -> faust.App:
+    """A configured, agent-less Faust app; agents are registered by the role modules."""
+    kafka = settings.kafka
+    return faust.App(
+        f"cxstream-{kafka.topic_prefix}-{role}",
+        broker=f"kafka://{kafka.bootstrap.replace(',', ';kafka://')}",
+        # Tables live in memory and are rebuilt from their changelog topics on
+        # start; rocksdb would need the current event to pick a partition DB,
+        # which the wall-clock timer does not have.
+        store="memory://",
+        topic_partitions=kafka.input_partitions,
+        topic_replication_factor=kafka.replication_factor,
+        # Outputs are not attached to offsets: the agent awaits their delivery
+        # itself before it writes state (see pipeline/streaming.py).
+        processing_guarantee="at_least_once",
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        table_standby_replicas=0,
+        web_enabled=True,
+        web_port=web_port if web_port is not None else settings.worker.web_port,
+        web_bind="0.0.0.0",
+        web_in_thread=False,
+        producer_acks=-1,
+        producer_linger_ms=5,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+    )

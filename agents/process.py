@@ -1,0 +1,182 @@
+"""The stream-core agent: input topic -> StreamHandler -> output topics + state table.
+
+Thin by design: every rule lives in ``pipeline.streaming`` and ``pipeline.core``.
+This module loops over batches, sends what the handler returns, and persists the
+per-customer state in the ``customer-state`` table once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from pipeline.metrics import Metrics
+from pipeline.settings import Settings
+from pipeline.streaming import Drained, RawRecord, StreamHandler
+
+log = logging.getLogger(__name__)
+
+STATE_TABLE = "customer-state"
+
+
+class ProcessRole:
+    """Registers the process agent, its table and its timer on a Faust app."""
+
+    def __init__(self, app: faust.App, settings: Settings, metrics: Metrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.handler = StreamHandler(settings, metrics=metrics)
+        # One lock for the agent and the timer: a batch's outputs must be
+        # delivered before its state is written, and a tick must not take the
+        # dirty state of a batch that is still waiting for its outputs.
+        self.lock = asyncio.Lock()
+        raw = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.input_topic = app.topic(self.handler.input_topic, **raw)
+        self.table = app.Table(
+            STATE_TABLE,
+            partitions=settings.kafka.input_partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self._output_topics: dict[str, faust.TopicT] = {}
+        # The oldest unanswered item is compared with the channel's tightest target.
+        self._tightest_target: dict[str, float] = {}
+        for policy in settings.policies:
+            current = self._tightest_target.get(policy.channel)
+            if current is None or policy.target_seconds < current:
+                self._tightest_target[policy.channel] = policy.target_seconds
+        app.agent(self.input_topic, name="process")(self._process)
+        app.timer(1.0)(self._tick)
+        app.on_partitions_revoked.connect(self._on_revoked)
+
+    # -- agent ---------------------------------------------------------------
+
+    async def _process(self, stream: faust.StreamT) -> None:
+        worker = self.settings.worker
+        async for events in stream.take_events(worker.batch_size, within=worker.batch_seconds):
+            async with self.lock:
+                for event in events:
+                    message = event.message
+                    self._ensure_loaded(message.partition)
+                    self.handler.handle(
+                        RawRecord(
+                            topic=message.topic,
+                            partition=message.partition,
+                            offset=message.offset,
+                            key=message.key,
+                            value=message.value,
+                            timestamp_ms=int(message.timestamp * 1000)
+                            if message.timestamp
+                            else None,
+                            headers=_headers(message.headers),
+                        )
+                    )
+                await self._flush(self.handler.drain())
+
+    async def _tick(self) -> None:
+        """Once a second: wall-clock timers (live mode), gauges, lag."""
+        partitions = self._active_partitions()
+        async with self.lock:
+            for partition in partitions:
+                self._ensure_loaded(partition)
+            self.handler.tick(partitions)
+            await self._flush(self.handler.drain())
+        self._update_gauges(partitions)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _active_partitions(self) -> list[int]:
+        if self.app.rebalancing:
+            return []
+        return sorted(
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.handler.input_topic
+        )
+
+    def _ensure_loaded(self, partition: int) -> None:
+        if not self.handler.has_partition(partition):
+            restored = self.handler.load_partition(partition, list(self.table.data.items()))
+            log.info("partition %s: restored %s customers from the state table", partition, restored)
+
+    def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+        for tp in revoked:
+            if tp.topic == self.handler.input_topic:
+                self.handler.drop_partition(tp.partition)
+
+    async def _flush(self, drained: Drained) -> None:
+        """Send outputs, wait for Kafka's acks, then write state (clock last)."""
+        pending = []
+        for out in drained.outgoing:
+            topic = self._topic(out.topic)
+            pending.append(
+                await topic.send(
+                    key=out.key,
+                    value=out.value,
+                    partition=out.partition,
+                    timestamp=out.timestamp_ms / 1000 if out.timestamp_ms else None,
+                    headers=list(out.headers) if out.headers else None,
+                    force=True,
+                )
+            )
+        if pending:
+            await asyncio.gather(*pending)
+        for partition, changes in drained.state.items():
+            for key, value in changes.items():
+                raw_key = key.encode()
+                if value is None:
+                    self.table.data.pop(raw_key, None)
+                else:
+                    self.table.data[raw_key] = value
+                self.table.send_changelog(partition, raw_key, value)
+
+    def _topic(self, name: str) -> faust.TopicT:
+        topic = self._output_topics.get(name)
+        if topic is None:
+            topic = self.app.topic(name, key_serializer="raw", value_serializer="raw")
+            self._output_topics[name] = topic
+        return topic
+
+    def _update_gauges(self, partitions: list[int]) -> None:
+        processors = [self.handler.processors[p] for p in partitions if p in self.handler.processors]
+        self.metrics.set_open_sessions(sum(p.open_sessions() for p in processors))
+        # Ages are measured on each partition's clock (event time), so a replay
+        # or a time-lapse simulation shows the same ages as live traffic.
+        oldest_age: dict[str, float] = {}
+        for processor in processors:
+            if processor.clock_ms is None:
+                continue
+            for channel, started in processor.oldest_open_sla_clock().items():
+                age = max(0.0, (processor.clock_ms - started) / 1000)
+                oldest_age[channel] = max(age, oldest_age.get(channel, 0.0))
+        for channel in self.settings.channels.keys:
+            age = oldest_age.get(channel, 0.0)
+            target = self._tightest_target.get(channel)
+            ratio = age / target if target else 0.0
+            self.metrics.set_oldest_unanswered(channel, age, ratio)
+        consumer = self.app.consumer
+        for partition in partitions:
+            tp = TP(self.handler.input_topic, partition)
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - lag is best-effort telemetry
+                continue
+            last = self.handler.last_offsets.get(partition)
+            if highwater is not None:
+                lag = highwater - (last + 1 if last is not None else 0)
+                self.metrics.set_lag(self.handler.input_topic, partition, max(0, lag))
+            processor = self.handler.processors.get(partition)
+            if processor is not None and processor.clock_ms is not None:
+                self.metrics.set_stream_time(partition, processor.clock_ms / 1000)
+
+
+def _headers(headers: Any) -> list[tuple[str, bytes]]:
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, dict) else headers
+    return [(name, value if isinstance(value, bytes) else bytes(value or b"")) for name, value in items]

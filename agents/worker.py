@@ -1,0 +1,65 @@
+"""Start a Faust worker for one role (``process`` or ``sink``).
+
+Called by ``cxstream worker`` and ``cxstream sink``. Builds the metrics registry,
+the app and the role's agents from one :class:`~pipeline.settings.Settings`,
+creates the project's topics (broker auto-creation is off), serves ``/metrics``
+on the role's web port, and runs until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from agents.app import build_app
+from pipeline import __version__
+from pipeline.metrics import Metrics
+from pipeline.settings import Settings
+from pipeline.topics import ensure_topics, project_topics
+
+ROLES = ("process", "sink")
+
+
+def create_role_app(settings: Settings, role: str, *, web_port: int | None = None) -> faust.App:
+    """A Faust app with the role's agents and a ``/metrics`` page registered."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.set_worker_info(__version__, settings.config_hash)
+    app = build_app(settings, role=role, web_port=web_port)
+    if role == "process":
+        from agents.process import ProcessRole
+
+        role_impl: object = ProcessRole(app, settings, metrics)
+    else:
+        from agents.sink import SinkRole
+        from pipeline.sink.pseudonym import Pseudonymizer
+        from pipeline.sink.store import SqlStore
+
+        pseudonymizer = Pseudonymizer.from_settings(settings.sql) if settings.sql.pseudonymise else None
+        store = SqlStore(settings.sql.url, pseudonymizer=pseudonymizer)
+        store.create_schema()
+        role_impl = SinkRole(app, settings, metrics, store)
+
+    @app.page("/metrics")
+    async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/healthz")
+    async def health_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return web.json({"status": "ok", "role": role, "version": __version__})
+
+    app.cxstream_role = role_impl  # type: ignore[attr-defined]  # keeps the role alive, aids debugging
+    app.cxstream_metrics = metrics  # type: ignore[attr-defined]
+    return app
+
+
+def run_worker(settings: Settings, role: str, *, loglevel: str = "info", web_port: int | None = None) -> None:
+    ensure_topics(settings.kafka.bootstrap, project_topics(settings.kafka))
+    app = create_role_app(settings, role, web_port=web_port)
+    logging.basicConfig(level=loglevel.upper())
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,224 @@
+"""The ``cxstream`` command.
+
+Each subcommand parses its arguments here and calls one function that does the
+work; heavy imports (faust, kafka, SQLAlchemy) happen inside the subcommand so
+``cxstream --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline import __version__
+from pipeline.errors import CxstreamError
+from pipeline.settings import Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict = {}
+    if getattr(args, "bootstrap", None):
+        overrides.setdefault("kafka", {})["bootstrap"] = args.bootstrap
+    if getattr(args, "prefix", None):
+        overrides.setdefault("kafka", {})["topic_prefix"] = args.prefix
+    if getattr(args, "db", None):
+        overrides.setdefault("sql", {})["url"] = args.db
+    if getattr(args, "web_port", None):
+        overrides.setdefault("worker", {})["web_port"] = args.web_port
+    if getattr(args, "clock", None):
+        overrides.setdefault("worker", {})["clock"] = args.clock
+    return load_settings(args.config, overrides=overrides)
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from pipeline.broker import broker_command
+
+    return broker_command(args.data_dir, args.port, args.fetch_only)
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from pipeline.topics import ensure_topics, project_topics
+
+    settings = _settings(args)
+    created = ensure_topics(settings.kafka.bootstrap, project_topics(settings.kafka))
+    print(f"topics ready created={len(created)} {' '.join(created)}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from agents.worker import run_worker
+
+    run_worker(_settings(args), "process", loglevel=args.loglevel)
+    return 0
+
+
+def cmd_sink(args: argparse.Namespace) -> int:
+    from agents.worker import run_worker
+
+    settings = _settings(args)
+    port = args.web_port or settings.worker.web_port + 1
+    run_worker(settings, "sink", loglevel=args.loglevel, web_port=port)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from pipeline.simulate_cli import simulate_command
+
+    settings = _settings(args)
+    return simulate_command(
+        settings=settings,
+        customers=args.customers,
+        count=args.count,
+        seed=args.seed,
+        start=args.start,
+        rate=args.rate,
+        output=args.output,
+        to_kafka=args.output is None,
+        bootstrap=settings.kafka.bootstrap,
+    )
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from pipeline.control import send_end_of_input
+    from pipeline.producer import EventProducer, produce_file
+    from pipeline.topics import INTERACTIONS
+
+    settings = _settings(args)
+    topic = settings.kafka.topic(INTERACTIONS)
+    with EventProducer(settings.kafka.bootstrap, topic, settings.channels) as producer:
+        report = produce_file(args.file, producer)
+        producer.flush()
+    if args.end_of_input:
+        send_end_of_input(settings.kafka.bootstrap, topic)
+    for line_no, error in report.rejected:
+        print(f"rejected line {line_no}: {error}", file=sys.stderr)
+    print(f"produce sent={report.sent} rejected={len(report.rejected)} topic={topic}")
+    return 0 if not report.rejected else 1
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pipeline.replay import replay_file
+    from pipeline.replay_sql import write_to_sql
+
+    settings = _settings(args)
+    result = replay_file(args.file, settings, args.out)
+    if args.db:
+        rows = write_to_sql(result, settings)
+        print(f"replay sql url={args.db.split('://')[0]} rows={rows}")
+    return 0
+
+
+def cmd_schema_check(args: argparse.Namespace) -> int:
+    from pipeline.contract.compat import compat_command
+
+    return compat_command(args.schemas_dir)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pipeline import bench
+
+    settings = _settings(args)
+    return bench.run(args.what, settings, events=args.events, db=args.db)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(_settings(args), rate=args.rate, customers=args.customers, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cxstream",
+        description="Omnichannel customer-interaction streaming: sessions, SLA clocks, "
+        "channel-switch failures.",
+    )
+    parser.add_argument("--version", action="version", version=f"cxstream {__version__}")
+    parser.add_argument("--config", type=Path, help="YAML config file (see docs/ops.md)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides the config)")
+        p.add_argument("--prefix", help="topic prefix (overrides the config)")
+        return p
+
+    p = sub.add_parser("broker", help="fetch and run the local single-node Kafka broker")
+    p.add_argument("--data-dir", type=Path, help="broker data dir (default: a fresh temp dir)")
+    p.add_argument("--port", type=int, help="listener port (default: a free port)")
+    p.add_argument("--fetch-only", action="store_true", help="only fetch the Kafka artifacts")
+    p.set_defaults(func=cmd_broker)
+
+    p = common(sub.add_parser("topics", help="create the project's topics (idempotent)"))
+    p.set_defaults(func=cmd_topics)
+
+    for name, func, helptext in (
+        ("worker", cmd_worker, "run the stream-core worker"),
+        ("sink", cmd_sink, "run the SQL sink worker"),
+    ):
+        p = common(sub.add_parser(name, help=helptext))
+        p.add_argument("--db", help="SQLAlchemy URL (overrides sql.url)")
+        p.add_argument("--web-port", type=int, help="port of /metrics and the ops page")
+        p.add_argument("--clock", choices=("live", "stream"), help="clock mode")
+        p.add_argument("--loglevel", default="info", choices=("debug", "info", "warn", "error"))
+        p.set_defaults(func=func)
+
+    p = common(sub.add_parser("simulate", help="generate omnichannel traffic"))
+    p.add_argument("--customers", type=int, default=500)
+    p.add_argument("--count", type=int, default=10_000, help="events to emit")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--start", default=None, help="ISO-8601 start of event time, or 'now'")
+    p.add_argument("--rate", type=float, default=None, help="events/s (default: as fast as possible)")
+    p.add_argument("--output", type=Path, help="write JSON Lines here instead of to Kafka")
+    p.set_defaults(func=cmd_simulate)
+
+    p = common(sub.add_parser("produce", help="send a JSON Lines file of events to Kafka"))
+    p.add_argument("file", type=Path)
+    p.add_argument(
+        "--end-of-input",
+        action="store_true",
+        help="then mark the end of input on every partition (backfills, tests)",
+    )
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("replay", help="process a JSON Lines file offline (the reference)")
+    p.add_argument("file", type=Path)
+    p.add_argument("--out", type=Path, default=Path("var/replay"), help="output folder")
+    p.add_argument("--db", help="also write the results into this SQL database")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("schema", help="event contract tools")
+    schema_sub = p.add_subparsers(dest="schema_command", required=True)
+    p = schema_sub.add_parser("check", help="FULL_TRANSITIVE compatibility of schemas/")
+    p.add_argument("--schemas-dir", type=Path, default=None)
+    p.set_defaults(func=cmd_schema_check)
+
+    p = common(sub.add_parser("bench", help="benchmarks that print their figures"))
+    p.add_argument("what", choices=("codec", "replay", "pipeline", "sink"))
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--db", help="SQLAlchemy URL for the sink benchmark")
+    p.set_defaults(func=cmd_bench)
+
+    p = common(sub.add_parser("demo", help="the whole pipeline on the embedded default"))
+    p.add_argument("--rate", type=float, default=40.0, help="simulated events/s")
+    p.add_argument("--customers", type=int, default=300)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--db", help="SQLAlchemy URL (default: SQLite file under var/)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CxstreamError as exc:
+        print(f"cxstream: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

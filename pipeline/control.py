@@ -1,0 +1,41 @@
+"""Control records on the input topic.
+
+An end-of-input marker tells the stream core that a partition's input has ended
+(a backfill, a replay through Kafka, a deterministic test): it closes every open
+session and fires the SLA clocks up to the latest event time seen, exactly as
+``cxstream replay`` does at the end of its file. It is a record with the header
+``cx-control: end-of-input`` and no value, sent to every partition explicitly.
+"""
+
+from __future__ import annotations
+
+from kafka import KafkaProducer
+
+from pipeline.errors import DeliveryError
+from pipeline.streaming import CONTROL_HEADER, END_OF_INPUT
+
+
+def send_end_of_input(bootstrap: str, topic: str, timeout: float = 30.0) -> int:
+    """Send the end-of-input marker to every partition of ``topic``; returns the count."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        partitions = sorted(producer.partitions_for(topic) or ())
+        futures = [
+            producer.send(
+                topic,
+                key=b"__cxstream_control__",
+                value=None,
+                partition=partition,
+                headers=[(CONTROL_HEADER, END_OF_INPUT)],
+            )
+            for partition in partitions
+        ]
+        producer.flush(timeout)
+        for future in futures:
+            try:
+                future.get(timeout=timeout)
+            except Exception as exc:  # kafka-python raises several error types
+                raise DeliveryError(f"end-of-input marker not delivered: {exc}") from exc
+        return len(partitions)
+    finally:
+        producer.close()

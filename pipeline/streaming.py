@@ -1,0 +1,337 @@
+"""The streaming step between Kafka records and the stream core, without Kafka.
+
+The Faust agent (``agents/process.py``) stays thin: it hands every consumed
+record to :class:`StreamHandler` and sends what the handler returns. Keeping
+this glue free of faust lets unit tests drive it with plain records and keeps
+the rules in one place:
+
+* records that do not decode or validate become dead letters (nothing is lost,
+  the worker carries on);
+* records keyed by something other than the customer id are re-published keyed
+  by ``customer_id`` so one customer's events meet on one partition;
+* an end-of-input control record closes everything on its partition (replays,
+  backfills and deterministic tests);
+* everything else goes to the partition's :class:`PartitionProcessor`.
+
+Ordering promise (what makes restarts exact): :meth:`drain` returns the output
+records *and* the dirty per-customer state of the same batch. The agent must
+send the outputs and wait until Kafka acknowledged them **before** it writes the
+state to the changelog, and it writes the partition clock last. After a crash,
+either the state was not written (the events are processed again from the old
+state and produce the same outputs again, which sinks upsert), or it was, and
+the redelivered events are recognised as duplicates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipeline.contract.codec import EventCodec, RecordCodec
+from pipeline.contract.event import InteractionEvent
+from pipeline.contract.validate import validate
+from pipeline.core.partitioning import partition_for
+from pipeline.core.processor import PartitionProcessor
+from pipeline.core.records import (
+    ContactSummary,
+    JourneySignal,
+    LateEvent,
+    OutputRecord,
+    SessionRecord,
+    SlaEvent,
+)
+from pipeline.dlq import build_dead_letter
+from pipeline.errors import ContractError
+from pipeline.settings import Settings
+from pipeline.topics import (
+    CONTACTS,
+    DLQ,
+    INTERACTIONS,
+    JOURNEY_SIGNALS,
+    LATE_EVENTS,
+    SESSIONS,
+    SLA_EVENTS,
+)
+
+#: Header that marks a control record on the input topic.
+CONTROL_HEADER = "cx-control"
+#: Control value: the input of this partition has ended; close everything.
+END_OF_INPUT = b"end-of-input"
+#: Table key that holds a partition's clock (customer ids never start with "__").
+CLOCK_KEY_PREFIX = "__clock__:"
+
+OUTPUT_TOPIC_SUFFIX: Mapping[type, str] = {
+    SessionRecord: SESSIONS,
+    ContactSummary: CONTACTS,
+    SlaEvent: SLA_EVENTS,
+    JourneySignal: JOURNEY_SIGNALS,
+    LateEvent: LATE_EVENTS,
+}
+
+
+def clock_key(partition: int) -> str:
+    return f"{CLOCK_KEY_PREFIX}{partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A consumed Kafka record, as the agent sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A record the agent must send; ``partition`` None means by key."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+    headers: Sequence[tuple[str, bytes]] | None = None
+    partition: int | None = None
+
+
+@dataclass(slots=True)
+class Drained:
+    """What one batch (or one timer tick) produced."""
+
+    outgoing: list[Outgoing] = field(default_factory=list)
+    #: partition -> {table key -> serialized value, None = delete}. Clock keys last.
+    state: dict[int, dict[str, bytes | None]] = field(default_factory=dict)
+    records: list[OutputRecord] = field(default_factory=list)
+
+
+class MetricsSink(Protocol):
+    """What the handler reports; ``pipeline.metrics.Metrics`` implements it."""
+
+    def observe_event(self, channel: str, event_type: str) -> None: ...
+    def observe_output(self, record: Any) -> None: ...
+    def dead_letter(self, stage: str, reason: str) -> None: ...
+    def duplicate_event(self, channel: str) -> None: ...
+    def rekeyed_event(self) -> None: ...
+    def observe_processing_latency(self, seconds: float) -> None: ...
+
+
+class _NoMetrics:
+    def observe_event(self, channel: str, event_type: str) -> None:
+        pass
+
+    def observe_output(self, record: Any) -> None:
+        pass
+
+    def dead_letter(self, stage: str, reason: str) -> None:
+        pass
+
+    def duplicate_event(self, channel: str) -> None:
+        pass
+
+    def rekeyed_event(self) -> None:
+        pass
+
+    def observe_processing_latency(self, seconds: float) -> None:
+        pass
+
+
+class StreamHandler:
+    """Turns consumed input records into output records and state changes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: MetricsSink | None = None,
+        wall_clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics: MetricsSink = metrics or _NoMetrics()
+        self._wall_ms = wall_clock_ms or (lambda: int(time.time() * 1000))
+        self._event_codec = EventCodec()
+        self._record_codecs = {
+            cls: RecordCodec(cls.OUTPUT_NAME) for cls in OUTPUT_TOPIC_SUFFIX
+        }
+        kafka = settings.kafka
+        self.input_topic = kafka.topic(INTERACTIONS)
+        self.dlq_topic = kafka.topic(DLQ)
+        self._output_topics = {cls: kafka.topic(s) for cls, s in OUTPUT_TOPIC_SUFFIX.items()}
+        self.partitions = kafka.input_partitions
+        self.processors: dict[int, PartitionProcessor] = {}
+        self._last_update_flush: dict[int, float] = {}
+        self.last_offsets: dict[int, int] = {}
+        self._pending = Drained()
+        self._touched: set[int] = set()
+
+    # -- partition lifecycle -------------------------------------------------
+
+    def has_partition(self, partition: int) -> bool:
+        return partition in self.processors
+
+    def load_partition(self, partition: int, table_items: Iterable[tuple[Any, Any]]) -> int:
+        """Rebuild a partition's processor from the state table (after assignment).
+
+        ``table_items`` may hold keys of every partition; only this one's are loaded.
+        Returns the number of customers restored.
+        """
+        processor = PartitionProcessor.from_settings(self.settings, partition=partition)
+        restored = 0
+        clock_name = clock_key(partition)
+        for raw_key, value in table_items:
+            if value is None:
+                continue
+            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            if key == clock_name:
+                processor.load_clock(int(value))
+            elif key.startswith(CLOCK_KEY_PREFIX):
+                continue
+            elif partition_for(key, self.partitions) == partition:
+                processor.load_state(key, value)
+                restored += 1
+        self.processors[partition] = processor
+        return restored
+
+    def drop_partition(self, partition: int) -> None:
+        self.processors.pop(partition, None)
+        self._last_update_flush.pop(partition, None)
+
+    # -- records -------------------------------------------------------------
+
+    def handle(self, record: RawRecord) -> None:
+        """Process one consumed input record; results accumulate until :meth:`drain`."""
+        self.last_offsets[record.partition] = record.offset
+        if _is_end_of_input(record.headers):
+            self._collect(record.partition, self._processor(record.partition).end_of_input())
+            return
+        try:
+            event = validate(self._event_codec.decode(record.value or b""), self.settings.channels)
+        except ContractError as exc:
+            self._dead_letter(record, exc)
+            return
+        expected_key = event.customer_id.encode()
+        if record.key != expected_key:
+            self._rekey(record, expected_key)
+            return
+        self.metrics.observe_event(event.channel, event.type)
+        processor = self._processor(record.partition)
+        duplicates_before = processor.stats.duplicates
+        outputs = processor.process(event)
+        if processor.stats.duplicates != duplicates_before:
+            self.metrics.duplicate_event(event.channel)
+        self._observe_latency(event)
+        self._collect(record.partition, outputs)
+
+    def tick(self, partitions: Iterable[int]) -> None:
+        """Advance the given partitions' clocks to wall time (live mode only)."""
+        if self.settings.worker.clock != "live":
+            return
+        skew_ms = int(self.settings.worker.allowed_skew_seconds * 1000)
+        now = self._wall_ms() - skew_ms
+        for partition in partitions:
+            self._collect(partition, self._processor(partition).advance(now))
+
+    def drain(self, *, force_updates: bool = False) -> Drained:
+        """Everything produced since the last drain; see the module docstring."""
+        now = time.monotonic()
+        interval = self.settings.worker.session_update_seconds
+        for partition in sorted(self._touched):
+            processor = self.processors[partition]
+            last = self._last_update_flush.get(partition, 0.0)
+            if force_updates or now - last >= interval:
+                self._last_update_flush[partition] = now
+                self._collect(partition, processor.flush_updates(), touch=False)
+            dirty = processor.take_dirty()
+            if processor.clock_ms is not None:
+                # Written last, so a restored clock never runs ahead of the states.
+                dirty[clock_key(partition)] = str(processor.clock_ms).encode()
+            self._pending.state[partition] = dirty
+        drained, self._pending = self._pending, Drained()
+        self._touched = set()
+        return drained
+
+    # -- helpers -------------------------------------------------------------
+
+    def _processor(self, partition: int) -> PartitionProcessor:
+        processor = self.processors.get(partition)
+        if processor is None:
+            processor = PartitionProcessor.from_settings(self.settings, partition=partition)
+            self.processors[partition] = processor
+        return processor
+
+    def _collect(
+        self, partition: int, outputs: Sequence[OutputRecord], *, touch: bool = True
+    ) -> None:
+        if touch:
+            self._touched.add(partition)
+        for output in outputs:
+            cls = type(output)
+            self.metrics.observe_output(output)
+            self._pending.records.append(output)
+            self._pending.outgoing.append(
+                Outgoing(
+                    topic=self._output_topics[cls],
+                    key=output.key.encode(),
+                    value=self._record_codecs[cls].encode(output.to_dict()),
+                    timestamp_ms=_record_time(output),
+                )
+            )
+
+    def _dead_letter(self, record: RawRecord, exc: ContractError) -> None:
+        letter = build_dead_letter(
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            timestamp_ms=record.timestamp_ms,
+            error=exc,
+            stage=exc.stage,
+            now_ms=self._wall_ms(),
+        )
+        self.metrics.dead_letter(exc.stage, type(exc).__name__)
+        self._pending.outgoing.append(
+            Outgoing(
+                topic=self.dlq_topic,
+                key=letter.key,
+                value=letter.value,
+                timestamp_ms=letter.timestamp_ms,
+                headers=letter.headers,
+            )
+        )
+
+    def _rekey(self, record: RawRecord, key: bytes) -> None:
+        self.metrics.rekeyed_event()
+        self._pending.outgoing.append(
+            Outgoing(
+                topic=self.input_topic,
+                key=key,
+                value=record.value,
+                timestamp_ms=record.timestamp_ms,
+                headers=list(record.headers) or None,
+            )
+        )
+
+    def _observe_latency(self, event: InteractionEvent) -> None:
+        self.metrics.observe_processing_latency(max(0.0, (self._wall_ms() - event.occurred_at) / 1000))
+
+
+def _is_end_of_input(headers: Sequence[tuple[str, bytes]]) -> bool:
+    return any(name == CONTROL_HEADER and value == END_OF_INPUT for name, value in headers)
+
+
+def _record_time(record: OutputRecord) -> int:
+    if isinstance(record, SessionRecord):
+        return record.ended_at
+    if isinstance(record, ContactSummary):
+        return record.ended_at or record.started_at
+    if isinstance(record, SlaEvent):
+        return record.fired_at
+    if isinstance(record, JourneySignal):
+        return record.occurred_at
+    return record.occurred_at
