@@ -1,0 +1,226 @@
+"""SQL tables of the sink (SQLAlchemy 2 typed models) and the session precedence rule.
+
+Natural keys of the output records are the primary keys, so every write is an
+idempotent upsert. Timestamps are ``DateTime(timezone=True)`` holding UTC.
+``channel_stats`` is derived from the other tables (see :mod:`pipeline.sink.stats`);
+nothing ever increments it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, MetaData, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from pipeline.core.records import SESSION_OPEN, SESSION_SUPERSEDED
+
+# Stable constraint names so migrations are the same on every dialect.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSONB on PostgreSQL (indexable, compact); SQLite stores JSON text.
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+# Upper bounds (seconds) of the cumulative first-reply buckets of channel_stats;
+# they span the chat (60 s) to web message (2 banking days) targets.
+FIRST_REPLY_BUCKETS: tuple[int, ...] = (30, 60, 180, 600, 3600, 7200, 28800, 86400, 172800)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ms_to_utc(epoch_ms: int) -> datetime:
+    """Epoch milliseconds -> aware UTC datetime, exactly (no float rounding)."""
+    return _EPOCH + timedelta(milliseconds=epoch_ms)
+
+
+def utc_to_ms(value: datetime) -> int:
+    """A datetime read back from SQL -> epoch ms; naive values (SQLite) are UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _utc() -> Any:
+    return DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+
+    session_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    superseded_by: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(_utc())
+    ended_at: Mapped[datetime] = mapped_column(_utc())
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    channel_path: Mapped[str] = mapped_column(Text)
+    first_channel: Mapped[str] = mapped_column(String(64))
+    last_channel: Mapped[str] = mapped_column(String(64))
+    contacts: Mapped[int] = mapped_column(Integer)
+    events: Mapped[int] = mapped_column(Integer)
+    channel_switches: Mapped[int] = mapped_column(Integer)
+    first_contact_resolved: Mapped[bool] = mapped_column(Boolean)
+    resolved_at_end: Mapped[bool] = mapped_column(Boolean)
+    switch_failures: Mapped[int] = mapped_column(Integer)
+    sla_breaches: Mapped[int] = mapped_column(Integer)
+    nps_score: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(_utc())
+
+    # channel_stats recomputation reads final sessions by first channel and start.
+    __table_args__ = (Index(None, "first_channel", "started_at"),)
+
+
+class ContactRow(Base):
+    __tablename__ = "contacts"
+
+    contact_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(200), index=True)
+    session_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(_utc())
+    ended_at: Mapped[datetime | None] = mapped_column(_utc())
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    topic: Mapped[str | None] = mapped_column(String(200))
+    first_reply_seconds: Mapped[float | None] = mapped_column(Float)
+    first_reply_business_seconds: Mapped[float | None] = mapped_column(Float)
+    breached: Mapped[bool] = mapped_column(Boolean)
+    events: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index(None, "channel", "started_at"),
+        Index(None, "channel", "ended_at"),
+    )
+
+
+class SlaEventRow(Base):
+    __tablename__ = "sla_events"
+
+    sla_event_id: Mapped[str] = mapped_column(String(400), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    customer_id: Mapped[str] = mapped_column(String(200), index=True)
+    contact_id: Mapped[str] = mapped_column(String(200), index=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    policy: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(32))
+    clock_started_at: Mapped[datetime] = mapped_column(_utc())
+    deadline: Mapped[datetime] = mapped_column(_utc())
+    target_seconds: Mapped[float] = mapped_column(Float)
+    calendar: Mapped[str] = mapped_column(String(64))
+    fired_at: Mapped[datetime] = mapped_column(_utc())
+    replied_at: Mapped[datetime | None] = mapped_column(_utc())
+    overrun_seconds: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index(None, "channel", "fired_at"),)
+
+
+class _SignalColumns:
+    """Columns shared by both journey-signal tables (one row per JourneySignal)."""
+
+    signal_id: Mapped[str] = mapped_column(String(400), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(200), index=True)
+    from_contact_id: Mapped[str] = mapped_column(String(200))
+    from_channel: Mapped[str] = mapped_column(String(64))
+    from_outcome: Mapped[str | None] = mapped_column(String(32))
+    to_contact_id: Mapped[str] = mapped_column(String(200))
+    to_channel: Mapped[str] = mapped_column(String(64))
+    gap_seconds: Mapped[float] = mapped_column(Float)
+    topic: Mapped[str | None] = mapped_column(String(200))
+    occurred_at: Mapped[datetime] = mapped_column(_utc())
+
+
+class SwitchFailureRow(_SignalColumns, Base):
+    __tablename__ = "channel_switch_failures"
+    __table_args__ = (
+        Index(None, "from_channel", "occurred_at"),
+        Index(None, "to_channel", "occurred_at"),
+    )
+
+
+class FalseResolutionRow(_SignalColumns, Base):
+    __tablename__ = "false_resolutions"
+
+
+class LateEventRow(Base):
+    __tablename__ = "late_events"
+
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(200), index=True)
+    occurred_at: Mapped[datetime] = mapped_column(_utc())
+    clock_at: Mapped[datetime] = mapped_column(_utc())
+    reason: Mapped[str] = mapped_column(String(200))
+    event_json: Mapped[dict[str, Any]] = mapped_column(JsonType)
+
+
+class ChannelStatsRow(Base):
+    """Per channel and minute/hour bucket counters; see docs/sql.md for the timestamps."""
+
+    __tablename__ = "channel_stats"
+
+    bucket_size: Mapped[str] = mapped_column(String(8), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(_utc(), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    contacts_started: Mapped[int] = mapped_column(Integer, default=0)
+    contacts_ended: Mapped[int] = mapped_column(Integer, default=0)
+    resolved: Mapped[int] = mapped_column(Integer, default=0)
+    unresolved: Mapped[int] = mapped_column(Integer, default=0)
+    abandoned: Mapped[int] = mapped_column(Integer, default=0)
+    transferred: Mapped[int] = mapped_column(Integer, default=0)
+    fcr_numerator: Mapped[int] = mapped_column(Integer, default=0)
+    fcr_denominator: Mapped[int] = mapped_column(Integer, default=0)
+    sla_warnings: Mapped[int] = mapped_column(Integer, default=0)
+    sla_breaches: Mapped[int] = mapped_column(Integer, default=0)
+    switch_failures_out: Mapped[int] = mapped_column(Integer, default=0)
+    switch_failures_in: Mapped[int] = mapped_column(Integer, default=0)
+    first_reply_sum_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    first_reply_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_reply_le_30s: Mapped[int] = mapped_column(Integer, default=0)
+    first_reply_le_60s: Mapped[int] = mapped_column(Integer, default=0)
+    first_reply_le_180s: Mapped[int] = mapped_column(Integer, default=0)
+    first_reply_le_600s: Mapped[int] = mapped_column(Integer, default=0)
+    first_reply_le_3600s: Mapped[int] = mapped_column(Integer, default=0)
+    first_reply_le_7200s: Mapped[int] = mapped_column(Integer, default=0)
+    first_reply_le_28800s: Mapped[int] = mapped_column(Integer, default=0)
+    first_reply_le_86400s: Mapped[int] = mapped_column(Integer, default=0)
+    first_reply_le_172800s: Mapped[int] = mapped_column(Integer, default=0)
+    first_reply_le_inf: Mapped[int] = mapped_column(Integer, default=0)
+    nps_promoters: Mapped[int] = mapped_column(Integer, default=0)
+    nps_passives: Mapped[int] = mapped_column(Integer, default=0)
+    nps_detractors: Mapped[int] = mapped_column(Integer, default=0)
+
+
+STATS_COUNTERS: tuple[str, ...] = tuple(
+    column.name
+    for column in ChannelStatsRow.__table__.columns
+    if column.name not in ("bucket_size", "bucket_start", "channel")
+)
+
+
+def session_wins(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+    """True when session record ``new`` may replace ``old`` (same session_id).
+
+    An open record never replaces a final or superseded one; a closed record
+    always replaces an open one; otherwise the higher ``version`` wins, and on
+    equal versions ``superseded`` beats ``final`` (a redelivery of the same
+    record replaces itself, which is harmless). :func:`pipeline.sink.store` applies
+    the same rule in SQL across batches.
+    """
+    new_closed = new["status"] != SESSION_OPEN
+    old_closed = old["status"] != SESSION_OPEN
+    if new_closed != old_closed:
+        return new_closed
+    if new["version"] != old["version"]:
+        return bool(new["version"] > old["version"])
+    return bool(new["status"] == old["status"] or new["status"] == SESSION_SUPERSEDED)

@@ -1,0 +1,424 @@
+"""The SQL store: idempotent batch upserts of output records (SQLite and PostgreSQL).
+
+The Faust sink agent and the offline replay both call :meth:`SqlStore.write`, so
+streaming and replay fill identical tables. Every batch is one transaction:
+upserts on natural keys, then the affected ``channel_stats`` rows are derived
+again from the base tables (:mod:`pipeline.sink.stats`), so a redelivered or
+replayed batch leaves the database exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    create_engine,
+    event,
+    exc,
+    make_url,
+    or_,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from pipeline.core.records import (
+    FALSE_RESOLUTION,
+    SESSION_FINAL,
+    SESSION_OPEN,
+    SESSION_SUPERSEDED,
+    SWITCH_FAILURE,
+)
+from pipeline.errors import SinkError, SinkUnavailableError
+from pipeline.sink.migrate import upgrade_connection
+from pipeline.sink.models import (
+    Base,
+    ContactRow,
+    FalseResolutionRow,
+    LateEventRow,
+    SessionRow,
+    SlaEventRow,
+    SwitchFailureRow,
+    ms_to_utc,
+    session_wins,
+    utc_to_ms,
+)
+from pipeline.sink.pseudonym import Pseudonymizer
+from pipeline.sink.stats import Touch, recompute_channel_stats
+
+Record = Mapping[str, Any]
+Batch = Sequence[tuple[str, Record]]
+
+# Columns left out of dump_tables: they record when we wrote, not what happened,
+# so a replayed database legitimately differs there.
+VOLATILE_COLUMNS = frozenset({"updated_at"})
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one batch did: records received and rows upserted per table (after
+    collapsing repeated keys within the batch)."""
+
+    records: int
+    rows: Mapping[str, int] = field(default_factory=dict)
+    channel_stats_rows: int = 0
+
+
+class Sink(Protocol):
+    """The seam callers use: the Faust sink agent, the replay, and their tests."""
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Store a batch atomically. When it returns, the batch is durable and
+        offsets may be committed; if it raises, nothing of the batch is stored."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- record -> row
+
+
+def _session_row(record: Record, now: datetime) -> dict[str, Any]:
+    path = list(record["channel_path"])
+    return {
+        "session_id": record["session_id"],
+        "customer_id": record["customer_id"],
+        "status": record["status"],
+        "superseded_by": record.get("superseded_by"),
+        "started_at": ms_to_utc(record["started_at"]),
+        "ended_at": ms_to_utc(record["ended_at"]),
+        "duration_seconds": (record["ended_at"] - record["started_at"]) / 1000,
+        "channel_path": ">".join(path),
+        "first_channel": path[0] if path else "",
+        "last_channel": path[-1] if path else "",
+        "contacts": record["contacts"],
+        "events": record["events"],
+        "channel_switches": record["channel_switches"],
+        "first_contact_resolved": bool(record["first_contact_resolved"]),
+        "resolved_at_end": bool(record["resolved_at_end"]),
+        "switch_failures": record["switch_failures"],
+        "sla_breaches": record["sla_breaches"],
+        "nps_score": record.get("nps_score"),
+        "version": record.get("version", 0),
+        "updated_at": now,
+    }
+
+
+def _optional_time(value: int | None) -> datetime | None:
+    return None if value is None else ms_to_utc(value)
+
+
+def _contact_row(record: Record, now: datetime) -> dict[str, Any]:
+    return {
+        "contact_id": record["contact_id"],
+        "customer_id": record["customer_id"],
+        "session_id": record.get("session_id"),
+        "channel": record["channel"],
+        "started_at": ms_to_utc(record["started_at"]),
+        "ended_at": _optional_time(record.get("ended_at")),
+        "outcome": record.get("outcome"),
+        "topic": record.get("topic"),
+        "first_reply_seconds": record.get("first_reply_seconds"),
+        "first_reply_business_seconds": record.get("first_reply_business_seconds"),
+        "breached": bool(record["breached"]),
+        "events": record["events"],
+    }
+
+
+def _sla_row(record: Record, now: datetime) -> dict[str, Any]:
+    row = {name: record.get(name) for name in SlaEventRow.__table__.columns.keys()}  # noqa: SIM118
+    for name in ("clock_started_at", "deadline", "fired_at"):
+        row[name] = ms_to_utc(record[name])
+    row["replied_at"] = _optional_time(record.get("replied_at"))
+    return row
+
+
+def _signal_row(record: Record, now: datetime) -> dict[str, Any]:
+    row = {name: record.get(name) for name in SwitchFailureRow.__table__.columns.keys()}  # noqa: SIM118
+    row["occurred_at"] = ms_to_utc(record["occurred_at"])
+    return row
+
+
+def _late_row(record: Record, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": record["event_id"],
+        "customer_id": record["customer_id"],
+        "occurred_at": ms_to_utc(record["occurred_at"]),
+        "clock_at": ms_to_utc(record["clock_at"]),
+        "reason": record["reason"],
+        "event_json": dict(record["event"]),
+    }
+
+
+_ROW_BUILDERS: dict[str, tuple[Table, Callable[[Record, datetime], dict[str, Any]]]] = {
+    "session": (SessionRow.__table__, _session_row),
+    "contact": (ContactRow.__table__, _contact_row),
+    "sla_event": (SlaEventRow.__table__, _sla_row),
+    "late_event": (LateEventRow.__table__, _late_row),
+}
+_SIGNAL_TABLES: dict[str, Table] = {
+    SWITCH_FAILURE: SwitchFailureRow.__table__,
+    FALSE_RESOLUTION: FalseResolutionRow.__table__,
+}
+
+
+def _pseudonymise(record: Record, pseudonymizer: Pseudonymizer | None) -> Record:
+    if pseudonymizer is None:
+        return record
+    record = dict(record)
+    record["customer_id"] = pseudonymizer.customer(record["customer_id"])
+    if isinstance(record.get("event"), Mapping) and "customer_id" in record["event"]:
+        record["event"] = {**record["event"], "customer_id": record["customer_id"]}
+    return record
+
+
+def rows_by_table(
+    batch: Batch, pseudonymizer: Pseudonymizer | None = None, now: datetime | None = None
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Group a batch into table name -> primary key -> row, one row per key.
+
+    The last record per key wins, except for sessions, where
+    :func:`~pipeline.sink.models.session_wins` decides. Raises SinkError for an
+    output name or signal kind the store does not know.
+    """
+    now = now or datetime.now(UTC)
+    tables: dict[str, dict[str, dict[str, Any]]] = {}
+    for output_name, record in batch:
+        if output_name == "journey_signal":
+            table = _SIGNAL_TABLES.get(record.get("kind", ""))
+            if table is None:
+                raise SinkError(f"journey_signal kind {record.get('kind')!r} is unknown")
+            build: Callable[[Record, datetime], dict[str, Any]] = _signal_row
+        elif output_name in _ROW_BUILDERS:
+            table, build = _ROW_BUILDERS[output_name]
+        else:
+            raise SinkError(f"output {output_name!r} has no table")
+        try:
+            row = build(_pseudonymise(record, pseudonymizer), now)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SinkError(f"{output_name} record cannot be stored: {exc!r}") from exc
+        key = row[table.primary_key.columns.values()[0].name]
+        rows = tables.setdefault(table.name, {})
+        if table.name == "sessions" and key in rows and not session_wins(row, rows[key]):
+            continue
+        rows[key] = row
+    return tables
+
+
+# -------------------------------------------------------------------- the store
+
+
+def _sessions_upsert_condition(table: Table, excluded: Any) -> Any:
+    """SQL form of session_wins(excluded, current row)."""
+    new_closed = excluded.status != SESSION_OPEN
+    old_closed = table.c.status != SESSION_OPEN
+    return or_(
+        and_(new_closed, table.c.status == SESSION_OPEN),
+        and_(
+            new_closed == old_closed,
+            or_(
+                excluded.version > table.c.version,
+                and_(
+                    excluded.version == table.c.version,
+                    or_(excluded.status == table.c.status, excluded.status == SESSION_SUPERSEDED),
+                ),
+            ),
+        ),
+    )
+
+
+def _touches_of(table_name: str, row: Mapping[str, Any]) -> list[Touch]:
+    """Where a base row counts in channel_stats (see pipeline.sink.stats)."""
+    if table_name == "contacts":
+        touches = [Touch(row["channel"], utc_to_ms(row["started_at"]))]
+        if row["ended_at"] is not None:
+            touches.append(Touch(row["channel"], utc_to_ms(row["ended_at"])))
+        return touches
+    if table_name == "sessions":
+        if row["status"] != SESSION_FINAL:
+            return []
+        return [Touch(row["first_channel"], utc_to_ms(row["started_at"]))]
+    if table_name == "sla_events":
+        return [Touch(row["channel"], utc_to_ms(row["fired_at"]))]
+    if table_name == "channel_switch_failures":
+        at = utc_to_ms(row["occurred_at"])
+        return [Touch(row["from_channel"], at), Touch(row["to_channel"], at)]
+    return []
+
+
+_STATS_SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "contacts": ("channel", "started_at", "ended_at"),
+    "sessions": ("status", "first_channel", "started_at"),
+    "sla_events": ("channel", "fired_at"),
+    "channel_switch_failures": ("from_channel", "to_channel", "occurred_at"),
+}
+
+# Keeps IN lists well below driver parameter limits (SQLite: 32766).
+_KEY_CHUNK = 5000
+
+
+class SqlStore:
+    """Idempotent batch writer for ``sqlite:///path.db`` and ``postgresql+psycopg://``."""
+
+    def __init__(self, url: str, *, pseudonymizer: Pseudonymizer | None = None) -> None:
+        self.url = url
+        self._pseudonymizer = pseudonymizer
+        self._engine = _create_engine(url)
+        self.dialect = self._engine.dialect.name
+
+    def create_schema(self) -> None:
+        """Create or upgrade all tables by running the migrations."""
+        with self._translate_errors(), self._engine.begin() as conn:
+            upgrade_connection(conn)
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Upsert a batch in one transaction and re-derive the channel_stats it touches.
+
+        Idempotent: writing the same batch again leaves every table unchanged.
+        Raises SinkUnavailableError when the database cannot be reached (retry
+        later) and SinkError when it rejects the batch.
+        """
+        tables = rows_by_table(batch, self._pseudonymizer)
+        if not tables:
+            return WriteResult(records=0)
+        with self._translate_errors(), self._engine.begin() as conn:
+            touches: set[Touch] = set()
+            for table_name, rows in tables.items():
+                table = Base.metadata.tables[table_name]
+                if table_name in _STATS_SOURCE_COLUMNS:
+                    touches.update(self._stored_touches(conn, table, list(rows)))
+                    for row in rows.values():
+                        touches.update(_touches_of(table_name, row))
+                self._upsert(conn, table, list(rows.values()))
+            stats_rows = recompute_channel_stats(conn, touches)
+        return WriteResult(
+            records=len(batch),
+            rows={name: len(rows) for name, rows in tables.items()},
+            channel_stats_rows=stats_rows,
+        )
+
+    def close(self) -> None:
+        self.dispose()
+
+    def dispose(self) -> None:
+        """Close all pooled connections (the store may be used again afterwards)."""
+        self._engine.dispose()
+
+    def _stored_touches(self, conn: Connection, table: Table, keys: list[str]) -> list[Touch]:
+        """Touches of the rows the upsert is about to replace: their old buckets
+        must be recomputed too (e.g. a session whose start moved earlier)."""
+        key_column = table.primary_key.columns.values()[0]
+        columns = [table.c[name] for name in _STATS_SOURCE_COLUMNS[table.name]]
+        touches: list[Touch] = []
+        for start in range(0, len(keys), _KEY_CHUNK):
+            chunk = keys[start : start + _KEY_CHUNK]
+            for row in conn.execute(select(*columns).where(key_column.in_(chunk))).mappings():
+                touches.extend(_touches_of(table.name, row))
+        return touches
+
+    def _upsert(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = insert(table)
+        keys = [column.name for column in table.primary_key.columns]
+        updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+        where = (
+            _sessions_upsert_condition(table, stmt.excluded) if table.name == "sessions" else None
+        )
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=where)
+        conn.execute(stmt, rows)
+
+    def _translate_errors(self) -> _ErrorTranslator:
+        return _ErrorTranslator(self.dialect)
+
+
+class _ErrorTranslator:
+    """Context manager turning SQLAlchemy errors into the project's SinkError types."""
+
+    # SQLite reports schema mistakes as OperationalError too; those are not outages.
+    _SQLITE_SCHEMA_ERRORS = ("no such table", "no such column", "has no column", "syntax error")
+
+    def __init__(self, dialect: str) -> None:
+        self._dialect = dialect
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, error: BaseException | None, tb: Any) -> None:
+        if error is None or not isinstance(error, exc.SQLAlchemyError):
+            return
+        if isinstance(error, exc.OperationalError | exc.InterfaceError) and not (
+            self._dialect == "sqlite"
+            and any(text in str(error.orig) for text in self._SQLITE_SCHEMA_ERRORS)
+        ):
+            raise SinkUnavailableError(f"SQL store unreachable: {error.orig}") from error
+        detail = getattr(error, "orig", None) or error
+        raise SinkError(f"SQL store rejected the batch: {detail}") from error
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(
+            url,
+            # After a database restart, pooled connections are dead; check first.
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": 5, "options": "-c timezone=UTC"},
+        )
+    raise SinkError(f"unsupported SQL url {parsed.render_as_string()}: use sqlite or postgresql")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets dashboards read while the sink writes; NORMAL sync is durable in WAL.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+# ----------------------------------------------------------------- comparison
+
+
+def _normalize(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict | list):
+        return json.loads(json.dumps(value, sort_keys=True))
+    return value
+
+
+def dump_tables(url: str) -> dict[str, list[dict[str, Any]]]:
+    """Every table's rows ordered by primary key, values normalized for comparing
+    two databases (UTC ISO datetimes, floats rounded to 3 decimals, volatile
+    columns such as ``updated_at`` left out)."""
+    engine = _create_engine(url)
+    try:
+        with _ErrorTranslator(engine.dialect.name), engine.connect() as conn:
+            dump: dict[str, list[dict[str, Any]]] = {}
+            for name, table in sorted(Base.metadata.tables.items()):
+                columns = [c for c in table.columns if c.name not in VOLATILE_COLUMNS]
+                query = select(*columns).order_by(*table.primary_key.columns)
+                dump[name] = [
+                    {key: _normalize(value) for key, value in row.items()}
+                    for row in conn.execute(query).mappings()
+                ]
+            return dump
+    finally:
+        engine.dispose()
