@@ -1,0 +1,189 @@
+"""Avro single-object encoding of events and output records.
+
+Wire layout (Avro spec, "Single-object encoding")::
+
+    C3 01 | 8-byte CRC-64-AVRO fingerprint of the writer schema, little-endian | body
+
+The body is the Avro binary encoding of the record under the writer schema. A
+reader looks the fingerprint up among every stored version of the schema and, for
+an older version, resolves it into the current one (fields added since then take
+their defaults, unknown enum symbols their enum default).
+
+Codecs own their errors: whatever fastavro raises on bad bytes becomes a
+:class:`DecodeError` (or :class:`UnknownSchemaError`), never a library exception.
+Decoding does not validate business rules; that is :mod:`pipeline.contract.validate`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import fields
+from io import BytesIO
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+from pipeline.contract.event import InteractionEvent, event_from_record
+from pipeline.contract.schemas import SchemaVersion, load_versions
+from pipeline.errors import ContractError, DecodeError, UnknownSchemaError
+
+MAGIC = b"\xc3\x01"
+HEADER_LENGTH = len(MAGIC) + 8
+EVENT_SCHEMA = "interaction_event"
+
+# Output record fields that hold a nested mapping in the dataclass but a JSON
+# string in the Avro schema (LateEvent.event keeps the raw input event without
+# nesting the input schema inside the output schema).
+_JSON_STRING_FIELDS: Mapping[str, tuple[str, ...]] = {"late_event": ("event",)}
+
+# fastavro's decode errors on garbage or truncated bodies: a short read (EOFError,
+# StopIteration), a bad enum/union index (IndexError), a negative or absurd length
+# (ValueError, MemoryError, OverflowError), broken UTF-8 (UnicodeDecodeError).
+_BODY_ERRORS = (
+    EOFError,
+    StopIteration,
+    IndexError,
+    KeyError,
+    ValueError,
+    TypeError,
+    MemoryError,
+    OverflowError,
+    UnicodeDecodeError,
+)
+
+
+def _raw_longs(schema: Any) -> Any:
+    """A copy of ``schema`` without ``timestamp-millis`` logical types.
+
+    Times are epoch milliseconds everywhere in cxstream. Reading them as plain
+    longs skips fastavro's int -> datetime conversion and our datetime -> int
+    conversion back, which is a large share of decode cost; the binary encoding is
+    the same, so the fingerprint (taken from the stored schema) does not change.
+    """
+    if isinstance(schema, dict):
+        if schema.get("logicalType") == "timestamp-millis" and schema.get("type") == "long":
+            return "long"
+        return {key: _raw_longs(value) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [_raw_longs(item) for item in schema]
+    return schema
+
+
+class _VersionedCodec:
+    """Single-object framing shared by the event codec and the record codec."""
+
+    def __init__(self, schema_name: str, versions: list[SchemaVersion] | None = None) -> None:
+        self.schema_name = schema_name
+        versions = versions if versions is not None else load_versions(schema_name)
+        current = versions[-1]
+        self.version = current.version
+        self.fingerprint = current.fingerprint
+        self._header = MAGIC + current.fingerprint
+        self._writer = parse_schema(_raw_longs(current.raw))
+        # fingerprint -> (writer schema, reader schema or None when it is the current one)
+        self._readers: dict[bytes, tuple[Any, Any]] = {}
+        for version in versions:
+            writer = parse_schema(_raw_longs(version.raw))
+            reader = None if version is current else self._writer
+            self._readers[version.fingerprint] = (writer, reader)
+
+    def _encode_record(self, record: Mapping[str, Any]) -> bytes:
+        out = BytesIO()
+        out.write(self._header)
+        try:
+            schemaless_writer(out, self._writer, record)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            raise ContractError(
+                f"{self.schema_name}: record does not fit schema v{self.version}: {exc}"
+            ) from exc
+        return out.getvalue()
+
+    def _decode_record(self, data: bytes) -> dict[str, Any]:
+        if len(data) < HEADER_LENGTH or data[:2] != MAGIC:
+            raise DecodeError(
+                f"{self.schema_name}: not Avro single-object encoded "
+                "(expected marker c301 and an 8-byte fingerprint, "
+                f"got {data[:10].hex() or 'no bytes'})"
+            )
+        fingerprint = bytes(data[2:HEADER_LENGTH])
+        try:
+            writer, reader = self._readers[fingerprint]
+        except KeyError:
+            raise UnknownSchemaError(
+                f"{self.schema_name}: unknown schema fingerprint {fingerprint.hex()}; "
+                f"known: {', '.join(fp.hex() for fp in self._readers)}"
+            ) from None
+        body = BytesIO(data)
+        body.seek(HEADER_LENGTH)
+        try:
+            record = schemaless_reader(body, writer, reader)
+        except _BODY_ERRORS as exc:
+            raise DecodeError(
+                f"{self.schema_name}: body is truncated or corrupt "
+                f"({type(exc).__name__}: {exc or 'short read'})"
+            ) from exc
+        if body.tell() != len(data):
+            raise DecodeError(
+                f"{self.schema_name}: {len(data) - body.tell()} unexpected bytes after the record"
+            )
+        return record
+
+
+class EventCodec(_VersionedCodec):
+    """Encode :class:`InteractionEvent` with the current schema; decode any stored version."""
+
+    def __init__(self, versions: list[SchemaVersion] | None = None) -> None:
+        super().__init__(EVENT_SCHEMA, versions)
+        # Building the event positionally from the decoded values is ~1.5x faster
+        # than by name, and the event build is a fifth of decode cost. It is only
+        # safe when the current schema lists the fields in the dataclass's order;
+        # older versions go through fastavro's resolution, which may reorder.
+        current_fields = [f["name"] for f in self._writer["fields"]]
+        self._positional = current_fields == [f.name for f in fields(InteractionEvent)]
+
+    def encode(self, event: InteractionEvent) -> bytes:
+        """Single-object bytes of ``event`` under the current schema version.
+
+        Raises :class:`ContractError` when the event cannot be written at all
+        (e.g. a ``type`` that is not an enum symbol); run validation first.
+        """
+        return self._encode_record(event.to_record())
+
+    def decode(self, data: bytes) -> InteractionEvent:
+        """The event in ``data``; raises :class:`DecodeError` / :class:`UnknownSchemaError`."""
+        record = self._decode_record(data)
+        try:
+            if self._positional and data[2:HEADER_LENGTH] == self.fingerprint:
+                return InteractionEvent(*record.values())
+            return event_from_record(record)
+        except (KeyError, TypeError) as exc:  # only reachable with a broken stored schema
+            raise DecodeError(f"{EVENT_SCHEMA}: decoded record lacks {exc}") from exc
+
+
+class RecordCodec(_VersionedCodec):
+    """Codec for one output record schema (``session``, ``contact``, ``sla_event`` ...).
+
+    ``encode(record.to_dict())`` and ``decode(bytes) -> dict`` round-trip exactly,
+    including ``LateEvent.event`` (a JSON string on the wire, a dict in memory).
+    """
+
+    def __init__(self, schema_name: str, versions: list[SchemaVersion] | None = None) -> None:
+        super().__init__(schema_name, versions)
+        self._json_fields = _JSON_STRING_FIELDS.get(schema_name, ())
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        if self._json_fields:
+            record = dict(record)
+            for name in self._json_fields:
+                record[name] = json.dumps(record[name], sort_keys=True, separators=(",", ":"))
+        return self._encode_record(record)
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        record = self._decode_record(data)
+        for name in self._json_fields:
+            try:
+                record[name] = json.loads(record[name])
+            except ValueError as exc:
+                raise DecodeError(f"{self.schema_name}.{name}: not JSON: {exc}") from exc
+        return record

@@ -1,0 +1,257 @@
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from pipeline.contract.codec import MAGIC, EventCodec, RecordCodec
+from pipeline.contract.event import InteractionEvent
+from pipeline.contract.schemas import (
+    SCHEMAS_DIR,
+    crc64_avro,
+    current,
+    load_version_file,
+    load_versions,
+    schema_names,
+)
+from pipeline.core.records import (
+    ContactSummary,
+    JourneySignal,
+    LateEvent,
+    SessionRecord,
+    SlaEvent,
+)
+from pipeline.errors import ContractError, DecodeError, UnknownSchemaError
+
+EVENT = InteractionEvent(
+    event_id="0f8fad5b-d9cb-469f-a165-70867728950e",
+    occurred_at=1_772_439_300_250,
+    customer_id="cust-000123",
+    channel="chat",
+    contact_id="chat-000123-1",
+    type="contact_ended",
+    actor="bot",
+    outcome="unresolved",
+    topic="card_lost",
+    agent_id="bot-7",
+    attributes={"queue": "cards"},
+    producer="chat-gateway/2.3",
+)
+
+
+def test_crc64_avro_matches_the_spec_test_vectors():
+    # Values from the Avro specification's fingerprint test data.
+    assert crc64_avro(b"") == 0xC15D213AA4D7A795
+    assert crc64_avro(b'"null"') == 7195948357588979594
+    assert crc64_avro(b'"int"') == 8247732601305521295
+
+
+def test_stored_fingerprint_equals_fastavro_fingerprint_of_canonical_form():
+    version = current("interaction_event")
+    canonical = to_parsing_canonical_form(version.raw)
+    assert version.fingerprint.hex() == fingerprint(canonical, "CRC-64-AVRO")
+
+
+def test_every_output_record_has_a_schema_with_the_dataclass_fields():
+    for record_type in (SessionRecord, ContactSummary, SlaEvent, JourneySignal, LateEvent):
+        schema = current(record_type.OUTPUT_NAME).raw
+        names = [f["name"] for f in schema["fields"]]
+        assert names == [f.name for f in fields(record_type)], record_type.OUTPUT_NAME
+
+
+def test_every_schema_field_has_a_doc():
+    for name in schema_names(SCHEMAS_DIR):
+        for version in load_versions(name):
+            undocumented = [f["name"] for f in version.raw["fields"] if not f.get("doc")]
+            assert undocumented == [], f"{name} v{version.version}"
+
+
+def test_encoded_event_starts_with_marker_and_fingerprint():
+    data = EventCodec().encode(EVENT)
+    assert data[:2] == MAGIC == b"\xc3\x01"
+    assert data[2:10] == current("interaction_event").fingerprint
+
+
+def test_event_round_trips_through_the_codec():
+    codec = EventCodec()
+    assert codec.decode(codec.encode(EVENT)) == EVENT
+
+
+def test_feedback_event_with_score_and_empty_attributes_round_trips():
+    codec = EventCodec()
+    event = InteractionEvent(
+        event_id="e-2",
+        occurred_at=946_684_800_000,
+        customer_id="c",
+        channel="web_message",
+        contact_id="k",
+        type="feedback",
+        actor="customer",
+        score=0,
+        producer="survey/1",
+    )
+    assert codec.decode(codec.encode(event)) == event
+
+
+def test_garbage_without_marker_is_a_decode_error():
+    with pytest.raises(DecodeError, match="not Avro single-object encoded"):
+        EventCodec().decode(b'{"event_id": "json, not avro"}')
+
+
+def test_bytes_shorter_than_the_header_are_a_decode_error():
+    with pytest.raises(DecodeError, match="c301"):
+        EventCodec().decode(b"\xc3\x01\x00")
+
+
+def test_unknown_fingerprint_is_named_in_the_error():
+    data = MAGIC + bytes.fromhex("0102030405060708") + b"\x00"
+    with pytest.raises(UnknownSchemaError, match="0102030405060708"):
+        EventCodec().decode(data)
+
+
+def test_truncated_body_is_a_decode_error():
+    data = EventCodec().encode(EVENT)
+    with pytest.raises(DecodeError, match="truncated or corrupt"):
+        EventCodec().decode(data[:-5])
+
+
+def test_trailing_bytes_after_the_record_are_a_decode_error():
+    data = EventCodec().encode(EVENT)
+    with pytest.raises(DecodeError, match="2 unexpected bytes"):
+        EventCodec().decode(data + b"\x00\x00")
+
+
+def test_every_truncation_of_an_event_is_a_decode_error_not_a_library_error():
+    codec = EventCodec()
+    data = codec.encode(EVENT)
+    for length in range(len(data)):
+        with pytest.raises(DecodeError):
+            codec.decode(data[:length])
+
+
+def test_event_with_a_type_outside_the_enum_cannot_be_encoded():
+    bad = InteractionEvent(**{**EVENT.to_record(), "type": "video_call_started"})
+    with pytest.raises(ContractError, match="interaction_event"):
+        EventCodec().encode(bad)
+
+
+def _write_version(folder: Path, version: int, schema: dict) -> Path:
+    path = folder / f"v{version}.avsc"
+    path.write_text(json.dumps(schema), encoding="utf-8")
+    return path
+
+
+def test_old_version_is_read_into_the_current_schema(tmp_path):
+    """v1 data read by a v2 reader: the added field takes its default, symbols resolve."""
+    v1 = {
+        "type": "record",
+        "name": "InteractionEvent",
+        "namespace": "fi.bank.cxstream",
+        "fields": [
+            f for f in current("interaction_event").raw["fields"] if f["name"] != "attributes"
+        ],
+    }
+    v2 = current("interaction_event").raw
+    old = load_version_file(_write_version(tmp_path, 1, v1), "interaction_event", 1)
+    new = load_version_file(_write_version(tmp_path, 2, v2), "interaction_event", 2)
+    old_writer = EventCodec([old])
+    event = InteractionEvent(**{**EVENT.to_record(), "attributes": {}})
+    data = old_writer.encode(event)
+    assert data[2:10] == old.fingerprint
+    assert EventCodec([old, new]).decode(data) == event
+
+
+def test_newer_enum_symbol_reads_as_the_enum_default(tmp_path):
+    raw = json.loads(json.dumps(current("interaction_event").raw))
+    type_field = next(f for f in raw["fields"] if f["name"] == "type")
+    type_field["type"]["symbols"].append("video_call_started")
+    newer = load_version_file(_write_version(tmp_path, 2, raw), "interaction_event", 2)
+    data = EventCodec([newer]).encode(
+        InteractionEvent(**{**EVENT.to_record(), "type": "video_call_started"})
+    )
+    # The reader's current (last) version is v1: it knows the newer writer by
+    # fingerprint, and the symbol v1 lacks falls back to the enum default.
+    reader = EventCodec([newer, current("interaction_event")])
+    assert reader.decode(data).type == "unknown"
+
+
+def _records():
+    return {
+        "session": SessionRecord(
+            session_id="s-1",
+            customer_id="c-1",
+            status="final",
+            started_at=1_772_439_300_000,
+            ended_at=1_772_439_900_000,
+            channel_path=["chat", "phone"],
+            contacts=2,
+            events=9,
+            channel_switches=1,
+            first_contact_resolved=False,
+            resolved_at_end=True,
+            switch_failures=1,
+            sla_breaches=0,
+            nps_score=7,
+            contact_ids=["k-1", "k-2"],
+            version=3,
+        ),
+        "contact": ContactSummary(
+            contact_id="k-1",
+            customer_id="c-1",
+            channel="chat",
+            session_id=None,
+            started_at=1_772_439_300_000,
+            ended_at=None,
+            outcome="unresolved",
+            topic=None,
+            first_reply_seconds=12.5,
+            first_reply_business_seconds=None,
+            breached=False,
+            events=4,
+        ),
+        "sla_event": SlaEvent(
+            sla_event_id="k-1:chat_first_reply:first_reply:0:breach",
+            kind="breach",
+            customer_id="c-1",
+            contact_id="k-1",
+            channel="chat",
+            policy="chat_first_reply",
+            metric="first_reply",
+            clock_started_at=1_772_439_300_000,
+            deadline=1_772_439_360_000,
+            target_seconds=60.0,
+            calendar="24x7",
+            fired_at=1_772_439_360_000,
+        ),
+        "journey_signal": JourneySignal(
+            signal_id="sig-1",
+            kind="switch_failure",
+            customer_id="c-1",
+            from_contact_id="k-1",
+            from_channel="chat",
+            from_outcome="unresolved",
+            to_contact_id="k-2",
+            to_channel="phone",
+            gap_seconds=300.0,
+            topic="card_lost",
+            occurred_at=1_772_439_600_000,
+        ),
+        "late_event": LateEvent(
+            event_id="e-9",
+            customer_id="c-1",
+            occurred_at=1_772_439_300_000,
+            clock_at=1_772_449_300_000,
+            reason="session_closed",
+            event=EVENT.to_json_dict(),
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["session", "contact", "sla_event", "journey_signal", "late_event"]
+)
+def test_output_record_round_trips_through_its_record_codec(name):
+    record = _records()[name]
+    codec = RecordCodec(name)
+    assert codec.decode(codec.encode(record.to_dict())) == record.to_dict()
