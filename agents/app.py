@@ -19,7 +19,9 @@ import faust
 from pipeline.settings import Settings
 
 
-def build_app(settings: Settings, *, role: str, web_port: int | None = None) -> faust.App:
+def build_app(
+    settings: Settings, *, role: str, web_port: int | None = None, web_enabled: bool = True
+) -> faust.App:
     """A configured, agent-less Faust app; agents are registered by the role modules."""
     kafka = settings.kafka
     return faust.App(
@@ -37,7 +39,7 @@ def build_app(settings: Settings, *, role: str, web_port: int | None = None) -> 
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         table_standby_replicas=0,
-        web_enabled=True,
+        web_enabled=web_enabled,
         web_port=web_port if web_port is not None else settings.worker.web_port,
         web_bind="0.0.0.0",
         web_in_thread=False,

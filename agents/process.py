@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -26,8 +27,16 @@ STATE_TABLE = "customer-state"
 class ProcessRole:
     """Registers the process agent, its table and its timer on a Faust app."""
 
-    def __init__(self, app: faust.App, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.app = app
+        self._on_batch = on_batch
         self.settings = settings
         self.metrics = metrics
         self.handler = StreamHandler(settings, metrics=metrics)
@@ -77,6 +86,8 @@ class ProcessRole:
                         )
                     )
                 await self._flush(self.handler.drain())
+            if self._on_batch is not None:
+                self._on_batch(len(events))
 
     async def _tick(self) -> None:
         """Once a second: wall-clock timers (live mode), gauges, lag."""

@@ -1,0 +1,77 @@
+"""One side of ``cxstream bench pipeline``, run in its own process.
+
+``--mode noop``: a Faust agent that only counts the input records, batched
+exactly like the real agent. ``--mode full``: the real stream-core agent
+(:class:`agents.process.ProcessRole`) in stream-clock mode. Both time from the
+first record received to the N-th record done and print one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from agents.app import build_app
+from pipeline.metrics import Metrics
+from pipeline.settings import build_settings
+from pipeline.topics import INTERACTIONS
+
+
+class _Progress:
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.done = 0
+        self.first: float | None = None
+
+    def add(self, count: int) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+        self.done += count
+        if self.done >= self.target:
+            seconds = time.perf_counter() - self.first
+            print(json.dumps({"events": self.done, "seconds": seconds,
+                              "events_per_s": self.done / seconds}), flush=True)
+            sys.stdout.flush()
+            os._exit(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=("noop", "full"), required=True)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--events", type=int, required=True)
+    args = parser.parse_args()
+    settings = build_settings(
+        {
+            "kafka": {"bootstrap": args.bootstrap, "topic_prefix": args.prefix},
+            "worker": {"clock": "stream"},
+        }
+    )
+    progress = _Progress(args.events)
+    role = f"bench-{args.mode}-{uuid.uuid4().hex[:6]}"
+    app = build_app(settings, role=role, web_enabled=False)
+    if args.mode == "noop":
+        topic = app.topic(settings.kafka.topic(INTERACTIONS), key_serializer="raw", value_serializer="raw")
+
+        @app.agent(topic, name="noop")
+        async def noop(stream: faust.StreamT) -> None:
+            worker = settings.worker
+            async for events in stream.take_events(worker.batch_size, within=worker.batch_seconds):
+                progress.add(len(events))
+    else:
+        from agents.process import ProcessRole
+
+        ProcessRole(app, settings, Metrics(CollectorRegistry()), on_batch=progress.add)
+    faust.Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""``cxstream bench``: benchmarks that print their figures.
+
+Targets are ratios or rates measured side by side in one run, because absolute
+timings on shared 2-core machines are noisy:
+
+* ``codec``: Avro single-object encode/decode events/s on one core.
+* ``replay``: the stream core without a broker (pure logic) events/s.
+* ``pipeline``: on the local broker, N preloaded simulator events consumed by
+  (a) a no-op Faust agent and (b) the full stream-core agent, each in its own
+  worker process and consumer group, same batching; prints both rates and
+  ``ratio = b / a``.
+* ``sink``: upserted rows/s into PostgreSQL (a local server is started when no
+  ``--db`` is given).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from pipeline.contract.event import InteractionEvent
+from pipeline.settings import Settings
+
+
+def simulated_events(count: int, *, seed: int = 11, customers: int | None = None) -> list[InteractionEvent]:
+    """``count`` valid simulator events in delivery order (malformed ones left out)."""
+    from pipeline.simulator import SimulatorConfig, generate
+
+    config = SimulatorConfig(
+        customers=customers or max(100, count // 20),
+        count=int(count * 1.02) + 10,
+        seed=seed,
+        malformed_share=0.0,
+    )
+    events = [item.event for item in generate(config) if item.event is not None]
+    return events[:count]
+
+
+def run(what: str, settings: Settings, *, events: int, db: str | None) -> int:
+    if what == "codec":
+        from pipeline.contract.bench import bench_codec
+
+        bench_codec(min(events, 100_000))
+    elif what == "replay":
+        from pipeline.core.bench import bench_replay
+
+        bench_replay(simulated_events(events), settings)
+    elif what == "sink":
+        bench_sink_command(db, rows=events)
+    elif what == "pipeline":
+        bench_pipeline(settings, events)
+    return 0
+
+
+def bench_sink_command(db: str | None, *, rows: int) -> None:
+    from pipeline.sink.bench import bench_sink
+
+    if db:
+        bench_sink(db, rows=rows)
+        return
+    script = Path(__file__).resolve().parents[1] / "deploy" / "postgres" / "local-postgres.sh"
+    with tempfile.TemporaryDirectory(prefix="cxstream-bench-pg-") as data_dir:
+        url = subprocess.run(
+            ["bash", str(script), "start", data_dir],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip().splitlines()[-1]
+        try:
+            bench_sink(url, rows=rows)
+        finally:
+            subprocess.run(["bash", str(script), "stop", data_dir], check=False, capture_output=True)
+
+
+def bench_pipeline(settings: Settings, events: int) -> dict[str, float]:
+    """Preload ``events`` into a fresh topic on a local broker; time no-op vs full agent."""
+    from pipeline.broker import LocalKafka
+    from pipeline.producer import EventProducer
+    from pipeline.topics import INTERACTIONS, ensure_topics, project_topics
+
+    with tempfile.TemporaryDirectory(prefix="cxstream-bench-") as tmp, LocalKafka(
+        Path(tmp) / "kafka"
+    ) as kafka:
+        bootstrap = kafka.start()
+        prefix = f"bench{uuid.uuid4().hex[:8]}"
+        kafka_settings = settings.kafka.__class__(
+            bootstrap=bootstrap,
+            topic_prefix=prefix,
+            input_partitions=settings.kafka.input_partitions,
+            output_partitions=settings.kafka.output_partitions,
+        )
+        ensure_topics(bootstrap, project_topics(kafka_settings))
+        topic = kafka_settings.topic(INTERACTIONS)
+        batch = simulated_events(events)
+        started = time.perf_counter()
+        with EventProducer(bootstrap, topic, settings.channels) as producer:
+            for event in batch:
+                producer.send(event)
+            producer.flush()
+        preload_s = time.perf_counter() - started
+        print(f"bench pipeline preloaded={len(batch)} events in {preload_s:.1f}s", flush=True)
+        results = {}
+        for mode in ("noop", "full"):
+            results[mode] = _run_bench_worker(mode, bootstrap, prefix, len(batch))
+            print(
+                f"bench pipeline mode={mode} events={len(batch)} "
+                f"seconds={results[mode]['seconds']:.2f} "
+                f"events_per_s={results[mode]['events_per_s']:.0f}",
+                flush=True,
+            )
+    ratio = results["full"]["events_per_s"] / results["noop"]["events_per_s"]
+    print(
+        f"bench pipeline noop_events_per_s={results['noop']['events_per_s']:.0f} "
+        f"full_events_per_s={results['full']['events_per_s']:.0f} ratio={ratio:.2f}"
+    )
+    return {"ratio": ratio, **{f"{k}_events_per_s": v["events_per_s"] for k, v in results.items()}}
+
+
+def _run_bench_worker(mode: str, bootstrap: str, prefix: str, events: int) -> dict[str, float]:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents.bench_worker",
+            "--mode",
+            mode,
+            "--bootstrap",
+            bootstrap,
+            "--prefix",
+            prefix,
+            "--events",
+            str(events),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    for line in completed.stdout.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(
+        f"bench worker {mode} failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}"
+    )

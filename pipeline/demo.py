@@ -1,0 +1,173 @@
+"""``cxstream demo``: the whole pipeline on the embedded default, until Ctrl-C.
+
+Starts the local Kafka broker, creates the topics, starts the stream worker and
+the SQL sink (SQLite under ``var/``) as child processes, feeds simulated traffic
+at a steady rate, and prints a live status line read from the workers'
+``/metrics`` endpoints. Ctrl-C (or SIGTERM) stops everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.broker import LocalKafka
+from pipeline.settings import Settings
+from pipeline.topics import ensure_topics, project_topics
+
+STATUS_EVERY_SECONDS = 2.0
+PR_SET_PDEATHSIG = 1
+
+EXAMPLE_QUERIES = """\
+  -- first-contact resolution by journey start channel, today
+  SELECT first_channel,
+         ROUND(100.0 * SUM(first_contact_resolved) / COUNT(*), 1) AS fcr_percent,
+         COUNT(*) AS journeys
+    FROM sessions
+   WHERE status = 'final' AND started_at >= date('now')
+   GROUP BY first_channel ORDER BY fcr_percent;
+
+  -- SLA breaches per hour and channel
+  SELECT strftime('%Y-%m-%d %H:00', fired_at) AS hour, channel, COUNT(*) AS breaches
+    FROM sla_events WHERE kind = 'breach'
+   GROUP BY hour, channel ORDER BY hour;
+
+  -- where unresolved chatbot conversations go next
+  SELECT to_channel, COUNT(*) AS failures, ROUND(AVG(gap_seconds) / 60, 1) AS avg_gap_min
+    FROM channel_switch_failures WHERE from_channel = 'chat'
+   GROUP BY to_channel ORDER BY failures DESC;
+"""
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _spawn(args: Sequence[str], log_file: Path) -> subprocess.Popen[bytes]:
+    log = log_file.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sum every sample of a /metrics page by sample name (labels folded)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1.5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+def status_line(worker: dict[str, float], sink: dict[str, float]) -> str:
+    def n(source: dict[str, float], name: str) -> int:
+        return int(source.get(name, 0))
+
+    return (
+        f"events={n(worker, 'cxstream_events_consumed_total')} "
+        f"open_sessions={n(worker, 'cxstream_open_sessions')} "
+        f"sessions_closed={n(worker, 'cxstream_sessions_closed_total')} "
+        f"warnings={n(worker, 'cxstream_sla_warnings_total')} "
+        f"breaches={n(worker, 'cxstream_sla_breaches_total')} "
+        f"switch_failures={n(worker, 'cxstream_channel_switch_failures_total')} "
+        f"dlq={n(worker, 'cxstream_dead_letters_total')} "
+        f"late={n(worker, 'cxstream_late_events_total')} "
+        f"lag={n(worker, 'cxstream_consumer_lag')} "
+        f"sql_rows={n(sink, 'cxstream_sink_rows_total')}"
+    )
+
+
+@contextlib.contextmanager
+def _stopping(processes: list[subprocess.Popen[bytes]]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def run_demo(settings: Settings, *, rate: float, customers: int, seed: int) -> int:
+    var = Path("var").resolve()
+    var.mkdir(exist_ok=True)
+    logs = var / "logs"
+    logs.mkdir(exist_ok=True)
+    sql_url = settings.sql.url
+    web_port = settings.worker.web_port
+    sink_port = web_port + 1
+
+    # SIGTERM behaves like Ctrl-C so the finally blocks stop everything.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with LocalKafka(var / "kafka") as kafka:
+        bootstrap = kafka.start()
+        print(f"kafka      ready at {bootstrap} (log: {kafka.log_file})")
+        ensure_topics(bootstrap, project_topics(settings.kafka))
+        common = ["--bootstrap", bootstrap, "--prefix", settings.kafka.topic_prefix]
+        processes = [
+            _spawn(["worker", *common, "--web-port", str(web_port)], logs / "worker.log"),
+            _spawn(
+                ["sink", *common, "--db", sql_url, "--web-port", str(sink_port)],
+                logs / "sink.log",
+            ),
+            _spawn(
+                [
+                    "simulate",
+                    *common,
+                    "--start",
+                    "now",
+                    "--rate",
+                    str(rate),
+                    "--customers",
+                    str(customers),
+                    "--seed",
+                    str(seed),
+                    "--count",
+                    str(10**9),
+                ],
+                logs / "simulate.log",
+            ),
+        ]
+        with _stopping(processes):
+            print(f"worker     http://127.0.0.1:{web_port}/metrics   (log: {logs / 'worker.log'})")
+            print(f"sink       http://127.0.0.1:{sink_port}/metrics   (log: {logs / 'sink.log'})")
+            print(f"simulator  {rate:g} events/s for {customers} customers (log: {logs / 'simulate.log'})")
+            print(f"SQL        {sql_url}")
+            print("Try, e.g. with the sqlite3 shell on that file:")
+            print(EXAMPLE_QUERIES)
+            print("Live (Ctrl-C stops everything):")
+            try:
+                while True:
+                    time.sleep(STATUS_EVERY_SECONDS)
+                    for process, name in zip(processes, ("worker", "sink", "simulator"), strict=True):
+                        if process.poll() is not None:
+                            print(f"\n{name} exited with {process.returncode}; see {logs}/")
+                            return 1
+                    line = status_line(scrape(web_port), scrape(sink_port))
+                    print(f"\r{time.strftime('%H:%M:%S')} {line}", end="", flush=True)
+            except KeyboardInterrupt:
+                print("\nstopping ...")
+    print("stopped.")
+    return 0
