@@ -1,0 +1,457 @@
+"""The state of one customer on one partition, and what happens to it.
+
+:class:`CustomerState` applies one customer's events (in arrival order) and fires
+its timed work (session closes, SLA due times, switch settlements, expiries) when
+the partition clock reaches it. It never looks at a wall clock: the processor
+passes the clock in, so a replay and the stream give the same records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pipeline.contract.event import CONTACT_ENDED, FEEDBACK, RESOLVED, InteractionEvent
+from pipeline.core.dedup import DedupWindow
+from pipeline.core.records import (
+    SESSION_FINAL,
+    SESSION_OPEN,
+    SESSION_SUPERSEDED,
+    SWITCH_FAILURE,
+    ContactSummary,
+    LateEvent,
+    OutputRecord,
+    SessionRecord,
+    SlaEvent,
+)
+from pipeline.core.sessions import Session, SessionBook
+from pipeline.core.switches import Candidate, candidate_for_end, due_ms, next_contact, settle
+
+MS = 1000
+
+# Outcome of CustomerState.apply().
+APPLIED = "applied"
+DUPLICATE = "duplicate"
+LATE = "late"
+
+# Tie order of timed work due at the same millisecond: SLA first (a breach at the
+# close time still belongs to the session), then settlements (their failures are
+# counted in the session), then the close, then housekeeping.
+_RANK_SLA, _RANK_SETTLE, _RANK_CLOSE, _RANK_DROP, _RANK_PRUNE = range(5)
+
+
+class SlaClock(Protocol):
+    """What the core needs of :class:`pipeline.core.sla.ContactSla`."""
+
+    first_reply_seconds: float | None
+    first_reply_business_seconds: float | None
+    breached: bool
+    breaches: int
+
+    def fire_due(self, clock_ms: int) -> list[SlaEvent]: ...
+    def observe(self, event: InteractionEvent) -> list[SlaEvent]: ...
+    def next_due_ms(self) -> int | None: ...
+    @property
+    def is_idle(self) -> bool: ...
+    def to_state(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CoreRules:
+    """The event-time rules in integer milliseconds, plus what opens SLA clocks."""
+
+    gap_ms: int
+    grace_ms: int
+    switch_window_ms: int
+    false_resolution_ms: int
+    dedup_retention_ms: int
+    policies: Sequence[Any]
+    business_calendar: Any
+    sla_type: Any  # a class with ContactSla's open()/from_state()
+
+    @property
+    def contact_retention_ms(self) -> int:
+        # An unended, idle contact outside any open session (a web-message thread
+        # waiting for the customer) is kept this long after its last event so its
+        # SLA clock numbering continues; the longest window the core knows.
+        return max(self.switch_window_ms, self.false_resolution_ms)
+
+    def window_ms(self, kind: str) -> int:
+        return self.switch_window_ms if kind == SWITCH_FAILURE else self.false_resolution_ms
+
+
+class Contact:
+    """One contact of the customer, as far as the core needs it."""
+
+    __slots__ = (
+        "channel",
+        "contact_id",
+        "ended_at",
+        "events",
+        "last_at",
+        "outcome",
+        "session_id",
+        "sla",
+        "sla_since",
+        "started_at",
+        "switched_into",
+        "topic",
+    )
+
+    def __init__(self, contact_id: str, channel: str, started_at: int, session_id: str) -> None:
+        self.contact_id = contact_id
+        self.channel = channel
+        self.started_at = started_at
+        self.ended_at: int | None = None
+        self.outcome: str | None = None
+        self.topic: str | None = None
+        self.events = 0
+        self.last_at = started_at
+        self.session_id = session_id
+        self.sla: Any = None
+        self.sla_since: int | None = None  # start of the running SLA clock (ops gauge)
+        self.switched_into = False  # a switch failure ends in this contact
+
+    def summary(self, customer_id: str) -> ContactSummary:
+        sla = self.sla
+        return ContactSummary(
+            contact_id=self.contact_id,
+            customer_id=customer_id,
+            channel=self.channel,
+            session_id=self.session_id,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            outcome=self.outcome,
+            topic=self.topic,
+            first_reply_seconds=sla.first_reply_seconds,
+            first_reply_business_seconds=sla.first_reply_business_seconds,
+            breached=sla.breached,
+            events=self.events,
+        )
+
+    def to_state(self) -> list[Any]:
+        return [
+            self.contact_id,
+            self.channel,
+            self.started_at,
+            self.ended_at,
+            self.outcome,
+            self.topic,
+            self.events,
+            self.last_at,
+            self.session_id,
+            self.sla.to_state(),
+            self.sla_since,
+            self.switched_into,
+        ]
+
+    @classmethod
+    def from_state(cls, state: list[Any], rules: CoreRules) -> Contact:
+        contact = cls(state[0], state[1], state[2], state[8])
+        contact.ended_at, contact.outcome, contact.topic = state[3], state[4], state[5]
+        contact.events, contact.last_at = state[6], state[7]
+        contact.sla = rules.sla_type.from_state(state[9], rules.policies, rules.business_calendar)
+        contact.sla_since, contact.switched_into = state[10], state[11]
+        return contact
+
+
+class CustomerState:
+    """Sessions, contacts, SLA clocks, journey candidates and seen ids of one customer."""
+
+    __slots__ = ("book", "candidates", "contacts", "customer_id", "dedup", "rules", "wake")
+
+    def __init__(self, customer_id: str, rules: CoreRules) -> None:
+        self.customer_id = customer_id
+        self.rules = rules
+        self.book = SessionBook(rules.gap_ms, rules.grace_ms)
+        self.contacts: dict[str, Contact] = {}
+        self.dedup = DedupWindow(rules.dedup_retention_ms)
+        self.candidates: dict[str, Candidate] = {}
+        # The due time this customer is registered under in the processor's
+        # timer heap (None: not registered). Not state: rebuilt on load.
+        self.wake: int | None = None
+
+    # -- events -------------------------------------------------------------
+
+    def apply(self, event: InteractionEvent, clock_ms: int, out: list[OutputRecord]) -> str:
+        """Apply one event at partition clock ``clock_ms``; returns APPLIED, DUPLICATE or LATE."""
+        rules = self.rules
+        at = event.occurred_at
+        if self.dedup.check_and_add(event.event_id, at, clock_ms):
+            return DUPLICATE
+        reason = None
+        if clock_ms > at + rules.gap_ms + rules.grace_ms:
+            reason = "event time is older than the session gap plus grace behind the clock"
+        elif self.book.hits_closed(at):
+            reason = "falls within the gap of a session that has already closed"
+        if reason is not None:
+            out.append(
+                LateEvent(
+                    event_id=event.event_id,
+                    customer_id=self.customer_id,
+                    occurred_at=at,
+                    clock_at=clock_ms,
+                    reason=reason,
+                    event=event.to_json_dict(),
+                )
+            )
+            return LATE
+
+        session, superseded = self.book.place(self.customer_id, event.event_id, at)
+        for other in superseded:
+            out.append(self._record(other, SESSION_SUPERSEDED, superseded_by=session.session_id))
+            for contact in self.contacts.values():
+                if contact.session_id == other.session_id:
+                    contact.session_id = session.session_id
+        session.events += 1
+        session.pending = True
+
+        contact = self.contacts.get(event.contact_id)
+        if event.type == FEEDBACK:
+            # Feedback often comes after the contact ended, even in a later
+            # session: it scores the session but neither opens nor joins a contact.
+            session.note_feedback(event.score, at, event.event_id)
+            if contact is None:
+                return APPLIED
+        elif contact is None:
+            contact = Contact(event.contact_id, event.channel, at, session.session_id)
+            contact.sla = rules.sla_type.open(
+                customer_id=self.customer_id,
+                contact_id=event.contact_id,
+                channel=event.channel,
+                policies=rules.policies,
+                business_calendar=rules.business_calendar,
+            )
+            self.contacts[event.contact_id] = contact
+        elif at < contact.started_at:
+            contact.started_at = at
+            contact.session_id = session.session_id
+        if event.type != FEEDBACK:
+            session.contact_ids[contact.contact_id] = None
+        self._apply_to_contact(contact, event, out)
+        return APPLIED
+
+    def _apply_to_contact(
+        self, contact: Contact, event: InteractionEvent, out: list[OutputRecord]
+    ) -> None:
+        at = event.occurred_at
+        contact.events += 1
+        if at > contact.last_at:
+            contact.last_at = at
+        if contact.topic is None and event.topic is not None:
+            contact.topic = event.topic
+        sla = contact.sla
+        was_idle = sla.is_idle
+        out.extend(sla.observe(event))
+        if sla.is_idle:
+            contact.sla_since = None
+        elif was_idle:
+            contact.sla_since = at
+        if event.type == CONTACT_ENDED:
+            if contact.ended_at is None or at >= contact.ended_at:
+                contact.ended_at, contact.outcome = at, event.outcome
+            candidate = candidate_for_end(
+                contact_id=contact.contact_id,
+                channel=contact.channel,
+                outcome=contact.outcome,
+                ended_at=contact.ended_at,
+                topic=contact.topic,
+            )
+            if candidate is not None:
+                self.candidates.setdefault(f"{candidate.kind}:{contact.contact_id}", candidate)
+            out.append(contact.summary(self.customer_id))
+        elif contact.ended_at is not None:
+            # An event of an ended contact arrived out of order: refresh the summary.
+            out.append(contact.summary(self.customer_id))
+
+    # -- timed work -----------------------------------------------------------
+
+    def _due_items(self) -> list[tuple[int, int, str]]:
+        """(due, rank, key) of every piece of timed work this customer holds."""
+        rules = self.rules
+        items: list[tuple[int, int, str]] = []
+        for session in self.book.open:
+            items.append((self.book.close_due(session), _RANK_CLOSE, session.session_id))
+        in_open = self._contacts_in_open_sessions()
+        for contact in self.contacts.values():
+            due = contact.sla.next_due_ms()
+            if due is not None:
+                items.append((due, _RANK_SLA, contact.contact_id))
+            elif contact.contact_id not in in_open and contact.ended_at is None:
+                due = contact.last_at + rules.contact_retention_ms + 1
+                items.append((due, _RANK_DROP, contact.contact_id))
+        for key, candidate in self.candidates.items():
+            nxt = next_contact(candidate, self.contacts.values())
+            due = due_ms(
+                candidate, nxt, window_ms=rules.window_ms(candidate.kind), grace_ms=rules.grace_ms
+            )
+            items.append((due, _RANK_SETTLE, key))
+        if self.book.closed:
+            due = min(self.book.closed_expiry(b) for b in self.book.closed)
+            items.append((due, _RANK_PRUNE, "closed"))
+        expiry = self.dedup.next_expiry_ms()
+        if expiry is not None:
+            items.append((expiry, _RANK_PRUNE, "dedup"))
+        return items
+
+    def next_due(self) -> int | None:
+        """The earliest clock value at which this customer has timed work."""
+        items = self._due_items()
+        return min(items)[0] if items else None
+
+    def fire_until(self, limit_ms: int, out: list[OutputRecord]) -> bool:
+        """Do all timed work due at or before ``limit_ms``, in due order; True if any."""
+        fired = False
+        while True:
+            items = self._due_items()
+            if not items:
+                return fired
+            due, rank, key = min(items)
+            if due > limit_ms:
+                return fired
+            fired = True
+            if rank == _RANK_SLA:
+                contact = self.contacts[key]
+                out.extend(contact.sla.fire_due(due))
+                if contact.sla.is_idle:
+                    contact.sla_since = None
+            elif rank == _RANK_SETTLE:
+                self._settle(key, out)
+            elif rank == _RANK_CLOSE:
+                session = next(s for s in self.book.open if s.session_id == key)
+                self._close(session, out)
+            elif rank == _RANK_DROP:
+                del self.contacts[key]
+            elif key == "closed":
+                self.book.prune_closed(due)
+            else:
+                self.dedup.prune(due)
+
+    def _settle(self, key: str, out: list[OutputRecord]) -> None:
+        candidate = self.candidates.pop(key)
+        nxt = next_contact(candidate, self.contacts.values())
+        if nxt is None:
+            return  # the window passed with no next contact
+        signal = settle(
+            candidate,
+            nxt,
+            customer_id=self.customer_id,
+            window_ms=self.rules.window_ms(candidate.kind),
+        )
+        if signal is not None:
+            out.append(signal)
+            if candidate.kind == SWITCH_FAILURE:
+                self.contacts[nxt.contact_id].switched_into = True
+
+    def _close(self, session: Session, out: list[OutputRecord]) -> None:
+        out.append(self._record(session, SESSION_FINAL))
+        self.book.close(session)
+        for contact in self._session_contacts(session):
+            if contact.ended_at is None:
+                out.append(contact.summary(self.customer_id))
+        in_open = self._contacts_in_open_sessions()
+        for contact_id in session.contact_ids:
+            contact = self.contacts.get(contact_id)
+            if (
+                contact is not None
+                and contact.ended_at is not None
+                and contact.sla.is_idle
+                and contact_id not in in_open
+            ):
+                del self.contacts[contact_id]
+
+    def finish(self, out: list[OutputRecord]) -> None:
+        """End of input: settle candidates that have a next contact, close every session."""
+        for key in sorted(self.candidates):
+            if next_contact(self.candidates[key], self.contacts.values()) is not None:
+                self._settle(key, out)
+        for session in list(self.book.open):
+            self._close(session, out)
+
+    # -- records and queries -------------------------------------------------------
+
+    def _contacts_in_open_sessions(self) -> set[str]:
+        return {cid for s in self.book.open for cid in s.contact_ids}
+
+    def _session_contacts(self, session: Session) -> list[Contact]:
+        contacts = [self.contacts[c] for c in session.contact_ids if c in self.contacts]
+        contacts.sort(key=lambda c: (c.started_at, c.contact_id))
+        return contacts
+
+    def _record(
+        self, session: Session, status: str, superseded_by: str | None = None
+    ) -> SessionRecord:
+        contacts = self._session_contacts(session)
+        path: list[str] = []
+        for contact in contacts:
+            if not path or path[-1] != contact.channel:
+                path.append(contact.channel)
+        ended = [c for c in contacts if c.ended_at is not None]
+        last_ended = max(ended, key=lambda c: (c.ended_at, c.contact_id)) if ended else None
+        session.version += 1
+        session.pending = False
+        return SessionRecord(
+            session_id=session.session_id,
+            customer_id=self.customer_id,
+            status=status,
+            started_at=session.started_at,
+            ended_at=session.ended_at,
+            channel_path=path,
+            contacts=len(contacts),
+            events=session.events,
+            channel_switches=max(len(path) - 1, 0),
+            first_contact_resolved=bool(contacts) and contacts[0].outcome == RESOLVED,
+            resolved_at_end=last_ended is not None and last_ended.outcome == RESOLVED,
+            switch_failures=sum(1 for c in contacts if c.switched_into),
+            sla_breaches=sum(c.sla.breaches for c in contacts),
+            nps_score=session.nps_score,
+            contact_ids=[c.contact_id for c in contacts],
+            superseded_by=superseded_by,
+            version=session.version,
+        )
+
+    def pending_updates(self) -> list[SessionRecord]:
+        """Open records of the sessions changed since the last call."""
+        return [self._record(s, SESSION_OPEN) for s in self.book.open if s.pending]
+
+    @property
+    def has_pending(self) -> bool:
+        return any(s.pending for s in self.book.open)
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing open, running, pending or remembered: the state can be deleted."""
+        return not (
+            self.book.open
+            or self.book.closed
+            or self.contacts
+            or self.candidates
+            or len(self.dedup)
+        )
+
+    def running_sla_clocks(self) -> list[tuple[str, int]]:
+        """(channel, clock start) of every contact with a running SLA clock."""
+        return [(c.channel, c.sla_since) for c in self.contacts.values() if c.sla_since is not None]
+
+    # -- state ------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "b": self.book.to_state(),
+            "k": [c.to_state() for c in self.contacts.values()],
+            "w": [[key, c.to_state()] for key, c in self.candidates.items()],
+            "d": self.dedup.to_state(),
+        }
+
+    @classmethod
+    def from_state(cls, customer_id: str, state: dict[str, Any], rules: CoreRules) -> CustomerState:
+        customer = cls(customer_id, rules)
+        customer.book = SessionBook.from_state(state["b"], rules.gap_ms, rules.grace_ms)
+        for raw in state["k"]:
+            contact = Contact.from_state(raw, rules)
+            customer.contacts[contact.contact_id] = contact
+        customer.candidates = {key: Candidate.from_state(raw) for key, raw in state["w"]}
+        customer.dedup = DedupWindow.from_state(state["d"], rules.dedup_retention_ms)
+        return customer

@@ -1,0 +1,271 @@
+"""The per-partition stream processor: one instance per input partition.
+
+The Faust agent (and the offline replay) feeds a partition's events in arrival
+order to :meth:`PartitionProcessor.process`, persists :meth:`take_dirty` once per
+batch and sends the returned records. Results depend only on the arrival order
+of the partition's events and on the clock values passed to :meth:`advance`
+(never on batch boundaries, wall-clock time or dict/set iteration order).
+
+Timed work (session closes, SLA due times, switch settlements, expiries) sits in
+one timer heap of ``(due_ms, customer_id)`` entries, one live entry per customer,
+so :meth:`advance` finds due work in O(log n). Entries may be stale; a popped
+entry is honoured only if it is still the customer's registered wake-up, and then
+only work due at that entry's time runs, so work fires in (due, customer) order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pipeline.contract.event import InteractionEvent
+from pipeline.core.customer import DUPLICATE, LATE, CoreRules, CustomerState
+from pipeline.core.records import (
+    SESSION_FINAL,
+    SESSION_SUPERSEDED,
+    JourneySignal,
+    OutputRecord,
+    SessionRecord,
+    SlaEvent,
+)
+from pipeline.settings import CoreSettings, Settings
+
+if TYPE_CHECKING:
+    from pipeline.core.calendar import Calendar
+    from pipeline.core.sla import Policy
+
+MS = 1000
+BUSINESS_CALENDAR = "banking_hours"
+
+
+@dataclass
+class ProcessorStats:
+    """Counters of one partition (exported as metrics by the agent)."""
+
+    events: int = 0
+    duplicates: int = 0
+    late: int = 0
+    sessions_closed: int = 0
+    sessions_superseded: int = 0
+    sla_events: int = 0
+    journey_signals: int = 0
+    customers_evicted: int = 0
+
+
+class PartitionProcessor:
+    """Sessions, contacts, SLA clocks and journey signals of one partition."""
+
+    def __init__(
+        self,
+        *,
+        core: CoreSettings,
+        policies: Sequence[Policy],
+        business_calendar: Calendar,
+        partition: int = 0,
+        clock_ms: int | None = None,
+        sla_type: Any = None,
+    ) -> None:
+        if sla_type is None:
+            from pipeline.core.sla import ContactSla
+
+            sla_type = ContactSla
+        self.partition = partition
+        self.rules = CoreRules(
+            gap_ms=round(core.session_gap_seconds * MS),
+            grace_ms=round(core.session_grace_seconds * MS),
+            switch_window_ms=round(core.switch_window_seconds * MS),
+            false_resolution_ms=round(core.false_resolution_seconds * MS),
+            dedup_retention_ms=round(core.dedup_retention_seconds * MS),
+            policies=tuple(policies),
+            business_calendar=business_calendar,
+            sla_type=sla_type,
+        )
+        self.stats = ProcessorStats()
+        self._clock = clock_ms
+        self._max_event_ms: int | None = None
+        self._customers: dict[str, CustomerState] = {}
+        self._timers: list[tuple[int, str]] = []
+        self._dirty: dict[str, None] = {}
+        self._updated: set[str] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, partition: int = 0) -> PartitionProcessor:
+        """A processor with the calendars and SLA policies the settings describe."""
+        from pipeline.core.calendar import build_calendars
+        from pipeline.core.sla import resolve_policies
+
+        calendars = build_calendars(settings.calendars)
+        business = calendars.get(BUSINESS_CALENDAR) or calendars["24x7"]
+        return cls(
+            core=settings.core,
+            policies=resolve_policies(settings.policies, calendars),
+            business_calendar=business,
+            partition=partition,
+        )
+
+    # -- input --------------------------------------------------------------------
+
+    @property
+    def clock_ms(self) -> int | None:
+        """Stream time of the partition: never goes backwards."""
+        return self._clock
+
+    def process(self, event: InteractionEvent) -> list[OutputRecord]:
+        """Advance the clock to the event, fire what is due, then apply the event."""
+        out: list[OutputRecord] = []
+        self.stats.events += 1
+        at = event.occurred_at
+        if self._max_event_ms is None or at > self._max_event_ms:
+            self._max_event_ms = at
+        if self._clock is None or at > self._clock:
+            self._clock = at
+            self._drain(at, out)
+        clock = self._clock
+        customer_id = event.customer_id
+        customer = self._customers.get(customer_id)
+        if customer is None:
+            customer = self._customers[customer_id] = CustomerState(customer_id, self.rules)
+        outcome = customer.apply(event, clock, out)
+        if outcome == DUPLICATE:
+            self.stats.duplicates += 1
+        else:
+            if outcome == LATE:
+                self.stats.late += 1
+            self._touched(customer)
+            # The event may have made work due already (a settlement of a pair
+            # that arrived out of order): run it now, in order.
+            self._drain(clock, out)
+        self._count(out)
+        return out
+
+    def advance(self, clock_ms: int) -> list[OutputRecord]:
+        """Move the clock forward (live mode: wall clock minus skew) and fire what is due."""
+        out: list[OutputRecord] = []
+        if self._clock is None or clock_ms > self._clock:
+            self._clock = clock_ms
+            self._drain(clock_ms, out)
+            self._count(out)
+        return out
+
+    def end_of_input(self) -> list[OutputRecord]:
+        """No more events: fire SLA work up to the last event time, settle, close everything."""
+        out: list[OutputRecord] = []
+        if self._max_event_ms is not None:
+            self._drain(self._max_event_ms, out)
+        for customer_id in sorted(self._customers):
+            customer = self._customers[customer_id]
+            if customer.book.open or customer.candidates:
+                customer.finish(out)
+                self._touched(customer)
+        self._count(out)
+        return out
+
+    def flush_updates(self) -> list[SessionRecord]:
+        """``open`` records of every open session changed since the last flush."""
+        out: list[SessionRecord] = []
+        for customer_id in sorted(self._updated):
+            customer = self._customers.get(customer_id)
+            if customer is not None:
+                updates = customer.pending_updates()
+                if updates:
+                    out.extend(updates)
+                    self._dirty[customer_id] = None
+        self._updated.clear()
+        return out
+
+    # -- state ----------------------------------------------------------------------
+
+    def take_dirty(self) -> dict[str, bytes | None]:
+        """customer_id -> serialized state (None: evicted) of customers changed since last call."""
+        dirty: dict[str, bytes | None] = {}
+        for customer_id in self._dirty:
+            customer = self._customers.get(customer_id)
+            dirty[customer_id] = (
+                None
+                if customer is None
+                else json.dumps(customer.to_state(), separators=(",", ":")).encode()
+            )
+        self._dirty = {}
+        return dirty
+
+    def load_state(self, customer_id: str, data: bytes) -> None:
+        """Restore one customer (after a restart) and rebuild its timers."""
+        customer = CustomerState.from_state(customer_id, json.loads(data), self.rules)
+        self._customers[customer_id] = customer
+        self._schedule(customer)
+        if customer.has_pending:
+            self._updated.add(customer_id)
+
+    def load_clock(self, clock_ms: int) -> None:
+        """Restore the partition clock (after a restart)."""
+        if self._clock is None or clock_ms > self._clock:
+            self._clock = clock_ms
+        if self._max_event_ms is None or clock_ms > self._max_event_ms:
+            self._max_event_ms = clock_ms
+
+    # -- gauges ---------------------------------------------------------------------
+
+    def open_sessions(self) -> int:
+        return sum(len(c.book.open) for c in self._customers.values())
+
+    def customers(self) -> int:
+        return len(self._customers)
+
+    def oldest_open_sla_clock(self) -> dict[str, int]:
+        """channel -> start time of the oldest running SLA clock."""
+        oldest: dict[str, int] = {}
+        for customer in self._customers.values():
+            for channel, since in customer.running_sla_clocks():
+                if channel not in oldest or since < oldest[channel]:
+                    oldest[channel] = since
+        return oldest
+
+    # -- internals ------------------------------------------------------------------
+
+    def _schedule(self, customer: CustomerState) -> None:
+        due = customer.next_due()
+        if due is not None and (customer.wake is None or due < customer.wake):
+            customer.wake = due
+            heapq.heappush(self._timers, (due, customer.customer_id))
+
+    def _touched(self, customer: CustomerState) -> None:
+        """After a change: reschedule, note for persistence and updates, or evict."""
+        customer_id = customer.customer_id
+        self._dirty[customer_id] = None
+        if customer.is_empty:
+            del self._customers[customer_id]
+            self.stats.customers_evicted += 1
+            return
+        self._schedule(customer)
+        if customer.has_pending:
+            self._updated.add(customer_id)
+
+    def _drain(self, limit_ms: int, out: list[OutputRecord]) -> None:
+        timers = self._timers
+        customers = self._customers
+        while timers and timers[0][0] <= limit_ms:
+            due, customer_id = heapq.heappop(timers)
+            customer = customers.get(customer_id)
+            if customer is None or customer.wake != due:
+                continue  # stale: the customer was rescheduled or evicted
+            customer.wake = None
+            if customer.fire_until(due, out):
+                self._touched(customer)
+            else:
+                self._schedule(customer)
+
+    def _count(self, out: list[OutputRecord]) -> None:
+        stats = self.stats
+        for record in out:
+            if isinstance(record, SessionRecord):
+                if record.status == SESSION_FINAL:
+                    stats.sessions_closed += 1
+                elif record.status == SESSION_SUPERSEDED:
+                    stats.sessions_superseded += 1
+            elif isinstance(record, SlaEvent):
+                stats.sla_events += 1
+            elif isinstance(record, JourneySignal):
+                stats.journey_signals += 1

@@ -1,0 +1,161 @@
+"""Session windows of one customer (Kafka Streams semantics, event time).
+
+A session is a run of one customer's events whose consecutive event times are at
+most ``gap`` apart (exactly ``gap`` still joins). An out-of-order event that falls
+within the gap of two open sessions bridges them: the earlier-started session
+survives, the other is superseded. A session closes when the partition clock
+passes ``end + gap + grace``; its bounds are kept a while afterwards so that an
+event belonging to it can be recognised as late.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+
+def session_id_for(customer_id: str, event_id: str) -> str:
+    """Stable id from the customer and the event that created the session."""
+    return hashlib.sha1(f"{customer_id}\x1f{event_id}".encode()).hexdigest()[:16]
+
+
+class Session:
+    """One open session. ``contact_ids`` is an insertion-ordered set (a dict)."""
+
+    __slots__ = (
+        "contact_ids",
+        "ended_at",
+        "events",
+        "nps_at",
+        "nps_event_id",
+        "nps_score",
+        "pending",
+        "session_id",
+        "started_at",
+        "version",
+    )
+
+    def __init__(self, session_id: str, started_at: int, ended_at: int) -> None:
+        self.session_id = session_id
+        self.started_at = started_at
+        self.ended_at = ended_at
+        self.events = 0
+        self.contact_ids: dict[str, None] = {}
+        self.nps_score: int | None = None
+        self.nps_at = -1
+        self.nps_event_id = ""
+        self.version = 0
+        # Changed since the last flush_updates(): an open update is owed.
+        self.pending = False
+
+    def absorb(self, other: Session) -> None:
+        """Take over ``other``'s events, contacts and feedback (a bridging merge)."""
+        self.started_at = min(self.started_at, other.started_at)
+        self.ended_at = max(self.ended_at, other.ended_at)
+        self.events += other.events
+        for contact_id in other.contact_ids:
+            self.contact_ids[contact_id] = None
+        self.note_feedback(other.nps_score, other.nps_at, other.nps_event_id)
+
+    def note_feedback(self, score: int | None, occurred_at: int, event_id: str) -> None:
+        """Keep the score of the latest feedback by event time (ties: event id)."""
+        if score is None:
+            return
+        if (occurred_at, event_id) > (self.nps_at, self.nps_event_id):
+            self.nps_score, self.nps_at, self.nps_event_id = score, occurred_at, event_id
+
+    def to_state(self) -> list[Any]:
+        return [
+            self.session_id,
+            self.started_at,
+            self.ended_at,
+            self.events,
+            list(self.contact_ids),
+            self.nps_score,
+            self.nps_at,
+            self.nps_event_id,
+            self.version,
+            self.pending,
+        ]
+
+    @classmethod
+    def from_state(cls, state: list[Any]) -> Session:
+        session = cls(state[0], state[1], state[2])
+        session.events = state[3]
+        session.contact_ids = dict.fromkeys(state[4])
+        session.nps_score, session.nps_at, session.nps_event_id = state[5], state[6], state[7]
+        session.version = state[8]
+        session.pending = state[9]
+        return session
+
+
+class SessionBook:
+    """The open sessions of one customer (sorted by start) and recently closed bounds."""
+
+    __slots__ = ("closed", "gap_ms", "grace_ms", "open")
+
+    def __init__(self, gap_ms: int, grace_ms: int) -> None:
+        self.gap_ms = gap_ms
+        self.grace_ms = grace_ms
+        self.open: list[Session] = []
+        # (started_at, ended_at) of closed sessions, kept until no event can
+        # fall within their gap without being late by the clock rule anyway.
+        self.closed: list[tuple[int, int]] = []
+
+    def close_due(self, session: Session) -> int:
+        """The first clock value at which ``session`` is closed."""
+        return session.ended_at + self.gap_ms + self.grace_ms + 1
+
+    def closed_expiry(self, bounds: tuple[int, int]) -> int:
+        # Past this clock any event within the gap of these bounds is
+        # already late by ``clock > occurred_at + gap + grace``.
+        return bounds[1] + 2 * self.gap_ms + self.grace_ms + 1
+
+    def hits_closed(self, occurred_at: int) -> bool:
+        """True if ``occurred_at`` is within the gap of a session that already closed."""
+        gap = self.gap_ms
+        return any(start - gap <= occurred_at <= end + gap for start, end in self.closed)
+
+    def place(
+        self, customer_id: str, event_id: str, occurred_at: int
+    ) -> tuple[Session, list[Session]]:
+        """Put an event into a session; returns (its session, sessions it superseded)."""
+        gap = self.gap_ms
+        hits = [s for s in self.open if s.started_at - gap <= occurred_at <= s.ended_at + gap]
+        if not hits:
+            session = Session(session_id_for(customer_id, event_id), occurred_at, occurred_at)
+            self._insert(session)
+            return session, []
+        survivor = hits[0]  # self.open is sorted by start: the earliest-started wins
+        superseded = hits[1:]
+        for other in superseded:
+            survivor.absorb(other)
+            self.open.remove(other)
+        if occurred_at < survivor.started_at:
+            survivor.started_at = occurred_at
+        elif occurred_at > survivor.ended_at:
+            survivor.ended_at = occurred_at
+        return survivor, superseded
+
+    def _insert(self, session: Session) -> None:
+        index = len(self.open)
+        while index > 0 and self.open[index - 1].started_at > session.started_at:
+            index -= 1
+        self.open.insert(index, session)
+
+    def close(self, session: Session) -> None:
+        self.open.remove(session)
+        self.closed.append((session.started_at, session.ended_at))
+
+    def prune_closed(self, clock_ms: int) -> None:
+        self.closed = [b for b in self.closed if self.closed_expiry(b) > clock_ms]
+
+    def to_state(self) -> list[Any]:
+        return [[s.to_state() for s in self.open], [list(b) for b in self.closed]]
+
+    @classmethod
+    def from_state(cls, state: list[Any], gap_ms: int, grace_ms: int) -> SessionBook:
+        book = cls(gap_ms, grace_ms)
+        book.open = [Session.from_state(s) for s in state[0]]
+        book.closed = [(b[0], b[1]) for b in state[1]]
+        return book
