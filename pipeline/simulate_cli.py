@@ -1,0 +1,298 @@
+"""``cxstream simulate``: send simulator traffic to a JSONL file, stdout or Kafka.
+
+The generation itself is :mod:`pipeline.simulator` (pure); this module adds the
+I/O: where items go, how fast (pacing), and progress lines on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from pipeline.contract.event import iso_to_ms
+from pipeline.errors import ConfigError, ContractError, DeliveryError
+from pipeline.settings import Settings
+from pipeline.simulator import (
+    DUPLICATE,
+    LATE,
+    MALFORMED,
+    OUT_OF_ORDER,
+    SimItem,
+    SimulatorConfig,
+    generate,
+    period_intensity,
+)
+
+# Roughly how many events a journey produces (measured on the default script mix);
+# used to turn an events/s pace into a journey arrival rate for live runs.
+EVENTS_PER_JOURNEY = 6.0
+# Live runs aim slightly below the requested pace so event time, not the token
+# bucket, sets the tempo and events are never sent long after they "happened".
+LIVE_ARRIVAL_HEADROOM = 0.85
+
+
+class Pacer:
+    """Token-bucket pacing at ``rate`` items/s that does not drift.
+
+    Item n is due at ``start + n / rate`` (computed from the count, not by adding
+    sleeps, so rounding and slow iterations do not accumulate). After a stall the
+    bucket holds at most ``burst_seconds`` of catch-up.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        burst_seconds: float = 1.0,
+    ) -> None:
+        if rate <= 0:
+            raise ConfigError(f"rate must be positive, not {rate}")
+        self.rate = rate
+        self.clock = clock
+        self.sleep = sleep
+        self.burst_seconds = burst_seconds
+        self.started = clock()
+        self.sent = 0
+
+    def wait(self) -> None:
+        """Block until the next item may go."""
+        due = self.started + self.sent / self.rate
+        now = self.clock()
+        if now < due:
+            self.sleep(due - now)
+        elif now - due > self.burst_seconds:
+            # Forget the backlog beyond one burst instead of flooding to catch up.
+            self.started = now - self.burst_seconds - self.sent / self.rate
+        self.sent += 1
+
+
+class ItemSink(Protocol):
+    def send(self, item: SimItem) -> None: ...
+
+    def close(self) -> int:
+        """Flush and release; returns the number of items that failed."""
+        ...
+
+
+class JsonLinesSink:
+    """Writes each item as one JSON line (malformed text items verbatim)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def send(self, item: SimItem) -> None:
+        self.stream.write(item.to_json_line())
+        self.stream.write("\n")
+
+    def close(self) -> int:
+        self.stream.flush()
+        return 0
+
+
+class KafkaSink:
+    """Sends valid events with ``producer.send`` and malformed items as raw bytes."""
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+        self.failed = 0
+
+    def send(self, item: SimItem) -> None:
+        if item.event is None:
+            assert item.malformed_bytes is not None
+            future = self.producer.send_raw(None, item.malformed_bytes)
+        else:
+            try:
+                future = self.producer.send(item.event)
+            except ContractError:
+                # A simulator bug, not a delivery failure, but it must not pass silently.
+                self.failed += 1
+                return
+        if hasattr(future, "add_errback"):
+            future.add_errback(self._count_failure)
+
+    def _count_failure(self, _exc: BaseException) -> None:
+        self.failed += 1
+
+    def close(self) -> int:
+        try:
+            self.producer.flush()
+        except DeliveryError:
+            self.failed = max(self.failed, 1)
+        finally:
+            self.producer.close()
+        return self.failed
+
+
+class Progress:
+    """Counts what was sent and prints a line to ``stream`` every ``every_s`` seconds."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        every_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        errors: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.stream = stream
+        self.errors = errors
+        self.every_s = every_s
+        self.clock = clock
+        self.started = clock()
+        self.last_print = self.started
+        self.counts = {"sent": 0, MALFORMED: 0, DUPLICATE: 0, OUT_OF_ORDER: 0, LATE: 0}
+
+    def count(self, item: SimItem) -> None:
+        self.counts["sent"] += 1
+        if item.delivery in self.counts:
+            self.counts[item.delivery] += 1
+        if self.every_s > 0 and self.clock() - self.last_print >= self.every_s:
+            self.last_print = self.clock()
+            self.print(errors=self.errors())
+
+    def line(self, *, errors: int, final: bool = False) -> str:
+        elapsed = max(self.clock() - self.started, 1e-9)
+        c = self.counts
+        text = (
+            f"simulate{' done' if final else ''} sent={c['sent']} "
+            f"rate={c['sent'] / elapsed:.0f}/s malformed={c[MALFORMED]} errors={errors} "
+            f"elapsed={elapsed:.1f}s"
+        )
+        if final:
+            text += f" duplicates={c[DUPLICATE]} out_of_order={c[OUT_OF_ORDER]} late={c[LATE]}"
+        return text
+
+    def print(self, *, errors: int, final: bool = False) -> None:
+        print(self.line(errors=errors, final=final), file=self.stream, flush=True)
+
+
+def parse_start(start: str | None, *, wall_ms: Callable[[], int]) -> int | None:
+    """``None`` (the simulator's fixed default), ``now`` or ISO-8601 with offset -> epoch ms."""
+    if start is None:
+        return None
+    if start.strip().lower() == "now":
+        return wall_ms()
+    try:
+        return iso_to_ms(start)
+    except ContractError as exc:
+        raise ConfigError(f"--start: {exc}") from exc
+
+
+def live_arrival_rate(rate: float, start_ms: int) -> float:
+    """Peak-hour journeys/hour that produce about ``rate`` events/s at ``start_ms``."""
+    per_hour = rate * 3600 / EVENTS_PER_JOURNEY / period_intensity(start_ms)
+    return per_hour * LIVE_ARRIVAL_HEADROOM
+
+
+def simulate_command(
+    *,
+    settings: Settings,
+    customers: int,
+    count: int | None,
+    seed: int,
+    start: str | None,
+    rate: float | None,
+    output: Path | None,
+    to_kafka: bool,
+    bootstrap: str | None,
+    progress_every_s: float = 2.0,
+    producer_factory: Callable[..., Any] | None = None,
+    stderr: TextIO | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+) -> int:
+    """Generate traffic and send it; returns 0, or 1 if any item failed to deliver.
+
+    Items go to ``output`` (JSON Lines) if given, to Kafka if ``to_kafka``, to both
+    if both, and to stdout if neither. ``start="now"`` makes event time follow the
+    wall clock: ``rate`` then sets the peak-hours pace and no event is sent before
+    its ``occurred_at``. ``producer_factory`` (default ``EventProducer``) is the seam
+    tests use to stand in for Kafka.
+    """
+    err = stderr if stderr is not None else sys.stderr
+    start_ms = parse_start(start, wall_ms=wall_ms)
+    live = start is not None and start.strip().lower() == "now"
+    fields: dict[str, Any] = {"customers": customers, "count": count, "seed": seed}
+    if start_ms is not None:
+        fields["start_ms"] = start_ms
+    if live and rate and start_ms is not None:
+        fields["arrival_rate_per_hour"] = live_arrival_rate(rate, start_ms)
+    config = SimulatorConfig(**fields)
+
+    sinks: list[ItemSink] = []
+    opened: list[TextIO] = []
+    try:
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            handle = output.open("w", encoding="utf-8")
+            opened.append(handle)
+            sinks.append(JsonLinesSink(handle))
+        if to_kafka:
+            sinks.append(KafkaSink(_make_producer(settings, bootstrap, producer_factory)))
+        if not sinks:
+            sinks.append(JsonLinesSink(sys.stdout))
+        pacer = Pacer(rate, clock=clock, sleep=sleep) if rate else None
+        kafka_sinks = [sink for sink in sinks if isinstance(sink, KafkaSink)]
+        progress = Progress(
+            err, progress_every_s, clock, errors=lambda: sum(k.failed for k in kafka_sinks)
+        )
+        interrupted = _run(
+            generate(config),
+            sinks,
+            pacer,
+            progress,
+            hold_until_wall=live,
+            wall_ms=wall_ms,
+            sleep=sleep,
+        )
+    finally:
+        errors = sum(sink.close() for sink in sinks)
+        for handle in opened:
+            handle.close()
+    progress.print(errors=errors, final=True)
+    if interrupted:
+        return 130
+    return 1 if errors else 0
+
+
+def _make_producer(
+    settings: Settings, bootstrap: str | None, factory: Callable[..., Any] | None
+) -> Any:
+    if factory is None:
+        from pipeline.producer import EventProducer
+
+        factory = EventProducer
+    topic = settings.kafka.topic("interactions")
+    return factory(bootstrap or settings.kafka.bootstrap, topic, settings.channels)
+
+
+def _run(
+    items: Iterable[SimItem],
+    sinks: list[ItemSink],
+    pacer: Pacer | None,
+    progress: Progress,
+    *,
+    hold_until_wall: bool,
+    wall_ms: Callable[[], int],
+    sleep: Callable[[float], None],
+) -> bool:
+    """Send every item to every sink; returns True if interrupted by Ctrl-C."""
+    try:
+        for item in items:
+            if pacer is not None:
+                pacer.wait()
+            if hold_until_wall and item.event is not None:
+                ahead_ms = item.event.occurred_at - wall_ms()
+                if ahead_ms > 0:
+                    sleep(ahead_ms / 1000)
+            for sink in sinks:
+                sink.send(item)
+            progress.count(item)
+    except KeyboardInterrupt:
+        return True
+    return False

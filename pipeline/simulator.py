@@ -1,0 +1,689 @@
+"""Deterministic omnichannel traffic for the demo, the tests and the benchmarks.
+
+:func:`generate` turns a :class:`SimulatorConfig` into :class:`SimItem` objects in
+*delivery order*: the order a producer would send them. The traffic is built in
+two stages, each with its own seeded random stream, so that changing a delivery
+share does not change the journeys themselves:
+
+1. **Journeys.** New customer journeys arrive as a Poisson process in simulated
+   time whose intensity follows the bank's week (busy 08-18 Helsinki time on
+   weekdays, quieter evenings and weekends, almost silent nights). Each journey
+   is a script (a bot chat, a chat escalated to a human, a failed bot chat followed
+   by a phone call, a web message answered next morning, ...) that lays out the
+   events of one or more contacts. Events are merged across journeys in event-time
+   order through a heap.
+2. **Delivery.** The event-time stream is perturbed the way real producers do it:
+   a few events arrive after later ones (within the grace period), a few arrive
+   very late (beyond session gap + grace), some are sent twice with the same
+   ``event_id``, and some items are broken (bad JSON or undecodable bytes).
+
+Nothing here reads the wall clock, global random state or set order: the same
+config always yields the same sequence.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pipeline.contract.event import (
+    ABANDONED,
+    AGENT,
+    AGENT_REPLY,
+    BOT,
+    CONTACT_ENDED,
+    CONTACT_STARTED,
+    CUSTOMER,
+    CUSTOMER_MESSAGE,
+    FEEDBACK,
+    RESOLVED,
+    SYSTEM,
+    TRANSFERRED,
+    UNRESOLVED,
+    InteractionEvent,
+)
+from pipeline.errors import ConfigError
+
+SECOND_MS = 1_000
+MINUTE_MS = 60 * SECOND_MS
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+
+HELSINKI = ZoneInfo("Europe/Helsinki")
+# Monday 2026-03-02 08:00 Helsinki: a fixed start so a seed alone fixes the traffic.
+DEFAULT_START_MS = int(datetime(2026, 3, 2, 6, 0, tzinfo=UTC).timestamp() * SECOND_MS)
+
+# Out-of-order events stay inside the core's 5-minute grace; late ones land beyond
+# session gap (30 min) + grace (5 min) so they exercise the late-event path.
+OUT_OF_ORDER_MAX_LAG_MS = 4 * MINUTE_MS
+LATE_MIN_LAG_MS = 35 * MINUTE_MS
+
+# Delivery labels of a SimItem.
+IN_ORDER = "in_order"
+OUT_OF_ORDER = "out_of_order"
+LATE = "late"
+DUPLICATE = "duplicate"
+MALFORMED = "malformed"
+
+TOPICS = ("payments", "cards", "account", "loan", "mortgage", "investments", "insurance")
+_TOPIC_WEIGHTS = (0.22, 0.2, 0.16, 0.12, 0.1, 0.1, 0.1)
+_MEETING_TOPICS = ("loan", "mortgage", "investments", "insurance")
+
+DEFAULT_JOURNEY_WEIGHTS: Mapping[str, float] = {
+    "chat_bot_resolved": 0.24,
+    "chat_escalated": 0.13,
+    "chat_switch": 0.10,
+    "web_message": 0.18,
+    "phone_call": 0.18,
+    "web_meeting": 0.05,
+    "branch_visit": 0.04,
+    "false_resolution": 0.08,
+}
+
+# Service hours (local Helsinki time, weekday index 0=Mon -> (open, close) hours).
+_OFFICE_HOURS = {d: (8.0, 18.0) for d in range(5)}
+_PHONE_HOURS = {**{d: (8.0, 20.0) for d in range(5)}, 5: (10.0, 16.0)}
+_BRANCH_HOURS = {d: (10.0, 16.5) for d in range(5)}
+
+# How much more or less likely a journey is in a period of the week than its base
+# weight says: nobody books a web meeting at 3 a.m., web messages pile up in the
+# evening (and are answered next morning, which is where SLA breaches come from).
+_PERIOD_INTENSITY = {"office": 1.0, "evening": 0.35, "weekend": 0.25, "night": 0.04}
+_AFFINITY: Mapping[str, Mapping[str, float]] = {
+    "chat_bot_resolved": {"office": 1.0, "evening": 1.3, "weekend": 1.3, "night": 1.5},
+    "chat_escalated": {"office": 1.0, "evening": 0.6, "weekend": 0.4, "night": 0.0},
+    "chat_switch": {"office": 1.0, "evening": 1.2, "weekend": 1.2, "night": 1.2},
+    "web_message": {"office": 1.0, "evening": 3.0, "weekend": 3.0, "night": 3.0},
+    "phone_call": {"office": 1.0, "evening": 0.4, "weekend": 0.2, "night": 0.0},
+    "web_meeting": {"office": 1.0, "evening": 0.0, "weekend": 0.0, "night": 0.0},
+    "branch_visit": {"office": 1.0, "evening": 0.0, "weekend": 0.0, "night": 0.0},
+    "false_resolution": {"office": 1.0, "evening": 1.0, "weekend": 1.0, "night": 1.0},
+}
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """What to simulate. Shares are per generated event; ``count`` counts every item."""
+
+    customers: int = 1000
+    count: int | None = 10_000
+    seed: int = 1
+    start_ms: int = DEFAULT_START_MS
+    # New journeys per hour at the weekday office-hours peak; quieter periods scale down.
+    arrival_rate_per_hour: float = 3000.0
+    out_of_order_share: float = 0.02
+    late_share: float = 0.005
+    duplicate_share: float = 0.01
+    malformed_share: float = 0.01
+    journey_weights: Mapping[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_JOURNEY_WEIGHTS)
+    )
+    producer: str = "simulator"
+
+    def __post_init__(self) -> None:
+        if self.customers < 1:
+            raise ConfigError("customers must be at least 1")
+        if self.count is not None and self.count < 0:
+            raise ConfigError("count must be >= 0 or None")
+        if self.arrival_rate_per_hour <= 0:
+            raise ConfigError("arrival_rate_per_hour must be positive")
+        for name in ("out_of_order_share", "late_share", "duplicate_share", "malformed_share"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1)")
+        unknown = sorted(set(self.journey_weights) - set(DEFAULT_JOURNEY_WEIGHTS))
+        if unknown:
+            raise ConfigError(f"unknown journey scripts {unknown}; known: {list(_SCRIPTS)}")
+
+
+@dataclass(frozen=True, slots=True)
+class SimItem:
+    """One thing a producer sends: a valid event (maybe re-sent) or a broken record.
+
+    For a malformed item ``event`` is None; ``malformed_json`` is its JSON form (a
+    dict with a broken field, or a line of text that is not JSON) and
+    ``malformed_bytes`` its Kafka form (bytes no Avro decoder accepts).
+    ``malformed_reason`` names the JSON defect, ``malformed_bytes_reason`` the
+    bytes defect.
+    """
+
+    event: InteractionEvent | None
+    delivery: str = IN_ORDER
+    malformed_json: dict[str, Any] | str | None = None
+    malformed_bytes: bytes | None = None
+    malformed_reason: str | None = None
+    malformed_bytes_reason: str | None = None
+
+    @property
+    def is_malformed(self) -> bool:
+        return self.event is None
+
+    def to_json_line(self) -> str:
+        """The item as one line of JSONL (a malformed text item is written verbatim)."""
+        if self.event is not None:
+            return json.dumps(self.event.to_json_dict(), ensure_ascii=False)
+        if isinstance(self.malformed_json, str):
+            return self.malformed_json
+        return json.dumps(self.malformed_json, ensure_ascii=False)
+
+
+def generate(config: SimulatorConfig) -> Iterator[SimItem]:
+    """Yield ``config.count`` items (forever if None) in delivery order, deterministically."""
+    events = _Traffic(config).events()
+    items = _Delivery(config).deliver(events)
+    if config.count is None:
+        yield from items
+        return
+    for produced, item in enumerate(items):
+        if produced >= config.count:
+            return
+        yield item
+
+
+# --------------------------------------------------------------------------- time
+
+
+def _local(at_ms: int) -> datetime:
+    return datetime.fromtimestamp(at_ms / SECOND_MS, HELSINKI)
+
+
+def period_of(at_ms: int) -> str:
+    """``office``, ``evening``, ``weekend`` or ``night`` in Helsinki local time."""
+    local = _local(at_ms)
+    hour = local.hour + local.minute / 60
+    if local.weekday() < 5:
+        if 8 <= hour < 18:
+            return "office"
+        if 7 <= hour < 22:
+            return "evening"
+        return "night"
+    return "weekend" if 9 <= hour < 21 else "night"
+
+
+def period_intensity(at_ms: int) -> float:
+    """The share of the peak journey arrival rate that applies at ``at_ms``."""
+    return _PERIOD_INTENSITY[period_of(at_ms)]
+
+
+def next_open(at_ms: int, hours: Mapping[int, tuple[float, float]]) -> int:
+    """The first instant at or after ``at_ms`` inside ``hours`` (local Helsinki time)."""
+    local = _local(at_ms)
+    for day_offset in range(8):
+        day = (local + timedelta(days=day_offset)).date()
+        span = hours.get(day.weekday())
+        if span is None:
+            continue
+        midnight = datetime(day.year, day.month, day.day, tzinfo=HELSINKI)
+        opens = _to_ms(midnight + timedelta(hours=span[0]))
+        closes = _to_ms(midnight + timedelta(hours=span[1]))
+        if at_ms < closes:
+            return max(at_ms, opens)
+    raise ConfigError("service hours are empty")
+
+
+def _to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * SECOND_MS)
+
+
+def _is_open(at_ms: int, hours: Mapping[int, tuple[float, float]]) -> bool:
+    return next_open(at_ms, hours) == at_ms
+
+
+# ----------------------------------------------------------------------- journeys
+
+
+class _Journey:
+    """Collects the events of one customer journey (one or more contacts)."""
+
+    def __init__(self, traffic: _Traffic, customer_id: str, topic: str) -> None:
+        self.traffic = traffic
+        self.rng = traffic.rng
+        self.customer_id = customer_id
+        self.topic = topic
+        self.drafts: list[tuple[int, dict[str, Any]]] = []
+
+    def contact(self, channel: str) -> _Contact:
+        return _Contact(self, channel, self.traffic.next_contact_id())
+
+    def uniform_ms(self, low_ms: float, high_ms: float) -> int:
+        return int(self.rng.uniform(low_ms, high_ms))
+
+    def agent_id(self) -> str:
+        return f"a-{self.rng.randint(1, 400):04d}"
+
+    def score(self, mood: str) -> int:
+        """An NPS answer: ``happy`` leans to promoters, ``upset`` to detractors."""
+        roll = self.rng.random()
+        if mood == "happy":
+            return self.rng.choice((9, 10)) if roll < 0.6 else self.rng.randint(5, 8)
+        return self.rng.randint(0, 6) if roll < 0.65 else self.rng.randint(7, 9)
+
+
+class _Contact:
+    def __init__(self, journey: _Journey, channel: str, contact_id: str) -> None:
+        self.journey = journey
+        self.channel = channel
+        self.contact_id = contact_id
+
+    def add(self, at: int, type_: str, actor: str, **fields: Any) -> int:
+        fields.setdefault("topic", self.journey.topic)
+        draft = {
+            "customer_id": self.journey.customer_id,
+            "channel": self.channel,
+            "contact_id": self.contact_id,
+            "type": type_,
+            "actor": actor,
+            **fields,
+        }
+        self.journey.drafts.append((at, draft))
+        return at
+
+    def end(self, at: int, outcome: str, actor: str, *, mood: str, feedback: float) -> int:
+        """Close the contact and maybe ask for feedback; returns the end time."""
+        agent_id = self.journey.agent_id() if actor == AGENT else None
+        self.add(at, CONTACT_ENDED, actor, outcome=outcome, agent_id=agent_id)
+        journey = self.journey
+        if journey.rng.random() < feedback:
+            asked = at + journey.uniform_ms(1 * MINUTE_MS, 30 * MINUTE_MS)
+            self.add(asked, FEEDBACK, CUSTOMER, score=journey.score(mood))
+        return at
+
+
+def _bot_chat(j: _Journey, c: _Contact, at: int, turns: int) -> int:
+    """Customer and bot take ``turns`` turns; returns the time of the last bot reply."""
+    for _ in range(turns):
+        at = c.add(at + j.uniform_ms(5 * SECOND_MS, 60 * SECOND_MS), CUSTOMER_MESSAGE, CUSTOMER)
+        at = c.add(at + j.uniform_ms(1 * SECOND_MS, 4 * SECOND_MS), AGENT_REPLY, BOT)
+    return at
+
+
+def _chat_bot_resolved(j: _Journey, at: int, *, feedback: float = 0.3) -> int:
+    c = j.contact("chat")
+    c.add(at, CONTACT_STARTED, CUSTOMER)
+    at = _bot_chat(j, c, at, j.rng.randint(1, 3))
+    ended = at + j.uniform_ms(5 * SECOND_MS, 60 * SECOND_MS)
+    return c.end(ended, RESOLVED, j.rng.choice((CUSTOMER, BOT)), mood="happy", feedback=feedback)
+
+
+def _chat_escalated(j: _Journey, at: int, *, feedback: float = 0.3) -> int:
+    """Bot chat handed to a human; the first human reply comes within or after 60 s."""
+    c = j.contact("chat")
+    c.add(at, CONTACT_STARTED, CUSTOMER)
+    if j.rng.random() < 0.6:
+        at = _bot_chat(j, c, at, 1)
+        at = c.add(at + j.uniform_ms(5_000, 40_000), CUSTOMER_MESSAGE, CUSTOMER)
+        at = c.add(at + j.uniform_ms(500, 3_000), TRANSFERRED, BOT, attributes={"to": "human"})
+    else:
+        # "I want to talk to a person": routed to the human queue before any bot
+        # reply, so the human's reply is the first reply the SLA clock sees.
+        at = c.add(at + j.uniform_ms(3_000, 20_000), CUSTOMER_MESSAGE, CUSTOMER)
+        at = c.add(at + j.uniform_ms(500, 2_000), TRANSFERRED, SYSTEM, attributes={"to": "human"})
+    wait = j.uniform_ms(8_000, 58_000) if j.rng.random() < 0.75 else j.uniform_ms(62_000, 420_000)
+    agent = j.agent_id()
+    at = c.add(at + wait, AGENT_REPLY, AGENT, agent_id=agent)
+    for _ in range(j.rng.randint(1, 3)):
+        at = c.add(at + j.uniform_ms(10_000, 90_000), CUSTOMER_MESSAGE, CUSTOMER)
+        at = c.add(at + j.uniform_ms(15_000, 120_000), AGENT_REPLY, AGENT, agent_id=agent)
+    ended = at + j.uniform_ms(10_000, 120_000)
+    return c.end(ended, RESOLVED, AGENT, mood="happy", feedback=feedback)
+
+
+def _phone_call(j: _Journey, at: int, *, mood: str = "happy", feedback: float = 0.25) -> int:
+    """A call answered in the queue within 3 min (mostly) or after it."""
+    c = j.contact("phone")
+    at = next_open(at, _PHONE_HOURS)
+    c.add(at, CONTACT_STARTED, CUSTOMER, attributes={"queue": j.topic})
+    wait = j.uniform_ms(5_000, 175_000) if j.rng.random() < 0.8 else j.uniform_ms(185_000, 900_000)
+    agent = j.agent_id()
+    at = c.add(at + wait, AGENT_REPLY, AGENT, agent_id=agent)
+    at = c.add(at + j.uniform_ms(3_000, 20_000), CUSTOMER_MESSAGE, CUSTOMER)
+    if j.rng.random() < 0.1:
+        at = c.add(at + j.uniform_ms(MINUTE_MS, 4 * MINUTE_MS), TRANSFERRED, AGENT, agent_id=agent)
+        at = c.add(at + j.uniform_ms(20_000, 150_000), AGENT_REPLY, AGENT, agent_id=j.agent_id())
+    outcome = RESOLVED if j.rng.random() < 0.88 else UNRESOLVED
+    ended = at + j.uniform_ms(2 * MINUTE_MS, 15 * MINUTE_MS)
+    return c.end(ended, outcome, AGENT, mood=mood, feedback=feedback)
+
+
+def _branch_visit(j: _Journey, at: int, *, mood: str = "happy", feedback: float = 0.3) -> int:
+    c = j.contact("branch")
+    at = next_open(at, _BRANCH_HOURS)
+    c.add(at, CONTACT_STARTED, CUSTOMER, attributes={"ticket": f"{j.rng.randint(1, 999):03d}"})
+    agent = j.agent_id()
+    at = c.add(at + j.uniform_ms(MINUTE_MS, 25 * MINUTE_MS), AGENT_REPLY, AGENT, agent_id=agent)
+    at = c.add(at + j.uniform_ms(20_000, 90_000), CUSTOMER_MESSAGE, CUSTOMER)
+    ended = at + j.uniform_ms(8 * MINUTE_MS, 40 * MINUTE_MS)
+    return c.end(ended, RESOLVED, AGENT, mood=mood, feedback=feedback)
+
+
+def _web_meeting(j: _Journey, at: int) -> int:
+    """A video negotiation with an advisor, e.g. about a loan."""
+    j.topic = j.rng.choice(_MEETING_TOPICS)
+    c = j.contact("web_meeting")
+    at = next_open(at, _OFFICE_HOURS)
+    c.add(at, CONTACT_STARTED, CUSTOMER, attributes={"meeting": "video"})
+    agent = j.agent_id()
+    at = c.add(at + j.uniform_ms(0, 4 * MINUTE_MS), AGENT_REPLY, AGENT, agent_id=agent)
+    at = c.add(at + j.uniform_ms(30_000, 3 * MINUTE_MS), CUSTOMER_MESSAGE, CUSTOMER)
+    outcome = RESOLVED if j.rng.random() < 0.8 else UNRESOLVED
+    ended = at + j.uniform_ms(20 * MINUTE_MS, 60 * MINUTE_MS)
+    return c.end(ended, outcome, AGENT, mood="happy", feedback=0.35)
+
+
+def _human_web_reply_at(j: _Journey, sent: int) -> int:
+    """When an agent answers a web message sent at ``sent``.
+
+    In office hours most messages are answered within 2 h and some wait in a
+    backlog; a message sent in the evening or at the weekend waits for the next
+    office morning, which is how the 2-hour target is breached.
+    """
+    if _is_open(sent, _OFFICE_HOURS):
+        if j.rng.random() < 0.75:
+            candidate = sent + j.uniform_ms(3 * MINUTE_MS, 115 * MINUTE_MS)
+        else:
+            candidate = sent + j.uniform_ms(125 * MINUTE_MS, 6 * HOUR_MS)
+        return next_open(candidate, _OFFICE_HOURS)
+    return next_open(sent, _OFFICE_HOURS) + j.uniform_ms(5 * MINUTE_MS, 150 * MINUTE_MS)
+
+
+def _web_message(j: _Journey, at: int) -> int:
+    c = j.contact("web_message")
+    c.add(at, CONTACT_STARTED, CUSTOMER)
+    sent = c.add(at, CUSTOMER_MESSAGE, CUSTOMER)
+    if j.rng.random() < 0.4:
+        # The auto-acknowledgement does not stop a human-only SLA clock.
+        auto = sent + j.uniform_ms(2_000, 10_000)
+        c.add(auto, AGENT_REPLY, BOT, attributes={"auto_reply": "true"})
+    agent = j.agent_id()
+    last = c.add(_human_web_reply_at(j, sent), AGENT_REPLY, AGENT, agent_id=agent)
+    if j.rng.random() < 0.35:
+        # A follow-up in the same thread starts the next_reply clock.
+        follow_up = c.add(
+            last + j.uniform_ms(10 * MINUTE_MS, 20 * HOUR_MS), CUSTOMER_MESSAGE, CUSTOMER
+        )
+        last = c.add(_human_web_reply_at(j, follow_up), AGENT_REPLY, AGENT, agent_id=agent)
+    outcome = RESOLVED if j.rng.random() < 0.9 else UNRESOLVED
+    ended = c.end(
+        last + j.uniform_ms(MINUTE_MS, 30 * MINUTE_MS), outcome, AGENT, mood="happy", feedback=0.2
+    )
+    if outcome == UNRESOLVED and j.rng.random() < 0.5:
+        return _phone_call(j, ended + j.uniform_ms(30 * MINUTE_MS, 6 * HOUR_MS), mood="upset")
+    return ended
+
+
+def _chat_switch(j: _Journey, at: int) -> int:
+    """The chatbot cannot help; the customer switches to phone or branch (a failure)."""
+    c = j.contact("chat")
+    c.add(at, CONTACT_STARTED, CUSTOMER)
+    at = _bot_chat(j, c, at, j.rng.randint(1, 3))
+    if j.rng.random() < 0.6:
+        ended = c.end(at + j.uniform_ms(5_000, 60_000), UNRESOLVED, BOT, mood="upset", feedback=0.1)
+    else:
+        ended = c.end(
+            at + j.uniform_ms(30_000, 5 * MINUTE_MS), ABANDONED, CUSTOMER, mood="upset", feedback=0
+        )
+    roll = j.rng.random()
+    gap = _switch_gap(j)
+    if roll < 0.6:
+        return _phone_call(j, ended + gap, mood="upset", feedback=0.45)
+    if roll < 0.8:
+        return _branch_visit(j, ended + gap, mood="upset", feedback=0.45)
+    retry = j.contact("chat")
+    at = retry.add(ended + j.uniform_ms(MINUTE_MS, 10 * MINUTE_MS), CONTACT_STARTED, CUSTOMER)
+    at = _bot_chat(j, retry, at, 1)
+    ended = retry.end(at + j.uniform_ms(5_000, 60_000), UNRESOLVED, BOT, mood="upset", feedback=0)
+    return _phone_call(j, ended + gap, mood="upset", feedback=0.45)
+
+
+def _switch_gap(j: _Journey) -> int:
+    """Minutes to hours between the failed contact and the next one."""
+    roll = j.rng.random()
+    if roll < 0.5:
+        return j.uniform_ms(2 * MINUTE_MS, 20 * MINUTE_MS)
+    if roll < 0.85:
+        return j.uniform_ms(20 * MINUTE_MS, 2 * HOUR_MS)
+    return j.uniform_ms(2 * HOUR_MS, 8 * HOUR_MS)
+
+
+def _false_resolution(j: _Journey, at: int) -> int:
+    """Marked resolved, yet the customer is back on the same topic within days."""
+    if j.rng.random() < 0.6:
+        ended = _chat_bot_resolved(j, at, feedback=0.1)
+    else:
+        ended = _phone_call(j, at, feedback=0.1)
+    back = ended + j.uniform_ms(6 * HOUR_MS, 5 * DAY_MS)
+    if j.rng.random() < 0.6:
+        return _phone_call(j, back, mood="upset", feedback=0.4)
+    return _chat_escalated(j, back, feedback=0.4)
+
+
+_SCRIPTS: Mapping[str, Callable[[_Journey, int], int]] = {
+    "chat_bot_resolved": _chat_bot_resolved,
+    "chat_escalated": _chat_escalated,
+    "chat_switch": _chat_switch,
+    "web_message": _web_message,
+    "phone_call": _phone_call,
+    "web_meeting": _web_meeting,
+    "branch_visit": _branch_visit,
+    "false_resolution": _false_resolution,
+}
+
+
+class _Traffic:
+    """The event-time stream: journeys arriving over simulated time, merged by time."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.rng = random.Random(f"cxstream-journeys-{config.seed}")
+        self.busy_until: dict[str, int] = {}
+        self.contacts = 0
+        self.events_made = 0
+        self.script_names = [name for name in _SCRIPTS if name in config.journey_weights]
+
+    def next_contact_id(self) -> str:
+        self.contacts += 1
+        return f"k-{self.config.seed}-{self.contacts:08d}"
+
+    def events(self) -> Iterator[InteractionEvent]:
+        """Events of all journeys in event-time order (ties in creation order)."""
+        heap: list[tuple[int, int, InteractionEvent]] = []
+        pushed = 0
+        arrival = self._next_arrival(self.config.start_ms)
+        while True:
+            while heap and heap[0][0] <= arrival:
+                yield heapq.heappop(heap)[2]
+            for event in self._journey(arrival):
+                pushed += 1
+                heapq.heappush(heap, (event.occurred_at, pushed, event))
+            arrival = self._next_arrival(arrival)
+
+    def _next_arrival(self, after_ms: int) -> int:
+        # Thinning: draw at the peak rate, keep a draw with the period's intensity.
+        mean_gap_ms = HOUR_MS / self.config.arrival_rate_per_hour
+        at = after_ms
+        while True:
+            at += max(1, int(self.rng.expovariate(1.0) * mean_gap_ms))
+            if self.rng.random() < period_intensity(at):
+                return at
+
+    def _journey(self, at: int) -> list[InteractionEvent]:
+        script = self._pick_script(at)
+        if script is None:
+            return []
+        customer_id = self._pick_customer(at)
+        topic = self.rng.choices(TOPICS, _TOPIC_WEIGHTS)[0]
+        journey = _Journey(self, customer_id, topic)
+        _SCRIPTS[script](journey, at)
+        made = []
+        for occurred_at, draft in journey.drafts:
+            self.events_made += 1
+            event_id = f"e-{self.config.seed}-{self.events_made:08d}"
+            made.append(
+                InteractionEvent(
+                    event_id=event_id,
+                    occurred_at=occurred_at,
+                    producer=f"{self.config.producer}-{draft['channel']}",
+                    **draft,
+                )
+            )
+        self.busy_until[customer_id] = max(e.occurred_at for e in made)
+        return made
+
+    def _pick_script(self, at: int) -> str | None:
+        period = period_of(at)
+        weights = []
+        for name in self.script_names:
+            weight = self.config.journey_weights[name] * _AFFINITY[name][period]
+            if name == "branch_visit" and not _is_open(at, _BRANCH_HOURS):
+                weight = 0.0
+            weights.append(weight)
+        if sum(weights) <= 0:
+            return None
+        return self.rng.choices(self.script_names, weights)[0]
+
+    def _pick_customer(self, at: int) -> str:
+        # Prefer a customer with no journey in progress, so journeys of one
+        # customer follow each other; with a small population overlap is accepted.
+        customer_id = ""
+        for _ in range(8):
+            customer_id = f"c-{self.rng.randint(1, self.config.customers):06d}"
+            if self.busy_until.get(customer_id, 0) < at:
+                break
+        return customer_id
+
+
+# ----------------------------------------------------------------------- delivery
+
+
+class _Delivery:
+    """Perturbs the event-time stream into a producer's delivery order."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.rng = random.Random(f"cxstream-delivery-{config.seed}")
+        self.max_delivered = -1
+        self.malformed_made = 0
+        # (deadline event time, remaining overtakes, event)
+        self.held_ooo: list[tuple[int, int, InteractionEvent]] = []
+        # Heap of (release once delivered event time passes this, tie-breaker, event).
+        self.held_late: list[tuple[int, str, InteractionEvent]] = []
+        # (deliveries still to wait, event)
+        self.pending_dups: list[tuple[int, InteractionEvent]] = []
+
+    def deliver(self, events: Iterator[InteractionEvent]) -> Iterator[SimItem]:
+        cfg = self.config
+        for event in events:
+            if self.rng.random() < cfg.malformed_share:
+                yield self._malformed(event)
+            # Held events whose lag would exceed the grace go out before this one.
+            for held in self._take_ooo(lambda d, _n, e=event: e.occurred_at > d):
+                yield from self._emit(held)
+            roll = self.rng.random()
+            if roll < cfg.late_share:
+                lag = LATE_MIN_LAG_MS + self.rng.randint(MINUTE_MS, 60 * MINUTE_MS)
+                heapq.heappush(self.held_late, (event.occurred_at + lag, event.event_id, event))
+            elif roll < cfg.late_share + cfg.out_of_order_share:
+                lag = self.rng.randint(20 * SECOND_MS, OUT_OF_ORDER_MAX_LAG_MS)
+                overtakes = self.rng.randint(1, 4)
+                self.held_ooo.append((event.occurred_at + lag, overtakes, event))
+            else:
+                yield from self._emit(event)
+                self.held_ooo = [(d, n - 1, e) for d, n, e in self.held_ooo]
+                for held in self._take_ooo(lambda _d, n: n <= 0):
+                    yield from self._emit(held)
+            for late in self._take_late(self.max_delivered):
+                yield from self._emit(late)
+
+    def _take_ooo(self, due: Callable[[int, int], bool]) -> list[InteractionEvent]:
+        ready = [e for d, n, e in self.held_ooo if due(d, n)]
+        if ready:
+            self.held_ooo = [(d, n, e) for d, n, e in self.held_ooo if not due(d, n)]
+        return ready
+
+    def _take_late(self, now: int) -> list[InteractionEvent]:
+        ready = []
+        while self.held_late and now > self.held_late[0][0]:
+            ready.append(heapq.heappop(self.held_late)[2])
+        return ready
+
+    def _emit(self, event: InteractionEvent) -> Iterator[SimItem]:
+        behind = event.occurred_at < self.max_delivered
+        if not behind:
+            delivery = IN_ORDER
+        elif self.max_delivered - event.occurred_at > LATE_MIN_LAG_MS:
+            delivery = LATE
+        else:
+            delivery = OUT_OF_ORDER
+        self.max_delivered = max(self.max_delivered, event.occurred_at)
+        yield SimItem(event=event, delivery=delivery)
+        # A producer retry after a lost acknowledgement: the very same event again.
+        self.pending_dups = [(n - 1, e) for n, e in self.pending_dups]
+        due = [e for n, e in self.pending_dups if n < 0]
+        if due:
+            self.pending_dups = [(n, e) for n, e in self.pending_dups if n >= 0]
+            for duplicate in due:
+                yield SimItem(event=duplicate, delivery=DUPLICATE)
+        if self.rng.random() < self.config.duplicate_share:
+            self.pending_dups.append((self.rng.randint(0, 3), event))
+
+    def _malformed(self, event: InteractionEvent) -> SimItem:
+        self.malformed_made += 1
+        rng = self.rng
+        record = event.to_json_dict()
+        record["event_id"] = f"e-{self.config.seed}-m{self.malformed_made:07d}"
+        reason = rng.choice(_JSON_DEFECTS)
+        broken: dict[str, Any] | str
+        if reason == "missing_field":
+            missing = rng.choice(("event_id", "occurred_at", "customer_id", "channel", "type"))
+            broken = {k: v for k, v in record.items() if k != missing}
+            reason = f"missing_field:{missing}"
+        elif reason == "unknown_channel":
+            broken = {**record, "channel": rng.choice(("fax", "telex", "carrier_pigeon"))}
+        elif reason == "score_out_of_range":
+            broken = {**record, "type": FEEDBACK, "actor": CUSTOMER, "outcome": None, "score": 42}
+        elif reason == "outcome_on_non_ended":
+            broken = {**record, "type": CUSTOMER_MESSAGE, "actor": CUSTOMER, "outcome": RESOLVED}
+        elif reason == "bad_timestamp":
+            stamp = rng.choice(("2026-13-45T25:61:00+02:00", "2026-03-02T08:15:00", "yesterday"))
+            broken = {**record, "occurred_at": stamp}
+        else:
+            text = json.dumps(record)
+            broken = rng.choice(
+                (text[: rng.randint(5, len(text) - 5)], "<html>502 Bad Gateway</html>")
+            )
+        bytes_reason = rng.choice(_BYTES_DEFECTS)
+        if bytes_reason == "garbage":
+            raw = bytes([rng.randint(0, 0xBF)]) + rng.randbytes(rng.randint(4, 60))
+        elif bytes_reason == "truncated_header":
+            raw = b"\xc3\x01" + rng.randbytes(3)
+        else:
+            raw = b"\xc3\x01" + rng.randbytes(8) + rng.randbytes(rng.randint(20, 80))
+        return SimItem(
+            event=None,
+            delivery=MALFORMED,
+            malformed_json=broken,
+            malformed_bytes=raw,
+            malformed_reason=reason,
+            malformed_bytes_reason=bytes_reason,
+        )
+
+
+_JSON_DEFECTS = (
+    "missing_field",
+    "unknown_channel",
+    "score_out_of_range",
+    "outcome_on_non_ended",
+    "bad_timestamp",
+    "not_json",
+)
+_BYTES_DEFECTS = ("garbage", "truncated_header", "unknown_fingerprint")
+
+
+def events_only(items: Iterator[SimItem]) -> Iterator[InteractionEvent]:
+    """The valid events of ``items`` (duplicates included), dropping malformed ones."""
+    return (item.event for item in items if item.event is not None)
