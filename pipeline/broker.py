@@ -365,6 +365,8 @@ class LocalKafka:
 
     def _wait_ready(self, timeout: float) -> None:
         """Block until the broker answers a metadata request listing itself."""
+        from kafka.errors import KafkaError
+
         assert self._process is not None
         deadline = time.monotonic() + timeout
         last_error = "no attempt yet"
@@ -387,7 +389,7 @@ class LocalKafka:
                 if self._broker_registered():
                     return
                 last_error = "broker not yet in cluster metadata"
-            except Exception as exc:  # kafka-python raises many types while a broker boots
+            except (KafkaError, OSError) as exc:  # expected while the broker boots
                 last_error = f"{type(exc).__name__}: {exc}"
             time.sleep(0.2)
         raise BrokerError(
