@@ -1,0 +1,217 @@
+"""Run real cxstream workers as child processes and read what they produced.
+
+Used by the end-to-end tests: the worker under test is the real ``cxstream
+worker`` / ``cxstream sink`` command in its own process (so it can be killed
+with SIGKILL), talking to the real local Kafka broker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from pipeline.contract.codec import RecordCodec
+from pipeline.core.records import OUTPUT_TYPES, OutputRecord
+from pipeline.settings import Settings
+from pipeline.streaming import OUTPUT_TOPIC_SUFFIX
+from pipeline.topics import INTERACTIONS
+
+#: Fields that legitimately differ between a live run and a replay: how often
+#: open-session updates were flushed is a matter of wall-clock throttling.
+VOLATILE_FIELDS = {"session": ("version",)}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(path: Path, config: Mapping[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(dict(config)), encoding="utf-8")
+    return path
+
+
+class WorkerProcess:
+    """``cxstream <role>`` as a child process with its log in a file."""
+
+    def __init__(self, role: str, config_file: Path, log_file: Path, web_port: int) -> None:
+        self.role = role
+        self.config_file = config_file
+        self.log_file = log_file
+        self.web_port = web_port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        log = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "--config",
+                str(self.config_file),
+                self.role,
+                "--web-port",
+                str(self.web_port),
+                "--loglevel",
+                "warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no final commit."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def assert_running(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"{self.role} exited with {self.process.returncode}:\n{self.log_tail()}"
+            )
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_file.read_text(errors="replace")[-chars:]
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_consumer_group_offsets(group)
+    finally:
+        admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+def wait_until_consumed(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    worker: WorkerProcess,
+    timeout: float = 240.0,
+) -> None:
+    """Wait until ``group`` committed every record currently in ``topic``."""
+    deadline = time.monotonic() + timeout
+    ends = end_offsets(bootstrap, topic)
+    while time.monotonic() < deadline:
+        worker.assert_running()
+        committed = committed_offsets(bootstrap, group, topic)
+        if all(committed.get(p, 0) >= end for p, end in ends.items()):
+            return
+        time.sleep(0.5)
+    raise AssertionError(
+        f"{group} did not consume {topic} within {timeout}s: "
+        f"ends={ends} committed={committed_offsets(bootstrap, group, topic)}\n{worker.log_tail()}"
+    )
+
+
+def read_topic(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list[Any]:
+    """Every record of ``topic`` from the beginning, in per-partition order."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=int(idle_seconds * 1000),
+    )
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records = []
+        for record in consumer:
+            records.append(record)
+            if all(consumer.position(tp) >= ends[tp] for tp in partitions):
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+def read_outputs(bootstrap: str, settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    """Decoded output records per output name, in per-key order."""
+    outputs: dict[str, list[dict[str, Any]]] = {}
+    for cls, suffix in OUTPUT_TOPIC_SUFFIX.items():
+        codec = RecordCodec(cls.OUTPUT_NAME)
+        records = read_topic(bootstrap, settings.kafka.topic(suffix))
+        outputs[cls.OUTPUT_NAME] = [codec.decode(r.value) for r in records]
+    return outputs
+
+
+def normalise(records: Iterable[OutputRecord]) -> dict[str, list[dict[str, Any]]]:
+    """Replay records in the shape they have after a trip through Kafka."""
+    codecs = {cls.OUTPUT_NAME: RecordCodec(cls.OUTPUT_NAME) for cls in OUTPUT_TYPES}
+    out: dict[str, list[dict[str, Any]]] = {cls.OUTPUT_NAME: [] for cls in OUTPUT_TYPES}
+    for record in records:
+        codec = codecs[record.OUTPUT_NAME]
+        out[record.OUTPUT_NAME].append(codec.decode(codec.encode(record.to_dict())))
+    return out
+
+
+_KEY_FIELDS = {
+    "session": "session_id",
+    "contact": "contact_id",
+    "sla_event": "sla_event_id",
+    "journey_signal": "signal_id",
+    "late_event": "event_id",
+}
+
+
+def final_by_key(outputs: Mapping[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict]]:
+    """Last record per natural key, volatile fields dropped: what a sink would keep."""
+    result: dict[str, dict[str, dict]] = {}
+    for name, records in outputs.items():
+        key_field = _KEY_FIELDS[name]
+        latest: dict[str, dict] = {}
+        for record in records:
+            kept = {k: v for k, v in record.items() if k not in VOLATILE_FIELDS.get(name, ())}
+            latest[record[key_field]] = kept
+        result[name] = latest
+    return result
+
+
+def input_topic(settings: Settings) -> str:
+    return settings.kafka.topic(INTERACTIONS)
+
+
+def process_group(settings: Settings) -> str:
+    return f"cxstream-{settings.kafka.topic_prefix}-process"
+
+
+def sink_group(settings: Settings) -> str:
+    return f"cxstream-{settings.kafka.topic_prefix}-sink"

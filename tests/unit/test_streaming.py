@@ -1,0 +1,144 @@
+"""The streaming glue, driven with plain records (no broker)."""
+
+from __future__ import annotations
+
+from pipeline.contract.codec import EventCodec, RecordCodec
+from pipeline.contract.event import (
+    AGENT,
+    AGENT_REPLY,
+    CONTACT_ENDED,
+    CONTACT_STARTED,
+    CUSTOMER,
+    CUSTOMER_MESSAGE,
+    RESOLVED,
+    InteractionEvent,
+)
+from pipeline.dlq import parse_dead_letter_headers
+from pipeline.settings import build_settings
+from pipeline.streaming import (
+    CONTROL_HEADER,
+    END_OF_INPUT,
+    RawRecord,
+    StreamHandler,
+    clock_key,
+)
+
+T0 = 1_772_438_400_000  # 2026-03-02T08:00:00Z
+MINUTE = 60_000
+SETTINGS = build_settings({"kafka": {"topic_prefix": "t"}, "worker": {"clock": "stream"}})
+CODEC = EventCodec()
+
+
+def event(n: int, at: int, type_: str, actor: str = CUSTOMER, **fields) -> InteractionEvent:
+    return InteractionEvent(
+        event_id=f"e{n}",
+        occurred_at=at,
+        customer_id="c-1",
+        channel="chat",
+        contact_id="k-1",
+        type=type_,
+        actor=actor,
+        **fields,
+    )
+
+
+def record(value: bytes | None, *, offset: int = 0, key: bytes | None = b"c-1", headers=()):
+    return RawRecord(
+        topic="t.interactions",
+        partition=2,
+        offset=offset,
+        key=key,
+        value=value,
+        timestamp_ms=T0,
+        headers=headers,
+    )
+
+
+def chat_contact() -> list[InteractionEvent]:
+    return [
+        event(1, T0, CONTACT_STARTED),
+        event(2, T0 + 1000, CUSTOMER_MESSAGE),
+        event(3, T0 + 20_000, AGENT_REPLY, actor=AGENT),
+        event(4, T0 + 5 * MINUTE, CONTACT_ENDED, actor=AGENT, outcome=RESOLVED),
+    ]
+
+
+def test_undecodable_bytes_become_one_dead_letter_with_the_reason_and_original_bytes() -> None:
+    handler = StreamHandler(SETTINGS)
+    handler.handle(record(b"\x00garbage", offset=41))
+    drained = handler.drain()
+    assert [out.topic for out in drained.outgoing] == ["t.dlq"]
+    letter = drained.outgoing[0]
+    assert letter.value == b"\x00garbage"
+    assert letter.key == b"c-1"
+    headers = parse_dead_letter_headers(letter.headers)
+    assert headers["cx.dlq.stage"] == "decode"
+    assert headers["cx.dlq.source.offset"] == "41"
+    assert headers["cx.dlq.source.partition"] == "2"
+
+
+def test_an_event_for_an_unknown_channel_is_a_validation_dead_letter() -> None:
+    handler = StreamHandler(SETTINGS)
+    bad = InteractionEvent(
+        event_id="e1",
+        occurred_at=T0,
+        customer_id="c-1",
+        channel="carrier_pigeon",
+        contact_id="k",
+        type=CONTACT_STARTED,
+        actor=CUSTOMER,
+    )
+    handler.handle(record(CODEC.encode(bad)))
+    letter = handler.drain().outgoing[0]
+    headers = parse_dead_letter_headers(letter.headers)
+    assert (letter.topic, headers["cx.dlq.stage"]) == ("t.dlq", "validate")
+    assert "channel" in headers["cx.dlq.error.message"]
+
+
+def test_an_event_keyed_by_something_else_is_republished_keyed_by_customer() -> None:
+    handler = StreamHandler(SETTINGS)
+    value = CODEC.encode(chat_contact()[0])
+    handler.handle(record(value, key=b"contact-k-1"))
+    drained = handler.drain()
+    assert [(o.topic, o.key, o.value) for o in drained.outgoing] == [
+        ("t.interactions", b"c-1", value)
+    ]
+    assert drained.records == []
+
+
+def test_end_of_input_closes_the_session_and_the_state_ends_with_the_clock() -> None:
+    handler = StreamHandler(SETTINGS)
+    for offset, ev in enumerate(chat_contact()):
+        handler.handle(record(CODEC.encode(ev), offset=offset))
+    handler.handle(record(None, offset=9, key=None, headers=[(CONTROL_HEADER, END_OF_INPUT)]))
+    drained = handler.drain()
+
+    finals = [r for r in drained.records if r.OUTPUT_NAME == "session" and r.status == "final"]
+    assert len(finals) == 1
+    assert (finals[0].events, finals[0].first_contact_resolved) == (4, True)
+    sessions = [o for o in drained.outgoing if o.topic == "t.sessions"]
+    decoded = RecordCodec("session").decode(sessions[-1].value)
+    assert decoded["status"] == "final"
+    state = drained.state[2]
+    assert list(state)[-1] == clock_key(2)
+    assert state[clock_key(2)] == str(T0 + 5 * MINUTE).encode()
+
+
+def test_a_restored_partition_continues_exactly_where_the_original_left_off() -> None:
+    events = chat_contact()
+    original = StreamHandler(SETTINGS)
+    for offset, ev in enumerate(events[:2]):
+        original.handle(record(CODEC.encode(ev), offset=offset))
+    table = dict(original.drain().state[2])
+
+    restored = StreamHandler(SETTINGS)
+    assert restored.load_partition(2, table.items()) == 1
+    for handler in (original, restored):
+        for offset, ev in enumerate(events[2:], start=2):
+            handler.handle(record(CODEC.encode(ev), offset=offset))
+        handler.handle(record(None, offset=9, key=None, headers=[(CONTROL_HEADER, END_OF_INPUT)]))
+
+    def finals(handler: StreamHandler):
+        return [r for r in handler.drain().records if getattr(r, "status", "") == "final"]
+
+    assert finals(restored) == finals(original)
