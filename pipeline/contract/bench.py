@@ -6,6 +6,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from pipeline.contract.codec import EventCodec
 from pipeline.contract.event import (
@@ -39,7 +40,7 @@ def sample_events(count: int, seed: int = 7) -> list[InteractionEvent]:
         contact_id = f"{channel}-{contact:08d}"
         at = START_MS + contact * 1_000
         replier = BOT if channel == "chat" else AGENT
-        steps = [
+        steps: list[tuple[str, str, dict[str, Any]]] = [
             (CONTACT_STARTED, CUSTOMER, {}),
             (CUSTOMER_MESSAGE, CUSTOMER, {}),
             (AGENT_REPLY, replier, {"agent_id": f"agent-{rng.randrange(500):03d}"}),

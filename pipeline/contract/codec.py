@@ -80,7 +80,7 @@ class _VersionedCodec:
         self.version = current.version
         self.fingerprint = current.fingerprint
         self._header = MAGIC + current.fingerprint
-        self._writer = parse_schema(_raw_longs(current.raw))
+        self._writer: Any = parse_schema(_raw_longs(current.raw))
         # fingerprint -> (writer schema, reader schema or None when it is the current one)
         self._readers: dict[bytes, tuple[Any, Any]] = {}
         for version in versions:
@@ -117,7 +117,7 @@ class _VersionedCodec:
         body = BytesIO(data)
         body.seek(HEADER_LENGTH)
         try:
-            record = schemaless_reader(body, writer, reader)
+            record: Any = schemaless_reader(body, writer, reader)  # a record reads as a dict
         except _BODY_ERRORS as exc:
             raise DecodeError(
                 f"{self.schema_name}: body is truncated or corrupt "

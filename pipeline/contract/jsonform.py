@@ -1,0 +1,135 @@
+"""The JSON form of events: JSONL files, the docs, ``cxstream produce`` and replay.
+
+One event per line, an object with the Avro schema's field names; ``occurred_at``
+is ISO-8601 with an explicit UTC offset (``2026-03-02T10:15:00.250+02:00``).
+Optional fields (``outcome``, ``topic``, ``agent_id``, ``score``, ``attributes``,
+``producer``) may be left out. Unknown field names are refused, so a typo such as
+``"outcom"`` is caught rather than silently dropped.
+
+Parsing checks the *shape* (fields present, JSON types); the business rules are
+:func:`pipeline.contract.validate.validate`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.contract.event import InteractionEvent, iso_to_ms
+from pipeline.errors import ContractError, DecodeError, ValidationError
+
+REQUIRED_STRINGS = ("event_id", "customer_id", "channel", "contact_id", "type", "actor")
+OPTIONAL_STRINGS = ("outcome", "topic", "agent_id", "producer")
+KNOWN_FIELDS = frozenset(
+    (*REQUIRED_STRINGS, *OPTIONAL_STRINGS, "occurred_at", "score", "attributes")
+)
+
+
+def event_to_json_line(event: InteractionEvent) -> str:
+    """One JSONL line (no newline) in schema field order."""
+    return json.dumps(event.to_json_dict(), ensure_ascii=False)
+
+
+def _type_error(name: str, expected: str, value: Any) -> ValidationError:
+    return ValidationError(
+        f"{name}: expected {expected}, got {type(value).__name__} {value!r}", field=name
+    )
+
+
+def _optional_string(obj: Mapping[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    if value is not None and not isinstance(value, str):
+        raise _type_error(name, "a string", value)
+    return value
+
+
+def _required_string(obj: Mapping[str, Any], name: str) -> str:
+    value = _optional_string(obj, name)
+    if value is None:
+        raise ValidationError(f"{name}: required field is missing", field=name)
+    return value
+
+
+def event_from_json(obj: Mapping[str, Any]) -> InteractionEvent:
+    """The event in a JSON object; raises :class:`ValidationError` naming the field."""
+    if not isinstance(obj, Mapping):
+        raise ValidationError(f"event: expected a JSON object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - KNOWN_FIELDS)
+    if unknown:
+        raise ValidationError(
+            f"{unknown[0]}: unknown field (the contract has {', '.join(sorted(KNOWN_FIELDS))})",
+            field=unknown[0],
+        )
+    strings = {name: _required_string(obj, name) for name in REQUIRED_STRINGS}
+    optional = {name: _optional_string(obj, name) for name in OPTIONAL_STRINGS}
+    occurred = obj.get("occurred_at")
+    if occurred is None:
+        raise ValidationError("occurred_at: required field is missing", field="occurred_at")
+    if not isinstance(occurred, str):
+        raise _type_error("occurred_at", "an ISO-8601 string with offset", occurred)
+    score = obj.get("score")
+    if score is not None and (not isinstance(score, int) or isinstance(score, bool)):
+        raise _type_error("score", "an integer or null", score)
+    attributes = obj.get("attributes")
+    if attributes is None:
+        attributes = {}
+    if not isinstance(attributes, Mapping) or not all(
+        isinstance(value, str) for value in attributes.values()
+    ):
+        raise _type_error("attributes", "an object of strings", attributes)
+    return InteractionEvent(
+        event_id=strings["event_id"],
+        occurred_at=iso_to_ms(occurred),
+        customer_id=strings["customer_id"],
+        channel=strings["channel"],
+        contact_id=strings["contact_id"],
+        type=strings["type"],
+        actor=strings["actor"],
+        outcome=optional["outcome"],
+        topic=optional["topic"],
+        agent_id=optional["agent_id"],
+        score=score,
+        attributes=dict(attributes),
+        producer=optional["producer"] or "unknown",
+    )
+
+
+def parse_json_line(line: str) -> InteractionEvent:
+    """One JSONL line to an event; bad JSON is a :class:`DecodeError`."""
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        raise DecodeError(f"not valid JSON: {exc}") from exc
+    return event_from_json(obj)
+
+
+def read_events(
+    path: str | Path,
+) -> Iterator[tuple[int, InteractionEvent | ContractError, str]]:
+    """``(line number, event or the error, raw line)`` for every non-blank line.
+
+    A bad line yields its error and the iteration goes on: one broken line in a
+    file of a million must not hide the rest.
+    """
+    with Path(path).open(encoding="utf-8") as lines:
+        for number, raw in enumerate(lines, start=1):
+            line = raw.rstrip("\r\n")
+            if not line.strip():
+                continue
+            try:
+                yield number, parse_json_line(line), line
+            except ContractError as exc:
+                yield number, exc, line
+
+
+def write_events(path: str | Path, events: Iterable[InteractionEvent]) -> int:
+    """Write ``events`` as JSONL (UTF-8); returns how many were written."""
+    count = 0
+    with Path(path).open("w", encoding="utf-8") as out:
+        for event in events:
+            out.write(event_to_json_line(event))
+            out.write("\n")
+            count += 1
+    return count
