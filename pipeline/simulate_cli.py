@@ -287,8 +287,8 @@ def _run(
             if pacer is not None:
                 pacer.wait()
             if hold_until_wall and item.event is not None:
-                ahead_ms = item.event.occurred_at - wall_ms()
-                if ahead_ms > 0:
+                # Loop: a sleep may return a little early.
+                while (ahead_ms := item.event.occurred_at - wall_ms()) > 0:
                     sleep(ahead_ms / 1000)
             for sink in sinks:
                 sink.send(item)

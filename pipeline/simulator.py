@@ -284,10 +284,16 @@ class _Contact:
         return at
 
     def end(self, at: int, outcome: str, actor: str, *, mood: str, feedback: float) -> int:
-        """Close the contact and maybe ask for feedback; returns the end time."""
+        """Close the contact and maybe ask for feedback; returns the end time.
+
+        ``mood`` is how a resolved contact felt (``upset`` after a switch); an
+        unresolved or abandoned one is always ``upset``.
+        """
         agent_id = self.journey.agent_id() if actor == AGENT else None
         self.add(at, CONTACT_ENDED, actor, outcome=outcome, agent_id=agent_id)
         journey = self.journey
+        if outcome != RESOLVED:
+            mood = "upset"
         if journey.rng.random() < feedback:
             asked = at + journey.uniform_ms(1 * MINUTE_MS, 30 * MINUTE_MS)
             self.add(asked, FEEDBACK, CUSTOMER, score=journey.score(mood))
