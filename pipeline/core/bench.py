@@ -1,0 +1,30 @@
+"""Throughput of the stream core alone (no broker, no serialization per event)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pipeline.contract.event import InteractionEvent
+from pipeline.settings import Settings
+
+
+def bench_replay(events: list[InteractionEvent], settings: Settings) -> dict[str, Any]:
+    """Replay ``events`` across the configured partitions; prints and returns events/s."""
+    from pipeline.replay import replay_events
+
+    started = time.perf_counter()
+    result = replay_events(events, settings)
+    seconds = time.perf_counter() - started
+    rate = len(events) / seconds if seconds > 0 else float("inf")
+    report = {
+        "events": len(events),
+        "seconds": round(seconds, 3),
+        "events_per_s": round(rate),
+        "records": len(result.records),
+    }
+    print(
+        f"replay events_per_s={report['events_per_s']} events={len(events)} "
+        f"seconds={report['seconds']} records={len(result.records)}"
+    )
+    return report

@@ -1,0 +1,35 @@
+from pipeline.core.dedup import DedupWindow
+
+DAY = 86_400_000
+
+
+def test_second_copy_of_an_event_id_within_retention_is_a_duplicate():
+    window = DedupWindow(DAY)
+    assert window.check_and_add("e1", 1_000, 1_000) is False
+    assert window.check_and_add("e1", 1_000, 2_000) is True
+
+
+def test_an_id_older_than_the_retention_counts_as_new_even_before_pruning():
+    window = DedupWindow(DAY)
+    window.check_and_add("e1", 1_000, 1_000)
+    assert window.check_and_add("e1", 1_000, 1_000 + DAY + 1) is False
+
+
+def test_prune_forgets_only_ids_past_the_retention():
+    window = DedupWindow(DAY)
+    window.check_and_add("old", 0, 0)
+    window.check_and_add("new", 5_000, 5_000)
+    assert window.next_expiry_ms() == DAY + 1
+    window.prune(DAY + 1)
+    assert window.to_state() == [["new", 5_000]]
+    assert window.next_expiry_ms() == 5_000 + DAY + 1
+
+
+def test_state_round_trip_keeps_ids_and_expiry():
+    window = DedupWindow(DAY)
+    window.check_and_add("a", 10, 10)
+    window.check_and_add("b", 5, 10)
+    restored = DedupWindow.from_state(window.to_state(), DAY)
+    assert restored.to_state() == [["a", 10], ["b", 5]]
+    assert restored.next_expiry_ms() == 5 + DAY + 1
+    assert restored.check_and_add("b", 5, 20) is True

@@ -1,0 +1,54 @@
+from pipeline.core.sessions import SessionBook, session_id_for
+
+MIN = 60_000
+GAP = 30 * MIN
+GRACE = 5 * MIN
+
+
+def test_an_event_exactly_one_gap_after_the_last_joins_the_session():
+    book = SessionBook(GAP, GRACE)
+    first, _ = book.place("c1", "e1", 0)
+    second, superseded = book.place("c1", "e2", GAP)
+    assert (second is first, superseded, first.ended_at) == (True, [], GAP)
+
+
+def test_an_event_one_millisecond_beyond_the_gap_starts_a_new_session():
+    book = SessionBook(GAP, GRACE)
+    first, _ = book.place("c1", "e1", 0)
+    second, _ = book.place("c1", "e2", GAP + 1)
+    assert second is not first
+    assert [s.session_id for s in book.open] == [
+        session_id_for("c1", "e1"),
+        session_id_for("c1", "e2"),
+    ]
+
+
+def test_a_bridging_event_merges_two_sessions_into_the_earlier_started():
+    book = SessionBook(GAP, GRACE)
+    early, _ = book.place("c1", "e1", 0)
+    late, _ = book.place("c1", "e2", 50 * MIN)
+    survivor, superseded = book.place("c1", "e3", 25 * MIN)
+    assert survivor is early
+    assert superseded == [late]
+    assert (survivor.started_at, survivor.ended_at, len(book.open)) == (0, 50 * MIN, 1)
+
+
+def test_a_session_closes_one_millisecond_after_end_plus_gap_plus_grace():
+    book = SessionBook(GAP, GRACE)
+    session, _ = book.place("c1", "e1", 1_000)
+    assert book.close_due(session) == 1_000 + GAP + GRACE + 1
+
+
+def test_closed_bounds_flag_events_within_their_gap():
+    book = SessionBook(GAP, GRACE)
+    session, _ = book.place("c1", "e1", 10 * GAP)
+    book.close(session)
+    assert book.hits_closed(10 * GAP + GAP) is True
+    assert book.hits_closed(10 * GAP + GAP + 1) is False
+    assert book.hits_closed(9 * GAP) is True
+
+
+def test_session_id_is_a_stable_short_hash_of_customer_and_first_event():
+    assert session_id_for("c1", "e1") == session_id_for("c1", "e1")
+    assert len(session_id_for("c1", "e1")) == 16
+    assert session_id_for("c1", "e1") != session_id_for("c2", "e1")
