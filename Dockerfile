@@ -1,0 +1,30 @@
+# cxstream: one image for every role (worker, sink, simulator, topics job).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Dependencies first, so a code change does not reinstall them.
+COPY pyproject.toml README.md ./
+COPY pipeline/__init__.py pipeline/__init__.py
+COPY agents/__init__.py agents/__init__.py
+RUN pip install .
+
+COPY pipeline pipeline
+COPY agents agents
+COPY schemas schemas
+# Editable install: the contract code reads the Avro schemas from /app/schemas
+# (the repository layout), which a site-packages install would not carry.
+RUN pip install --no-deps -e . \
+    && useradd --system --uid 10001 --home-dir /app cxstream \
+    && mkdir -p /app/var && chown cxstream /app/var
+
+USER cxstream
+# /metrics of `cxstream worker` (6066) and `cxstream sink` (6067).
+EXPOSE 6066 6067
+ENTRYPOINT ["cxstream"]
+CMD ["worker"]
