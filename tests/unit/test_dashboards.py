@@ -250,3 +250,25 @@ def test_panel_ids_are_unique_per_dashboard() -> None:
         ids = [p["id"] for p in panels(json.loads(path.read_text(encoding="utf-8")))]
         duplicated += [(path.name, i) for i in set(ids) if ids.count(i) > 1]
     assert duplicated == []
+
+
+def test_every_alert_links_an_existing_runbook_section() -> None:
+    headings = re.findall(
+        r"^#{2,4} (.+)$", (REPO / "docs/ops.md").read_text(encoding="utf-8"), re.M
+    )
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+    alerts = [
+        rule
+        for path in RULE_FILES
+        for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+    broken = [
+        rule["alert"]
+        for rule in alerts
+        if rule["annotations"]["runbook_url"] != f"docs/ops.md#{rule['alert'].lower()}"
+        or rule["alert"].lower() not in anchors
+        or not {"summary", "description"} <= set(rule["annotations"])
+    ]
+    assert (len(alerts), broken) == (8, [])
