@@ -86,7 +86,7 @@ class Calendar(Protocol):
 
 
 def _duration_ms(seconds: float) -> int:
-    if seconds < 0 or math.isnan(seconds):
+    if not seconds >= 0:  # also refuses NaN
         raise ValueError(f"a duration must be >= 0 seconds, not {seconds!r}")
     return max(0, math.ceil(seconds * MS_PER_SECOND - _ROUNDING_SLACK_MS))
 

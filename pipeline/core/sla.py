@@ -1,0 +1,500 @@
+"""SLA clocks of one contact: first reply and next reply, with warnings and breaches.
+
+Pure logic: times are int epoch ms and the caller owns the clock. A
+:class:`ContactSla` holds the clocks of one contact; the processor feeds it the
+contact's events (:meth:`ContactSla.observe`) and asks it for what has fallen
+due (:meth:`ContactSla.fire_due`). Every warning and breach fires exactly once
+and carries its *due* time as ``fired_at``, so a replay and the live stream
+emit the same records.
+
+Rules (one contact, events in arrival order):
+
+* The first-reply clock starts at the contact's first ``customer_message`` or
+  ``contact_started``, whichever arrives first. A next-reply clock starts at a
+  ``customer_message`` that follows a reply while no clock runs.
+* A reply (``agent_reply``) by an agent stops every running clock; a reply by a
+  bot stops the clocks whose policy is not ``human_only``.
+* The deadline is ``calendar.add(start, target)``, the warning
+  ``calendar.add(start, warning_share * target)``; a clock is breached *at* its
+  deadline, so a reply must come strictly before it.
+* A reply that stops a breached clock emits one ``completed`` event with the
+  overrun measured on the policy's calendar. Due warnings/breaches of a clock
+  that a reply stops are fired first, so ``completed`` never precedes its
+  ``breach`` even if the caller skipped :meth:`ContactSla.fire_due`.
+* ``contact_ended`` stops the running clocks without firing them; no clock
+  starts after it.
+* Policies are chosen per metric by :func:`policies_for` with the contact's
+  topic as known so far. When the topic becomes known (or changes), running
+  clocks that have not fired yet move to the newly chosen policies; a clock that
+  has fired keeps its policy, so an emitted record is never contradicted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.contract.event import (
+    AGENT,
+    AGENT_REPLY,
+    BOT,
+    CONTACT_ENDED,
+    CONTACT_STARTED,
+    CUSTOMER_MESSAGE,
+    InteractionEvent,
+)
+from pipeline.core.calendar import Calendar
+from pipeline.core.records import (
+    FIRST_REPLY,
+    NEXT_REPLY,
+    SLA_BREACH,
+    SLA_COMPLETED,
+    SLA_WARNING,
+    SlaEvent,
+)
+from pipeline.errors import ConfigError
+from pipeline.settings import PolicySpec
+
+MS_PER_SECOND = 1000
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A :class:`PolicySpec` with its :class:`Calendar` object."""
+
+    spec: PolicySpec
+    calendar: Calendar
+
+
+def resolve_policies(
+    specs: Sequence[PolicySpec], calendars: Mapping[str, Calendar]
+) -> tuple[Policy, ...]:
+    """Attach calendars to policy specs; :class:`ConfigError` if a calendar is missing."""
+    resolved = []
+    for spec in specs:
+        calendar = calendars.get(spec.calendar)
+        if calendar is None:
+            raise ConfigError(
+                f"sla_policies.{spec.name}.calendar {spec.calendar!r} is not a configured calendar"
+            )
+        resolved.append(Policy(spec=spec, calendar=calendar))
+    return tuple(resolved)
+
+
+def policies_for(policies: Sequence[Policy], channel: str, topic: str | None) -> list[Policy]:
+    """The policies that apply to a contact, in configuration order.
+
+    Per metric, the policies for exactly this topic win over the generic ones
+    (``spec.topic is None``); a policy for another topic never applies.
+    """
+    on_channel = [p for p in policies if p.spec.channel == channel]
+    specific_metrics = {
+        p.spec.metric for p in on_channel if topic is not None and p.spec.topic == topic
+    }
+    chosen = []
+    for policy in on_channel:
+        if policy.spec.topic is None:
+            if policy.spec.metric not in specific_metrics:
+                chosen.append(policy)
+        elif policy.spec.topic == topic:
+            chosen.append(policy)
+    return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class _Selection:
+    """The policies one (channel, topic) gets, split by metric."""
+
+    first: tuple[Policy, ...]
+    next: tuple[Policy, ...]
+    # A bot reply is the first reply only when every first-reply target accepts a
+    # bot; with no target at all a human reply counts (the PolicySpec default).
+    first_needs_human: bool
+
+
+# observe() runs per event and contacts are opened per contact, so the choice is
+# cached per policy set (by identity; the entry keeps the set alive, so an id is
+# never reused while its entry exists).
+_SELECTIONS: dict[tuple[int, str, str | None], tuple[Sequence[Policy], _Selection]] = {}
+_MAX_SELECTIONS = 4096
+
+
+def _select(policies: Sequence[Policy], channel: str, topic: str | None) -> _Selection:
+    key = (id(policies), channel, topic)
+    cached = _SELECTIONS.get(key)
+    if cached is not None and cached[0] is policies:
+        return cached[1]
+    chosen = policies_for(policies, channel, topic)
+    first = tuple(p for p in chosen if p.spec.metric == FIRST_REPLY)
+    selection = _Selection(
+        first=first,
+        next=tuple(p for p in chosen if p.spec.metric == NEXT_REPLY),
+        first_needs_human=not first or any(p.spec.human_only for p in first),
+    )
+    if len(_SELECTIONS) >= _MAX_SELECTIONS:
+        _SELECTIONS.clear()  # topics are open-ended; bound the memory
+    _SELECTIONS[key] = (policies, selection)
+    return selection
+
+
+class _Clock:
+    """One running clock of one policy; ``warned``/``breached`` say what has fired."""
+
+    __slots__ = ("breached", "deadline", "policy", "seq", "start", "warned", "warning_at")
+
+    def __init__(
+        self,
+        policy: Policy,
+        seq: int,
+        start: int,
+        warning_at: int,
+        deadline: int,
+        warned: bool = False,
+        breached: bool = False,
+    ) -> None:
+        self.policy = policy
+        self.seq = seq
+        self.start = start
+        self.warning_at = warning_at
+        self.deadline = deadline
+        self.warned = warned
+        self.breached = breached
+
+    @classmethod
+    def started(cls, policy: Policy, seq: int, start: int) -> _Clock:
+        spec, calendar = policy.spec, policy.calendar
+        return cls(
+            policy,
+            seq,
+            start,
+            warning_at=calendar.add(start, spec.warning_share * spec.target_seconds),
+            deadline=calendar.add(start, spec.target_seconds),
+        )
+
+    @property
+    def has_fired(self) -> bool:
+        return self.warned or self.breached
+
+    def next_due(self) -> int | None:
+        if not self.warned:
+            return self.warning_at
+        if not self.breached:
+            return self.deadline
+        return None
+
+    def stopped_by(self, actor: str) -> bool:
+        return actor == AGENT or (actor == BOT and not self.policy.spec.human_only)
+
+    def to_state(self) -> list[Any]:
+        return [
+            self.policy.spec.name,
+            self.seq,
+            self.start,
+            self.warning_at,
+            self.deadline,
+            self.warned,
+            self.breached,
+        ]
+
+
+class ContactSla:
+    """The SLA clocks of one contact. Times are int epoch ms; the caller owns the clock."""
+
+    __slots__ = (
+        "_clocks",
+        "_ended",
+        "_first_started_at",
+        "_policies",
+        "_replied_since_customer",
+        "_selection",
+        "_seqs",
+        "breached",
+        "breaches",
+        "business_calendar",
+        "channel",
+        "contact_id",
+        "customer_id",
+        "first_reply_at",
+        "first_reply_business_seconds",
+        "first_reply_seconds",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        *,
+        customer_id: str,
+        contact_id: str,
+        channel: str,
+        policies: Sequence[Policy],
+        business_calendar: Calendar,
+    ) -> None:
+        self.customer_id = customer_id
+        self.contact_id = contact_id
+        self.channel = channel
+        self.business_calendar = business_calendar
+        self._policies = policies
+        self.topic: str | None = None
+        self._selection = _select(policies, channel, None)
+        self._clocks: list[_Clock] = []
+        self._seqs: dict[str, int] = {}  # policy name -> last next_reply seq used
+        self._first_started_at: int | None = None
+        self._replied_since_customer = False
+        self._ended = False
+        self.first_reply_at: int | None = None
+        self.first_reply_seconds: float | None = None
+        self.first_reply_business_seconds: float | None = None
+        self.breached = False
+        self.breaches = 0
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        customer_id: str,
+        contact_id: str,
+        channel: str,
+        policies: Sequence[Policy],
+        business_calendar: Calendar,
+    ) -> ContactSla:
+        """A contact with no clock running yet; ``policies`` are all resolved policies."""
+        return cls(
+            customer_id=customer_id,
+            contact_id=contact_id,
+            channel=channel,
+            policies=policies,
+            business_calendar=business_calendar,
+        )
+
+    # -- clock queries ---------------------------------------------------
+
+    @property
+    def is_idle(self) -> bool:
+        """No clock runs (breached clocks run until a reply or the contact's end)."""
+        return not self._clocks
+
+    def next_due_ms(self) -> int | None:
+        """The earliest unfired warning or breach time of the running clocks."""
+        due = [t for clock in self._clocks if (t := clock.next_due()) is not None]
+        return min(due) if due else None
+
+    # -- firing ----------------------------------------------------------
+
+    def fire_due(self, clock_ms: int) -> list[SlaEvent]:
+        """Every warning/breach due at or before ``clock_ms`` and not fired yet, in time order.
+
+        Call it before :meth:`observe` of an event with ``occurred_at <= clock_ms``.
+        """
+        fired: list[SlaEvent] = []
+        for clock in self._clocks:
+            fired.extend(self._fire_clock(clock, clock_ms))
+        if len(fired) > 1:
+            fired.sort(key=lambda event: (event.fired_at, event.kind == SLA_BREACH, event.policy))
+        return fired
+
+    def _fire_clock(self, clock: _Clock, clock_ms: int) -> list[SlaEvent]:
+        fired: list[SlaEvent] = []
+        if not clock.warned and clock.warning_at <= clock_ms:
+            clock.warned = True
+            fired.append(self._event(clock, SLA_WARNING, clock.warning_at))
+        if not clock.breached and clock.deadline <= clock_ms:
+            clock.breached = True
+            self.breached = True
+            self.breaches += 1
+            fired.append(self._event(clock, SLA_BREACH, clock.deadline))
+        return fired
+
+    def _event(
+        self,
+        clock: _Clock,
+        kind: str,
+        fired_at: int,
+        replied_at: int | None = None,
+        overrun_seconds: float | None = None,
+    ) -> SlaEvent:
+        spec = clock.policy.spec
+        return SlaEvent(
+            sla_event_id=f"{self.contact_id}:{spec.name}:{spec.metric}:{clock.seq}:{kind}",
+            kind=kind,
+            customer_id=self.customer_id,
+            contact_id=self.contact_id,
+            channel=self.channel,
+            policy=spec.name,
+            metric=spec.metric,
+            clock_started_at=clock.start,
+            deadline=clock.deadline,
+            target_seconds=spec.target_seconds,
+            calendar=clock.policy.calendar.name,
+            fired_at=fired_at,
+            replied_at=replied_at,
+            overrun_seconds=overrun_seconds,
+        )
+
+    # -- events ----------------------------------------------------------
+
+    def observe(self, event: InteractionEvent) -> list[SlaEvent]:
+        """Apply one event of this contact (arrival order); returns the records it causes.
+
+        Only a reply returns records: the due warnings/breaches of the clocks it
+        stops (normally already fired by :meth:`fire_due`) and one ``completed``
+        per stopped breached clock.
+        """
+        if event.topic is not None and event.topic != self.topic:
+            self.topic = event.topic
+            self._selection = _select(self._policies, self.channel, self.topic)
+            if self._clocks:
+                self._move_to_chosen_policies()
+        kind = event.type
+        if kind == AGENT_REPLY:
+            if event.actor == AGENT or event.actor == BOT:
+                return self._reply(event.actor, event.occurred_at)
+            return []
+        if kind == CUSTOMER_MESSAGE:
+            self._customer_message(event.occurred_at)
+        elif kind == CONTACT_STARTED:
+            if self._first_started_at is None and not self._ended:
+                self._start_first_reply(event.occurred_at)
+        elif kind == CONTACT_ENDED:
+            self._ended = True
+            self._clocks.clear()
+        return []
+
+    def _customer_message(self, at: int) -> None:
+        if self._ended:
+            return
+        if self._first_started_at is None:
+            self._start_first_reply(at)
+        elif self._replied_since_customer and not self._clocks:
+            self._start_next_reply(at)
+        self._replied_since_customer = False
+
+    def _start_first_reply(self, at: int) -> None:
+        self._first_started_at = at
+        for policy in self._selection.first:
+            self._clocks.append(_Clock.started(policy, 0, at))
+
+    def _start_next_reply(self, at: int) -> None:
+        for policy in self._selection.next:
+            self._clocks.append(_Clock.started(policy, self._next_seq(policy), at))
+
+    def _next_seq(self, policy: Policy) -> int:
+        seq = self._seqs.get(policy.spec.name, 0) + 1
+        self._seqs[policy.spec.name] = seq
+        return seq
+
+    def _reply(self, actor: str, at: int) -> list[SlaEvent]:
+        self._replied_since_customer = True
+        if (
+            self.first_reply_at is None
+            and self._first_started_at is not None
+            and (actor == AGENT or not self._selection.first_needs_human)
+        ):
+            self._record_first_reply(at)
+        if not self._clocks:
+            return []
+        records: list[SlaEvent] = []
+        running: list[_Clock] = []
+        for clock in self._clocks:
+            if not clock.stopped_by(actor):
+                running.append(clock)
+                continue
+            records.extend(self._fire_clock(clock, at))
+            if clock.breached:
+                overrun = clock.policy.calendar.elapsed(clock.deadline, at)
+                records.append(
+                    self._event(clock, SLA_COMPLETED, at, replied_at=at, overrun_seconds=overrun)
+                )
+        self._clocks = running
+        return records
+
+    def _record_first_reply(self, at: int) -> None:
+        started = self._first_started_at
+        assert started is not None  # the caller checked; a reply before any start is no answer
+        self.first_reply_at = at
+        self.first_reply_seconds = max(0, at - started) / MS_PER_SECOND
+        self.first_reply_business_seconds = self.business_calendar.elapsed(started, at)
+
+    def _move_to_chosen_policies(self) -> None:
+        """Re-home unfired clocks on the policies chosen for the (new) topic."""
+        chosen = (*self._selection.first, *self._selection.next)
+        chosen_names = {p.spec.name for p in chosen}
+        kept: list[_Clock] = []
+        moved: dict[str, tuple[int, int]] = {}  # metric -> (start, seq) of the replaced clocks
+        for clock in self._clocks:
+            spec = clock.policy.spec
+            if spec.name in chosen_names or clock.has_fired:
+                kept.append(clock)
+            else:
+                moved[spec.metric] = (clock.start, clock.seq)
+        if not moved:
+            return
+        running_names = {clock.policy.spec.name for clock in kept}
+        for policy in chosen:
+            spec = policy.spec
+            if spec.metric not in moved or spec.name in running_names:
+                continue
+            start, seq = moved[spec.metric]
+            if spec.metric == NEXT_REPLY:
+                seq = self._next_seq(policy)
+            kept.append(_Clock.started(policy, seq, start))
+        self._clocks = kept
+
+    # -- state -----------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-able snapshot (str/int/float/bool/None/list/dict only)."""
+        return {
+            "v": STATE_VERSION,
+            "customer_id": self.customer_id,
+            "contact_id": self.contact_id,
+            "channel": self.channel,
+            "topic": self.topic,
+            "clocks": [clock.to_state() for clock in self._clocks],
+            "seqs": dict(self._seqs),
+            "first_started_at": self._first_started_at,
+            "replied_since_customer": self._replied_since_customer,
+            "ended": self._ended,
+            "first_reply_at": self.first_reply_at,
+            "first_reply_seconds": self.first_reply_seconds,
+            "first_reply_business_seconds": self.first_reply_business_seconds,
+            "breached": self.breached,
+            "breaches": self.breaches,
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: dict[str, Any], policies: Sequence[Policy], business_calendar: Calendar
+    ) -> ContactSla:
+        """Rebuild a contact from :meth:`to_state`.
+
+        Stored deadlines are kept as they were. A clock whose policy is no longer
+        configured is dropped: nothing can be said about a target that is gone.
+        """
+        sla = cls(
+            customer_id=state["customer_id"],
+            contact_id=state["contact_id"],
+            channel=state["channel"],
+            policies=policies,
+            business_calendar=business_calendar,
+        )
+        by_name = {p.spec.name: p for p in policies if p.spec.channel == sla.channel}
+        sla.topic = state["topic"]
+        sla._selection = _select(policies, sla.channel, sla.topic)
+        for name, seq, start, warning_at, deadline, warned, breached in state["clocks"]:
+            policy = by_name.get(name)
+            if policy is not None:
+                sla._clocks.append(
+                    _Clock(policy, seq, start, warning_at, deadline, warned, breached)
+                )
+        sla._seqs = dict(state["seqs"])
+        sla._first_started_at = state["first_started_at"]
+        sla._replied_since_customer = state["replied_since_customer"]
+        sla._ended = state["ended"]
+        sla.first_reply_at = state["first_reply_at"]
+        sla.first_reply_seconds = state["first_reply_seconds"]
+        sla.first_reply_business_seconds = state["first_reply_business_seconds"]
+        sla.breached = state["breached"]
+        sla.breaches = state["breaches"]
+        return sla
