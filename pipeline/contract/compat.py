@@ -267,11 +267,15 @@ def require_compatible(schemas_dir: Path = SCHEMAS_DIR) -> None:
             raise CompatibilityError(f"{name}: {problems[0]}")
 
 
-def compat_command(schemas_dir: Path = SCHEMAS_DIR) -> int:
-    """``cxstream schema check``: one line per schema, then its problems; 1 if any."""
+def compat_command(schemas_dir: str | Path | None = None) -> int:
+    """``cxstream schema check``: one line per schema, then its problems; 1 if any.
+
+    ``schemas_dir`` defaults to the repository's ``schemas/``.
+    """
+    folder = SCHEMAS_DIR if schemas_dir is None else Path(schemas_dir)
     failed = False
-    for name, problems in check_all(Path(schemas_dir)).items():
-        count = len(list((Path(schemas_dir) / name).glob("v*.avsc")))
+    for name, problems in check_all(folder).items():
+        count = len(list((folder / name).glob("v*.avsc")))
         versions = f"{count} version{'s' if count != 1 else ''}"
         if problems:
             failed = True
