@@ -6,6 +6,7 @@ I/O: where items go, how fast (pacing), and progress lines on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -124,7 +125,9 @@ class KafkaSink:
         except DeliveryError:
             self.failed = max(self.failed, 1)
         finally:
-            self.producer.close()
+            # close() flushes again; a failure was already counted above.
+            with contextlib.suppress(DeliveryError):
+                self.producer.close()
         return self.failed
 
 

@@ -23,6 +23,7 @@ config always yields the same sequence.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import random
@@ -90,6 +91,9 @@ DEFAULT_JOURNEY_WEIGHTS: Mapping[str, float] = {
 _OFFICE_HOURS = {d: (8.0, 18.0) for d in range(5)}
 _PHONE_HOURS = {**{d: (8.0, 20.0) for d in range(5)}, 5: (10.0, 16.0)}
 _BRANCH_HOURS = {d: (10.0, 16.5) for d in range(5)}
+# Every boundary above (and in period_of) falls on a local half hour, and Helsinki's
+# UTC offset is whole hours, so open/closed is constant within a UTC half hour.
+_BUCKET_MS = 30 * 60_000
 
 # How much more or less likely a journey is in a period of the week than its base
 # weight says: nobody books a web meeting at 3 a.m., web messages pile up in the
@@ -194,7 +198,12 @@ def _local(at_ms: int) -> datetime:
 
 def period_of(at_ms: int) -> str:
     """``office``, ``evening``, ``weekend`` or ``night`` in Helsinki local time."""
-    local = _local(at_ms)
+    return _period_of_bucket(at_ms // _BUCKET_MS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _period_of_bucket(bucket: int) -> str:
+    local = _local(bucket * _BUCKET_MS)
     hour = local.hour + local.minute / 60
     if local.weekday() < 5:
         if 8 <= hour < 18:
@@ -230,8 +239,29 @@ def _to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * SECOND_MS)
 
 
-def _is_open(at_ms: int, hours: Mapping[int, tuple[float, float]]) -> bool:
-    return next_open(at_ms, hours) == at_ms
+class _ServiceHours:
+    """:func:`next_open` for fixed hours, memoised per half-hour bucket (a hot path)."""
+
+    def __init__(self, hours: Mapping[int, tuple[float, float]]) -> None:
+        self.hours = hours
+        self._opening: dict[int, int | None] = {}  # bucket -> next opening, None if open
+
+    def next_open(self, at_ms: int) -> int:
+        bucket = at_ms // _BUCKET_MS
+        if bucket not in self._opening:
+            start = bucket * _BUCKET_MS
+            opening = next_open(start, self.hours)
+            self._opening[bucket] = None if opening == start else opening
+        opening = self._opening[bucket]
+        return at_ms if opening is None else opening
+
+    def is_open(self, at_ms: int) -> bool:
+        return self.next_open(at_ms) == at_ms
+
+
+_OFFICE = _ServiceHours(_OFFICE_HOURS)
+_PHONE = _ServiceHours(_PHONE_HOURS)
+_BRANCH = _ServiceHours(_BRANCH_HOURS)
 
 
 # ----------------------------------------------------------------------- journeys
@@ -342,7 +372,7 @@ def _chat_escalated(j: _Journey, at: int, *, feedback: float = 0.3) -> int:
 def _phone_call(j: _Journey, at: int, *, mood: str = "happy", feedback: float = 0.25) -> int:
     """A call answered in the queue within 3 min (mostly) or after it."""
     c = j.contact("phone")
-    at = next_open(at, _PHONE_HOURS)
+    at = _PHONE.next_open(at)
     c.add(at, CONTACT_STARTED, CUSTOMER, attributes={"queue": j.topic})
     wait = j.uniform_ms(5_000, 175_000) if j.rng.random() < 0.8 else j.uniform_ms(185_000, 900_000)
     agent = j.agent_id()
@@ -358,7 +388,7 @@ def _phone_call(j: _Journey, at: int, *, mood: str = "happy", feedback: float = 
 
 def _branch_visit(j: _Journey, at: int, *, mood: str = "happy", feedback: float = 0.3) -> int:
     c = j.contact("branch")
-    at = next_open(at, _BRANCH_HOURS)
+    at = _BRANCH.next_open(at)
     c.add(at, CONTACT_STARTED, CUSTOMER, attributes={"ticket": f"{j.rng.randint(1, 999):03d}"})
     agent = j.agent_id()
     at = c.add(at + j.uniform_ms(MINUTE_MS, 25 * MINUTE_MS), AGENT_REPLY, AGENT, agent_id=agent)
@@ -371,7 +401,7 @@ def _web_meeting(j: _Journey, at: int) -> int:
     """A video negotiation with an advisor, e.g. about a loan."""
     j.topic = j.rng.choice(_MEETING_TOPICS)
     c = j.contact("web_meeting")
-    at = next_open(at, _OFFICE_HOURS)
+    at = _OFFICE.next_open(at)
     c.add(at, CONTACT_STARTED, CUSTOMER, attributes={"meeting": "video"})
     agent = j.agent_id()
     at = c.add(at + j.uniform_ms(0, 4 * MINUTE_MS), AGENT_REPLY, AGENT, agent_id=agent)
@@ -388,13 +418,13 @@ def _human_web_reply_at(j: _Journey, sent: int) -> int:
     backlog; a message sent in the evening or at the weekend waits for the next
     office morning, which is how the 2-hour target is breached.
     """
-    if _is_open(sent, _OFFICE_HOURS):
+    if _OFFICE.is_open(sent):
         if j.rng.random() < 0.75:
             candidate = sent + j.uniform_ms(3 * MINUTE_MS, 115 * MINUTE_MS)
         else:
             candidate = sent + j.uniform_ms(125 * MINUTE_MS, 6 * HOUR_MS)
-        return next_open(candidate, _OFFICE_HOURS)
-    return next_open(sent, _OFFICE_HOURS) + j.uniform_ms(5 * MINUTE_MS, 150 * MINUTE_MS)
+        return _OFFICE.next_open(candidate)
+    return _OFFICE.next_open(sent) + j.uniform_ms(5 * MINUTE_MS, 150 * MINUTE_MS)
 
 
 def _web_message(j: _Journey, at: int) -> int:
@@ -545,7 +575,7 @@ class _Traffic:
         weights = []
         for name in self.script_names:
             weight = self.config.journey_weights[name] * _AFFINITY[name][period]
-            if name == "branch_visit" and not _is_open(at, _BRANCH_HOURS):
+            if name == "branch_visit" and not _BRANCH.is_open(at):
                 weight = 0.0
             weights.append(weight)
         if sum(weights) <= 0:

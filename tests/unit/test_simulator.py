@@ -25,7 +25,7 @@ from pipeline.contract.event import (
     UNRESOLVED,
     InteractionEvent,
 )
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ContractError
 from pipeline.settings import build_settings
 from pipeline.simulator import (
     DEFAULT_START_MS,
@@ -404,3 +404,44 @@ def test_invalid_config_is_refused(field: str, value: float) -> None:
 def test_unknown_journey_script_is_refused() -> None:
     with pytest.raises(ConfigError, match="teleport"):
         SimulatorConfig(journey_weights={"teleport": 1.0})
+
+
+def test_the_project_validator_and_codec_accept_every_valid_event(
+    valid_events: list[InteractionEvent],
+) -> None:
+    from pipeline.contract.codec import EventCodec
+    from pipeline.contract.jsonform import parse_json_line
+    from pipeline.contract.validate import validate
+
+    codec = EventCodec()
+    channels = build_settings().channels
+    for event in valid_events[:5000]:
+        assert validate(event, channels) == event
+        assert codec.decode(codec.encode(event)) == event
+        assert parse_json_line(SimItem(event=event).to_json_line()) == event
+
+
+def test_the_project_reader_validator_and_codec_reject_every_malformed_item(
+    long_run: list[SimItem],
+) -> None:
+    from pipeline.contract.codec import EventCodec
+    from pipeline.contract.jsonform import parse_json_line
+    from pipeline.contract.validate import validate
+
+    codec = EventCodec()
+    channels = build_settings().channels
+    accepted_json, accepted_bytes = [], []
+    for item in long_run:
+        if not item.is_malformed:
+            continue
+        try:
+            validate(parse_json_line(item.to_json_line()), channels)
+            accepted_json.append(item.malformed_reason)
+        except ContractError:
+            pass
+        try:
+            codec.decode(item.malformed_bytes)
+            accepted_bytes.append(item.malformed_bytes_reason)
+        except ContractError:
+            pass
+    assert (accepted_json, accepted_bytes) == ([], [])
