@@ -13,6 +13,7 @@ from pipeline.contract.event import (
     RESOLVED,
     InteractionEvent,
 )
+from pipeline.core.partitioning import partition_for
 from pipeline.dlq import parse_dead_letter_headers
 from pipeline.settings import build_settings
 from pipeline.streaming import (
@@ -27,6 +28,8 @@ T0 = 1_772_438_400_000  # 2026-03-02T08:00:00Z
 MINUTE = 60_000
 SETTINGS = build_settings({"kafka": {"topic_prefix": "t"}, "worker": {"clock": "stream"}})
 CODEC = EventCodec()
+# The partition Kafka's default partitioner gives customer c-1's key.
+PARTITION = partition_for("c-1", SETTINGS.kafka.input_partitions)
 
 
 def event(n: int, at: int, type_: str, actor: str = CUSTOMER, **fields) -> InteractionEvent:
@@ -45,7 +48,7 @@ def event(n: int, at: int, type_: str, actor: str = CUSTOMER, **fields) -> Inter
 def record(value: bytes | None, *, offset: int = 0, key: bytes | None = b"c-1", headers=()):
     return RawRecord(
         topic="t.interactions",
-        partition=2,
+        partition=PARTITION,
         offset=offset,
         key=key,
         value=value,
@@ -74,7 +77,7 @@ def test_undecodable_bytes_become_one_dead_letter_with_the_reason_and_original_b
     headers = parse_dead_letter_headers(letter.headers)
     assert headers["cx.dlq.stage"] == "decode"
     assert headers["cx.dlq.source.offset"] == "41"
-    assert headers["cx.dlq.source.partition"] == "2"
+    assert headers["cx.dlq.source.partition"] == str(PARTITION)
 
 
 def test_an_event_for_an_unknown_channel_is_a_validation_dead_letter() -> None:
@@ -119,9 +122,9 @@ def test_end_of_input_closes_the_session_and_the_state_ends_with_the_clock() -> 
     sessions = [o for o in drained.outgoing if o.topic == "t.sessions"]
     decoded = RecordCodec("session").decode(sessions[-1].value)
     assert decoded["status"] == "final"
-    state = drained.state[2]
-    assert list(state)[-1] == clock_key(2)
-    assert state[clock_key(2)] == str(T0 + 5 * MINUTE).encode()
+    state = drained.state[PARTITION]
+    assert list(state)[-1] == clock_key(PARTITION)
+    assert state[clock_key(PARTITION)] == str(T0 + 5 * MINUTE).encode()
 
 
 def test_a_restored_partition_continues_exactly_where_the_original_left_off() -> None:
@@ -129,10 +132,10 @@ def test_a_restored_partition_continues_exactly_where_the_original_left_off() ->
     original = StreamHandler(SETTINGS)
     for offset, ev in enumerate(events[:2]):
         original.handle(record(CODEC.encode(ev), offset=offset))
-    table = dict(original.drain().state[2])
+    table = dict(original.drain().state[PARTITION])
 
     restored = StreamHandler(SETTINGS)
-    assert restored.load_partition(2, table.items()) == 1
+    assert restored.load_partition(PARTITION, table.items()) == 1
     for handler in (original, restored):
         for offset, ev in enumerate(events[2:], start=2):
             handler.handle(record(CODEC.encode(ev), offset=offset))
