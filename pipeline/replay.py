@@ -62,8 +62,11 @@ def replay_events(
     count = partitions or settings.kafka.input_partitions
     processors: dict[int, PartitionProcessor] = {}
     records: list[OutputRecord] = []
+    partition_of: dict[str, int] = {}  # murmur2 in pure Python is worth caching
     for event in items:
-        partition = partition_for(event.customer_id, count)
+        partition = partition_of.get(event.customer_id)
+        if partition is None:
+            partition = partition_of[event.customer_id] = partition_for(event.customer_id, count)
         processor = processors.get(partition)
         if processor is None:
             processor = processors[partition] = PartitionProcessor.from_settings(

@@ -159,7 +159,16 @@ class Contact:
 class CustomerState:
     """Sessions, contacts, SLA clocks, journey candidates and seen ids of one customer."""
 
-    __slots__ = ("book", "candidates", "contacts", "customer_id", "dedup", "rules", "wake")
+    __slots__ = (
+        "book",
+        "candidates",
+        "contacts",
+        "customer_id",
+        "dedup",
+        "due_hint",
+        "rules",
+        "wake",
+    )
 
     def __init__(self, customer_id: str, rules: CoreRules) -> None:
         self.customer_id = customer_id
@@ -171,6 +180,10 @@ class CustomerState:
         # The due time this customer is registered under in the processor's
         # timer heap (None: not registered). Not state: rebuilt on load.
         self.wake: int | None = None
+        # After apply(): the earliest due time of the work the event created or
+        # moved earlier (None: nothing). Everything else can only have moved
+        # later, so the processor need not rescan the whole state per event.
+        self.due_hint: int | None = None
 
     # -- events -------------------------------------------------------------
 
@@ -178,8 +191,10 @@ class CustomerState:
         """Apply one event at partition clock ``clock_ms``; returns APPLIED, DUPLICATE or LATE."""
         rules = self.rules
         at = event.occurred_at
+        self.due_hint = None
         if self.dedup.check_and_add(event.event_id, at, clock_ms):
             return DUPLICATE
+        self.due_hint = at + rules.dedup_retention_ms + 1
         reason = None
         if clock_ms > at + rules.gap_ms + rules.grace_ms:
             reason = "event time is older than the session gap plus grace behind the clock"
@@ -206,8 +221,10 @@ class CustomerState:
                     contact.session_id = session.session_id
         session.events += 1
         session.pending = True
+        self._hint(self.book.close_due(session))
 
         contact = self.contacts.get(event.contact_id)
+        candidates_move = False
         if event.type == FEEDBACK:
             # Feedback often comes after the contact ended, even in a later
             # session: it scores the session but neither opens nor joins a contact.
@@ -215,6 +232,7 @@ class CustomerState:
             if contact is None:
                 return APPLIED
         elif contact is None:
+            candidates_move = True
             contact = Contact(event.contact_id, event.channel, at, session.session_id)
             contact.sla = rules.sla_type.open(
                 customer_id=self.customer_id,
@@ -225,12 +243,34 @@ class CustomerState:
             )
             self.contacts[event.contact_id] = contact
         elif at < contact.started_at:
+            candidates_move = True
             contact.started_at = at
             contact.session_id = session.session_id
         if event.type != FEEDBACK:
             session.contact_ids[contact.contact_id] = None
+        had_topic = contact.topic is not None
         self._apply_to_contact(contact, event, out)
+        self._hint(contact.sla.next_due_ms())
+        if (
+            candidates_move
+            or event.type == CONTACT_ENDED
+            or had_topic != (contact.topic is not None)
+        ):
+            for candidate in self.candidates.values():
+                nxt = next_contact(candidate, self.contacts.values())
+                self._hint(
+                    due_ms(
+                        candidate,
+                        nxt,
+                        window_ms=rules.window_ms(candidate.kind),
+                        grace_ms=rules.grace_ms,
+                    )
+                )
         return APPLIED
+
+    def _hint(self, due: int | None) -> None:
+        if due is not None and (self.due_hint is None or due < self.due_hint):
+            self.due_hint = due
 
     def _apply_to_contact(
         self, contact: Contact, event: InteractionEvent, out: list[OutputRecord]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.contract.event import InteractionEvent
-from pipeline.core.customer import DUPLICATE, LATE, CoreRules, CustomerState
+from pipeline.core.customer import APPLIED, DUPLICATE, LATE, CoreRules, CustomerState
 from pipeline.core.records import (
     SESSION_FINAL,
     SESSION_SUPERSEDED,
@@ -134,7 +134,15 @@ class PartitionProcessor:
         else:
             if outcome == LATE:
                 self.stats.late += 1
-            self._touched(customer)
+            self._dirty[customer_id] = None
+            if outcome == APPLIED:
+                self._updated.add(customer_id)
+            hint = customer.due_hint
+            if customer.wake is None:
+                self._schedule(customer)
+            elif hint is not None and hint < customer.wake:
+                customer.wake = hint
+                heapq.heappush(self._timers, (hint, customer_id))
             # The event may have made work due already (a settlement of a pair
             # that arrived out of order): run it now, in order.
             self._drain(clock, out)

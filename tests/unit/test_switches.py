@@ -98,7 +98,7 @@ def test_an_earlier_next_contact_arriving_within_grace_takes_the_pair():
     visit = contact(
         end + 1 * MINUTE, end + 30 * MINUTE, contact="visit1", channel="branch", outcome="resolved"
     )
-    events = chat + [call[0], call[1], visit[0], visit[1]]
+    events = [*chat, call[0], call[1], visit[0], visit[1]]
     # call1 ended after the visit started, so it has no next contact.
     assert signals(run(make_processor(), events)) == [("chat1", "visit1", "switch_failure")]
 
