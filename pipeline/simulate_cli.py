@@ -232,7 +232,7 @@ def simulate_command(
     try:
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
-            handle = output.open("w", encoding="utf-8")
+            handle: TextIO = output.open("w", encoding="utf-8")
             opened.append(handle)
             sinks.append(JsonLinesSink(handle))
         if to_kafka:

@@ -250,8 +250,8 @@ class _ServiceHours:
         bucket = at_ms // _BUCKET_MS
         if bucket not in self._opening:
             start = bucket * _BUCKET_MS
-            opening = next_open(start, self.hours)
-            self._opening[bucket] = None if opening == start else opening
+            first = next_open(start, self.hours)
+            self._opening[bucket] = None if first == start else first
         opening = self._opening[bucket]
         return at_ms if opening is None else opening
 
@@ -617,7 +617,7 @@ class _Delivery:
             if self.rng.random() < cfg.malformed_share:
                 yield self._malformed(event)
             # Held events whose lag would exceed the grace go out before this one.
-            for held in self._take_ooo(lambda d, _n, e=event: e.occurred_at > d):
+            for held in self._take_ooo(now=event.occurred_at):
                 yield from self._emit(held)
             roll = self.rng.random()
             if roll < cfg.late_share:
@@ -630,12 +630,17 @@ class _Delivery:
             else:
                 yield from self._emit(event)
                 self.held_ooo = [(d, n - 1, e) for d, n, e in self.held_ooo]
-                for held in self._take_ooo(lambda _d, n: n <= 0):
+                for held in self._take_ooo(now=None):
                     yield from self._emit(held)
             for late in self._take_late(self.max_delivered):
                 yield from self._emit(late)
 
-    def _take_ooo(self, due: Callable[[int, int], bool]) -> list[InteractionEvent]:
+    def _take_ooo(self, *, now: int | None) -> list[InteractionEvent]:
+        """Held events overtaken often enough, or (given ``now``) past their deadline."""
+
+        def due(deadline: int, overtakes_left: int) -> bool:
+            return overtakes_left <= 0 or (now is not None and now > deadline)
+
         ready = [e for d, n, e in self.held_ooo if due(d, n)]
         if ready:
             self.held_ooo = [(d, n, e) for d, n, e in self.held_ooo if not due(d, n)]
