@@ -255,3 +255,28 @@ def test_output_record_round_trips_through_its_record_codec(name):
     record = _records()[name]
     codec = RecordCodec(name)
     assert codec.decode(codec.encode(record.to_dict())) == record.to_dict()
+
+
+def test_bench_sample_events_are_valid_and_round_trip():
+    from pipeline.contract.bench import sample_events
+    from pipeline.contract.validate import validate
+    from pipeline.settings import build_settings
+
+    channels = build_settings().channels
+    codec = EventCodec()
+    events = sample_events(60)
+    assert [codec.decode(codec.encode(validate(e, channels))) for e in events] == events
+
+
+def test_bench_codec_reports_encode_and_decode_rates():
+    from pipeline.contract.bench import bench_codec
+
+    result = bench_codec(600, quiet=True)
+    assert sorted(result) == [
+        "decode_events_per_cpu_s",
+        "decode_events_per_s",
+        "encode_events_per_cpu_s",
+        "encode_events_per_s",
+        "events",
+    ]
+    assert result["decode_events_per_s"] > 0
