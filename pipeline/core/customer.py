@@ -18,6 +18,7 @@ from pipeline.core.records import (
     SESSION_FINAL,
     SESSION_OPEN,
     SESSION_SUPERSEDED,
+    FALSE_RESOLUTION,
     SWITCH_FAILURE,
     ContactSummary,
     LateEvent,
@@ -289,8 +290,15 @@ class CustomerState:
         elif was_idle:
             contact.sla_since = at
         if event.type == CONTACT_ENDED:
-            if contact.ended_at is None or at >= contact.ended_at:
+            # Two ends of one contact: the later wins, a tie goes by outcome text,
+            # so arrival order never decides.
+            if contact.ended_at is None or (at, event.outcome or "") > (
+                contact.ended_at,
+                contact.outcome or "",
+            ):
                 contact.ended_at, contact.outcome = at, event.outcome
+            for kind in (SWITCH_FAILURE, FALSE_RESOLUTION):
+                self.candidates.pop(f"{kind}:{contact.contact_id}", None)
             candidate = candidate_for_end(
                 contact_id=contact.contact_id,
                 channel=contact.channel,
@@ -299,7 +307,7 @@ class CustomerState:
                 topic=contact.topic,
             )
             if candidate is not None:
-                self.candidates.setdefault(f"{candidate.kind}:{contact.contact_id}", candidate)
+                self.candidates[f"{candidate.kind}:{contact.contact_id}"] = candidate
             out.append(contact.summary(self.customer_id))
         elif contact.ended_at is not None:
             # An event of an ended contact arrived out of order: refresh the summary.
