@@ -15,10 +15,10 @@ from typing import Any, Protocol
 from pipeline.contract.event import CONTACT_ENDED, FEEDBACK, RESOLVED, InteractionEvent
 from pipeline.core.dedup import DedupWindow
 from pipeline.core.records import (
+    FALSE_RESOLUTION,
     SESSION_FINAL,
     SESSION_OPEN,
     SESSION_SUPERSEDED,
-    FALSE_RESOLUTION,
     SWITCH_FAILURE,
     ContactSummary,
     LateEvent,
