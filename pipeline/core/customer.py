@@ -321,12 +321,17 @@ class CustomerState:
         items: list[tuple[int, int, str]] = []
         for session in self.book.open:
             items.append((self.book.close_due(session), _RANK_CLOSE, session.session_id))
-        in_open = self._contacts_in_open_sessions()
+        in_open: set[str] | None = None
         for contact in self.contacts.values():
             due = contact.sla.next_due_ms()
             if due is not None:
                 items.append((due, _RANK_SLA, contact.contact_id))
-            elif contact.contact_id not in in_open and contact.ended_at is None:
+                continue
+            if contact.ended_at is not None:
+                continue
+            if in_open is None:
+                in_open = self._contacts_in_open_sessions()
+            if contact.contact_id not in in_open:
                 due = contact.last_at + rules.contact_retention_ms + 1
                 items.append((due, _RANK_DROP, contact.contact_id))
         for key, candidate in self.candidates.items():
@@ -348,16 +353,19 @@ class CustomerState:
         items = self._due_items()
         return min(items)[0] if items else None
 
-    def fire_until(self, limit_ms: int, out: list[OutputRecord]) -> bool:
-        """Do all timed work due at or before ``limit_ms``, in due order; True if any."""
+    def fire_until(self, limit_ms: int, out: list[OutputRecord]) -> tuple[bool, int | None]:
+        """Do all timed work due at or before ``limit_ms``, in due order.
+
+        Returns (whether anything ran, the next due time afterwards).
+        """
         fired = False
         while True:
             items = self._due_items()
             if not items:
-                return fired
+                return fired, None
             due, rank, key = min(items)
             if due > limit_ms:
-                return fired
+                return fired, due
             fired = True
             if rank == _RANK_SLA:
                 contact = self.contacts[key]

@@ -233,13 +233,14 @@ class PartitionProcessor:
 
     # -- internals ------------------------------------------------------------------
 
-    def _schedule(self, customer: CustomerState) -> None:
-        due = customer.next_due()
+    def _schedule(self, customer: CustomerState, due: int | None = None) -> None:
+        if due is None:
+            due = customer.next_due()
         if due is not None and (customer.wake is None or due < customer.wake):
             customer.wake = due
             heapq.heappush(self._timers, (due, customer.customer_id))
 
-    def _touched(self, customer: CustomerState) -> None:
+    def _touched(self, customer: CustomerState, next_due: int | None = None) -> None:
         """After a change: reschedule, note for persistence and updates, or evict."""
         customer_id = customer.customer_id
         self._dirty[customer_id] = None
@@ -247,7 +248,7 @@ class PartitionProcessor:
             del self._customers[customer_id]
             self.stats.customers_evicted += 1
             return
-        self._schedule(customer)
+        self._schedule(customer, next_due)
         if customer.has_pending:
             self._updated.add(customer_id)
 
@@ -260,10 +261,12 @@ class PartitionProcessor:
             if customer is None or customer.wake != due:
                 continue  # stale: the customer was rescheduled or evicted
             customer.wake = None
-            if customer.fire_until(due, out):
-                self._touched(customer)
-            else:
-                self._schedule(customer)
+            fired, next_due = customer.fire_until(due, out)
+            if fired:
+                self._touched(customer, next_due)
+            elif next_due is not None:
+                customer.wake = next_due
+                heapq.heappush(timers, (next_due, customer_id))
 
     def _count(self, out: list[OutputRecord]) -> None:
         stats = self.stats
