@@ -79,10 +79,17 @@ def test_a_produced_record_is_consumed_back(kafka_bootstrap: str, make_topics: M
         bootstrap_servers=kafka_bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        consumer_timeout_ms=10_000,
     )
+    received: list[tuple[bytes, bytes]] = []
+    deadline = time.monotonic() + 15
     try:
-        received = [(record.key, record.value) for record in consumer]
+        # Poll until the record arrives (not a fixed wait), then once more to show
+        # that nothing else follows it.
+        while not received and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                received.extend((record.key, record.value) for record in records)
+        for records in consumer.poll(timeout_ms=500).values():
+            received.extend((record.key, record.value) for record in records)
     finally:
         consumer.close()
 
@@ -207,3 +214,44 @@ def test_killing_the_launcher_takes_the_broker_down(tmp_path: Path) -> None:
             leftover = int(pid_file.read_text())
             if _pid_alive(leftover):
                 os.kill(leftover, signal.SIGKILL)
+
+
+COMMAND = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from pipeline.broker import broker_command
+
+    sys.exit(broker_command(Path(sys.argv[1]), None, False))
+    """
+)
+
+
+def test_broker_command_announces_itself_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    command = subprocess.Popen(
+        [sys.executable, "-c", COMMAND, str(tmp_path / "kafka")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert command.stdout is not None
+        line = command.stdout.readline()
+        fields = dict(part.split("=", 1) for part in line.split()[2:])
+        broker_pid = int(fields["pid"])
+        assert _pid_alive(broker_pid)
+
+        command.send_signal(signal.SIGTERM)
+        exit_code = command.wait(30)
+
+        assert line.startswith("kafka ready bootstrap=127.0.0.1:")
+        assert fields["log"] == str(tmp_path / "kafka" / "broker.log")
+        assert exit_code == 0
+        assert not _pid_alive(broker_pid)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait(10)
+        for stream in (command.stdout, command.stderr):
+            if stream is not None:
+                stream.close()
