@@ -3,9 +3,10 @@
 channel_stats is never incremented: a redelivered or replayed batch would then
 count twice. Instead, inside the batch's transaction, every (bucket_size,
 bucket_start, channel) the batch may have changed is deleted and recomputed with
-one set-based ``INSERT ... SELECT ... GROUP BY`` per bucket size over the base
-tables. Recomputing more buckets than strictly needed is harmless (the result is
-the same), so affected buckets are merged into a few time ranges per size.
+one set-based ``INSERT ... SELECT ... GROUP BY``: minute rows from the base
+tables, then hour rows from the minute rows (cheap: at most 60 per channel).
+Recomputing more buckets than strictly needed is harmless (the result is the
+same), so affected buckets are merged into a few time ranges per size.
 
 Which timestamp puts a counter into a bucket (the channel column in brackets):
 
@@ -83,21 +84,19 @@ def bucket_ranges(at_ms: Iterable[int], size: str) -> list[tuple[int, int]]:
     return ranges
 
 
-def recompute_channel_stats(conn: Connection, touches: Iterable[Touch]) -> int:
+def recompute_channel_stats(conn: Connection, touches: Iterable[Touch]) -> None:
     """Delete and re-derive every channel_stats row the touches fall into.
 
-    Runs on ``conn`` inside the caller's transaction; returns the number of
-    channel_stats rows written.
+    Runs on ``conn`` inside the caller's transaction.
     """
     touches = list(touches)
     if not touches:
-        return 0
+        return
     channels = sorted({touch.channel for touch in touches})
     dialect = conn.dialect.name
-    written = 0
-    for size in BUCKET_MS:
+    stats = ChannelStatsRow.__table__
+    for size, derive in (("minute", _derive_minutes), ("hour", _derive_hours)):
         ranges = bucket_ranges((touch.at_ms for touch in touches), size)
-        stats = ChannelStatsRow.__table__
         conn.execute(
             delete(stats).where(
                 stats.c.bucket_size == size,
@@ -105,14 +104,8 @@ def recompute_channel_stats(conn: Connection, touches: Iterable[Touch]) -> int:
                 _in_ranges(stats.c.bucket_start, ranges),
             )
         )
-        derived = _derive(size, channels, ranges, dialect)
-        result = conn.execute(
-            insert(stats).from_select(
-                ["bucket_size", "bucket_start", "channel", *STATS_COUNTERS], derived
-            )
-        )
-        written += max(result.rowcount or 0, 0)
-    return written
+        columns = ["bucket_size", "bucket_start", "channel", *STATS_COUNTERS]
+        conn.execute(insert(stats).from_select(columns, derive(channels, ranges, dialect)))
 
 
 def _in_ranges(column: ColumnElement, ranges: Sequence[tuple[int, int]]) -> ColumnElement[bool]:
@@ -141,7 +134,30 @@ def _row(bucket: ColumnElement, channel: ColumnElement, **counters: ColumnElemen
     return columns
 
 
-def _derive(size: str, channels: list[str], ranges: list[tuple[int, int]], dialect: str) -> Select:
+def _derive_hours(channels: list[str], ranges: list[tuple[int, int]], dialect: str) -> Select:
+    """Hour rows as sums of their (already re-derived) minute rows: an hour holds
+    thousands of base rows but at most 60 minute rows per channel."""
+    minutes = ChannelStatsRow.__table__.c
+    hour = _bucket(minutes.bucket_start, "hour", dialect)
+    return (
+        select(
+            literal("hour").label("bucket_size"),
+            hour.label("bucket_start"),
+            minutes.channel,
+            *(func.sum(minutes[name]).label(name) for name in STATS_COUNTERS),
+        )
+        .where(
+            minutes.bucket_size == "minute",
+            minutes.channel.in_(channels),
+            _in_ranges(minutes.bucket_start, ranges),
+        )
+        .group_by(hour, minutes.channel)
+    )
+
+
+def _derive_minutes(channels: list[str], ranges: list[tuple[int, int]], dialect: str) -> Select:
+    """Minute rows straight from the base tables."""
+    size = "minute"
     contacts, sessions = ContactRow.__table__.c, SessionRow.__table__.c
     sla, switches = SlaEventRow.__table__.c, SwitchFailureRow.__table__.c
 

@@ -69,7 +69,6 @@ class WriteResult:
 
     records: int
     rows: Mapping[str, int] = field(default_factory=dict)
-    channel_stats_rows: int = 0
 
 
 class Sink(Protocol):
@@ -298,11 +297,10 @@ class SqlStore:
                     for row in rows.values():
                         touches.update(_touches_of(table_name, row))
                 self._upsert(conn, table, list(rows.values()))
-            stats_rows = recompute_channel_stats(conn, touches)
+            recompute_channel_stats(conn, touches)
         return WriteResult(
             records=len(batch),
             rows={name: len(rows) for name, rows in tables.items()},
-            channel_stats_rows=stats_rows,
         )
 
     def close(self) -> None:
