@@ -36,8 +36,12 @@ class _Progress:
         self.done += count
         if self.done >= self.target:
             seconds = time.perf_counter() - self.first
-            print(json.dumps({"events": self.done, "seconds": seconds,
-                              "events_per_s": self.done / seconds}), flush=True)
+            print(
+                json.dumps(
+                    {"events": self.done, "seconds": seconds, "events_per_s": self.done / seconds}
+                ),
+                flush=True,
+            )
             sys.stdout.flush()
             os._exit(0)
 
@@ -59,7 +63,9 @@ def main() -> None:
     role = f"bench-{args.mode}-{uuid.uuid4().hex[:6]}"
     app = build_app(settings, role=role, web_enabled=False)
     if args.mode == "noop":
-        topic = app.topic(settings.kafka.topic(INTERACTIONS), key_serializer="raw", value_serializer="raw")
+        topic = app.topic(
+            settings.kafka.topic(INTERACTIONS), key_serializer="raw", value_serializer="raw"
+        )
 
         @app.agent(topic, name="noop")
         async def noop(stream: faust.StreamT) -> None:

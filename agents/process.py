@@ -49,8 +49,9 @@ class ProcessRole:
         self.table = app.Table(
             STATE_TABLE,
             partitions=settings.kafka.input_partitions,
-            key_serializer="raw",
-            value_serializer="raw",
+            # bytes in, bytes out: the core serializes its own state compactly.
+            key_type=bytes,
+            value_type=bytes,
         )
         self._output_topics: dict[str, faust.TopicT] = {}
         # The oldest unanswered item is compared with the channel's tightest target.
@@ -62,6 +63,14 @@ class ProcessRole:
         app.agent(self.input_topic, name="process")(self._process)
         app.timer(1.0)(self._tick)
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_partitions_assigned.connect(self._on_assigned)
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)
+        # The timer may only build a partition's processor from the table once
+        # the table is fully recovered: a processor built from a half-restored
+        # changelog would hold older state than the committed input offsets.
+        # Faust sends on_rebalance_complete after recovery; the agent itself
+        # only receives events after that.
+        self._table_ready = False
 
     # -- agent ---------------------------------------------------------------
 
@@ -91,7 +100,7 @@ class ProcessRole:
 
     async def _tick(self) -> None:
         """Once a second: wall-clock timers (live mode), gauges, lag."""
-        partitions = self._active_partitions()
+        partitions = self._active_partitions() if self._table_ready else []
         async with self.lock:
             for partition in partitions:
                 self._ensure_loaded(partition)
@@ -113,12 +122,21 @@ class ProcessRole:
     def _ensure_loaded(self, partition: int) -> None:
         if not self.handler.has_partition(partition):
             restored = self.handler.load_partition(partition, list(self.table.data.items()))
-            log.info("partition %s: restored %s customers from the state table", partition, restored)
+            log.info(
+                "partition %s: restored %s customers from the state table", partition, restored
+            )
 
-    def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+    async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+        self._table_ready = False
         for tp in revoked:
             if tp.topic == self.handler.input_topic:
                 self.handler.drop_partition(tp.partition)
+
+    async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+        self._table_ready = False
+
+    async def _on_rebalance_complete(self, sender: Any, **_: Any) -> None:
+        self._table_ready = True
 
     async def _flush(self, drained: Drained) -> None:
         """Send outputs, wait for Kafka's acks, then write state (clock last)."""
@@ -154,7 +172,9 @@ class ProcessRole:
         return topic
 
     def _update_gauges(self, partitions: list[int]) -> None:
-        processors = [self.handler.processors[p] for p in partitions if p in self.handler.processors]
+        processors = [
+            self.handler.processors[p] for p in partitions if p in self.handler.processors
+        ]
         self.metrics.set_open_sessions(sum(p.open_sessions() for p in processors))
         # Ages are measured on each partition's clock (event time), so a replay
         # or a time-lapse simulation shows the same ages as live traffic.
@@ -175,7 +195,7 @@ class ProcessRole:
             tp = TP(self.handler.input_topic, partition)
             try:
                 highwater = consumer.highwater(tp)
-            except Exception:  # noqa: BLE001 - lag is best-effort telemetry
+            except Exception:
                 continue
             last = self.handler.last_offsets.get(partition)
             if highwater is not None:
@@ -190,4 +210,6 @@ def _headers(headers: Any) -> list[tuple[str, bytes]]:
     if not headers:
         return []
     items = headers.items() if isinstance(headers, dict) else headers
-    return [(name, value if isinstance(value, bytes) else bytes(value or b"")) for name, value in items]
+    return [
+        (name, value if isinstance(value, bytes) else bytes(value or b"")) for name, value in items
+    ]

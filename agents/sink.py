@@ -44,7 +44,9 @@ MAX_BACKOFF_SECONDS = 30.0
 
 
 class SinkRole:
-    def __init__(self, app: faust.App, settings: Settings, metrics: Metrics, store: SqlStore) -> None:
+    def __init__(
+        self, app: faust.App, settings: Settings, metrics: Metrics, store: SqlStore
+    ) -> None:
         self.app = app
         self.settings = settings
         self.metrics = metrics
@@ -52,9 +54,7 @@ class SinkRole:
         kafka = settings.kafka
         self.output_by_topic = {kafka.topic(suffix): name for suffix, name in SINK_TOPICS.items()}
         self.codecs = {name: RecordCodec(name) for name in SINK_TOPICS.values()}
-        topics = app.topic(
-            *self.output_by_topic, key_serializer="raw", value_serializer="raw"
-        )
+        topics = app.topic(*self.output_by_topic, key_serializer="raw", value_serializer="raw")
         app.agent(topics, name="sink")(self._sink)
 
     async def _sink(self, stream: faust.StreamT) -> None:
@@ -74,7 +74,9 @@ class SinkRole:
             except ContractError as exc:
                 # Our own output topics: an undecodable record is a bug upstream,
                 # never a reason to stop the sink.
-                log.error("skipping undecodable %s record at offset %s: %s", name, message.offset, exc)
+                log.error(
+                    "skipping undecodable %s record at offset %s: %s", name, message.offset, exc
+                )
                 self.metrics.sink_error(type(exc).__name__, database_up=True, backoff_seconds=0.0)
         return batch
 
@@ -86,18 +88,24 @@ class SinkRole:
             try:
                 result = await loop.run_in_executor(None, self.store.write, batch)
             except SinkUnavailableError as exc:
-                self.metrics.sink_error(type(exc).__name__, database_up=False, backoff_seconds=backoff)
+                self.metrics.sink_error(
+                    type(exc).__name__, database_up=False, backoff_seconds=backoff
+                )
                 log.warning("database unreachable, retrying in %.1fs: %s", backoff, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
             except SinkError as exc:
-                self.metrics.sink_error(type(exc).__name__, database_up=True, backoff_seconds=backoff)
+                self.metrics.sink_error(
+                    type(exc).__name__, database_up=True, backoff_seconds=backoff
+                )
                 log.error("database rejected a batch, retrying in %.1fs: %s", backoff, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
-            self.metrics.sink_batch_written(_rows_by_table(result, batch), time.perf_counter() - started)
+            self.metrics.sink_batch_written(
+                _rows_by_table(result, batch), time.perf_counter() - started
+            )
             return
 
 

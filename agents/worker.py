@@ -39,7 +39,9 @@ def create_role_app(settings: Settings, role: str, *, web_port: int | None = Non
         from pipeline.sink.pseudonym import Pseudonymizer
         from pipeline.sink.store import SqlStore
 
-        pseudonymizer = Pseudonymizer.from_settings(settings.sql) if settings.sql.pseudonymise else None
+        pseudonymizer = (
+            Pseudonymizer.from_settings(settings.sql) if settings.sql.pseudonymise else None
+        )
         store = SqlStore(settings.sql.url, pseudonymizer=pseudonymizer)
         store.create_schema()
         role_impl = SinkRole(app, settings, metrics, store)
@@ -57,7 +59,9 @@ def create_role_app(settings: Settings, role: str, *, web_port: int | None = Non
     return app
 
 
-def run_worker(settings: Settings, role: str, *, loglevel: str = "info", web_port: int | None = None) -> None:
+def run_worker(
+    settings: Settings, role: str, *, loglevel: str = "info", web_port: int | None = None
+) -> None:
     ensure_topics(settings.kafka.bootstrap, project_topics(settings.kafka))
     app = create_role_app(settings, role, web_port=web_port)
     logging.basicConfig(level=loglevel.upper())

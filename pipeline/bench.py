@@ -27,7 +27,9 @@ from pipeline.contract.event import InteractionEvent
 from pipeline.settings import Settings
 
 
-def simulated_events(count: int, *, seed: int = 11, customers: int | None = None) -> list[InteractionEvent]:
+def simulated_events(
+    count: int, *, seed: int = 11, customers: int | None = None
+) -> list[InteractionEvent]:
     """``count`` valid simulator events in delivery order (malformed ones left out)."""
     from pipeline.simulator import SimulatorConfig, generate
 
@@ -65,16 +67,22 @@ def bench_sink_command(db: str | None, *, rows: int) -> None:
         return
     script = Path(__file__).resolve().parents[1] / "deploy" / "postgres" / "local-postgres.sh"
     with tempfile.TemporaryDirectory(prefix="cxstream-bench-pg-") as data_dir:
-        url = subprocess.run(
-            ["bash", str(script), "start", data_dir],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip().splitlines()[-1]
+        url = (
+            subprocess.run(
+                ["bash", str(script), "start", data_dir],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         try:
             bench_sink(url, rows=rows)
         finally:
-            subprocess.run(["bash", str(script), "stop", data_dir], check=False, capture_output=True)
+            subprocess.run(
+                ["bash", str(script), "stop", data_dir], check=False, capture_output=True
+            )
 
 
 def bench_pipeline(settings: Settings, events: int) -> dict[str, float]:
@@ -83,9 +91,10 @@ def bench_pipeline(settings: Settings, events: int) -> dict[str, float]:
     from pipeline.producer import EventProducer
     from pipeline.topics import INTERACTIONS, ensure_topics, project_topics
 
-    with tempfile.TemporaryDirectory(prefix="cxstream-bench-") as tmp, LocalKafka(
-        Path(tmp) / "kafka"
-    ) as kafka:
+    with (
+        tempfile.TemporaryDirectory(prefix="cxstream-bench-") as tmp,
+        LocalKafka(Path(tmp) / "kafka") as kafka,
+    ):
         bootstrap = kafka.start()
         prefix = f"bench{uuid.uuid4().hex[:8]}"
         kafka_settings = settings.kafka.__class__(

@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=10_000, help="events to emit")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--start", default=None, help="ISO-8601 start of event time, or 'now'")
-    p.add_argument("--rate", type=float, default=None, help="events/s (default: as fast as possible)")
+    p.add_argument(
+        "--rate", type=float, default=None, help="events/s (default: as fast as possible)"
+    )
     p.add_argument("--output", type=Path, help="write JSON Lines here instead of to Kafka")
     p.set_defaults(func=cmd_simulate)
 

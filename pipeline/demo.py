@@ -153,7 +153,9 @@ def run_demo(settings: Settings, *, rate: float, customers: int, seed: int) -> i
         with _stopping(processes):
             print(f"worker     http://127.0.0.1:{web_port}/metrics   (log: {logs / 'worker.log'})")
             print(f"sink       http://127.0.0.1:{sink_port}/metrics   (log: {logs / 'sink.log'})")
-            print(f"simulator  {rate:g} events/s for {customers} customers (log: {logs / 'simulate.log'})")
+            print(
+                f"simulator  {rate:g} events/s for {customers} customers (log: {logs / 'simulate.log'})"
+            )
             print(f"SQL        {sql_url}")
             print("Try, e.g. with the sqlite3 shell on that file:")
             print(EXAMPLE_QUERIES)
@@ -161,7 +163,9 @@ def run_demo(settings: Settings, *, rate: float, customers: int, seed: int) -> i
             try:
                 while True:
                     time.sleep(STATUS_EVERY_SECONDS)
-                    for process, name in zip(processes, ("worker", "sink", "simulator"), strict=True):
+                    for process, name in zip(
+                        processes, ("worker", "sink", "simulator"), strict=True
+                    ):
                         if process.poll() is not None:
                             print(f"\n{name} exited with {process.returncode}; see {logs}/")
                             return 1

@@ -21,9 +21,7 @@ BATCH_SIZE = 1000
 def write_records_to_sql(records: Iterable[OutputRecord], settings: Settings) -> int:
     """Upsert ``records`` (in emission order) into ``settings.sql.url``; returns the count."""
     codecs = {cls.OUTPUT_NAME: RecordCodec(cls.OUTPUT_NAME) for cls in OUTPUT_TYPES}
-    pseudonymizer = (
-        Pseudonymizer.from_settings(settings.sql) if settings.sql.pseudonymise else None
-    )
+    pseudonymizer = Pseudonymizer.from_settings(settings.sql) if settings.sql.pseudonymise else None
     store = SqlStore(settings.sql.url, pseudonymizer=pseudonymizer)
     try:
         store.create_schema()

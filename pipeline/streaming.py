@@ -155,9 +155,7 @@ class StreamHandler:
         self.metrics: MetricsSink = metrics or _NoMetrics()
         self._wall_ms = wall_clock_ms or (lambda: int(time.time() * 1000))
         self._event_codec = EventCodec()
-        self._record_codecs = {
-            cls: RecordCodec(cls.OUTPUT_NAME) for cls in OUTPUT_TOPIC_SUFFIX
-        }
+        self._record_codecs = {cls: RecordCodec(cls.OUTPUT_NAME) for cls in OUTPUT_TOPIC_SUFFIX}
         kafka = settings.kafka
         self.input_topic = kafka.topic(INTERACTIONS)
         self.dlq_topic = kafka.topic(DLQ)
@@ -278,7 +276,11 @@ class StreamHandler:
                     topic=self._output_topics[cls],
                     key=output.key.encode(),
                     value=self._record_codecs[cls].encode(output.to_dict()),
-                    timestamp_ms=_record_time(output),
+                    # No event-time record timestamp on purpose: Kafka's time-based
+                    # retention and segment rolling read record timestamps, so a
+                    # backfill of last month's events would be deleted on arrival.
+                    # Event time is in the payload.
+                    timestamp_ms=None,
                 )
             )
 
@@ -318,20 +320,10 @@ class StreamHandler:
         )
 
     def _observe_latency(self, event: InteractionEvent) -> None:
-        self.metrics.observe_processing_latency(max(0.0, (self._wall_ms() - event.occurred_at) / 1000))
+        self.metrics.observe_processing_latency(
+            max(0.0, (self._wall_ms() - event.occurred_at) / 1000)
+        )
 
 
 def _is_end_of_input(headers: Sequence[tuple[str, bytes]]) -> bool:
     return any(name == CONTROL_HEADER and value == END_OF_INPUT for name, value in headers)
-
-
-def _record_time(record: OutputRecord) -> int:
-    if isinstance(record, SessionRecord):
-        return record.ended_at
-    if isinstance(record, ContactSummary):
-        return record.ended_at or record.started_at
-    if isinstance(record, SlaEvent):
-        return record.fired_at
-    if isinstance(record, JourneySignal):
-        return record.occurred_at
-    return record.occurred_at

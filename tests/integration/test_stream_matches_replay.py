@@ -23,6 +23,7 @@ from pipeline.simulator import SimItem, SimulatorConfig, generate
 from pipeline.topics import DLQ, ensure_topics, project_topics
 from tests.integration.worker_harness import (
     WorkerProcess,
+    describe_difference,
     final_by_key,
     free_port,
     input_topic,
@@ -103,7 +104,7 @@ def test_worker_outputs_equal_the_offline_replay(settings: Settings, worker_fact
     assert {name: len(rows) for name, rows in actual.items()} == {
         name: len(rows) for name, rows in expected.items()
     }
-    assert actual == expected
+    assert actual == expected, describe_difference(actual, expected)
     assert len(expected["session"]) > 100
     assert len(expected["sla_event"]) > 0
     assert len(expected["journey_signal"]) > 0
@@ -135,4 +136,5 @@ def test_worker_killed_mid_stream_and_restarted_gives_the_same_results(
     )
 
     actual = final_by_key(read_outputs(settings.kafka.bootstrap, settings))
-    assert actual == _expected(items, settings)
+    expected = _expected(items, settings)
+    assert actual == expected, describe_difference(actual, expected)

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from pipeline.contract.codec import RecordCodec
 from pipeline.core.records import OUTPUT_TYPES, OutputRecord
@@ -51,9 +52,10 @@ class WorkerProcess:
         self.log_file = log_file
         self.web_port = web_port
         self.process: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
 
     def start(self) -> WorkerProcess:
-        log = self.log_file.open("ab")
+        self._log = log = self.log_file.open("ab")
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -78,16 +80,22 @@ class WorkerProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._close_log()
 
     def assert_running(self) -> None:
         assert self.process is not None
@@ -112,7 +120,9 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        offsets = admin.list_consumer_group_offsets(group)
+        offsets = admin.list_group_offsets(group).get(group) or {}
+    except KafkaError:
+        return {}  # the group has not formed yet
     finally:
         admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
@@ -215,3 +225,29 @@ def process_group(settings: Settings) -> str:
 
 def sink_group(settings: Settings) -> str:
     return f"cxstream-{settings.kafka.topic_prefix}-sink"
+
+
+def describe_difference(
+    actual: Mapping[str, dict], expected: Mapping[str, dict], limit: int = 5
+) -> str:
+    """A short, readable account of how two ``final_by_key`` results differ."""
+    lines = []
+    for name in sorted(set(actual) | set(expected)):
+        got, want = actual.get(name, {}), expected.get(name, {})
+        missing = sorted(set(want) - set(got))
+        extra = sorted(set(got) - set(want))
+        changed = sorted(k for k in set(got) & set(want) if got[k] != want[k])
+        if missing:
+            lines.append(f"{name}: {len(missing)} missing, e.g. {missing[:limit]}")
+        if extra:
+            lines.append(f"{name}: {len(extra)} unexpected, e.g. {extra[:limit]}")
+        for key in changed[:limit]:
+            fields = {
+                f: (got[key].get(f), want[key].get(f))
+                for f in want[key]
+                if got[key].get(f) != want[key].get(f)
+            }
+            lines.append(f"{name} {key}: (streamed, replayed) {fields}")
+        if len(changed) > limit:
+            lines.append(f"{name}: {len(changed)} changed in all")
+    return "\n".join(lines)
