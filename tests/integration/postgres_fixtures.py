@@ -1,8 +1,15 @@
-"""A real PostgreSQL for the sink's integration tests.
+"""Pytest plugin: a real PostgreSQL for any integration test that asks for one.
+
+Registered from ``tests/conftest.py``, so every test module can use the fixtures:
+
+- ``postgres_server`` (session): the server; ``stop()``/``start()`` for outage tests.
+- ``postgres_url`` (session): a URL to the server's ``postgres`` database.
+- ``pg_database_url`` (function): a URL to a fresh, empty database of its own,
+  dropped after the test.
 
 ``CXSTREAM_TEST_POSTGRES_URL`` points the tests at an existing server; otherwise
 ``deploy/postgres/local-postgres.sh`` starts one in a temporary folder for the
-session. Every test gets a fresh database of its own (``pg_database_url``).
+session (only when a test requests one of these fixtures).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import psycopg
 import pytest
 from sqlalchemy import make_url
 
-SCRIPT = Path(__file__).resolve().parents[3] / "deploy" / "postgres" / "local-postgres.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "postgres" / "local-postgres.sh"
 PORT = "55433"  # not the script's default, so a developer's own server is left alone
 
 
