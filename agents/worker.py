@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from agents.app import build_app
 from pipeline import __version__
@@ -20,6 +20,7 @@ from pipeline.settings import Settings
 from pipeline.topics import ensure_topics, project_topics
 
 ROLES = ("process", "sink")
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 def create_role_app(settings: Settings, role: str, *, web_port: int | None = None) -> faust.App:
@@ -48,7 +49,8 @@ def create_role_app(settings: Settings, role: str, *, web_port: int | None = Non
 
     @app.page("/metrics")
     async def metrics_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp takes the charset separately; the exposition format is UTF-8.
+        return web.bytes(generate_latest(registry), content_type=METRICS_CONTENT_TYPE)
 
     @app.page("/healthz")
     async def health_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -153,9 +153,8 @@ def run_demo(settings: Settings, *, rate: float, customers: int, seed: int) -> i
         with _stopping(processes):
             print(f"worker     http://127.0.0.1:{web_port}/metrics   (log: {logs / 'worker.log'})")
             print(f"sink       http://127.0.0.1:{sink_port}/metrics   (log: {logs / 'sink.log'})")
-            print(
-                f"simulator  {rate:g} events/s for {customers} customers (log: {logs / 'simulate.log'})"
-            )
+            simulate_log = logs / "simulate.log"
+            print(f"simulator  {rate:g} events/s, {customers} customers (log: {simulate_log})")
             print(f"SQL        {sql_url}")
             print("Try, e.g. with the sqlite3 shell on that file:")
             print(EXAMPLE_QUERIES)
