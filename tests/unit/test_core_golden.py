@@ -1,0 +1,205 @@
+"""The stream core's outputs on simulated traffic are pinned, so speed work cannot change them.
+
+Each test replays fixed simulator seeds and compares a SHA-256 of the canonical
+JSON of the outputs with a digest recorded before the core was optimised. A
+golden JSON file would be megabytes; the digest is enough to say "identical".
+
+If the core's semantics change *on purpose*, regenerate the digests and say so
+in the commit message::
+
+    python -m tests.unit.test_core_golden
+
+prints the current digests in the form of the ``EXPECTED_*`` tables below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cache
+from typing import Any
+
+import pytest
+
+from pipeline.bench import simulated_events
+from pipeline.contract.event import InteractionEvent
+from pipeline.core.partitioning import partition_for
+from pipeline.core.processor import PartitionProcessor
+from pipeline.core.records import OutputRecord
+from pipeline.replay import collapse, replay_events
+from pipeline.settings import Settings, build_settings
+
+EVENTS = 30_000
+PARTITIONS = 4
+
+# Exercises what the default policies do not: a business calendar, next-reply
+# clocks and topic-specific policies (clocks moving when the topic is learnt).
+RICH_POLICIES: dict[str, Any] = {
+    "sla_policies": [
+        {
+            "name": "web_message_first_reply",
+            "channel": "web_message",
+            "metric": "first_reply",
+            "target": "2h",
+            "calendar": "banking_hours",
+            "warning_share": 0.8,
+            "human_only": True,
+        },
+        {
+            "name": "web_message_loan_first_reply",
+            "channel": "web_message",
+            "metric": "first_reply",
+            "target": "1h",
+            "calendar": "banking_days",
+            "topic": "loan",
+            "warning_share": 0.5,
+            "human_only": True,
+        },
+        {
+            "name": "chat_first_reply",
+            "channel": "chat",
+            "metric": "first_reply",
+            "target": "60s",
+            "calendar": "24x7",
+            "warning_share": 0.8,
+            "human_only": False,
+        },
+        {
+            "name": "chat_cards_first_reply",
+            "channel": "chat",
+            "metric": "first_reply",
+            "target": "30s",
+            "calendar": "24x7",
+            "topic": "cards",
+            "warning_share": 0.8,
+            "human_only": True,
+        },
+        {
+            "name": "chat_next_reply",
+            "channel": "chat",
+            "metric": "next_reply",
+            "target": "45s",
+            "calendar": "24x7",
+            "warning_share": 0.8,
+            "human_only": False,
+        },
+        {
+            "name": "phone_queue_answer",
+            "channel": "phone",
+            "metric": "first_reply",
+            "target": "3m",
+            "calendar": "banking_hours",
+            "warning_share": 0.8,
+            "human_only": False,
+        },
+    ]
+}
+
+# Recorded before the optimisation of the core (commit "Core: golden digests").
+EXPECTED_REPLAY: dict[tuple[str, int], str] = {
+    ("default", 11): "267c1915a0ce3f87b447a2b54c4b83d0a463e02f276c663ec7378d9e6ae2d295",
+    ("default", 23): "94e47381e6ec2f7a92948d19c7142af45a5d2c65832ac9b0883ba120fba258e6",
+    ("rich", 11): "6b541cd75e3a39cd7cd3a672593e7f36c48314806087156e860232f62805df8f",
+    ("rich", 37): "3eb6ca82c358899d51ebade7aa79957dcbb6ea6e683fba0ae7b693eda2f9af62",
+}
+EXPECTED_RESTARTS: dict[tuple[str, int], str] = {
+    ("default", 11): "3013a5c3eba53112a04005ae3306ebaabc28542dea5cae106340de46646de20b",
+    ("rich", 23): "db8ef218131d3b493dd6eb1e8ec3f6fcf9a3e09eb3ee4bff7a723599b5c1d22b",
+}
+
+
+@cache
+def _settings(name: str) -> Settings:
+    return build_settings(RICH_POLICIES if name == "rich" else {})
+
+
+@cache
+def _events(seed: int) -> tuple[InteractionEvent, ...]:
+    return tuple(simulated_events(EVENTS, seed=seed))
+
+
+def digest(value: Any) -> str:
+    """SHA-256 of the canonical JSON of ``value``."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _outputs(records: list[OutputRecord], stats: dict[str, int]) -> dict[str, Any]:
+    # The emission order is pinned too (not only the collapsed view sinks see).
+    return {
+        "collapsed": collapse(records),
+        "sequence": [[r.OUTPUT_NAME, r.key] for r in records],
+        "stats": stats,
+    }
+
+
+def replay_digest(settings_name: str, seed: int) -> str:
+    """Digest of a plain replay of the seed's events."""
+    result = replay_events(_events(seed), _settings(settings_name), partitions=PARTITIONS)
+    return digest(_outputs(result.records, vars(result.totals())))
+
+
+def restarts_digest(settings_name: str, seed: int, *, batch: int = 700) -> str:
+    """Digest of a stream-like run: batches, open updates, state persisted per batch,
+    and two restarts from the persisted state (as after a SIGKILL)."""
+    settings = _settings(settings_name)
+    events = _events(seed)
+    restart_at = {len(events) // 3, 2 * len(events) // 3}
+    table: dict[str, bytes] = {}
+    clocks: dict[int, int] = {}
+    processors: dict[int, PartitionProcessor] = {}
+    records: list[OutputRecord] = []
+
+    def processor(partition: int) -> PartitionProcessor:
+        if partition not in processors:
+            processors[partition] = PartitionProcessor.from_settings(settings, partition)
+        return processors[partition]
+
+    def commit() -> None:
+        for partition in sorted(processors):
+            records.extend(processors[partition].flush_updates())
+            for customer_id, data in processors[partition].take_dirty().items():
+                if data is None:
+                    table.pop(customer_id, None)
+                else:
+                    table[customer_id] = data
+            clock = processors[partition].clock_ms
+            if clock is not None:
+                clocks[partition] = clock
+
+    for index, event in enumerate(events):
+        if index in restart_at:
+            commit()
+            processors.clear()
+            for partition, clock in clocks.items():
+                processor(partition).load_clock(clock)
+            for customer_id, data in table.items():
+                processor(partition_for(customer_id, PARTITIONS)).load_state(customer_id, data)
+        records.extend(processor(partition_for(event.customer_id, PARTITIONS)).process(event))
+        if index % batch == batch - 1:
+            commit()
+    for partition in sorted(processors):
+        records.extend(processors[partition].end_of_input())
+    commit()
+    return digest(_outputs(records, {}))
+
+
+@pytest.mark.parametrize(("settings_name", "seed"), sorted(EXPECTED_REPLAY))
+def test_replay_outputs_equal_the_recorded_digest(settings_name, seed):
+    assert replay_digest(settings_name, seed) == EXPECTED_REPLAY[(settings_name, seed)]
+
+
+@pytest.mark.parametrize(("settings_name", "seed"), sorted(EXPECTED_RESTARTS))
+def test_restarted_stream_outputs_equal_the_recorded_digest(settings_name, seed):
+    assert restarts_digest(settings_name, seed) == EXPECTED_RESTARTS[(settings_name, seed)]
+
+
+if __name__ == "__main__":
+    print("EXPECTED_REPLAY = {")
+    for key in (("default", 11), ("default", 23), ("rich", 11), ("rich", 37)):
+        print(f"    {key!r}: {replay_digest(*key)!r},")
+    print("}")
+    print("EXPECTED_RESTARTS = {")
+    for key in (("default", 11), ("rich", 23)):
+        print(f"    {key!r}: {restarts_digest(*key)!r},")
+    print("}")
