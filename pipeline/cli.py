@@ -77,6 +77,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         output=args.output,
         to_kafka=args.output is None,
         bootstrap=settings.kafka.bootstrap,
+        speedup=args.speedup,
     )
 
 
@@ -126,7 +127,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
-    return run_demo(_settings(args), rate=args.rate, customers=args.customers, seed=args.seed)
+    return run_demo(
+        _settings(args),
+        rate=args.rate,
+        customers=args.customers,
+        seed=args.seed,
+        speedup=args.speedup,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=None, help="events/s (default: as fast as possible)"
     )
     p.add_argument("--output", type=Path, help="write JSON Lines here instead of to Kafka")
+    p.add_argument(
+        "--speedup",
+        type=float,
+        default=1.0,
+        help="with --start now: event time runs this many times faster than the wall clock",
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = common(sub.add_parser("produce", help="send a JSON Lines file of events to Kafka"))
@@ -206,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=40.0, help="simulated events/s")
     p.add_argument("--customers", type=int, default=300)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--speedup",
+        type=float,
+        default=30.0,
+        help="time-lapse: simulated time runs this many times faster than the wall clock",
+    )
     p.add_argument("--db", help="SQLAlchemy URL (default: SQLite file under var/)")
     p.set_defaults(func=cmd_demo)
     return parser

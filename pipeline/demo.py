@@ -110,7 +110,9 @@ def _stopping(processes: list[subprocess.Popen[bytes]]) -> Iterator[None]:
                 process.kill()
 
 
-def run_demo(settings: Settings, *, rate: float, customers: int, seed: int) -> int:
+def run_demo(
+    settings: Settings, *, rate: float, customers: int, seed: int, speedup: float = 30.0
+) -> int:
     var = Path("var").resolve()
     var.mkdir(exist_ok=True)
     logs = var / "logs"
@@ -146,6 +148,8 @@ def run_demo(settings: Settings, *, rate: float, customers: int, seed: int) -> i
                     str(seed),
                     "--count",
                     str(10**9),
+                    "--speedup",
+                    str(speedup),
                 ],
                 logs / "simulate.log",
             ),
@@ -154,7 +158,10 @@ def run_demo(settings: Settings, *, rate: float, customers: int, seed: int) -> i
             print(f"worker     http://127.0.0.1:{web_port}/metrics   (log: {logs / 'worker.log'})")
             print(f"sink       http://127.0.0.1:{sink_port}/metrics   (log: {logs / 'sink.log'})")
             simulate_log = logs / "simulate.log"
-            print(f"simulator  {rate:g} events/s, {customers} customers (log: {simulate_log})")
+            print(
+                f"simulator  {rate:g} events/s, {customers} customers, time-lapse x{speedup:g}"
+                f" (log: {simulate_log})"
+            )
             print(f"SQL        {sql_url}")
             print("Try, e.g. with the sqlite3 shell on that file:")
             print(EXAMPLE_QUERIES)

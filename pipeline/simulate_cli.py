@@ -203,6 +203,7 @@ def simulate_command(
     to_kafka: bool,
     bootstrap: str | None,
     progress_every_s: float = 2.0,
+    speedup: float = 1.0,
     producer_factory: Callable[..., Any] | None = None,
     stderr: TextIO | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -214,7 +215,10 @@ def simulate_command(
     Items go to ``output`` (JSON Lines) if given, to Kafka if ``to_kafka``, to both
     if both, and to stdout if neither. ``start="now"`` makes event time follow the
     wall clock: ``rate`` then sets the peak-hours pace and no event is sent before
-    its ``occurred_at``. ``producer_factory`` (default ``EventProducer``) is the seam
+    its ``occurred_at``; with ``speedup`` > 1 event time runs that many times faster
+    than the wall clock (a time-lapse: a 30-minute session gap passes in a minute at
+    30x), always ahead of it, so a live-clock worker never sees it as late.
+    ``producer_factory`` (default ``EventProducer``) is the seam
     tests use to stand in for Kafka.
     """
     err = stderr if stderr is not None else sys.stderr
@@ -223,8 +227,11 @@ def simulate_command(
     fields: dict[str, Any] = {"customers": customers, "count": count, "seed": seed}
     if start_ms is not None:
         fields["start_ms"] = start_ms
+    if speedup <= 0:
+        raise ConfigError(f"speedup must be positive, not {speedup}")
     if live and rate and start_ms is not None:
-        fields["arrival_rate_per_hour"] = live_arrival_rate(rate, start_ms)
+        # ``rate`` is per wall second; the generator thinks in event-time seconds.
+        fields["arrival_rate_per_hour"] = live_arrival_rate(rate / speedup, start_ms)
     config = SimulatorConfig(**fields)
 
     sinks: list[ItemSink] = []
@@ -251,6 +258,7 @@ def simulate_command(
             progress,
             hold_until_wall=live,
             wall_ms=wall_ms,
+            speedup=speedup,
             sleep=sleep,
         )
     finally:
@@ -283,15 +291,21 @@ def _run(
     hold_until_wall: bool,
     wall_ms: Callable[[], int],
     sleep: Callable[[float], None],
+    speedup: float = 1.0,
 ) -> bool:
     """Send every item to every sink; returns True if interrupted by Ctrl-C."""
+    wall_start = wall_ms()
+    event_start: int | None = None
     try:
         for item in items:
             if pacer is not None:
                 pacer.wait()
             if hold_until_wall and item.event is not None:
+                if event_start is None:
+                    event_start = min(item.event.occurred_at, wall_start)
+                due_ms = wall_start + (item.event.occurred_at - event_start) / speedup
                 # Loop: a sleep may return a little early.
-                while (ahead_ms := item.event.occurred_at - wall_ms()) > 0:
+                while (ahead_ms := due_ms - wall_ms()) > 0:
                     sleep(ahead_ms / 1000)
             for sink in sinks:
                 sink.send(item)
