@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.contract.codec import RecordCodec
 from pipeline.core.records import OUTPUT_TYPES, OutputRecord
@@ -250,4 +252,122 @@ def describe_difference(
             lines.append(f"{name} {key}: (streamed, replayed) {fields}")
         if len(changed) > limit:
             lines.append(f"{name}: {len(changed)} changed in all")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the SQL sink
+
+
+def sink_topics(settings: Settings) -> list[str]:
+    """The five output topics the sink consumes."""
+    return [settings.kafka.topic(suffix) for suffix in OUTPUT_TOPIC_SUFFIX.values()]
+
+
+def wait_until_sink_consumed(
+    bootstrap: str, settings: Settings, sink: WorkerProcess, timeout: float = 240.0
+) -> None:
+    """Wait until the sink group committed every record now in all five output topics.
+
+    Call it after the worker caught up, so the output topics are complete. The
+    sink commits only after a batch's transaction committed, so when this returns
+    the tables hold every output record.
+    """
+    deadline = time.monotonic() + timeout
+    group = sink_group(settings)
+    ends = {topic: end_offsets(bootstrap, topic) for topic in sink_topics(settings)}
+
+    def behind() -> dict[str, dict[int, tuple[int, int]]]:
+        lagging = {}
+        for topic, topic_ends in ends.items():
+            committed = committed_offsets(bootstrap, group, topic)
+            gaps = {
+                p: (committed.get(p, 0), end)
+                for p, end in topic_ends.items()
+                if committed.get(p, 0) < end
+            }
+            if gaps:
+                lagging[topic] = gaps
+        return lagging
+
+    while time.monotonic() < deadline:
+        sink.assert_running()
+        if not behind():
+            return
+        time.sleep(0.5)
+    raise AssertionError(
+        f"{group} did not consume the output topics within {timeout}s; "
+        f"(committed, end) per lagging partition: {behind()}\n{sink.log_tail()}"
+    )
+
+
+def metric_value(web_port: int, name: str, timeout: float = 5.0) -> float:
+    """The sum of every sample called ``name`` on a worker's ``/metrics`` page.
+
+    For an unlabelled gauge that is its value; for a labelled counter, the total
+    over all label values. Raises AssertionError when no such sample exists.
+    """
+    url = f"http://127.0.0.1:{web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read().decode()
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+    assert values, f"{name} is not on the /metrics page of port {web_port}"
+    return float(sum(values))
+
+
+#: Columns that legitimately differ between a sink-filled and a replay-filled
+#: database beyond what ``dump_tables`` already leaves out (``updated_at``).
+VOLATILE_TABLE_COLUMNS = {"sessions": ("version",)}
+
+
+def rows_by_primary_key(
+    dump: Mapping[str, list[dict[str, Any]]],
+) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
+    """``dump_tables`` output keyed by each table's primary key, volatile columns dropped."""
+    from pipeline.sink.models import Base
+
+    keyed: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
+    for name, rows in dump.items():
+        key_columns = [c.name for c in Base.metadata.tables[name].primary_key.columns]
+        dropped = VOLATILE_TABLE_COLUMNS.get(name, ())
+        keyed[name] = {
+            tuple(row[c] for c in key_columns): {k: v for k, v in row.items() if k not in dropped}
+            for row in rows
+        }
+    return keyed
+
+
+def describe_table_difference(
+    actual: Mapping[str, Mapping[tuple[Any, ...], dict]],
+    expected: Mapping[str, Mapping[tuple[Any, ...], dict]],
+    limit: int = 5,
+) -> str:
+    """Table by table: row counts, missing/extra keys and changed columns (first few)."""
+    lines = []
+    for name in sorted(set(actual) | set(expected)):
+        got, want = actual.get(name, {}), expected.get(name, {})
+        missing = sorted(set(want) - set(got), key=repr)
+        extra = sorted(set(got) - set(want), key=repr)
+        changed = sorted((k for k in set(got) & set(want) if got[k] != want[k]), key=repr)
+        if not (missing or extra or changed):
+            continue
+        lines.append(f"{name}: {len(got)} rows from the sink, {len(want)} from the replay")
+        if missing:
+            lines.append(f"  {len(missing)} missing, e.g. {missing[:limit]}")
+        if extra:
+            lines.append(f"  {len(extra)} unexpected, e.g. {extra[:limit]}")
+        if changed:
+            lines.append(f"  {len(changed)} changed:")
+        for key in changed[:limit]:
+            columns = sorted(set(got[key]) | set(want[key]))
+            fields = {
+                c: (got[key].get(c), want[key].get(c))
+                for c in columns
+                if got[key].get(c) != want[key].get(c)
+            }
+            lines.append(f"    {key}: (sink, replay) {fields}")
     return "\n".join(lines)

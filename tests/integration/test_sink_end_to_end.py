@@ -1,0 +1,271 @@
+"""Broker -> worker -> sink -> PostgreSQL fills the same tables as the offline replay.
+
+Simulator traffic (with out-of-order, late, duplicate and malformed records) goes
+through the real broker, the real ``cxstream worker`` and the real ``cxstream
+sink`` into a PostgreSQL database; a second database is filled from
+``replay_events`` of the same events by ``write_records_to_sql``. Every table
+must be equal row by row (``sessions.version`` aside, see
+``worker_harness.VOLATILE_TABLE_COLUMNS``) — also when the worker is SIGKILLed
+mid-stream, and when PostgreSQL is down for 20 s while traffic flows.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import make_url
+
+from pipeline.control import send_end_of_input
+from pipeline.producer import EventProducer
+from pipeline.replay import replay_events
+from pipeline.replay_sql import write_records_to_sql
+from pipeline.settings import Settings, build_settings
+from pipeline.simulator import SimItem, SimulatorConfig, generate
+from pipeline.sink.store import dump_tables
+from pipeline.topics import ensure_topics, project_topics
+from tests.integration.worker_harness import (
+    WorkerProcess,
+    describe_table_difference,
+    free_port,
+    input_topic,
+    metric_value,
+    process_group,
+    rows_by_primary_key,
+    wait_until_consumed,
+    wait_until_sink_consumed,
+    write_config,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+
+# A slow arrival rate spreads the traffic over hours of event time, so sessions
+# close mid-stream (and open updates are superseded) and late events occur.
+SIM = SimulatorConfig(customers=150, count=2000, seed=17, arrival_rate_per_hour=120)
+SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "postgres" / "local-postgres.sh"
+OUTAGE_SECONDS = 20.0
+
+StartProcess = Callable[[str], WorkerProcess]
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture
+def replay_database_url(postgres_url: str) -> Iterator[str]:
+    """A second fresh database on the session server, for the replay's tables."""
+    name = f"cxreplay_{uuid.uuid4().hex[:12]}"
+    admin = make_url(postgres_url).set(drivername="postgresql", database="postgres")
+    dsn = admin.render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class DedicatedPostgres:
+    """A PostgreSQL server of one test's own, so stopping it disturbs no other test."""
+
+    data_dir: str
+    port: int
+    url: str = ""
+
+    def start(self) -> None:
+        result = subprocess.run(
+            [str(SCRIPT), "start", self.data_dir, str(self.port)],
+            check=True,
+            text=True,
+            stdout=subprocess.PIPE,
+        )
+        self.url = result.stdout.strip().splitlines()[-1]
+
+    def stop(self) -> None:
+        subprocess.run([str(SCRIPT), "stop", self.data_dir, str(self.port)], check=True)
+
+
+@pytest.fixture
+def dedicated_postgres() -> Iterator[DedicatedPostgres]:
+    # Not pytest's tmp_path: its parents are private to root, and the server runs
+    # as the postgres user, which must reach the folder.
+    server = DedicatedPostgres(tempfile.mkdtemp(prefix="cxstream-pg-outage-"), free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def stream_config(kafka_bootstrap: str, unique_prefix: str) -> dict:
+    return {
+        "kafka": {"bootstrap": kafka_bootstrap, "topic_prefix": unique_prefix},
+        "worker": {"clock": "stream", "batch_size": 200, "session_update_seconds": 0.2},
+        "sql": {"batch_size": 200, "batch_seconds": 0.5},
+    }
+
+
+@pytest.fixture
+def settings(stream_config: dict) -> Settings:
+    settings = build_settings(stream_config)
+    ensure_topics(settings.kafka.bootstrap, project_topics(settings.kafka))
+    return settings
+
+
+@pytest.fixture
+def start_process(tmp_path: Path, stream_config: dict) -> Iterator[Callable[..., WorkerProcess]]:
+    """``start_process(role, db_url=None)``: a ``cxstream worker`` or ``cxstream sink``."""
+    started: list[WorkerProcess] = []
+
+    def start(role: str, db_url: str | None = None) -> WorkerProcess:
+        config = dict(stream_config)
+        if db_url is not None:
+            config["sql"] = {**config["sql"], "url": db_url}
+        name = f"{role}{len(started)}"
+        config_file = write_config(tmp_path / f"{name}.yaml", config)
+        process = WorkerProcess(role, config_file, tmp_path / f"{name}.log", free_port())
+        started.append(process.start())
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _send(items: list[SimItem], settings: Settings) -> None:
+    with EventProducer(
+        settings.kafka.bootstrap, input_topic(settings), settings.channels
+    ) as producer:
+        for item in items:
+            if item.event is not None:
+                producer.send(item.event)
+            else:
+                assert item.malformed_bytes is not None
+                producer.send_raw(b"malformed", item.malformed_bytes)
+        producer.flush()
+
+
+def _finish(settings: Settings, worker: WorkerProcess, sink: WorkerProcess) -> None:
+    """End the input, then wait for the worker and after it for the sink."""
+    bootstrap = settings.kafka.bootstrap
+    send_end_of_input(bootstrap, input_topic(settings))
+    wait_until_consumed(bootstrap, process_group(settings), input_topic(settings), worker)
+    wait_until_sink_consumed(bootstrap, settings, sink)
+
+
+def _replay_into(items: list[SimItem], stream_config: dict, url: str) -> None:
+    settings = build_settings({**stream_config, "sql": {**stream_config["sql"], "url": url}})
+    events = [item.event for item in items if item.event is not None]
+    write_records_to_sql(replay_events(events, settings).records, settings)
+
+
+def _assert_tables_equal(sink_url: str, replay_url: str) -> None:
+    actual = rows_by_primary_key(dump_tables(sink_url))
+    expected = rows_by_primary_key(dump_tables(replay_url))
+    assert actual == expected, describe_table_difference(actual, expected)
+    # Guard against two equally empty databases passing.
+    assert len(expected["sessions"]) > 100
+    assert len(expected["contacts"]) > 100
+    assert len(expected["sla_events"]) > 0
+    assert len(expected["late_events"]) > 0
+    assert len(expected["channel_stats"]) > 0
+    assert len(expected["channel_switch_failures"]) + len(expected["false_resolutions"]) > 0
+
+
+# --------------------------------------------------------------------- tests
+
+
+def test_sink_tables_equal_the_replay_row_by_row(
+    settings: Settings,
+    stream_config: dict,
+    start_process: StartProcess,
+    pg_database_url: str,
+    replay_database_url: str,
+) -> None:
+    items = list(generate(SIM))
+    worker = start_process("worker")
+    sink = start_process("sink", pg_database_url)
+    _send(items, settings)
+    _finish(settings, worker, sink)
+
+    _replay_into(items, stream_config, replay_database_url)
+    _assert_tables_equal(pg_database_url, replay_database_url)
+
+
+def test_sink_tables_survive_a_worker_sigkill(
+    settings: Settings,
+    stream_config: dict,
+    start_process: StartProcess,
+    pg_database_url: str,
+    replay_database_url: str,
+) -> None:
+    items = list(generate(SIM))
+    first, second = items[: len(items) // 2], items[len(items) // 2 :]
+    worker = start_process("worker")
+    sink = start_process("sink", pg_database_url)
+    _send(first, settings)
+    wait_until_consumed(
+        settings.kafka.bootstrap, process_group(settings), input_topic(settings), worker
+    )
+    _send(second, settings)
+    time.sleep(0.5)  # let it get part-way into the second half
+    worker.kill()
+
+    restarted = start_process("worker")
+    _finish(settings, restarted, sink)
+
+    _replay_into(items, stream_config, replay_database_url)
+    _assert_tables_equal(pg_database_url, replay_database_url)
+
+
+def test_sink_waits_out_a_20_second_database_outage_and_loses_nothing(
+    settings: Settings,
+    stream_config: dict,
+    start_process: StartProcess,
+    dedicated_postgres: DedicatedPostgres,
+    replay_database_url: str,
+) -> None:
+    items = list(generate(SIM))
+    third = len(items) // 3
+    before, during = items[:third], items[third:]
+    worker = start_process("worker")
+    sink = start_process("sink", dedicated_postgres.url)
+    _send(before, settings)
+    wait_until_consumed(
+        settings.kafka.bootstrap, process_group(settings), input_topic(settings), worker
+    )
+
+    dedicated_postgres.stop()
+    stopped_at = time.monotonic()
+    database_up_during_outage = []
+    chunks = [during[i : i + 100] for i in range(0, len(during), 100)]
+    for chunk in chunks:
+        _send(chunk, settings)
+        time.sleep(0.5)
+        database_up_during_outage.append(metric_value(sink.web_port, "cxstream_sink_database_up"))
+    while time.monotonic() - stopped_at < OUTAGE_SECONDS:
+        database_up_during_outage.append(metric_value(sink.web_port, "cxstream_sink_database_up"))
+        time.sleep(1.0)
+    sink.assert_running()
+    dedicated_postgres.start()
+
+    _finish(settings, worker, sink)
+
+    assert 0.0 in database_up_during_outage
+    assert metric_value(sink.web_port, "cxstream_sink_database_up") == 1.0
+    assert metric_value(sink.web_port, "cxstream_sink_errors_total") > 0
+    _replay_into(items, stream_config, replay_database_url)
+    _assert_tables_equal(dedicated_postgres.url, replay_database_url)
