@@ -52,6 +52,11 @@ def create_role_app(settings: Settings, role: str, *, web_port: int | None = Non
         # aiohttp takes the charset separately; the exposition format is UTF-8.
         return web.bytes(generate_latest(registry), content_type=METRICS_CONTENT_TYPE)
 
+    if role == "process":
+        from agents.ops_page import register_ops_pages
+
+        register_ops_pages(app, metrics, settings)  # the /ops wall screen
+
     @app.page("/healthz")
     async def health_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return web.json({"status": "ok", "role": role, "version": __version__})
