@@ -44,8 +44,9 @@ class ProcessRole:
         # delivered before its state is written, and a tick must not take the
         # dirty state of a batch that is still waiting for its outputs.
         self.lock = asyncio.Lock()
-        raw = {"key_serializer": "raw", "value_serializer": "raw"}
-        self.input_topic = app.topic(self.handler.input_topic, **raw)
+        self.input_topic = app.topic(
+            self.handler.input_topic, key_serializer="raw", value_serializer="raw"
+        )
         self.table = app.Table(
             STATE_TABLE,
             partitions=settings.kafka.input_partitions,
@@ -62,9 +63,10 @@ class ProcessRole:
                 self._tightest_target[policy.channel] = policy.target_seconds
         app.agent(self.input_topic, name="process")(self._process)
         app.timer(1.0)(self._tick)
-        app.on_partitions_revoked.connect(self._on_revoked)
-        app.on_partitions_assigned.connect(self._on_assigned)
-        app.on_rebalance_complete.connect(self._on_rebalance_complete)
+        # mode's Signal stubs do not admit async receivers, which it does support.
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
         # The timer may only build a partition's processor from the table once
         # the table is fully recovered: a processor built from a half-restored
         # changelog would hold older state than the committed input offsets.
@@ -76,7 +78,9 @@ class ProcessRole:
 
     async def _process(self, stream: faust.StreamT) -> None:
         worker = self.settings.worker
-        async for events in stream.take_events(worker.batch_size, within=worker.batch_seconds):
+        # take_events is faust-streaming's batching API; StreamT's stub lacks it.
+        batches = stream.take_events(worker.batch_size, within=worker.batch_seconds)  # type: ignore[attr-defined]
+        async for events in batches:
             async with self.lock:
                 for event in events:
                     message = event.message
@@ -195,15 +199,15 @@ class ProcessRole:
             tp = TP(self.handler.input_topic, partition)
             try:
                 highwater = consumer.highwater(tp)
-            except Exception:
+            except Exception:  # lag is best-effort telemetry; never break the timer
                 continue
             last = self.handler.last_offsets.get(partition)
             if highwater is not None:
                 lag = highwater - (last + 1 if last is not None else 0)
                 self.metrics.set_lag(self.handler.input_topic, partition, max(0, lag))
-            processor = self.handler.processors.get(partition)
-            if processor is not None and processor.clock_ms is not None:
-                self.metrics.set_stream_time(partition, processor.clock_ms / 1000)
+            current = self.handler.processors.get(partition)
+            if current is not None and current.clock_ms is not None:
+                self.metrics.set_stream_time(partition, current.clock_ms / 1000)
 
 
 def _headers(headers: Any) -> list[tuple[str, bytes]]:

@@ -59,7 +59,9 @@ class SinkRole:
 
     async def _sink(self, stream: faust.StreamT) -> None:
         sql = self.settings.sql
-        async for events in stream.take_events(sql.batch_size, within=sql.batch_seconds):
+        # take_events is faust-streaming's batching API; StreamT's stub lacks it.
+        batches = stream.take_events(sql.batch_size, within=sql.batch_seconds)  # type: ignore[attr-defined]
+        async for events in batches:
             batch = self._decode(events)
             if batch:
                 await self._write_with_retry(batch)

@@ -62,7 +62,7 @@ END_OF_INPUT = b"end-of-input"
 #: Table key that holds a partition's clock (customer ids never start with "__").
 CLOCK_KEY_PREFIX = "__clock__:"
 
-OUTPUT_TOPIC_SUFFIX: Mapping[type, str] = {
+OUTPUT_TOPIC_SUFFIX: Mapping[type[OutputRecord], str] = {
     SessionRecord: SESSIONS,
     ContactSummary: CONTACTS,
     SlaEvent: SLA_EVENTS,

@@ -188,4 +188,10 @@ class LateEvent:
 
 
 OutputRecord = SessionRecord | ContactSummary | SlaEvent | JourneySignal | LateEvent
-OUTPUT_TYPES: tuple[type, ...] = (SessionRecord, ContactSummary, SlaEvent, JourneySignal, LateEvent)
+OUTPUT_TYPES: tuple[type[OutputRecord], ...] = (
+    SessionRecord,
+    ContactSummary,
+    SlaEvent,
+    JourneySignal,
+    LateEvent,
+)
