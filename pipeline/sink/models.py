@@ -12,7 +12,19 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    and_,
+    or_,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -224,3 +236,26 @@ def session_wins(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
     if new["version"] != old["version"]:
         return bool(new["version"] > old["version"])
     return bool(new["status"] == old["status"] or new["status"] == SESSION_SUPERSEDED)
+
+
+def session_wins_sql(current: Any, excluded: Any) -> Any:
+    """SQL form of ``session_wins(excluded, current)`` for ``ON CONFLICT ... WHERE``:
+    ``current`` is the sessions table, ``excluded`` the proposed row."""
+    new_closed = excluded.status != SESSION_OPEN
+    old_closed = current.c.status != SESSION_OPEN
+    return or_(
+        and_(new_closed, current.c.status == SESSION_OPEN),
+        and_(
+            new_closed == old_closed,
+            or_(
+                excluded.version > current.c.version,
+                and_(
+                    excluded.version == current.c.version,
+                    or_(
+                        excluded.status == current.c.status,
+                        excluded.status == SESSION_SUPERSEDED,
+                    ),
+                ),
+            ),
+        ),
+    )

@@ -1,12 +1,18 @@
 """Derivation of ``channel_stats`` from the base tables.
 
 channel_stats is never incremented: a redelivered or replayed batch would then
-count twice. Instead, inside the batch's transaction, every (bucket_size,
-bucket_start, channel) the batch may have changed is deleted and recomputed with
-one set-based ``INSERT ... SELECT ... GROUP BY``: minute rows from the base
-tables, then hour rows from the minute rows (cheap: at most 60 per channel).
-Recomputing more buckets than strictly needed is harmless (the result is the
-same), so affected buckets are merged into a few time ranges per size.
+count twice. Instead, inside the batch's transaction, the minute buckets a batch
+may have changed are derived again from the base tables, **per source**: each
+source (a base table and the timestamp that places its rows, see :data:`SOURCES`)
+owns a disjoint set of counter columns, and only the buckets that source touched
+(old and new position of every row the batch writes) get only its columns
+recomputed, with one set-based ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO
+UPDATE``. Minute rows whose counters all fell to zero are deleted, so the table
+always equals a plain GROUP BY over the base tables, whatever the batch history.
+Hour rows are then derived again as sums of their minute rows (at most 60 per
+channel). The touched buckets travel to the database in a temporary table
+(``cx_touched``; COPY on PostgreSQL), so every statement is a join, not an
+ever-growing OR of ranges.
 
 Which timestamp puts a counter into a bucket (the channel column in brackets):
 
@@ -20,212 +26,271 @@ Which timestamp puts a counter into a bucket (the channel column in brackets):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Float,
-    Select,
-    and_,
-    case,
-    cast,
-    delete,
-    func,
-    insert,
-    literal,
-    or_,
-    select,
-    union_all,
-)
+from sqlalchemy import Column, Connection, DateTime, MetaData, String, Table, insert
 
 from pipeline.core.records import SESSION_FINAL, SLA_BREACH, SLA_WARNING
-from pipeline.sink.models import (
-    FIRST_REPLY_BUCKETS,
-    STATS_COUNTERS,
-    ChannelStatsRow,
-    ContactRow,
-    SessionRow,
-    SlaEventRow,
-    SwitchFailureRow,
-    ms_to_utc,
-)
+from pipeline.sink.models import FIRST_REPLY_BUCKETS, STATS_COUNTERS, ms_to_utc, utc_to_ms
 
 BUCKET_MS: dict[str, int] = {"minute": 60_000, "hour": 3_600_000}
 
-# Affected buckets closer than this many buckets apart are recomputed as one
-# range: one range scan beats many tiny ones, and extra buckets cost little.
-_MERGE_GAP_BUCKETS = 3
+# One minute bucket a source must recompute: (source name, channel, bucket start ms).
+Bucket = tuple[str, str, int]
 
-# SQLAlchemy stores SQLite datetimes as text in this shape; a derived
-# bucket_start must use it too or the primary key would not match.
-_SQLITE_BUCKET_FORMAT = {"minute": "%Y-%m-%d %H:%M:00.000000", "hour": "%Y-%m-%d %H:00:00.000000"}
+
+def _flag(condition: str) -> str:
+    # Rows of the LEFT JOIN without a base row have NULLs: the condition is then
+    # not true, so they add 0, and an emptied bucket sums to exactly 0.
+    return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
 
 
 @dataclass(frozen=True, slots=True)
-class Touch:
-    """A base-table row's contribution point: a channel and an epoch-ms timestamp."""
+class StatsSource:
+    """A base table seen as a contributor to channel_stats.
 
-    channel: str
-    at_ms: int
-
-
-def bucket_ranges(at_ms: Iterable[int], size: str) -> list[tuple[int, int]]:
-    """Half-open epoch-ms ranges, aligned to ``size``, covering every bucket of ``at_ms``."""
-    width = BUCKET_MS[size]
-    starts = sorted({ms - ms % width for ms in at_ms})
-    ranges: list[tuple[int, int]] = []
-    for start in starts:
-        if ranges and start <= ranges[-1][1] + _MERGE_GAP_BUCKETS * width:
-            ranges[-1] = (ranges[-1][0], start + width)
-        else:
-            ranges.append((start, start + width))
-    return ranges
-
-
-def recompute_channel_stats(conn: Connection, touches: Iterable[Touch]) -> None:
-    """Delete and re-derive every channel_stats row the touches fall into.
-
-    Runs on ``conn`` inside the caller's transaction.
+    ``counters`` maps each channel_stats column this source owns to its SQL
+    aggregate over the base rows (alias ``s``); no two sources share a column.
+    ``condition`` (SQL on ``s``) and ``counts`` (Python on a row) agree on which
+    rows contribute at all.
     """
-    touches = list(touches)
-    if not touches:
-        return
-    channels = sorted({touch.channel for touch in touches})
-    dialect = conn.dialect.name
-    stats = ChannelStatsRow.__table__
-    for size, derive in (("minute", _derive_minutes), ("hour", _derive_hours)):
-        ranges = bucket_ranges((touch.at_ms for touch in touches), size)
-        conn.execute(
-            delete(stats).where(
-                stats.c.bucket_size == size,
-                stats.c.channel.in_(channels),
-                _in_ranges(stats.c.bucket_start, ranges),
-            )
+
+    name: str
+    table: str
+    key: str
+    channel: str
+    at: str
+    condition: str
+    counts: Callable[[Mapping[str, Any]], bool]
+    counters: Mapping[str, str]
+    also_reads: tuple[str, ...] = ()  # further columns ``counts`` looks at
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Base columns needed to place a row (:meth:`buckets_of`)."""
+        return tuple(dict.fromkeys((self.channel, self.at, *self.also_reads)))
+
+    def buckets_of(self, row: Mapping[str, Any]) -> Iterator[Bucket]:
+        """The minute bucket ``row`` counts in for this source (none if it does not count)."""
+        if self.counts(row):
+            at = utc_to_ms(row[self.at])
+            yield self.name, row[self.channel], at - at % BUCKET_MS["minute"]
+
+
+_REPLY = "s.first_reply_seconds"
+SOURCES: tuple[StatsSource, ...] = (
+    StatsSource(
+        "contacts_started", "contacts", "contact_id", "channel", "started_at", "TRUE",
+        lambda row: True,
+        {
+            "contacts_started": "COUNT(s.contact_id)",
+            "first_reply_sum_seconds": f"COALESCE(SUM({_REPLY}), 0.0)",
+            "first_reply_count": f"COUNT({_REPLY})",
+            **{f"first_reply_le_{le}s": _flag(f"{_REPLY} <= {le}") for le in FIRST_REPLY_BUCKETS},
+            "first_reply_le_inf": f"COUNT({_REPLY})",
+        },
+    ),
+    StatsSource(
+        "contacts_ended", "contacts", "contact_id", "channel", "ended_at",
+        "s.ended_at IS NOT NULL", lambda row: row["ended_at"] is not None,
+        {
+            "contacts_ended": "COUNT(s.contact_id)",
+            **{name: _flag(f"s.outcome = '{name}'")
+               for name in ("resolved", "unresolved", "abandoned", "transferred")},
+        },
+    ),
+    StatsSource(
+        "final_sessions", "sessions", "session_id", "first_channel", "started_at",
+        f"s.status = '{SESSION_FINAL}'", lambda row: row["status"] == SESSION_FINAL,
+        {
+            "fcr_numerator": _flag("s.first_contact_resolved"),
+            "fcr_denominator": "COUNT(s.session_id)",
+            "nps_promoters": _flag("s.nps_score >= 9"),
+            "nps_passives": _flag("s.nps_score BETWEEN 7 AND 8"),
+            "nps_detractors": _flag("s.nps_score <= 6"),
+        },
+        ("status",),
+    ),
+    StatsSource(
+        "sla_fired", "sla_events", "sla_event_id", "channel", "fired_at",
+        f"s.kind IN ('{SLA_WARNING}', '{SLA_BREACH}')",
+        lambda row: row["kind"] in (SLA_WARNING, SLA_BREACH),
+        {
+            "sla_warnings": _flag(f"s.kind = '{SLA_WARNING}'"),
+            "sla_breaches": _flag(f"s.kind = '{SLA_BREACH}'"),
+        },
+        ("kind",),
+    ),
+    StatsSource(
+        "switch_out", "channel_switch_failures", "signal_id", "from_channel", "occurred_at",
+        "TRUE", lambda row: True, {"switch_failures_out": "COUNT(s.signal_id)"},
+    ),
+    StatsSource(
+        "switch_in", "channel_switch_failures", "signal_id", "to_channel", "occurred_at",
+        "TRUE", lambda row: True, {"switch_failures_in": "COUNT(s.signal_id)"},
+    ),
+)  # fmt: skip
+
+SOURCES_BY_TABLE: dict[str, tuple[StatsSource, ...]] = {}
+for _source in SOURCES:
+    SOURCES_BY_TABLE[_source.table] = (*SOURCES_BY_TABLE.get(_source.table, ()), _source)
+
+assert sorted(c for s in SOURCES for c in s.counters) == sorted(STATS_COUNTERS), (
+    "every channel_stats counter must belong to exactly one source"
+)
+
+
+def table_columns(table: str) -> tuple[str, ...]:
+    """Columns of base table ``table`` needed to place its rows in buckets."""
+    return tuple(dict.fromkeys(c for s in SOURCES_BY_TABLE[table] for c in s.columns))
+
+
+def buckets_of(table: str, rows: Iterable[Mapping[str, Any]]) -> set[Bucket]:
+    """Every (source, channel, minute) the base rows of ``table`` count in."""
+    sources = SOURCES_BY_TABLE.get(table, ())
+    return {bucket for row in rows for source in sources for bucket in source.buckets_of(row)}
+
+
+# ------------------------------------------------------------------ SQL side
+
+_TOUCHED = Table(
+    "cx_touched",
+    MetaData(),
+    Column("source", String(32)),
+    Column("channel", String(64)),
+    Column("bucket_start", DateTime(timezone=True)),
+    Column("bucket_end", DateTime(timezone=True)),
+)  # only for SQLite's inserts: SQLAlchemy formats its datetimes like the base tables
+_TOUCHED_COLUMNS = "source, channel, bucket_start, bucket_end"
+_HOUR = "hour"  # the source name of touched hour rows in cx_touched
+
+
+def _source_sql(source: StatsSource, lateral: bool) -> str:
+    """Recompute ``source``'s counters (and only those) in its touched minute buckets.
+
+    With ``lateral`` (PostgreSQL) each touched bucket aggregates its own index
+    range scan; a plain join lets the planner hash-join the whole base table,
+    which grows with the database instead of with the batch. SQLite (no LATERAL)
+    gets the same result from a LEFT JOIN, which its planner already runs as
+    index lookups per touched bucket.
+    """
+    # A new row needs every counter (the defaults are client-side); the other
+    # sources' counters start at 0 and are left alone on conflict. COALESCE: SUM
+    # over no rows is NULL.
+    names = ", ".join(STATS_COUNTERS)
+    values = ", ".join(
+        f"COALESCE(a.{name}, 0)" if name in source.counters else "0" for name in STATS_COUNTERS
+    )
+    aggregates = ", ".join(f"{expr} AS {name}" for name, expr in source.counters.items())
+    match = (
+        f"s.{source.channel} = t.channel AND s.{source.at} >= t.bucket_start "
+        f"AND s.{source.at} < t.bucket_end AND {source.condition}"
+    )
+    if lateral:
+        select = (
+            f"SELECT 'minute', t.bucket_start, t.channel, {values} FROM cx_touched t "
+            f"CROSS JOIN LATERAL (SELECT {aggregates} FROM {source.table} s WHERE {match}) a "
+            f"WHERE t.source = '{source.name}'"
         )
-        columns = ["bucket_size", "bucket_start", "channel", *STATS_COUNTERS]
-        conn.execute(insert(stats).from_select(columns, derive(channels, ranges, dialect)))
-
-
-def _in_ranges(column: ColumnElement, ranges: Sequence[tuple[int, int]]) -> ColumnElement[bool]:
-    return or_(*(and_(column >= ms_to_utc(lo), column < ms_to_utc(hi)) for lo, hi in ranges))
-
-
-def _bucket(column: ColumnElement, size: str, dialect: str) -> ColumnElement:
-    if dialect == "postgresql":
-        # The three-argument form truncates in UTC whatever the session time zone.
-        return func.date_trunc(size, column, "UTC")
-    return func.strftime(_SQLITE_BUCKET_FORMAT[size], column)
-
-
-def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
-    return case((condition, 1), else_=0)
-
-
-def _row(bucket: ColumnElement, channel: ColumnElement, **counters: ColumnElement) -> list:
-    """One UNION branch: bucket, channel and every counter (0 unless given)."""
-    columns: list[ColumnElement] = [bucket.label("bucket_start"), channel.label("channel")]
-    for name in STATS_COUNTERS:
-        value = counters.get(name)
-        if value is None:
-            value = cast(literal(0.0), Float) if name == "first_reply_sum_seconds" else literal(0)
-        columns.append(value.label(name))
-    return columns
-
-
-def _derive_hours(channels: list[str], ranges: list[tuple[int, int]], dialect: str) -> Select:
-    """Hour rows as sums of their (already re-derived) minute rows: an hour holds
-    thousands of base rows but at most 60 minute rows per channel."""
-    minutes = ChannelStatsRow.__table__.c
-    hour = _bucket(minutes.bucket_start, "hour", dialect)
+    else:
+        # WHERE before ON CONFLICT also keeps SQLite's parser from reading the
+        # upsert's ON as part of the join.
+        select = (
+            f"SELECT 'minute', a.bucket_start, a.channel, {values} FROM "
+            f"(SELECT t.bucket_start, t.channel, {aggregates} FROM cx_touched t "
+            f"LEFT JOIN {source.table} s ON {match} WHERE t.source = '{source.name}' "
+            f"GROUP BY t.bucket_start, t.channel) a WHERE TRUE"
+        )
+    updates = ", ".join(f"{name} = excluded.{name}" for name in source.counters)
     return (
-        select(
-            literal("hour").label("bucket_size"),
-            hour.label("bucket_start"),
-            minutes.channel,
-            *(func.sum(minutes[name]).label(name) for name in STATS_COUNTERS),
-        )
-        .where(
-            minutes.bucket_size == "minute",
-            minutes.channel.in_(channels),
-            _in_ranges(minutes.bucket_start, ranges),
-        )
-        .group_by(hour, minutes.channel)
+        f"INSERT INTO channel_stats (bucket_size, bucket_start, channel, {names}) {select} "
+        f"ON CONFLICT (bucket_size, bucket_start, channel) DO UPDATE SET {updates}"
     )
 
 
-def _derive_minutes(channels: list[str], ranges: list[tuple[int, int]], dialect: str) -> Select:
-    """Minute rows straight from the base tables."""
-    size = "minute"
-    contacts, sessions = ContactRow.__table__.c, SessionRow.__table__.c
-    sla, switches = SlaEventRow.__table__.c, SwitchFailureRow.__table__.c
+_SOURCE_SQL = {
+    (source.name, lateral): _source_sql(source, lateral)
+    for source in SOURCES
+    for lateral in (True, False)
+}
 
-    def where(channel: ColumnElement, at: ColumnElement) -> ColumnElement[bool]:
-        return and_(channel.in_(channels), _in_ranges(at, ranges))
+_IN_TOUCHED = (
+    "EXISTS (SELECT 1 FROM cx_touched t WHERE t.source = '{source}' "
+    "AND t.channel = channel_stats.channel AND t.bucket_start = channel_stats.bucket_start)"
+)
+# Every contributing base row adds 1 to at least one counter, so an all-zero
+# minute row has no base rows left: delete it, as a fresh GROUP BY would not have it.
+_DELETE_EMPTY_MINUTES = (
+    "DELETE FROM channel_stats WHERE bucket_size = 'minute' AND "
+    + " AND ".join(f"{name} = 0" for name in STATS_COUNTERS)
+    + " AND EXISTS (SELECT 1 FROM cx_touched t WHERE t.source <> 'hour' "
+    "AND t.channel = channel_stats.channel AND t.bucket_start = channel_stats.bucket_start)"
+)
+_DELETE_HOURS = "DELETE FROM channel_stats WHERE bucket_size = 'hour' AND " + _IN_TOUCHED.format(
+    source=_HOUR
+)
+_INSERT_HOURS = (
+    f"INSERT INTO channel_stats (bucket_size, bucket_start, channel, {', '.join(STATS_COUNTERS)}) "
+    f"SELECT 'hour', t.bucket_start, t.channel, "
+    f"{', '.join(f'SUM(m.{name})' for name in STATS_COUNTERS)} FROM cx_touched t "
+    f"JOIN channel_stats m ON m.bucket_size = 'minute' AND m.channel = t.channel "
+    f"AND m.bucket_start >= t.bucket_start AND m.bucket_start < t.bucket_end "
+    f"WHERE t.source = '{_HOUR}' GROUP BY t.bucket_start, t.channel"
+)
 
-    reply = contacts.first_reply_seconds
-    reply_counters = {f"first_reply_le_{le}s": _flag(reply <= le) for le in FIRST_REPLY_BUCKETS}
-    started = select(
-        *_row(
-            _bucket(contacts.started_at, size, dialect),
-            contacts.channel,
-            contacts_started=literal(1),
-            first_reply_sum_seconds=cast(func.coalesce(reply, 0.0), Float),
-            first_reply_count=_flag(reply.is_not(None)),
-            first_reply_le_inf=_flag(reply.is_not(None)),
-            **reply_counters,
-        )
-    ).where(where(contacts.channel, contacts.started_at))
-    ended = select(
-        *_row(
-            _bucket(contacts.ended_at, size, dialect),
-            contacts.channel,
-            contacts_ended=literal(1),
-            resolved=_flag(contacts.outcome == "resolved"),
-            unresolved=_flag(contacts.outcome == "unresolved"),
-            abandoned=_flag(contacts.outcome == "abandoned"),
-            transferred=_flag(contacts.outcome == "transferred"),
-        )
-    ).where(contacts.ended_at.is_not(None), where(contacts.channel, contacts.ended_at))
-    final_sessions = select(
-        *_row(
-            _bucket(sessions.started_at, size, dialect),
-            sessions.first_channel,
-            fcr_denominator=literal(1),
-            fcr_numerator=_flag(sessions.first_contact_resolved),
-            nps_promoters=_flag(sessions.nps_score >= 9),
-            nps_passives=_flag(sessions.nps_score.between(7, 8)),
-            nps_detractors=_flag(sessions.nps_score <= 6),
-        )
-    ).where(sessions.status == SESSION_FINAL, where(sessions.first_channel, sessions.started_at))
-    sla_fired = select(
-        *_row(
-            _bucket(sla.fired_at, size, dialect),
-            sla.channel,
-            sla_warnings=_flag(sla.kind == SLA_WARNING),
-            sla_breaches=_flag(sla.kind == SLA_BREACH),
-        )
-    ).where(sla.kind.in_((SLA_WARNING, SLA_BREACH)), where(sla.channel, sla.fired_at))
-    switch_out = select(
-        *_row(
-            _bucket(switches.occurred_at, size, dialect),
-            switches.from_channel,
-            switch_failures_out=literal(1),
-        )
-    ).where(where(switches.from_channel, switches.occurred_at))
-    switch_in = select(
-        *_row(
-            _bucket(switches.occurred_at, size, dialect),
-            switches.to_channel,
-            switch_failures_in=literal(1),
-        )
-    ).where(where(switches.to_channel, switches.occurred_at))
 
-    rows = union_all(started, ended, final_sessions, sla_fired, switch_out, switch_in).subquery()
-    return select(
-        literal(size).label("bucket_size"),
-        rows.c.bucket_start,
-        rows.c.channel,
-        *(func.sum(rows.c[name]).label(name) for name in STATS_COUNTERS),
-    ).group_by(rows.c.bucket_start, rows.c.channel)
+def _touched_rows(buckets: Iterable[Bucket]) -> list[tuple[str, str, int, int]]:
+    """cx_touched rows: the minute buckets, plus the hour of each (source 'hour')."""
+    rows: set[tuple[str, str, int, int]] = set()
+    minute, hour = BUCKET_MS["minute"], BUCKET_MS[_HOUR]
+    for source, channel, start in buckets:
+        rows.add((source, channel, start, start + minute))
+        rows.add((_HOUR, channel, start - start % hour, start - start % hour + hour))
+    return sorted(rows)
+
+
+def recompute_channel_stats(conn: Connection, buckets: Iterable[Bucket]) -> None:
+    """Re-derive every channel_stats row the touched minute buckets fall into.
+
+    Runs on ``conn`` inside the caller's transaction; afterwards the minute and
+    hour rows of those buckets equal a fresh GROUP BY over the base tables.
+    """
+    rows = _touched_rows(buckets)
+    if not rows:
+        return
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        conn.exec_driver_sql(
+            "CREATE TEMPORARY TABLE cx_touched (source varchar(32), channel varchar(64), "
+            "bucket_start timestamptz, bucket_end timestamptz) ON COMMIT DROP"
+        )
+        raw = conn.connection.driver_connection
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(  # type: ignore[union-attr]
+                f"COPY cx_touched ({_TOUCHED_COLUMNS}) FROM STDIN"
+            ) as copy,
+        ):
+            for source, channel, start, end in rows:
+                copy.write_row((source, channel, ms_to_utc(start), ms_to_utc(end)))
+    else:
+        # SQLite has no ON COMMIT DROP: the temporary table lives with the connection.
+        conn.exec_driver_sql(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS cx_touched (source VARCHAR(32), "
+            "channel VARCHAR(64), bucket_start DATETIME, bucket_end DATETIME)"
+        )
+        conn.exec_driver_sql("DELETE FROM cx_touched")
+        conn.execute(
+            insert(_TOUCHED),
+            [
+                dict(zip(_TOUCHED.c.keys(), (s, c, ms_to_utc(a), ms_to_utc(b)), strict=True))
+                for s, c, a, b in rows
+            ],
+        )
+    for source in sorted({row[0] for row in rows} - {_HOUR}):
+        conn.exec_driver_sql(_SOURCE_SQL[source, postgres])
+    conn.exec_driver_sql(_DELETE_EMPTY_MINUTES)
+    conn.exec_driver_sql(_DELETE_HOURS)
+    conn.exec_driver_sql(_INSERT_HOURS)

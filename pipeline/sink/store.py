@@ -20,24 +20,20 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
-    and_,
     create_engine,
     event,
     exc,
     make_url,
-    or_,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from pipeline.core.records import (
     FALSE_RESOLUTION,
-    SESSION_FINAL,
-    SESSION_OPEN,
-    SESSION_SUPERSEDED,
     SWITCH_FAILURE,
 )
 from pipeline.errors import SinkError, SinkUnavailableError
+from pipeline.sink import bulk
 from pipeline.sink.migrate import upgrade_connection
 from pipeline.sink.models import (
     Base,
@@ -49,10 +45,16 @@ from pipeline.sink.models import (
     SwitchFailureRow,
     ms_to_utc,
     session_wins,
-    utc_to_ms,
+    session_wins_sql,
 )
 from pipeline.sink.pseudonym import Pseudonymizer
-from pipeline.sink.stats import Touch, recompute_channel_stats
+from pipeline.sink.stats import (
+    SOURCES_BY_TABLE,
+    Bucket,
+    buckets_of,
+    recompute_channel_stats,
+    table_columns,
+)
 
 Record = Mapping[str, Any]
 Batch = Sequence[tuple[str, Record]]
@@ -215,51 +217,6 @@ def rows_by_table(
 # -------------------------------------------------------------------- the store
 
 
-def _sessions_upsert_condition(table: Table, excluded: Any) -> Any:
-    """SQL form of session_wins(excluded, current row)."""
-    new_closed = excluded.status != SESSION_OPEN
-    old_closed = table.c.status != SESSION_OPEN
-    return or_(
-        and_(new_closed, table.c.status == SESSION_OPEN),
-        and_(
-            new_closed == old_closed,
-            or_(
-                excluded.version > table.c.version,
-                and_(
-                    excluded.version == table.c.version,
-                    or_(excluded.status == table.c.status, excluded.status == SESSION_SUPERSEDED),
-                ),
-            ),
-        ),
-    )
-
-
-def _touches_of(table_name: str, row: Mapping[str, Any]) -> list[Touch]:
-    """Where a base row counts in channel_stats (see pipeline.sink.stats)."""
-    if table_name == "contacts":
-        touches = [Touch(row["channel"], utc_to_ms(row["started_at"]))]
-        if row["ended_at"] is not None:
-            touches.append(Touch(row["channel"], utc_to_ms(row["ended_at"])))
-        return touches
-    if table_name == "sessions":
-        if row["status"] != SESSION_FINAL:
-            return []
-        return [Touch(row["first_channel"], utc_to_ms(row["started_at"]))]
-    if table_name == "sla_events":
-        return [Touch(row["channel"], utc_to_ms(row["fired_at"]))]
-    if table_name == "channel_switch_failures":
-        at = utc_to_ms(row["occurred_at"])
-        return [Touch(row["from_channel"], at), Touch(row["to_channel"], at)]
-    return []
-
-
-_STATS_SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "contacts": ("channel", "started_at", "ended_at"),
-    "sessions": ("status", "first_channel", "started_at"),
-    "sla_events": ("channel", "fired_at"),
-    "channel_switch_failures": ("from_channel", "to_channel", "occurred_at"),
-}
-
 # Keeps IN lists well below driver parameter limits (SQLite: 32766).
 _KEY_CHUNK = 5000
 
@@ -289,15 +246,16 @@ class SqlStore:
         if not tables:
             return WriteResult(records=0)
         with self._translate_errors(), self._engine.begin() as conn:
-            touches: set[Touch] = set()
+            buckets: set[Bucket] = set()
             for table_name, rows in tables.items():
                 table = Base.metadata.tables[table_name]
-                if table_name in _STATS_SOURCE_COLUMNS:
-                    touches.update(self._stored_touches(conn, table, list(rows)))
-                    for row in rows.values():
-                        touches.update(_touches_of(table_name, row))
+                if table_name in SOURCES_BY_TABLE:
+                    # Old positions too: a row may leave a bucket (a session's
+                    # start moved, or it stopped being final).
+                    buckets |= buckets_of(table_name, self._stored_rows(conn, table, list(rows)))
+                    buckets |= buckets_of(table_name, rows.values())
                 self._upsert(conn, table, list(rows.values()))
-            recompute_channel_stats(conn, touches)
+            recompute_channel_stats(conn, buckets)
         return WriteResult(
             records=len(batch),
             rows={name: len(rows) for name, rows in tables.items()},
@@ -310,26 +268,28 @@ class SqlStore:
         """Close all pooled connections (the store may be used again afterwards)."""
         self._engine.dispose()
 
-    def _stored_touches(self, conn: Connection, table: Table, keys: list[str]) -> list[Touch]:
-        """Touches of the rows the upsert is about to replace: their old buckets
-        must be recomputed too (e.g. a session whose start moved earlier)."""
+    def _stored_rows(self, conn: Connection, table: Table, keys: list[str]) -> list[Any]:
+        """The stats-relevant columns of the stored rows the upsert may replace."""
+        columns = table_columns(table.name)
+        if self.dialect == "postgresql":
+            return bulk.stored_rows(conn, table, keys, columns)
         key_column = table.primary_key.columns.values()[0]
-        columns = [table.c[name] for name in _STATS_SOURCE_COLUMNS[table.name]]
-        touches: list[Touch] = []
+        selected = [table.c[name] for name in columns]
+        rows: list[Any] = []
         for start in range(0, len(keys), _KEY_CHUNK):
             chunk = keys[start : start + _KEY_CHUNK]
-            for row in conn.execute(select(*columns).where(key_column.in_(chunk))).mappings():
-                touches.extend(_touches_of(table.name, row))
-        return touches
+            rows.extend(conn.execute(select(*selected).where(key_column.in_(chunk))).mappings())
+        return rows
 
     def _upsert(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = insert(table)
+        if self.dialect == "postgresql":
+            bulk.upsert(conn, table, rows)
+            return
+        # SQLite runs in-process: executemany of one prepared upsert is already cheap.
+        stmt = sqlite.insert(table)
         keys = [column.name for column in table.primary_key.columns]
         updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-        where = (
-            _sessions_upsert_condition(table, stmt.excluded) if table.name == "sessions" else None
-        )
+        where = session_wins_sql(table, stmt.excluded) if table.name == "sessions" else None
         stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=where)
         conn.execute(stmt, rows)
 
