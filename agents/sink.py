@@ -1,10 +1,13 @@
 """The sink agent: output topics -> SQL, one transaction per batch.
 
-Offsets are committed only after the batch's transaction committed: Faust acks
-the events of a ``take_events`` batch when the loop asks for the next batch,
-and this loop does not ask until ``store.write`` succeeded. While the database
-is unreachable the loop retries with backoff, so consumption pauses and nothing
-is lost; it resumes by itself when the database is back.
+Offsets are committed only after the batch's transaction committed. Faust acks
+the events of a ``take_events`` batch when the loop asks for the next batch, but
+also when the loop is left by an exception or a cancellation (the worker
+stopping while the database is down), and commits acked offsets on shutdown. So
+the loop holds one extra reference on every message of a batch and drops it only
+once ``store.write`` succeeded: a batch that was never written is never acked.
+While the database is unreachable the loop retries with backoff, so consumption
+pauses and nothing is lost; it resumes by itself when the database is back.
 """
 
 from __future__ import annotations
@@ -62,9 +65,14 @@ class SinkRole:
         # take_events is faust-streaming's batching API; StreamT's stub lacks it.
         batches = stream.take_events(sql.batch_size, within=sql.batch_seconds)  # type: ignore[attr-defined]
         async for events in batches:
+            for event in events:
+                event.message.incref()
             batch = self._decode(events)
             if batch:
                 await self._write_with_retry(batch)
+            # Written (or nothing to write): take_events' own ack may now be final.
+            for event in events:
+                event.message.decref()
 
     def _decode(self, events: Sequence[Any]) -> list[tuple[str, dict[str, Any]]]:
         batch = []
@@ -83,39 +91,33 @@ class SinkRole:
         return batch
 
     async def _write_with_retry(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        """Return once ``batch`` is stored; until then retry with backoff, forever."""
         backoff = 0.5
         loop = asyncio.get_running_loop()
         while True:
             started = time.perf_counter()
+            error: Exception
             try:
                 result = await loop.run_in_executor(None, self.store.write, batch)
             except SinkUnavailableError as exc:
-                self.metrics.sink_error(
-                    type(exc).__name__, database_up=False, backoff_seconds=backoff
-                )
+                error, database_up = exc, False
                 log.warning("database unreachable, retrying in %.1fs: %s", backoff, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                continue
             except SinkError as exc:
-                self.metrics.sink_error(
-                    type(exc).__name__, database_up=True, backoff_seconds=backoff
-                )
+                error, database_up = exc, True
                 log.error("database rejected a batch, retrying in %.1fs: %s", backoff, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                continue
-            self.metrics.sink_batch_written(
-                _rows_by_table(result, batch), time.perf_counter() - started
+            except Exception as exc:
+                # Anything else (a driver or pool error the store did not
+                # translate) would crash the agent, and Faust would restart it
+                # past this batch. Retrying keeps the batch and shows the error.
+                error, database_up = exc, False
+                log.exception("unexpected error writing a batch, retrying in %.1fs", backoff)
+            else:
+                # WriteResult.rows is keyed by SQL table, the label values
+                # cxstream_sink_rows_total documents (not the output names).
+                self.metrics.sink_batch_written(dict(result.rows), time.perf_counter() - started)
+                return
+            self.metrics.sink_error(
+                type(error).__name__, database_up=database_up, backoff_seconds=backoff
             )
-            return
-
-
-def _rows_by_table(result: Any, batch: list[tuple[str, dict[str, Any]]]) -> dict[str, int]:
-    rows = getattr(result, "rows_by_table", None)
-    if rows:
-        return dict(rows)
-    counts: dict[str, int] = {}
-    for name, _ in batch:
-        counts[name] = counts.get(name, 0) + 1
-    return counts
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)

@@ -203,6 +203,9 @@ def test_sink_tables_equal_the_replay_row_by_row(
 
     _replay_into(items, stream_config, replay_database_url)
     _assert_tables_equal(pg_database_url, replay_database_url)
+    # Rows are counted per SQL table; every stored session was upserted at least once.
+    sessions = len(dump_tables(pg_database_url)["sessions"])
+    assert metric_value(sink.web_port, "cxstream_sink_rows_total", table="sessions") >= sessions
 
 
 def test_sink_tables_survive_a_worker_sigkill(
@@ -267,5 +270,37 @@ def test_sink_waits_out_a_20_second_database_outage_and_loses_nothing(
     assert 0.0 in database_up_during_outage
     assert metric_value(sink.web_port, "cxstream_sink_database_up") == 1.0
     assert metric_value(sink.web_port, "cxstream_sink_errors_total") > 0
+    _replay_into(items, stream_config, replay_database_url)
+    _assert_tables_equal(dedicated_postgres.url, replay_database_url)
+
+
+def test_sink_stopped_during_a_database_outage_loses_nothing(
+    settings: Settings,
+    stream_config: dict,
+    start_process: StartProcess,
+    dedicated_postgres: DedicatedPostgres,
+    replay_database_url: str,
+) -> None:
+    """SIGTERM while a batch waits for the database: its offsets must not be committed."""
+    items = list(generate(SIM))
+    half = len(items) // 2
+    worker = start_process("worker")
+    sink = start_process("sink", dedicated_postgres.url)
+    _send(items[:half], settings)
+    wait_until_consumed(
+        settings.kafka.bootstrap, process_group(settings), input_topic(settings), worker
+    )
+
+    dedicated_postgres.stop()
+    _send(items[half:], settings)
+    deadline = time.monotonic() + 30
+    while metric_value(sink.web_port, "cxstream_sink_database_up") != 0.0:
+        assert time.monotonic() < deadline, "the sink never noticed the outage"
+        time.sleep(0.5)
+    sink.stop()
+    dedicated_postgres.start()
+    restarted = start_process("sink", dedicated_postgres.url)
+
+    _finish(settings, worker, restarted)
     _replay_into(items, stream_config, replay_database_url)
     _assert_tables_equal(dedicated_postgres.url, replay_database_url)

@@ -300,11 +300,12 @@ def wait_until_sink_consumed(
     )
 
 
-def metric_value(web_port: int, name: str, timeout: float = 5.0) -> float:
+def metric_value(web_port: int, name: str, timeout: float = 5.0, **labels: str) -> float:
     """The sum of every sample called ``name`` on a worker's ``/metrics`` page.
 
     For an unlabelled gauge that is its value; for a labelled counter, the total
-    over all label values. Raises AssertionError when no such sample exists.
+    over the samples whose labels include ``labels``. Raises AssertionError when
+    no such sample exists.
     """
     url = f"http://127.0.0.1:{web_port}/metrics"
     with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -313,9 +314,9 @@ def metric_value(web_port: int, name: str, timeout: float = 5.0) -> float:
         sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == name
+        if sample.name == name and labels.items() <= sample.labels.items()
     ]
-    assert values, f"{name} is not on the /metrics page of port {web_port}"
+    assert values, f"{name}{labels or ''} is not on the /metrics page of port {web_port}"
     return float(sum(values))
 
 
