@@ -261,26 +261,21 @@ def recompute_channel_stats(conn: Connection, buckets: Iterable[Bucket]) -> None
     if not rows:
         return
     postgres = conn.dialect.name == "postgresql"
-    if postgres:
-        conn.exec_driver_sql(
-            "CREATE TEMPORARY TABLE cx_touched (source varchar(32), channel varchar(64), "
-            "bucket_start timestamptz, bucket_end timestamptz) ON COMMIT DROP"
+    # Created once per connection and emptied by every commit (PostgreSQL) or at
+    # the start of every batch (SQLite, which has no ON COMMIT clause).
+    conn.exec_driver_sql(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS cx_touched (source VARCHAR(32), "
+        "channel VARCHAR(64), bucket_start {0}, bucket_end {0}){1}".format(
+            *(("timestamptz", " ON COMMIT DELETE ROWS") if postgres else ("DATETIME", ""))
         )
+    )
+    if postgres:
         raw = conn.connection.driver_connection
-        with (
-            raw.cursor() as cursor,
-            cursor.copy(  # type: ignore[union-attr]
-                f"COPY cx_touched ({_TOUCHED_COLUMNS}) FROM STDIN"
-            ) as copy,
-        ):
+        copy_sql = f"COPY cx_touched ({_TOUCHED_COLUMNS}) FROM STDIN"
+        with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
             for source, channel, start, end in rows:
                 copy.write_row((source, channel, ms_to_utc(start), ms_to_utc(end)))
     else:
-        # SQLite has no ON COMMIT DROP: the temporary table lives with the connection.
-        conn.exec_driver_sql(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS cx_touched (source VARCHAR(32), "
-            "channel VARCHAR(64), bucket_start DATETIME, bucket_end DATETIME)"
-        )
         conn.exec_driver_sql("DELETE FROM cx_touched")
         conn.execute(
             insert(_TOUCHED),

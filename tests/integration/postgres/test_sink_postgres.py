@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import SinkUnavailableError
+from pipeline.sink.bench import generate_records
 from pipeline.sink.store import SqlStore, dump_tables
 from tests.unit.test_sink_store import T0, sample_batch, session
 
@@ -64,3 +65,59 @@ def test_write_during_outage_is_unavailable_and_succeeds_after_restart(
     store.dispose()
     [row] = dump_tables(pg_database_url)["sessions"]
     assert (row["status"], row["version"]) == ("final", 2)
+
+
+def _write_batches(url: str, batches: list[list], times: int = 1) -> None:
+    store = SqlStore(url)
+    store.create_schema()
+    for _ in range(times):
+        for batch in batches:
+            store.write(batch)
+    store.dispose()
+
+
+def _generated_batches(rows: int, size: int) -> list[list]:
+    records = generate_records(rows)
+    return [records[start : start + size] for start in range(0, len(records), size)]
+
+
+def test_redelivered_copy_batches_leave_postgres_identical(pg_database_url: str) -> None:
+    batches = _generated_batches(2000, 250)
+    _write_batches(pg_database_url, batches)
+    first = dump_tables(pg_database_url)
+    _write_batches(pg_database_url, batches)
+    assert dump_tables(pg_database_url) == first
+    assert len(first["contacts"]) > 500
+    assert len(first["channel_stats"]) > 100
+
+
+def test_generated_batches_give_identical_tables_on_postgres_and_sqlite(
+    pg_database_url: str, tmp_path: Path
+) -> None:
+    batches = _generated_batches(2000, 250)
+    sqlite_url = f"sqlite:///{tmp_path}/generated.db"
+    for url in (pg_database_url, sqlite_url):
+        _write_batches(url, batches)
+    assert dump_tables(pg_database_url) == dump_tables(sqlite_url)
+
+
+def test_session_precedence_holds_across_batches_on_postgres(pg_database_url: str) -> None:
+    steps = [
+        ([session("open", version=1, contacts=1)], ("open", 1, 1)),
+        ([session("open", version=2, contacts=2)], ("open", 2, 2)),
+        ([session("open", version=1, contacts=1)], ("open", 2, 2)),
+        ([session("final", version=1, contacts=3)], ("final", 1, 3)),
+        ([session("open", version=7, contacts=4)], ("final", 1, 3)),
+        ([session("superseded", version=1, superseded_by="s0")], ("superseded", 1, 2)),
+        ([session("final", version=1, contacts=5)], ("superseded", 1, 2)),
+        ([session("final", version=2, contacts=6)], ("final", 2, 6)),
+    ]
+    store = SqlStore(pg_database_url)
+    store.create_schema()
+    seen = []
+    for batch, _ in steps:
+        store.write(batch)
+        [row] = dump_tables(pg_database_url)["sessions"]
+        seen.append((row["status"], row["version"], row["contacts"]))
+    store.dispose()
+    assert seen == [expected for _, expected in steps]
