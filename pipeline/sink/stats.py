@@ -59,7 +59,6 @@ class StatsSource:
 
     name: str
     table: str
-    key: str
     channel: str
     at: str
     condition: str
@@ -82,7 +81,7 @@ class StatsSource:
 _REPLY = "s.first_reply_seconds"
 SOURCES: tuple[StatsSource, ...] = (
     StatsSource(
-        "contacts_started", "contacts", "contact_id", "channel", "started_at", "TRUE",
+        "contacts_started", "contacts", "channel", "started_at", "TRUE",
         lambda row: True,
         {
             "contacts_started": "COUNT(s.contact_id)",
@@ -93,7 +92,7 @@ SOURCES: tuple[StatsSource, ...] = (
         },
     ),
     StatsSource(
-        "contacts_ended", "contacts", "contact_id", "channel", "ended_at",
+        "contacts_ended", "contacts", "channel", "ended_at",
         "s.ended_at IS NOT NULL", lambda row: row["ended_at"] is not None,
         {
             "contacts_ended": "COUNT(s.contact_id)",
@@ -102,7 +101,7 @@ SOURCES: tuple[StatsSource, ...] = (
         },
     ),
     StatsSource(
-        "final_sessions", "sessions", "session_id", "first_channel", "started_at",
+        "final_sessions", "sessions", "first_channel", "started_at",
         f"s.status = '{SESSION_FINAL}'", lambda row: row["status"] == SESSION_FINAL,
         {
             "fcr_numerator": _flag("s.first_contact_resolved"),
@@ -114,7 +113,7 @@ SOURCES: tuple[StatsSource, ...] = (
         ("status",),
     ),
     StatsSource(
-        "sla_fired", "sla_events", "sla_event_id", "channel", "fired_at",
+        "sla_fired", "sla_events", "channel", "fired_at",
         f"s.kind IN ('{SLA_WARNING}', '{SLA_BREACH}')",
         lambda row: row["kind"] in (SLA_WARNING, SLA_BREACH),
         {
@@ -124,11 +123,11 @@ SOURCES: tuple[StatsSource, ...] = (
         ("kind",),
     ),
     StatsSource(
-        "switch_out", "channel_switch_failures", "signal_id", "from_channel", "occurred_at",
+        "switch_out", "channel_switch_failures", "from_channel", "occurred_at",
         "TRUE", lambda row: True, {"switch_failures_out": "COUNT(s.signal_id)"},
     ),
     StatsSource(
-        "switch_in", "channel_switch_failures", "signal_id", "to_channel", "occurred_at",
+        "switch_in", "channel_switch_failures", "to_channel", "occurred_at",
         "TRUE", lambda row: True, {"switch_failures_in": "COUNT(s.signal_id)"},
     ),
 )  # fmt: skip
