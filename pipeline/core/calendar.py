@@ -85,7 +85,8 @@ class Calendar(Protocol):
         ...
 
 
-def _duration_ms(seconds: float) -> int:
+def duration_ms(seconds: float) -> int:
+    """``seconds`` rounded up to whole milliseconds (float noise ignored); >= 0."""
     if not seconds >= 0:  # also refuses NaN
         raise ValueError(f"a duration must be >= 0 seconds, not {seconds!r}")
     return max(0, math.ceil(seconds * MS_PER_SECOND - _ROUNDING_SLACK_MS))
@@ -98,7 +99,7 @@ class AlwaysOpen:
     name: str = ALWAYS_OPEN
 
     def add(self, start_ms: int, seconds: float) -> int:
-        return start_ms + _duration_ms(seconds)
+        return start_ms + duration_ms(seconds)
 
     def elapsed(self, start_ms: int, end_ms: int) -> float:
         return max(0, end_ms - start_ms) / MS_PER_SECOND
@@ -226,7 +227,7 @@ class BusinessCalendar:
     # -- public API ------------------------------------------------------
 
     def add(self, start_ms: int, seconds: float) -> int:
-        remaining = _duration_ms(seconds)
+        remaining = duration_ms(seconds)
         if remaining == 0:
             return start_ms
         block = self._block_at(start_ms)

@@ -27,7 +27,7 @@ from pipeline.core.records import (
     SlaEvent,
 )
 from pipeline.core.sessions import Session, SessionBook
-from pipeline.core.switches import Candidate, candidate_for_end, due_ms, next_contact, settle
+from pipeline.core.switches import Candidate, candidate_for_end, next_contact, settle
 
 MS = 1000
 
@@ -40,6 +40,7 @@ LATE = "late"
 # close time still belongs to the session), then settlements (their failures are
 # counted in the session), then the close, then housekeeping.
 _RANK_SLA, _RANK_SETTLE, _RANK_CLOSE, _RANK_DROP, _RANK_PRUNE = range(5)
+_UNKNOWN = object()
 
 
 class SlaClock(Protocol):
@@ -161,6 +162,7 @@ class CustomerState:
     """Sessions, contacts, SLA clocks, journey candidates and seen ids of one customer."""
 
     __slots__ = (
+        "_settle_cache",
         "book",
         "candidates",
         "contacts",
@@ -185,6 +187,9 @@ class CustomerState:
         # moved earlier (None: nothing). Everything else can only have moved
         # later, so the processor need not rescan the whole state per event.
         self.due_hint: int | None = None
+        # (due, key) of the earliest settlement, None if no candidate, _UNKNOWN
+        # after a change of the candidates or of a contact they pair with.
+        self._settle_cache: tuple[int, str] | object | None = _UNKNOWN
 
     # -- events -------------------------------------------------------------
 
@@ -195,11 +200,13 @@ class CustomerState:
         self.due_hint = None
         if self.dedup.check_and_add(event.event_id, at, clock_ms):
             return DUPLICATE
-        self.due_hint = at + rules.dedup_retention_ms + 1
+        hint = at + rules.dedup_retention_ms + 1
+        self.due_hint = hint
+        book = self.book
         reason = None
         if clock_ms > at + rules.gap_ms + rules.grace_ms:
             reason = "event time is older than the session gap plus grace behind the clock"
-        elif self.book.hits_closed(at):
+        elif book.closed and book.hits_closed(at):
             reason = "falls within the gap of a session that has already closed"
         if reason is not None:
             out.append(
@@ -214,7 +221,7 @@ class CustomerState:
             )
             return LATE
 
-        session, superseded = self.book.place(self.customer_id, event.event_id, at)
+        session, superseded = book.place(self.customer_id, event.event_id, at)
         for other in superseded:
             out.append(self._record(other, SESSION_SUPERSEDED, superseded_by=session.session_id))
             for contact in self.contacts.values():
@@ -222,56 +229,50 @@ class CustomerState:
                     contact.session_id = session.session_id
         session.events += 1
         session.pending = True
-        self._hint(self.book.close_due(session))
+        due = session.ended_at + book.gap_ms + book.grace_ms + 1
+        if due < hint:
+            hint = due
 
-        contact = self.contacts.get(event.contact_id)
+        contact_id = event.contact_id
+        contact = self.contacts.get(contact_id)
+        kind = event.type
         candidates_move = False
-        if event.type == FEEDBACK:
+        if kind == FEEDBACK:
             # Feedback often comes after the contact ended, even in a later
             # session: it scores the session but neither opens nor joins a contact.
             session.note_feedback(event.score, at, event.event_id)
             if contact is None:
+                self.due_hint = hint
                 return APPLIED
-        elif contact is None:
-            candidates_move = True
-            contact = Contact(event.contact_id, event.channel, at, session.session_id)
-            contact.sla = rules.sla_type.open(
-                customer_id=self.customer_id,
-                contact_id=event.contact_id,
-                channel=event.channel,
-                policies=rules.policies,
-                business_calendar=rules.business_calendar,
-            )
-            self.contacts[event.contact_id] = contact
-        elif at < contact.started_at:
-            candidates_move = True
-            contact.started_at = at
-            contact.session_id = session.session_id
-        if event.type != FEEDBACK:
-            session.contact_ids[contact.contact_id] = None
+        else:
+            if contact is None:
+                candidates_move = True
+                contact = Contact(contact_id, event.channel, at, session.session_id)
+                contact.sla = rules.sla_type.open(
+                    customer_id=self.customer_id,
+                    contact_id=contact_id,
+                    channel=event.channel,
+                    policies=rules.policies,
+                    business_calendar=rules.business_calendar,
+                )
+                self.contacts[contact_id] = contact
+            elif at < contact.started_at:
+                candidates_move = True
+                contact.started_at = at
+                contact.session_id = session.session_id
+            session.contact_ids[contact_id] = None
         had_topic = contact.topic is not None
         self._apply_to_contact(contact, event, out)
-        self._hint(contact.sla.next_due_ms())
-        if (
-            candidates_move
-            or event.type == CONTACT_ENDED
-            or had_topic != (contact.topic is not None)
-        ):
-            for candidate in self.candidates.values():
-                nxt = next_contact(candidate, self.contacts.values())
-                self._hint(
-                    due_ms(
-                        candidate,
-                        nxt,
-                        window_ms=rules.window_ms(candidate.kind),
-                        grace_ms=rules.grace_ms,
-                    )
-                )
+        due = contact.sla.next_due_ms()
+        if due is not None and due < hint:
+            hint = due
+        if candidates_move or kind == CONTACT_ENDED or had_topic != (contact.topic is not None):
+            self._settle_cache = _UNKNOWN
+            settle_next = self._next_settlement()
+            if settle_next is not None and settle_next[0] < hint:
+                hint = settle_next[0]
+        self.due_hint = hint
         return APPLIED
-
-    def _hint(self, due: int | None) -> None:
-        if due is not None and (self.due_hint is None or due < self.due_hint):
-            self.due_hint = due
 
     def _apply_to_contact(
         self, contact: Contact, event: InteractionEvent, out: list[OutputRecord]
@@ -297,6 +298,7 @@ class CustomerState:
                 contact.outcome or "",
             ):
                 contact.ended_at, contact.outcome = at, event.outcome
+            self._settle_cache = _UNKNOWN
             for kind in (SWITCH_FAILURE, FALSE_RESOLUTION):
                 self.candidates.pop(f"{kind}:{contact.contact_id}", None)
             candidate = candidate_for_end(
@@ -315,43 +317,106 @@ class CustomerState:
 
     # -- timed work -----------------------------------------------------------
 
-    def _due_items(self) -> list[tuple[int, int, str]]:
-        """(due, rank, key) of every piece of timed work this customer holds."""
+    def _next_work(self) -> tuple[int, int, str] | None:
+        """(due, rank, key) of the earliest piece of timed work, ties by rank then key.
+
+        Runs after every timed step and per wake-up, so it scans without
+        building a list of every item.
+        """
         rules = self.rules
-        items: list[tuple[int, int, str]] = []
-        for session in self.book.open:
-            items.append((self.book.close_due(session), _RANK_CLOSE, session.session_id))
-        in_open: set[str] | None = None
+        book = self.book
+        best_due = -1
+        best_rank = 0
+        best_key = ""
+        found = False
+        if book.open:
+            pad = book.gap_ms + book.grace_ms + 1
+            for session in book.open:
+                due = session.ended_at + pad
+                if (
+                    not found
+                    or due < best_due
+                    or (
+                        due == best_due
+                        and (_RANK_CLOSE, session.session_id) < (best_rank, best_key)
+                    )
+                ):
+                    best_due, best_rank, best_key, found = (
+                        due,
+                        _RANK_CLOSE,
+                        session.session_id,
+                        True,
+                    )
+        open_sessions = book.open
         for contact in self.contacts.values():
             due = contact.sla.next_due_ms()
             if due is not None:
-                items.append((due, _RANK_SLA, contact.contact_id))
+                rank = _RANK_SLA
+            elif contact.ended_at is not None:
                 continue
-            if contact.ended_at is not None:
-                continue
-            if in_open is None:
-                in_open = self._contacts_in_open_sessions()
-            if contact.contact_id not in in_open:
+            else:
+                contact_id = contact.contact_id
+                if any(contact_id in s.contact_ids for s in open_sessions):
+                    continue
                 due = contact.last_at + rules.contact_retention_ms + 1
-                items.append((due, _RANK_DROP, contact.contact_id))
-        for key, candidate in self.candidates.items():
-            nxt = next_contact(candidate, self.contacts.values())
-            due = due_ms(
-                candidate, nxt, window_ms=rules.window_ms(candidate.kind), grace_ms=rules.grace_ms
-            )
-            items.append((due, _RANK_SETTLE, key))
-        if self.book.closed:
-            due = min(self.book.closed_expiry(b) for b in self.book.closed)
-            items.append((due, _RANK_PRUNE, "closed"))
+                rank = _RANK_DROP
+            if (
+                not found
+                or due < best_due
+                or (due == best_due and (rank, contact.contact_id) < (best_rank, best_key))
+            ):
+                best_due, best_rank, best_key, found = due, rank, contact.contact_id, True
+        settle_next = self._next_settlement()
+        if settle_next is not None:
+            due, key = settle_next
+            if (
+                not found
+                or due < best_due
+                or (due == best_due and (_RANK_SETTLE, key) < (best_rank, best_key))
+            ):
+                best_due, best_rank, best_key, found = due, _RANK_SETTLE, key, True
+        if book.closed:
+            due = min(book.closed_expiry(b) for b in book.closed)
+            if (
+                not found
+                or due < best_due
+                or (due == best_due and (best_rank, best_key) > (_RANK_PRUNE, "closed"))
+            ):
+                best_due, best_rank, best_key, found = due, _RANK_PRUNE, "closed", True
         expiry = self.dedup.next_expiry_ms()
-        if expiry is not None:
-            items.append((expiry, _RANK_PRUNE, "dedup"))
-        return items
+        if expiry is not None and (
+            not found
+            or expiry < best_due
+            or (expiry == best_due and (best_rank, best_key) > (_RANK_PRUNE, "dedup"))
+        ):
+            best_due, best_rank, best_key, found = expiry, _RANK_PRUNE, "dedup", True
+        return (best_due, best_rank, best_key) if found else None
+
+    def _next_settlement(self) -> tuple[int, str] | None:
+        """(due, key) of the earliest settlement or expiry of a candidate (cached)."""
+        cached = self._settle_cache
+        if cached is not _UNKNOWN:
+            return cached  # type: ignore[return-value]
+        best: tuple[int, str] | None = None
+        if self.candidates:
+            rules = self.rules
+            grace = rules.grace_ms
+            contacts = self.contacts.values()
+            for key, candidate in self.candidates.items():
+                nxt = next_contact(candidate, contacts)
+                if nxt is not None:
+                    due = nxt.started_at + grace + 1
+                else:
+                    due = candidate.ended_at + rules.window_ms(candidate.kind) + grace + 1
+                if best is None or (due, key) < best:
+                    best = (due, key)
+        self._settle_cache = best
+        return best
 
     def next_due(self) -> int | None:
         """The earliest clock value at which this customer has timed work."""
-        items = self._due_items()
-        return min(items)[0] if items else None
+        work = self._next_work()
+        return work[0] if work is not None else None
 
     def fire_until(self, limit_ms: int, out: list[OutputRecord]) -> tuple[bool, int | None]:
         """Do all timed work due at or before ``limit_ms``, in due order.
@@ -360,10 +425,10 @@ class CustomerState:
         """
         fired = False
         while True:
-            items = self._due_items()
-            if not items:
+            work = self._next_work()
+            if work is None:
                 return fired, None
-            due, rank, key = min(items)
+            due, rank, key = work
             if due > limit_ms:
                 return fired, due
             fired = True
@@ -379,6 +444,7 @@ class CustomerState:
                 self._close(session, out)
             elif rank == _RANK_DROP:
                 del self.contacts[key]
+                self._settle_cache = _UNKNOWN
             elif key == "closed":
                 self.book.prune_closed(due)
             else:
@@ -386,6 +452,7 @@ class CustomerState:
 
     def _settle(self, key: str, out: list[OutputRecord]) -> None:
         candidate = self.candidates.pop(key)
+        self._settle_cache = _UNKNOWN
         nxt = next_contact(candidate, self.contacts.values())
         if nxt is None:
             return  # the window passed with no next contact
@@ -416,6 +483,7 @@ class CustomerState:
                 and contact_id not in in_open
             ):
                 del self.contacts[contact_id]
+                self._settle_cache = _UNKNOWN
 
     def finish(self, out: list[OutputRecord]) -> None:
         """End of input: settle candidates that have a next contact, close every session."""

@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 MS = 1000
 BUSINESS_CALENDAR = "banking_hours"
 
+# Settings id -> (settings, policies, business calendar). The entry keeps the
+# settings alive, so an id is never reused while its entry exists.
+_RESOLVED: dict[int, tuple[Settings, tuple[Any, ...], Any]] = {}
+_MAX_RESOLVED = 16
+
 
 @dataclass
 class ProcessorStats:
@@ -93,15 +98,27 @@ class PartitionProcessor:
 
     @classmethod
     def from_settings(cls, settings: Settings, partition: int = 0) -> PartitionProcessor:
-        """A processor with the calendars and SLA policies the settings describe."""
-        from pipeline.core.calendar import build_calendars
-        from pipeline.core.sla import resolve_policies
+        """A processor with the calendars and SLA policies the settings describe.
 
-        calendars = build_calendars(settings.calendars)
-        business = calendars.get(BUSINESS_CALENDAR) or calendars["24x7"]
+        The processors of one settings object share their calendars and policies,
+        so a business calendar's holidays and year blocks are built once per
+        worker, not once per partition.
+        """
+        cached = _RESOLVED.get(id(settings))
+        if cached is None or cached[0] is not settings:
+            from pipeline.core.calendar import build_calendars
+            from pipeline.core.sla import resolve_policies
+
+            calendars = build_calendars(settings.calendars)
+            business = calendars.get(BUSINESS_CALENDAR) or calendars["24x7"]
+            policies = resolve_policies(settings.policies, calendars)
+            if len(_RESOLVED) >= _MAX_RESOLVED:
+                _RESOLVED.clear()
+            cached = _RESOLVED[id(settings)] = (settings, policies, business)
+        _, policies, business = cached
         return cls(
             core=settings.core,
-            policies=resolve_policies(settings.policies, calendars),
+            policies=policies,
             business_calendar=business,
             partition=partition,
         )
@@ -116,13 +133,16 @@ class PartitionProcessor:
     def process(self, event: InteractionEvent) -> list[OutputRecord]:
         """Advance the clock to the event, fire what is due, then apply the event."""
         out: list[OutputRecord] = []
-        self.stats.events += 1
+        stats = self.stats
+        stats.events += 1
         at = event.occurred_at
+        timers = self._timers
         if self._max_event_ms is None or at > self._max_event_ms:
             self._max_event_ms = at
         if self._clock is None or at > self._clock:
             self._clock = at
-            self._drain(at, out)
+            if timers and timers[0][0] <= at:
+                self._drain(at, out)
         clock = self._clock
         customer_id = event.customer_id
         customer = self._customers.get(customer_id)
@@ -130,23 +150,26 @@ class PartitionProcessor:
             customer = self._customers[customer_id] = CustomerState(customer_id, self.rules)
         outcome = customer.apply(event, clock, out)
         if outcome == DUPLICATE:
-            self.stats.duplicates += 1
+            stats.duplicates += 1
         else:
             if outcome == LATE:
-                self.stats.late += 1
+                stats.late += 1
             self._dirty[customer_id] = None
             if outcome == APPLIED:
                 self._updated.add(customer_id)
             hint = customer.due_hint
-            if customer.wake is None:
+            wake = customer.wake
+            if wake is None:
                 self._schedule(customer)
-            elif hint is not None and hint < customer.wake:
+            elif hint is not None and hint < wake:
                 customer.wake = hint
-                heapq.heappush(self._timers, (hint, customer_id))
+                heapq.heappush(timers, (hint, customer_id))
             # The event may have made work due already (a settlement of a pair
             # that arrived out of order): run it now, in order.
-            self._drain(clock, out)
-        self._count(out)
+            if timers and timers[0][0] <= clock:
+                self._drain(clock, out)
+        if out:
+            self._count(out)
         return out
 
     def advance(self, clock_ms: int) -> list[OutputRecord]:

@@ -121,7 +121,17 @@ class SessionBook:
     ) -> tuple[Session, list[Session]]:
         """Put an event into a session; returns (its session, sessions it superseded)."""
         gap = self.gap_ms
-        hits = [s for s in self.open if s.started_at - gap <= occurred_at <= s.ended_at + gap]
+        open_sessions = self.open
+        if len(open_sessions) == 1:
+            # The common case: the event extends the one open session.
+            only = open_sessions[0]
+            if only.started_at - gap <= occurred_at <= only.ended_at + gap:
+                if occurred_at < only.started_at:
+                    only.started_at = occurred_at
+                elif occurred_at > only.ended_at:
+                    only.ended_at = occurred_at
+                return only, []
+        hits = [s for s in open_sessions if s.started_at - gap <= occurred_at <= s.ended_at + gap]
         if not hits:
             session = Session(session_id_for(customer_id, event_id), occurred_at, occurred_at)
             self._insert(session)

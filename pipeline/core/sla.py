@@ -32,7 +32,7 @@ Rules (one contact, events in arrival order):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.contract.event import (
@@ -44,7 +44,7 @@ from pipeline.contract.event import (
     CUSTOMER_MESSAGE,
     InteractionEvent,
 )
-from pipeline.core.calendar import Calendar
+from pipeline.core.calendar import AlwaysOpen, Calendar, duration_ms
 from pipeline.core.records import (
     FIRST_REPLY,
     NEXT_REPLY,
@@ -66,6 +66,19 @@ class Policy:
 
     spec: PolicySpec
     calendar: Calendar
+    # Derived once: the warning and the target in whole ms, and whether open
+    # time is wall time (then a deadline is a sum, not a calendar walk).
+    warning_ms: int = field(init=False, compare=False, repr=False)
+    target_ms: int = field(init=False, compare=False, repr=False)
+    wall_time: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        spec = self.spec
+        object.__setattr__(
+            self, "warning_ms", duration_ms(spec.warning_share * spec.target_seconds)
+        )
+        object.__setattr__(self, "target_ms", duration_ms(spec.target_seconds))
+        object.__setattr__(self, "wall_time", type(self.calendar) is AlwaysOpen)
 
 
 def resolve_policies(
@@ -164,6 +177,8 @@ class _Clock:
 
     @classmethod
     def started(cls, policy: Policy, seq: int, start: int) -> _Clock:
+        if policy.wall_time:
+            return cls(policy, seq, start, start + policy.warning_ms, start + policy.target_ms)
         spec, calendar = policy.spec, policy.calendar
         return cls(
             policy,
@@ -277,8 +292,17 @@ class ContactSla:
 
     def next_due_ms(self) -> int | None:
         """The earliest unfired warning or breach time of the running clocks."""
-        due = [t for clock in self._clocks if (t := clock.next_due()) is not None]
-        return min(due) if due else None
+        earliest: int | None = None
+        for clock in self._clocks:
+            if not clock.warned:
+                due = clock.warning_at
+            elif not clock.breached:
+                due = clock.deadline
+            else:
+                continue
+            if earliest is None or due < earliest:
+                earliest = due
+        return earliest
 
     # -- firing ----------------------------------------------------------
 
@@ -289,7 +313,10 @@ class ContactSla:
         """
         fired: list[SlaEvent] = []
         for clock in self._clocks:
-            fired.extend(self._fire_clock(clock, clock_ms))
+            if (not clock.warned and clock.warning_at <= clock_ms) or (
+                not clock.breached and clock.deadline <= clock_ms
+            ):
+                fired.extend(self._fire_clock(clock, clock_ms))
         if len(fired) > 1:
             fired.sort(key=lambda event: (event.fired_at, event.kind == SLA_BREACH, event.policy))
         return fired
