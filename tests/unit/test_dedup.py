@@ -1,6 +1,7 @@
 from pipeline.core.dedup import DedupWindow
 
 DAY = 86_400_000
+BUCKET = DAY // 48  # pruning is batched into half hours of a day's retention
 
 
 def test_second_copy_of_an_event_id_within_retention_is_a_duplicate():
@@ -19,10 +20,21 @@ def test_prune_forgets_only_ids_past_the_retention():
     window = DedupWindow(DAY)
     window.check_and_add("old", 0, 0)
     window.check_and_add("new", 5_000, 5_000)
-    assert window.next_expiry_ms() == DAY + 1
+    assert window.next_expiry_ms() == DAY + BUCKET
     window.prune(DAY + 1)
     assert window.to_state() == [["new", 5_000]]
-    assert window.next_expiry_ms() == 5_000 + DAY + 1
+    assert window.next_expiry_ms() == DAY + BUCKET
+
+
+def test_ids_expiring_within_one_bucket_are_pruned_by_one_wake_up():
+    window = DedupWindow(DAY)
+    for index, at in enumerate((0, 60_000, BUCKET - 2)):
+        window.check_and_add(f"e{index}", at, at)
+    due = window.next_expiry_ms()
+    assert due == DAY + BUCKET
+    window.prune(due)
+    assert len(window) == 0
+    assert window.next_expiry_ms() is None
 
 
 def test_state_round_trip_keeps_ids_and_expiry():
@@ -31,5 +43,5 @@ def test_state_round_trip_keeps_ids_and_expiry():
     window.check_and_add("b", 5, 10)
     restored = DedupWindow.from_state(window.to_state(), DAY)
     assert restored.to_state() == [["a", 10], ["b", 5]]
-    assert restored.next_expiry_ms() == 5 + DAY + 1
+    assert restored.next_expiry_ms() == DAY + BUCKET
     assert restored.check_and_add("b", 5, 20) is True
