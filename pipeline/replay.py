@@ -36,6 +36,7 @@ OUTPUT_FILES: dict[str, str] = {
     LateEvent.OUTPUT_NAME: "late_events.jsonl",
 }
 REJECTED_FILE = "rejected.jsonl"
+HELD_SAMPLE_EVENTS = 1000
 
 
 @dataclass
@@ -45,6 +46,11 @@ class ReplayResult:
     records: list[OutputRecord] = field(default_factory=list)
     stats: dict[int, ProcessorStats] = field(default_factory=dict)
     rejected: int = 0
+    # Memory check: customers held in state (peak sampled every
+    # HELD_SAMPLE_EVENTS events, and after the end of input) and customers seen.
+    customers_held_peak: int = 0
+    customers_held_at_end: int = 0
+    customers_total: int = 0
 
     def totals(self) -> ProcessorStats:
         """The partitions' counters summed."""
@@ -63,7 +69,8 @@ def replay_events(
     processors: dict[int, PartitionProcessor] = {}
     records: list[OutputRecord] = []
     partition_of: dict[str, int] = {}  # murmur2 in pure Python is worth caching
-    for event in items:
+    peak = 0
+    for index, event in enumerate(items):
         partition = partition_of.get(event.customer_id)
         if partition is None:
             partition = partition_of[event.customer_id] = partition_for(event.customer_id, count)
@@ -73,9 +80,18 @@ def replay_events(
                 settings, partition
             )
         records.extend(processor.process(event))
+        if index % HELD_SAMPLE_EVENTS == 0:
+            peak = max(peak, sum(p.customers() for p in processors.values()))
     for partition in sorted(processors):
         records.extend(processors[partition].end_of_input())
-    return ReplayResult(records=records, stats={p: processors[p].stats for p in sorted(processors)})
+    held = sum(p.customers() for p in processors.values())
+    return ReplayResult(
+        records=records,
+        stats={p: processors[p].stats for p in sorted(processors)},
+        customers_held_peak=max(peak, held),
+        customers_held_at_end=held,
+        customers_total=len(partition_of),
+    )
 
 
 def collapse(records: Iterable[OutputRecord]) -> dict[str, dict[str, dict[str, Any]]]:

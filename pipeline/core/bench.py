@@ -22,9 +22,17 @@ def bench_replay(events: list[InteractionEvent], settings: Settings) -> dict[str
         "seconds": round(seconds, 3),
         "events_per_s": round(rate),
         "records": len(result.records),
+        "customers_held_peak": result.customers_held_peak,
+        "customers_held_at_end": result.customers_held_at_end,
+        "customers_total": result.customers_total,
     }
+    # Held customers bound the memory: eviction keeps the peak below the total
+    # once the events span more than the longest retention (dedup: 24 h).
     print(
         f"replay events_per_s={report['events_per_s']} events={len(events)} "
-        f"seconds={report['seconds']} records={len(result.records)}"
+        f"seconds={report['seconds']} records={len(result.records)} "
+        f"customers_held_peak={result.customers_held_peak} "
+        f"customers_held_at_end={result.customers_held_at_end} "
+        f"customers_total={result.customers_total}"
     )
     return report
