@@ -9,6 +9,7 @@ first record received to the N-th record done and print one JSON line.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from agents.app import build_app
+from agents.worker import QuietWorker
 from pipeline.metrics import Metrics
 from pipeline.settings import build_settings
 from pipeline.topics import INTERACTIONS
@@ -29,13 +31,22 @@ class _Progress:
         self.target = target
         self.done = 0
         self.first: float | None = None
+        # CXSTREAM_BENCH_PROFILE=FILE writes a cProfile of the timed part to FILE.
+        self.profile_file = os.environ.get("CXSTREAM_BENCH_PROFILE")
+        self.profiler: cProfile.Profile | None = None
 
     def add(self, count: int) -> None:
         if self.first is None:
             self.first = time.perf_counter()
+            if self.profile_file:
+                self.profiler = cProfile.Profile()
+                self.profiler.enable()
         self.done += count
         if self.done >= self.target:
             seconds = time.perf_counter() - self.first
+            if self.profiler is not None and self.profile_file:
+                self.profiler.disable()
+                self.profiler.dump_stats(self.profile_file)
             print(
                 json.dumps(
                     {"events": self.done, "seconds": seconds, "events_per_s": self.done / seconds}
@@ -76,7 +87,7 @@ def main() -> None:
         from agents.process import ProcessRole
 
         ProcessRole(app, settings, Metrics(CollectorRegistry()), on_batch=progress.add)
-    faust.Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
+    QuietWorker(app, loglevel="warn", quiet=True).execute_from_commandline()
 
 
 if __name__ == "__main__":

@@ -66,11 +66,24 @@ def create_role_app(settings: Settings, role: str, *, web_port: int | None = Non
     return app
 
 
+class QuietWorker(faust.Worker):
+    """A Faust worker without the terminal spinner.
+
+    At log level WARN and above, Faust's worker sets the root logger to DEBUG so
+    its spinner can turn on every record; every aiokafka send then builds a
+    debug LogRecord, which cost about a tenth of the worker's time in the
+    pipeline benchmark.
+    """
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+
+
 def run_worker(
     settings: Settings, role: str, *, loglevel: str = "info", web_port: int | None = None
 ) -> None:
     ensure_topics(settings.kafka.bootstrap, project_topics(settings.kafka))
     app = create_role_app(settings, role, web_port=web_port)
     logging.basicConfig(level=loglevel.upper())
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = QuietWorker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

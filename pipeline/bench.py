@@ -149,9 +149,12 @@ def _run_bench_worker(mode: str, bootstrap: str, prefix: str, events: int) -> di
         text=True,
         timeout=1800,
     )
-    for line in completed.stdout.splitlines():
-        if line.startswith("{"):
-            return json.loads(line)
+    # Faust's worker redirects print() to its logger, so the JSON line may come
+    # out on stderr behind a log prefix.
+    for line in (completed.stdout + "\n" + completed.stderr).splitlines():
+        start = line.find('{"events"')
+        if start >= 0:
+            return dict(json.loads(line[start:].strip()))
     raise RuntimeError(
         f"bench worker {mode} failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}"
     )

@@ -166,6 +166,9 @@ class StreamHandler:
         self.last_offsets: dict[int, int] = {}
         self._pending = Drained()
         self._touched: set[int] = set()
+        # Wall time for the latency histogram, refreshed once per batch: a clock
+        # call per event was measurable, and the histogram's buckets are coarse.
+        self._batch_wall_ms = self._wall_ms()
 
     # -- partition lifecycle -------------------------------------------------
 
@@ -251,6 +254,7 @@ class StreamHandler:
             self._pending.state[partition] = dirty
         drained, self._pending = self._pending, Drained()
         self._touched = set()
+        self._batch_wall_ms = self._wall_ms()
         return drained
 
     # -- helpers -------------------------------------------------------------
@@ -321,7 +325,7 @@ class StreamHandler:
 
     def _observe_latency(self, event: InteractionEvent) -> None:
         self.metrics.observe_processing_latency(
-            max(0.0, (self._wall_ms() - event.occurred_at) / 1000)
+            max(0.0, (self._batch_wall_ms - event.occurred_at) / 1000)
         )
 
 
