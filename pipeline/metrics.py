@@ -259,6 +259,16 @@ class Metrics:
         kind = event_type if event_type in self._event_types else UNKNOWN_TYPE
         self._inc(self.events_consumed, self._channel(channel), kind)
 
+    def observe_events(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Count a batch of processed input events: ``(channel, type) -> count``.
+
+        The worker counts per event in a plain dict and calls this once per
+        batch; a labelled ``inc`` per event takes a lock each time.
+        """
+        for (channel, event_type), count in counts.items():
+            kind = event_type if event_type in self._event_types else UNKNOWN_TYPE
+            self._inc(self.events_consumed, self._channel(channel), kind, amount=count)
+
     def dead_letter(self, stage: str, reason: str) -> None:
         """Count one dead-lettered record; ``reason`` is the error class name."""
         self._inc(self.dead_letters, stage, reason)

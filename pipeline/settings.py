@@ -128,7 +128,7 @@ class WorkerSettings:
     allowed_skew_seconds: float = 5.0
     batch_size: int = 1000
     batch_seconds: float = 0.2
-    session_update_seconds: float = 1.0
+    session_update_seconds: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)

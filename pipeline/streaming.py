@@ -113,7 +113,7 @@ class Drained:
 class MetricsSink(Protocol):
     """What the handler reports; ``pipeline.metrics.Metrics`` implements it."""
 
-    def observe_event(self, channel: str, event_type: str) -> None: ...
+    def observe_events(self, counts: Mapping[tuple[str, str], int]) -> None: ...
     def observe_output(self, record: Any) -> None: ...
     def dead_letter(self, stage: str, reason: str) -> None: ...
     def duplicate_event(self, channel: str) -> None: ...
@@ -122,7 +122,7 @@ class MetricsSink(Protocol):
 
 
 class _NoMetrics:
-    def observe_event(self, channel: str, event_type: str) -> None:
+    def observe_events(self, counts: Mapping[tuple[str, str], int]) -> None:
         pass
 
     def observe_output(self, record: Any) -> None:
@@ -169,6 +169,7 @@ class StreamHandler:
         # Wall time for the latency histogram, refreshed once per batch: a clock
         # call per event was measurable, and the histogram's buckets are coarse.
         self._batch_wall_ms = self._wall_ms()
+        self._event_counts: dict[tuple[str, str], int] = {}
 
     # -- partition lifecycle -------------------------------------------------
 
@@ -219,7 +220,9 @@ class StreamHandler:
         if record.key != expected_key:
             self._rekey(record, expected_key)
             return
-        self.metrics.observe_event(event.channel, event.type)
+        counts = self._event_counts
+        key = (event.channel, event.type)
+        counts[key] = counts.get(key, 0) + 1
         processor = self._processor(record.partition)
         duplicates_before = processor.stats.duplicates
         outputs = processor.process(event)
@@ -252,6 +255,9 @@ class StreamHandler:
                 # Written last, so a restored clock never runs ahead of the states.
                 dirty[clock_key(partition)] = str(processor.clock_ms).encode()
             self._pending.state[partition] = dirty
+        if self._event_counts:
+            self.metrics.observe_events(self._event_counts)
+            self._event_counts = {}
         drained, self._pending = self._pending, Drained()
         self._touched = set()
         self._batch_wall_ms = self._wall_ms()

@@ -131,6 +131,21 @@ def test_observe_event_counts_per_channel_and_type(
     assert (chat, phone) == (2.0, 1.0)
 
 
+def test_a_batch_of_event_counts_adds_to_the_same_series_as_single_events(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    metrics.observe_event("chat", "customer_message")
+    metrics.observe_events({("chat", "customer_message"): 4, ("phone", "contact_started"): 2})
+
+    chat = registry.get_sample_value(
+        "cxstream_events_consumed_total", {"channel": "chat", "type": "customer_message"}
+    )
+    phone = registry.get_sample_value(
+        "cxstream_events_consumed_total", {"channel": "phone", "type": "contact_started"}
+    )
+    assert (chat, phone) == (5.0, 2.0)
+
+
 def test_unconfigured_channel_and_unknown_type_are_folded_to_bounded_labels(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
