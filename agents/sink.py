@@ -43,7 +43,8 @@ SINK_TOPICS = {
     JOURNEY_SIGNALS: JourneySignal.OUTPUT_NAME,
     LATE_EVENTS: LateEvent.OUTPUT_NAME,
 }
-MAX_BACKOFF_SECONDS = 30.0
+# Short cap: a local database outage should end in seconds, not half a minute.
+MAX_BACKOFF_SECONDS = 5.0
 
 
 class SinkRole:
@@ -54,6 +55,7 @@ class SinkRole:
         self.settings = settings
         self.metrics = metrics
         self.store = store
+        self._schema_ready = False
         kafka = settings.kafka
         self.output_by_topic = {kafka.topic(suffix): name for suffix, name in SINK_TOPICS.items()}
         self.codecs = {name: RecordCodec(name) for name in SINK_TOPICS.values()}
@@ -90,6 +92,14 @@ class SinkRole:
                 self.metrics.sink_error(type(exc).__name__, database_up=True, backoff_seconds=0.0)
         return batch
 
+    def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> Any:
+        """Create the schema on first use, then write: both inside the retry loop,
+        so a sink started while the database is down waits instead of exiting."""
+        if not self._schema_ready:
+            self.store.create_schema()
+            self._schema_ready = True
+        return self.store.write(batch)
+
     async def _write_with_retry(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
         """Return once ``batch`` is stored; until then retry with backoff, forever."""
         backoff = 0.5
@@ -98,7 +108,7 @@ class SinkRole:
             started = time.perf_counter()
             error: Exception
             try:
-                result = await loop.run_in_executor(None, self.store.write, batch)
+                result = await loop.run_in_executor(None, self._write, batch)
             except SinkUnavailableError as exc:
                 error, database_up = exc, False
                 log.warning("database unreachable, retrying in %.1fs: %s", backoff, exc)

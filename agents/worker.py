@@ -44,7 +44,6 @@ def create_role_app(settings: Settings, role: str, *, web_port: int | None = Non
             Pseudonymizer.from_settings(settings.sql) if settings.sql.pseudonymise else None
         )
         store = SqlStore(settings.sql.url, pseudonymizer=pseudonymizer)
-        store.create_schema()
         role_impl = SinkRole(app, settings, metrics, store)
 
     @app.page("/metrics")
