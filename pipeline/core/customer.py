@@ -224,9 +224,9 @@ class CustomerState:
         session, superseded = book.place(self.customer_id, event.event_id, at)
         for other in superseded:
             out.append(self._record(other, SESSION_SUPERSEDED, superseded_by=session.session_id))
-            for contact in self.contacts.values():
-                if contact.session_id == other.session_id:
-                    contact.session_id = session.session_id
+            for moved in self.contacts.values():
+                if moved.session_id == other.session_id:
+                    moved.session_id = session.session_id
         session.events += 1
         session.pending = True
         due = session.ended_at + book.gap_ms + book.grace_ms + 1
@@ -470,9 +470,9 @@ class CustomerState:
     def _close(self, session: Session, out: list[OutputRecord]) -> None:
         out.append(self._record(session, SESSION_FINAL))
         self.book.close(session)
-        for contact in self._session_contacts(session):
-            if contact.ended_at is None:
-                out.append(contact.summary(self.customer_id))
+        for open_contact in self._session_contacts(session):
+            if open_contact.ended_at is None:
+                out.append(open_contact.summary(self.customer_id))
         in_open = self._contacts_in_open_sessions()
         for contact_id in session.contact_ids:
             contact = self.contacts.get(contact_id)
