@@ -11,6 +11,7 @@ show what redelivery (idempotent upserts plus channel_stats re-derivation) costs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import random
 import time
@@ -103,18 +104,17 @@ def _journey(
         outcomes.append(outcome)
         contact_ids.append(contact_id)
         at += duration + rng.randrange(60_000, 600_000)
-    session = {
-        "session_id": sid, "customer_id": customer, "started_at": started, "ended_at": at,
-        "channel_path": path, "contacts": len(path), "events": 10 * len(path),
-        "channel_switches": sum(a != b for a, b in itertools.pairwise(path)),
-        "first_contact_resolved": outcomes[0] == "resolved",
-        "resolved_at_end": outcomes[-1] == "resolved", "switch_failures": switch_failures,
-        "sla_breaches": breaches, "contact_ids": contact_ids,
-    }  # fmt: skip
-    yield started + 1000, "session", SessionRecord(status=SESSION_OPEN, nps_score=None,
-                                                   version=0, **session).to_dict()  # fmt: skip
+    opened = SessionRecord(
+        session_id=sid, customer_id=customer, status=SESSION_OPEN, started_at=started,
+        ended_at=at, channel_path=path, contacts=len(path), events=10 * len(path),
+        channel_switches=sum(a != b for a, b in itertools.pairwise(path)),
+        first_contact_resolved=outcomes[0] == "resolved",
+        resolved_at_end=outcomes[-1] == "resolved", switch_failures=switch_failures,
+        sla_breaches=breaches, nps_score=None, contact_ids=contact_ids, version=0,
+    )  # fmt: skip
+    yield started + 1000, "session", opened.to_dict()
     nps = rng.choice((None, None, rng.randrange(11)))
-    final = SessionRecord(status=SESSION_FINAL, nps_score=nps, version=1, **session)
+    final = dataclasses.replace(opened, status=SESSION_FINAL, nps_score=nps, version=1)
     yield at + 1_800_000, "session", final.to_dict()
 
 

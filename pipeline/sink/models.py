@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     and_,
     or_,
@@ -65,6 +66,9 @@ def _utc() -> Any:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # DeclarativeBase types __table__ as FromClause because a class may be mapped
+    # to a join or a select; every model here maps one Table, so say so.
+    __table__: ClassVar[Table]
 
 
 class SessionRow(Base):
