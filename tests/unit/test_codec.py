@@ -40,6 +40,17 @@ EVENT = InteractionEvent(
 )
 
 
+def _event_like(**changes: object) -> InteractionEvent:
+    """EVENT with some fields changed (built from its record, as a producer would)."""
+    return InteractionEvent(**{**EVENT.to_record(), **changes})
+
+
+@pytest.fixture
+def codec() -> EventCodec:
+    """An event codec over the stored schema versions."""
+    return EventCodec()
+
+
 def test_crc64_avro_matches_the_spec_test_vectors():
     # Values from the Avro specification's fingerprint test data.
     assert crc64_avro(b"") == 0xC15D213AA4D7A795
@@ -67,19 +78,17 @@ def test_every_schema_field_has_a_doc():
             assert undocumented == [], f"{name} v{version.version}"
 
 
-def test_encoded_event_starts_with_marker_and_fingerprint():
-    data = EventCodec().encode(EVENT)
+def test_encoded_event_starts_with_marker_and_fingerprint(codec):
+    data = codec.encode(EVENT)
     assert data[:2] == MAGIC == b"\xc3\x01"
     assert data[2:10] == current("interaction_event").fingerprint
 
 
-def test_event_round_trips_through_the_codec():
-    codec = EventCodec()
+def test_event_round_trips_through_the_codec(codec):
     assert codec.decode(codec.encode(EVENT)) == EVENT
 
 
-def test_feedback_event_with_score_and_empty_attributes_round_trips():
-    codec = EventCodec()
+def test_feedback_event_with_score_and_empty_attributes_round_trips(codec):
     event = InteractionEvent(
         event_id="e-2",
         occurred_at=946_684_800_000,
@@ -94,46 +103,45 @@ def test_feedback_event_with_score_and_empty_attributes_round_trips():
     assert codec.decode(codec.encode(event)) == event
 
 
-def test_garbage_without_marker_is_a_decode_error():
+def test_garbage_without_marker_is_a_decode_error(codec):
     with pytest.raises(DecodeError, match="not Avro single-object encoded"):
-        EventCodec().decode(b'{"event_id": "json, not avro"}')
+        codec.decode(b'{"event_id": "json, not avro"}')
 
 
-def test_bytes_shorter_than_the_header_are_a_decode_error():
+def test_bytes_shorter_than_the_header_are_a_decode_error(codec):
     with pytest.raises(DecodeError, match="c301"):
-        EventCodec().decode(b"\xc3\x01\x00")
+        codec.decode(b"\xc3\x01\x00")
 
 
-def test_unknown_fingerprint_is_named_in_the_error():
+def test_unknown_fingerprint_is_named_in_the_error(codec):
     data = MAGIC + bytes.fromhex("0102030405060708") + b"\x00"
     with pytest.raises(UnknownSchemaError, match="0102030405060708"):
-        EventCodec().decode(data)
+        codec.decode(data)
 
 
-def test_truncated_body_is_a_decode_error():
-    data = EventCodec().encode(EVENT)
+def test_truncated_body_is_a_decode_error(codec):
+    data = codec.encode(EVENT)
     with pytest.raises(DecodeError, match="truncated or corrupt"):
-        EventCodec().decode(data[:-5])
+        codec.decode(data[:-5])
 
 
-def test_trailing_bytes_after_the_record_are_a_decode_error():
-    data = EventCodec().encode(EVENT)
+def test_trailing_bytes_after_the_record_are_a_decode_error(codec):
+    data = codec.encode(EVENT)
     with pytest.raises(DecodeError, match="2 unexpected bytes"):
-        EventCodec().decode(data + b"\x00\x00")
+        codec.decode(data + b"\x00\x00")
 
 
-def test_every_truncation_of_an_event_is_a_decode_error_not_a_library_error():
-    codec = EventCodec()
+def test_every_truncation_of_an_event_is_a_decode_error_not_a_library_error(codec):
     data = codec.encode(EVENT)
     for length in range(len(data)):
         with pytest.raises(DecodeError):
             codec.decode(data[:length])
 
 
-def test_event_with_a_type_outside_the_enum_cannot_be_encoded():
-    bad = InteractionEvent(**{**EVENT.to_record(), "type": "video_call_started"})
+def test_event_with_a_type_outside_the_enum_cannot_be_encoded(codec):
+    bad = _event_like(type="video_call_started")
     with pytest.raises(ContractError, match="interaction_event"):
-        EventCodec().encode(bad)
+        codec.encode(bad)
 
 
 def _write_version(folder: Path, version: int, schema: dict) -> Path:
@@ -156,7 +164,7 @@ def test_old_version_is_read_into_the_current_schema(tmp_path):
     old = load_version_file(_write_version(tmp_path, 1, v1), "interaction_event", 1)
     new = load_version_file(_write_version(tmp_path, 2, v2), "interaction_event", 2)
     old_writer = EventCodec([old])
-    event = InteractionEvent(**{**EVENT.to_record(), "attributes": {}})
+    event = _event_like(attributes={})
     data = old_writer.encode(event)
     assert data[2:10] == old.fingerprint
     assert EventCodec([old, new]).decode(data) == event
@@ -167,9 +175,7 @@ def test_newer_enum_symbol_reads_as_the_enum_default(tmp_path):
     type_field = next(f for f in raw["fields"] if f["name"] == "type")
     type_field["type"]["symbols"].append("video_call_started")
     newer = load_version_file(_write_version(tmp_path, 2, raw), "interaction_event", 2)
-    data = EventCodec([newer]).encode(
-        InteractionEvent(**{**EVENT.to_record(), "type": "video_call_started"})
-    )
+    data = EventCodec([newer]).encode(_event_like(type="video_call_started"))
     # The reader's current (last) version is v1: it knows the newer writer by
     # fingerprint, and the symbol v1 lacks falls back to the enum default.
     reader = EventCodec([newer, current("interaction_event")])
@@ -257,13 +263,12 @@ def test_output_record_round_trips_through_its_record_codec(name):
     assert codec.decode(codec.encode(record.to_dict())) == record.to_dict()
 
 
-def test_bench_sample_events_are_valid_and_round_trip():
+def test_bench_sample_events_are_valid_and_round_trip(codec):
     from pipeline.contract.bench import sample_events
     from pipeline.contract.validate import validate
     from pipeline.settings import build_settings
 
     channels = build_settings().channels
-    codec = EventCodec()
     events = sample_events(60)
     assert [codec.decode(codec.encode(validate(e, channels))) for e in events] == events
 
