@@ -115,6 +115,13 @@ def late_event(channel: str = "chat") -> LateEvent:
     )
 
 
+def events_consumed(registry: CollectorRegistry, channel: str, type_: str) -> float | None:
+    """``cxstream_events_consumed_total`` for one channel and event type (None if absent)."""
+    return registry.get_sample_value(
+        "cxstream_events_consumed_total", {"channel": channel, "type": type_}
+    )
+
+
 def test_observe_event_counts_per_channel_and_type(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
@@ -122,12 +129,8 @@ def test_observe_event_counts_per_channel_and_type(
     metrics.observe_event("chat", "customer_message")
     metrics.observe_event("phone", "contact_started")
 
-    chat = registry.get_sample_value(
-        "cxstream_events_consumed_total", {"channel": "chat", "type": "customer_message"}
-    )
-    phone = registry.get_sample_value(
-        "cxstream_events_consumed_total", {"channel": "phone", "type": "contact_started"}
-    )
+    chat = events_consumed(registry, "chat", "customer_message")
+    phone = events_consumed(registry, "phone", "contact_started")
     assert (chat, phone) == (2.0, 1.0)
 
 
@@ -137,12 +140,8 @@ def test_a_batch_of_event_counts_adds_to_the_same_series_as_single_events(
     metrics.observe_event("chat", "customer_message")
     metrics.observe_events({("chat", "customer_message"): 4, ("phone", "contact_started"): 2})
 
-    chat = registry.get_sample_value(
-        "cxstream_events_consumed_total", {"channel": "chat", "type": "customer_message"}
-    )
-    phone = registry.get_sample_value(
-        "cxstream_events_consumed_total", {"channel": "phone", "type": "contact_started"}
-    )
+    chat = events_consumed(registry, "chat", "customer_message")
+    phone = events_consumed(registry, "phone", "contact_started")
     assert (chat, phone) == (5.0, 2.0)
 
 
@@ -151,10 +150,7 @@ def test_unconfigured_channel_and_unknown_type_are_folded_to_bounded_labels(
 ) -> None:
     metrics.observe_event("carrier_pigeon", "coo")
 
-    value = registry.get_sample_value(
-        "cxstream_events_consumed_total", {"channel": "other", "type": "unknown"}
-    )
-    assert value == 1.0
+    assert events_consumed(registry, "other", "unknown") == 1.0
 
 
 @pytest.mark.parametrize(
