@@ -258,13 +258,18 @@ def test_malformed_json_breaks_exactly_the_named_rule(long_run: list[SimItem]) -
             assert item.malformed_reason.split(":")[1] not in broken
 
 
-def _first_human_reply_minutes(events: list[InteractionEvent]) -> list[float]:
+def _contacts_in(events: list[InteractionEvent], channel: str) -> list[list[InteractionEvent]]:
+    """The events of ``channel``, grouped by contact, each group in input order."""
     by_contact: dict[str, list[InteractionEvent]] = defaultdict(list)
     for event in events:
-        if event.channel == "web_message":
+        if event.channel == channel:
             by_contact[event.contact_id].append(event)
+    return list(by_contact.values())
+
+
+def _first_human_reply_minutes(events: list[InteractionEvent]) -> list[float]:
     waits = []
-    for contact in by_contact.values():
+    for contact in _contacts_in(events, "web_message"):
         sent = [e.occurred_at for e in contact if e.type == CUSTOMER_MESSAGE]
         replies = [e.occurred_at for e in contact if e.type == AGENT_REPLY and e.actor == AGENT]
         if sent and replies:
@@ -315,12 +320,8 @@ def test_an_unresolved_chat_is_followed_by_phone_or_branch_within_a_day(
 def test_chat_escalations_get_human_first_replies_within_and_over_60_seconds(
     valid_events: list[InteractionEvent],
 ) -> None:
-    by_contact: dict[str, list[InteractionEvent]] = defaultdict(list)
-    for event in valid_events:
-        if event.channel == "chat":
-            by_contact[event.contact_id].append(event)
     waits = []
-    for contact in by_contact.values():
+    for contact in _contacts_in(valid_events, "chat"):
         started = [e.occurred_at for e in contact if e.type == CONTACT_STARTED]
         replies = sorted(e.occurred_at for e in contact if e.type == AGENT_REPLY)
         if started and replies and any(e.actor == AGENT for e in contact):
