@@ -16,6 +16,7 @@ timings on shared 2-core machines are noisy:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,8 @@ def run(what: str, settings: Settings, *, events: int, db: str | None) -> int:
 
 
 def bench_sink_command(db: str | None, *, rows: int) -> None:
+    """Sink throughput into ``db``, or into a throw-away local PostgreSQL server."""
+    from pipeline.broker import free_port
     from pipeline.sink.bench import bench_sink
 
     if db:
@@ -67,16 +70,16 @@ def bench_sink_command(db: str | None, *, rows: int) -> None:
         return
     script = Path(__file__).resolve().parents[1] / "deploy" / "postgres" / "local-postgres.sh"
     with tempfile.TemporaryDirectory(prefix="cxstream-bench-pg-") as data_dir:
-        url = (
-            subprocess.run(
-                ["bash", str(script), "start", data_dir],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
+        # The server runs as the postgres user, which must be able to enter it.
+        os.chmod(data_dir, 0o755)
+        started = subprocess.run(
+            ["bash", str(script), "start", data_dir, str(free_port())],
+            capture_output=True,
+            text=True,
         )
+        if started.returncode != 0:
+            raise RuntimeError(f"local PostgreSQL did not start:\n{started.stderr[-2000:]}")
+        url = started.stdout.strip().splitlines()[-1]
         try:
             bench_sink(url, rows=rows)
         finally:
