@@ -28,8 +28,12 @@ from pipeline.core.records import (
 )
 from pipeline.core.sessions import Session, SessionBook
 from pipeline.core.switches import Candidate, candidate_for_end, next_contact, settle
+from pipeline.errors import CxstreamError
 
 MS = 1000
+# Version 2: contacts as flat rows with a compact SLA row, candidates without
+# their (derivable) keys, seen ids as one joined string. Version 1 is still read.
+STATE_VERSION = 2
 
 # Outcome of CustomerState.apply().
 APPLIED = "applied"
@@ -57,6 +61,7 @@ class SlaClock(Protocol):
     @property
     def is_idle(self) -> bool: ...
     def to_state(self) -> dict[str, Any]: ...
+    def to_row(self) -> list[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +137,8 @@ class Contact:
             events=self.events,
         )
 
-    def to_state(self) -> list[Any]:
+    def to_row(self) -> list[Any]:
+        """The contact and its SLA clocks as one flat row (state version 2)."""
         return [
             self.contact_id,
             self.channel,
@@ -143,13 +149,31 @@ class Contact:
             self.events,
             self.last_at,
             self.session_id,
-            self.sla.to_state(),
             self.sla_since,
             self.switched_into,
+            self.sla.to_row(),
         ]
 
     @classmethod
-    def from_state(cls, state: list[Any], rules: CoreRules) -> Contact:
+    def from_row(cls, row: list[Any], customer_id: str, rules: CoreRules) -> Contact:
+        """Rebuild from :meth:`to_row`."""
+        contact = cls(row[0], row[1], row[2], row[8])
+        contact.ended_at, contact.outcome, contact.topic = row[3], row[4], row[5]
+        contact.events, contact.last_at = row[6], row[7]
+        contact.sla_since, contact.switched_into = row[9], row[10]
+        contact.sla = rules.sla_type.from_row(
+            row[11],
+            customer_id=customer_id,
+            contact_id=contact.contact_id,
+            channel=contact.channel,
+            policies=rules.policies,
+            business_calendar=rules.business_calendar,
+        )
+        return contact
+
+    @classmethod
+    def from_state_v1(cls, state: list[Any], rules: CoreRules) -> Contact:
+        """Rebuild from a version-1 state row (the SLA as :meth:`ContactSla.to_state`)."""
         contact = cls(state[0], state[1], state[2], state[8])
         contact.ended_at, contact.outcome, contact.topic = state[3], state[4], state[5]
         contact.events, contact.last_at = state[6], state[7]
@@ -561,21 +585,42 @@ class CustomerState:
     # -- state ------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
+        """A JSON-able snapshot, :data:`STATE_VERSION` (see :meth:`from_state`)."""
         return {
-            "v": 1,
+            "v": STATE_VERSION,
             "b": self.book.to_state(),
-            "k": [c.to_state() for c in self.contacts.values()],
-            "w": [[key, c.to_state()] for key, c in self.candidates.items()],
+            "k": [c.to_row() for c in self.contacts.values()],
+            "w": [c.to_state() for c in self.candidates.values()],
             "d": self.dedup.to_state(),
         }
 
     @classmethod
     def from_state(cls, customer_id: str, state: dict[str, Any], rules: CoreRules) -> CustomerState:
+        """Rebuild from :meth:`to_state` of this or of an earlier state version.
+
+        Version 1 (contacts with the SLA as a keyed dict, candidates with their
+        keys, seen ids as ``[id, time]`` pairs) is still read, so a changelog
+        written before version 2 restores without a rebuild.
+        """
+        version = state["v"]
+        if version not in (1, STATE_VERSION):
+            # errors.py has no state error yet (the lead owns it): the base class.
+            raise CxstreamError(f"customer state version {version!r} is not known")
         customer = cls(customer_id, rules)
         customer.book = SessionBook.from_state(state["b"], rules.gap_ms, rules.grace_ms)
+        contacts = customer.contacts
+        if version == 1:
+            for raw in state["k"]:
+                contact = Contact.from_state_v1(raw, rules)
+                contacts[contact.contact_id] = contact
+            customer.candidates = {key: Candidate.from_state(raw) for key, raw in state["w"]}
+            customer.dedup = DedupWindow.from_pairs(state["d"], rules.dedup_retention_ms)
+            return customer
         for raw in state["k"]:
-            contact = Contact.from_state(raw, rules)
-            customer.contacts[contact.contact_id] = contact
-        customer.candidates = {key: Candidate.from_state(raw) for key, raw in state["w"]}
+            contact = Contact.from_row(raw, customer_id, rules)
+            contacts[contact.contact_id] = contact
+        for raw in state["w"]:
+            candidate = Candidate.from_state(raw)
+            customer.candidates[f"{candidate.kind}:{candidate.contact_id}"] = candidate
         customer.dedup = DedupWindow.from_state(state["d"], rules.dedup_retention_ms)
         return customer

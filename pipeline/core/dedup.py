@@ -12,9 +12,14 @@ state rewritten, once per bucket instead of once per event it sent.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from typing import Any
 
 PRUNE_BUCKETS = 48
+# The state holds the ids as one string joined by this (one JSON string encodes
+# far faster than a list of [id, time] pairs); an id that contains it makes the
+# state fall back to a list of ids.
+ID_SEPARATOR = "\n"
 
 
 class DedupWindow:
@@ -58,13 +63,33 @@ class DedupWindow:
                 del self._seen[event_id]
 
     def to_state(self) -> list[Any]:
-        return [[event_id, occurred_at] for event_id, occurred_at in self._seen.items()]
+        """``[ids, times]``: the ids joined by :data:`ID_SEPARATOR` (or a list of ids if
+        one contains it) and their event times, in the same order."""
+        seen = self._seen
+        ids: str | list[str] = ID_SEPARATOR.join(seen)
+        if ids.count(ID_SEPARATOR) != max(len(seen) - 1, 0):
+            ids = list(seen)
+        return [ids, list(seen.values())]
 
     @classmethod
     def from_state(cls, state: list[Any], retention_ms: int) -> DedupWindow:
+        """Rebuild from :meth:`to_state`."""
+        ids, times = state
+        if isinstance(ids, str):
+            ids = ids.split(ID_SEPARATOR) if times else []
+        return cls._from_pairs(zip(ids, times, strict=True), retention_ms)
+
+    @classmethod
+    def from_pairs(cls, state: list[Any], retention_ms: int) -> DedupWindow:
+        """Rebuild from the version-1 state: a list of ``[id, time]`` pairs."""
+        return cls._from_pairs(state, retention_ms)
+
+    @classmethod
+    def _from_pairs(cls, pairs: Iterable[Any], retention_ms: int) -> DedupWindow:
         window = cls(retention_ms)
-        for event_id, occurred_at in state:
-            window._seen[event_id] = occurred_at
-            window._expiry.append((occurred_at, event_id))
+        seen = window._seen
+        for event_id, occurred_at in pairs:
+            seen[event_id] = occurred_at
+        window._expiry = [(occurred_at, event_id) for event_id, occurred_at in seen.items()]
         heapq.heapify(window._expiry)
         return window

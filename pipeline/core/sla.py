@@ -490,6 +490,82 @@ class ContactSla:
             "breaches": self.breaches,
         }
 
+    def to_row(self) -> list[Any]:
+        """A compact JSON-able snapshot for the customer's state (see :meth:`from_row`).
+
+        Unlike :meth:`to_state` it leaves out what the owning contact already
+        stores (customer, contact, channel) and names no fields: it is written
+        per changed customer per batch, so its size and encoding time count.
+        """
+        clocks: list[Any] = []
+        for clock in self._clocks:
+            clocks += (
+                clock.policy.spec.name,
+                clock.seq,
+                clock.start,
+                clock.warning_at,
+                clock.deadline,
+                clock.warned,
+                clock.breached,
+            )
+        return [
+            self.topic,
+            clocks,
+            self._seqs or None,
+            self._first_started_at,
+            self._replied_since_customer,
+            self._ended,
+            self.first_reply_at,
+            self.first_reply_seconds,
+            self.first_reply_business_seconds,
+            self.breaches,
+        ]
+
+    @classmethod
+    def from_row(
+        cls,
+        row: list[Any],
+        *,
+        customer_id: str,
+        contact_id: str,
+        channel: str,
+        policies: Sequence[Policy],
+        business_calendar: Calendar,
+    ) -> ContactSla:
+        """Rebuild a contact from :meth:`to_row` (same rules as :meth:`from_state`)."""
+        sla = cls(
+            customer_id=customer_id,
+            contact_id=contact_id,
+            channel=channel,
+            policies=policies,
+            business_calendar=business_calendar,
+        )
+        topic, clocks, seqs = row[0], row[1], row[2]
+        sla.topic = topic
+        if topic is not None:
+            sla._selection = _select(policies, channel, topic)
+        if clocks:
+            by_name = {p.spec.name: p for p in policies if p.spec.channel == channel}
+            for index in range(0, len(clocks), 7):
+                name, seq, start, warning_at, deadline, warned, breached = clocks[index : index + 7]
+                policy = by_name.get(name)
+                if policy is not None:
+                    sla._clocks.append(
+                        _Clock(policy, seq, start, warning_at, deadline, warned, breached)
+                    )
+        if seqs:
+            sla._seqs = dict(seqs)
+        sla._first_started_at = row[3]
+        sla._replied_since_customer = row[4]
+        sla._ended = row[5]
+        sla.first_reply_at = row[6]
+        sla.first_reply_seconds = row[7]
+        sla.first_reply_business_seconds = row[8]
+        # Every breach sets both, so the count says whether the contact breached.
+        sla.breaches = row[9]
+        sla.breached = row[9] > 0
+        return sla
+
     @classmethod
     def from_state(
         cls, state: dict[str, Any], policies: Sequence[Policy], business_calendar: Calendar

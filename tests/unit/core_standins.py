@@ -113,6 +113,13 @@ class StandInSla:
         sla.breached = sla.breaches > 0
         return sla
 
+    def to_row(self) -> dict[str, Any]:
+        return self.to_state()
+
+    @classmethod
+    def from_row(cls, row, *, customer_id, contact_id, channel, policies, business_calendar):
+        return cls.from_state(row, policies, business_calendar)
+
 
 def make_processor(policies: tuple = (), **core: float) -> PartitionProcessor:
     return PartitionProcessor(

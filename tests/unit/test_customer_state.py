@@ -1,0 +1,102 @@
+"""The persisted customer state: version 2 round-trips, version 1 is still read."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from pipeline.bench import simulated_events
+from pipeline.core.customer import STATE_VERSION, CustomerState
+from pipeline.core.processor import PartitionProcessor
+from pipeline.core.records import OutputRecord
+from pipeline.errors import CxstreamError
+from pipeline.settings import build_settings
+from tests.unit.test_core_golden import RICH_POLICIES
+
+EVENTS = 6_000
+
+
+def _v1_state(customer: CustomerState) -> dict[str, Any]:
+    """The state as version 1 wrote it (the SLA as ContactSla.to_state(), id pairs)."""
+    return {
+        "v": 1,
+        "b": customer.book.to_state(),
+        "k": [
+            [
+                c.contact_id,
+                c.channel,
+                c.started_at,
+                c.ended_at,
+                c.outcome,
+                c.topic,
+                c.events,
+                c.last_at,
+                c.session_id,
+                c.sla.to_state(),
+                c.sla_since,
+                c.switched_into,
+            ]
+            for c in customer.contacts.values()
+        ],
+        "w": [[key, c.to_state()] for key, c in customer.candidates.items()],
+        "d": [[event_id, at] for event_id, at in customer.dedup._seen.items()],
+    }
+
+
+def _run(processor: PartitionProcessor, events: Any) -> list[OutputRecord]:
+    out: list[OutputRecord] = []
+    for event in events:
+        out.extend(processor.process(event))
+    return out
+
+
+def _restored(
+    first: PartitionProcessor, states: dict[str, bytes], settings: Any
+) -> PartitionProcessor:
+    processor = PartitionProcessor.from_settings(settings)
+    assert first.clock_ms is not None
+    processor.load_clock(first.clock_ms)
+    for customer_id, data in states.items():
+        processor.load_state(customer_id, data)
+    return processor
+
+
+def test_version_1_and_version_2_states_restore_to_the_same_outputs_as_no_restart():
+    settings = build_settings(RICH_POLICIES)
+    events = simulated_events(EVENTS, seed=23)
+    cut = EVENTS // 2
+    uninterrupted = PartitionProcessor.from_settings(settings)
+    expected = _run(uninterrupted, events) + uninterrupted.end_of_input()
+
+    first = PartitionProcessor.from_settings(settings)
+    before = _run(first, events[:cut])
+    v2 = {k: v for k, v in first.take_dirty().items() if v is not None}
+    v1 = {
+        customer_id: json.dumps(_v1_state(customer)).encode()
+        for customer_id, customer in first._customers.items()
+    }
+    assert sorted(v1) == sorted(v2)
+    from_v1 = _restored(first, v1, settings)
+    from_v2 = _restored(first, v2, settings)
+    assert {c: from_v1._customers[c].to_state() for c in v1} == {
+        c: json.loads(data) for c, data in v2.items()
+    }
+    after_v1 = _run(from_v1, events[cut:]) + from_v1.end_of_input()
+    after_v2 = _run(from_v2, events[cut:]) + from_v2.end_of_input()
+    assert before + after_v2 == expected
+    assert before + after_v1 == expected
+
+
+def test_state_names_its_version():
+    processor = PartitionProcessor.from_settings(build_settings())
+    _run(processor, simulated_events(50, seed=11))
+    versions = {json.loads(data)["v"] for data in processor.take_dirty().values() if data}
+    assert versions == {STATE_VERSION}
+
+
+def test_a_state_of_an_unknown_version_is_refused():
+    processor = PartitionProcessor.from_settings(build_settings())
+    with pytest.raises(CxstreamError, match="customer state version 3 is not known"):
+        processor.load_state("c1", b'{"v":3}')
