@@ -1,45 +1,53 @@
-"""PostgreSQL hot path of the store: COPY into a staging table, then one upsert.
+"""PostgreSQL hot path of the store: COPY every table's rows, then one round trip of SQL.
 
-Per base table and batch: ``COPY`` the rows into a temporary staging table, then
-one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` (with the session precedence
-rule in its ``WHERE``): a few round trips and one set-based statement instead of
-one executed statement per row, which is what held the per-row upserts near 4,000
-rows/s. The staging tables are ``ON COMMIT DELETE ROWS`` and created once per
-connection (``IF NOT EXISTS``): creating and dropping seven temporary tables per
-batch (``ON COMMIT DROP``) cost several milliseconds of catalog work per batch.
-Runs on the raw psycopg connection of the caller's SQLAlchemy connection, so it
-shares the batch's transaction.
+Per batch: ``COPY`` each table's row tuples into its temporary staging table,
+then send one string of statements: per base table one ``INSERT ... SELECT ... ON
+CONFLICT DO UPDATE`` (with the session precedence rule in its ``WHERE``), and
+then the channel_stats re-derivation (:func:`pipeline.sink.stats.recompute_touched_sql`).
+
+For a table that feeds channel_stats, the upsert is wrapped in one statement
+with the lookup of the rows it replaces::
+
+    WITH old AS (SELECT <bucket columns> FROM base JOIN stage USING key FOR UPDATE),
+         up  AS (INSERT INTO base SELECT * FROM stage ON CONFLICT ...),
+         s   AS (SELECT ... FROM old UNION ALL SELECT ... FROM stage)
+    INSERT INTO cx_touched <the minute buckets of s>
+
+All parts of one statement see the same snapshot, so ``old`` holds the rows as
+they were before the upsert (``FOR UPDATE`` waits for, and then reads, a
+concurrent writer's committed version). The old and new bucket positions never
+travel to Python and back: a separate ``SELECT ... WHERE key = ANY(...)`` per
+table plus the Python bucket arithmetic was the largest server and client cost.
+
+The staging tables are ``ON COMMIT DELETE ROWS`` and created per connection
+(``IF NOT EXISTS``, all in one round trip). Runs on the raw psycopg connection
+of the caller's SQLAlchemy connection, so it shares the batch's transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from functools import cache
 from typing import Any
 
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Column, Connection, MetaData, Table, select
 from sqlalchemy.dialects import postgresql
 
-from pipeline.sink.models import session_wins_sql
+from pipeline.sink.models import Base, session_wins_sql
+from pipeline.sink.stats import (
+    SOURCES_BY_TABLE,
+    TOUCHED_DDL_POSTGRES,
+    recompute_touched_sql,
+    table_columns,
+    touched_sql,
+)
+
+Row = tuple[Any, ...]
 
 
 def _raw(conn: Connection) -> Any:
     return conn.connection.driver_connection
-
-
-@cache
-def _upsert_sql(table: Table) -> str:
-    """``INSERT INTO table SELECT * FROM its staging table ON CONFLICT ...``, as text."""
-    stage = _stage_table(table)
-    names = [column.name for column in table.columns]
-    keys = [column.name for column in table.primary_key.columns]
-    stmt = postgresql.insert(table).from_select(names, select(*(stage.c[n] for n in names)))
-    updates = {name: stmt.excluded[name] for name in names if name not in keys}
-    where = session_wins_sql(table, stmt.excluded) if table.name == "sessions" else None
-    stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=where)
-    return str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
 
 
 @cache
@@ -52,35 +60,84 @@ def _stage_table(table: Table) -> Table:
 
 
 @cache
-def _json_columns(table: Table) -> frozenset[str]:
-    return frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
-
-
-def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Upsert ``rows`` (one per primary key) into ``table`` inside ``conn``'s transaction."""
+def _insert_sql(table: Table) -> str:
+    """``INSERT INTO table SELECT * FROM its staging table ON CONFLICT ...``, as text."""
+    stage = _stage_table(table)
     names = [column.name for column in table.columns]
-    json_names = _json_columns(table)
+    keys = [column.name for column in table.primary_key.columns]
+    stmt = postgresql.insert(table).from_select(names, select(*(stage.c[n] for n in names)))
+    updates = {name: stmt.excluded[name] for name in names if name not in keys}
+    where = session_wins_sql(table, stmt.excluded) if table.name == "sessions" else None
+    stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=where)
+    return str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+
+
+@cache
+def upsert_sql(table: Table) -> str:
+    """The upsert of ``table`` from its staging table; for a channel_stats source
+    also the old and new minute buckets of every staged key into cx_touched."""
+    if table.name not in SOURCES_BY_TABLE:
+        return _insert_sql(table)
     stage = _stage_table(table).name
-    with _raw(conn).cursor() as cursor:
-        # LIKE copies types but no constraints: COPY checks nothing until the upsert.
-        # A rolled-back batch leaves the table empty too (rows are transactional).
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table.name}) "
-            "ON COMMIT DELETE ROWS"
-        )
-        with cursor.copy(f"COPY {stage} ({', '.join(names)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([Jsonb(row[n]) if n in json_names else row[n] for n in names])
-        cursor.execute(_upsert_sql(table))
-
-
-def stored_rows(
-    conn: Connection, table: Table, keys: Iterable[str], columns: Sequence[str]
-) -> list[dict[str, Any]]:
-    """``columns`` of the stored rows of ``table`` whose primary key is in ``keys``."""
     key = table.primary_key.columns.values()[0].name
-    with _raw(conn).cursor(row_factory=dict_row) as cursor:
-        cursor.execute(
-            f"SELECT {', '.join(columns)} FROM {table.name} WHERE {key} = ANY(%s)", [list(keys)]
-        )
-        return cursor.fetchall()
+    columns = table_columns(table.name)
+    listed = ", ".join(columns)
+    return (
+        f"WITH old AS (SELECT {', '.join(f'b.{c}' for c in columns)} FROM {table.name} b "
+        f"JOIN {stage} n ON b.{key} = n.{key} FOR UPDATE OF b), "
+        f"up AS ({_insert_sql(table)}), "
+        f"placed AS (SELECT {listed} FROM old UNION ALL SELECT {listed} FROM {stage}) "
+        + touched_sql(table.name, "placed")
+    )
+
+
+@cache
+def _setup_sql(tables: tuple[str, ...]) -> str:
+    # LIKE copies types but no constraints: COPY checks nothing until the upsert.
+    # A rolled-back batch leaves the tables empty too (rows are transactional).
+    return ";\n".join(
+        [
+            TOUCHED_DDL_POSTGRES,
+            *(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {name}) ON COMMIT DELETE ROWS"
+                for name in tables
+                for stage in (_stage_table(Base.metadata.tables[name]).name,)
+            ),
+        ]
+    )
+
+
+@cache
+def _json_positions(table: Table) -> tuple[int, ...]:
+    return tuple(i for i, c in enumerate(table.columns) if isinstance(c.type, JSON))
+
+
+def write(conn: Connection, tables: Mapping[str, Collection[Row]]) -> None:
+    """Upsert every table's rows (tuples in column order, one per primary key)
+    and re-derive the channel_stats they touch, inside ``conn``'s transaction."""
+    names = tuple(sorted(tables))
+    with _raw(conn).cursor() as cursor:
+        # No parameters: psycopg sends the string as one simple query, so several
+        # statements cost one round trip.
+        cursor.execute(_setup_sql(names), prepare=False)
+        for name in names:
+            table = Base.metadata.tables[name]
+            stage = _stage_table(table).name
+            json_positions = _json_positions(table)
+            with cursor.copy(f"COPY {stage} FROM STDIN") as copy:
+                if json_positions:
+                    for row in tables[name]:
+                        copy.write_row(_wrap_json(row, json_positions))
+                else:
+                    for row in tables[name]:
+                        copy.write_row(row)
+        statements = [upsert_sql(Base.metadata.tables[name]) for name in names]
+        statements.append(recompute_touched_sql(names))
+        cursor.execute(";\n".join(statements), prepare=False)
+
+
+def _wrap_json(row: Row, positions: tuple[int, ...]) -> list[Any]:
+    values = list(row)
+    for position in positions:
+        values[position] = Jsonb(values[position])
+    return values

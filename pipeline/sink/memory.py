@@ -13,7 +13,8 @@ from typing import Any
 from pipeline.errors import SinkError
 from pipeline.sink.models import session_wins
 from pipeline.sink.pseudonym import Pseudonymizer
-from pipeline.sink.store import Batch, WriteResult, rows_by_table
+from pipeline.sink.rows import Batch, rows_by_table
+from pipeline.sink.store import WriteResult
 
 _FIXED_NOW = datetime(1970, 1, 1, tzinfo=UTC)
 

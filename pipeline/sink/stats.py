@@ -250,6 +250,59 @@ def _touched_rows(buckets: Iterable[Bucket]) -> list[tuple[str, str, int, int]]:
     return sorted(rows)
 
 
+# PostgreSQL fills cx_touched in SQL (see :func:`touched_sql`), straight from the
+# staged and the old rows, so bucket positions never travel to Python and back.
+TOUCHED_DDL_POSTGRES = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS cx_touched (source VARCHAR(32), "
+    "channel VARCHAR(64), bucket_start timestamptz, bucket_end timestamptz) "
+    "ON COMMIT DELETE ROWS"
+)
+
+
+def _utc_trunc(unit: str, expression: str) -> str:
+    # Truncating in UTC explicitly: the session time zone must not move buckets.
+    return f"date_trunc('{unit}', {expression}, 'UTC')"
+
+
+def touched_sql(table: str, relation: str) -> str:
+    """``INSERT INTO cx_touched`` the minute buckets the rows of ``relation`` count in.
+
+    ``relation`` (a table or CTE name) has at least :func:`table_columns` of base
+    table ``table``; the result equals :func:`buckets_of` of those rows.
+    """
+    selects = " UNION ".join(
+        f"SELECT '{source.name}', s.{source.channel}, {_utc_trunc('minute', f's.{source.at}')} "
+        f"FROM {relation} s WHERE {source.condition}"
+        for source in SOURCES_BY_TABLE[table]
+    )
+    return (
+        # DISTINCT: an old and a new row (or two rows) may share a bucket, and
+        # the recomputing upsert may touch each channel_stats row only once.
+        f"INSERT INTO cx_touched ({_TOUCHED_COLUMNS}) SELECT DISTINCT t.*, t.m + interval "
+        f"'1 minute' FROM ({selects}) t (source, channel, m)"
+    )
+
+
+def recompute_touched_sql(tables: Iterable[str]) -> str:
+    """The statements (one string) that re-derive channel_stats on PostgreSQL once
+    :func:`touched_sql` filled cx_touched for every base table in ``tables``."""
+    hours = (
+        f"INSERT INTO cx_touched ({_TOUCHED_COLUMNS}) SELECT DISTINCT '{_HOUR}', channel, "
+        f"{_utc_trunc('hour', 'bucket_start')}, "
+        f"{_utc_trunc('hour', 'bucket_start')} + interval '1 hour' FROM cx_touched"
+    )
+    sources = sorted(s.name for table in tables for s in SOURCES_BY_TABLE.get(table, ()))
+    return ";\n".join(
+        [
+            hours,
+            *(_SOURCE_SQL[name, True] for name in sources),
+            _DELETE_EMPTY_MINUTES,
+            _DELETE_HOURS,
+            _INSERT_HOURS,
+        ]
+    )
+
+
 def recompute_channel_stats(conn: Connection, buckets: Iterable[Bucket]) -> None:
     """Re-derive every channel_stats row the touched minute buckets fall into.
 

@@ -10,7 +10,7 @@ replayed batch leaves the database exactly as it was.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,26 +28,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite
 
-from pipeline.core.records import (
-    FALSE_RESOLUTION,
-    SWITCH_FAILURE,
-)
 from pipeline.errors import SinkError, SinkUnavailableError
 from pipeline.sink import bulk
 from pipeline.sink.migrate import upgrade_connection
-from pipeline.sink.models import (
-    Base,
-    ContactRow,
-    FalseResolutionRow,
-    LateEventRow,
-    SessionRow,
-    SlaEventRow,
-    SwitchFailureRow,
-    ms_to_utc,
-    session_wins,
-    session_wins_sql,
-)
+from pipeline.sink.models import Base, session_wins_sql
 from pipeline.sink.pseudonym import Pseudonymizer
+from pipeline.sink.rows import Batch, Record, rows_by_table, tuples_by_table
 from pipeline.sink.stats import (
     SOURCES_BY_TABLE,
     Bucket,
@@ -56,8 +42,7 @@ from pipeline.sink.stats import (
     table_columns,
 )
 
-Record = Mapping[str, Any]
-Batch = Sequence[tuple[str, Record]]
+__all__ = ["Batch", "Record", "Sink", "SqlStore", "WriteResult", "dump_tables", "rows_by_table"]
 
 # Columns left out of dump_tables: they record when we wrote, not what happened,
 # so a replayed database legitimately differs there.
@@ -82,136 +67,6 @@ class Sink(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-# ---------------------------------------------------------------- record -> row
-
-
-def _session_row(record: Record, now: datetime) -> dict[str, Any]:
-    path = list(record["channel_path"])
-    return {
-        "session_id": record["session_id"],
-        "customer_id": record["customer_id"],
-        "status": record["status"],
-        "superseded_by": record.get("superseded_by"),
-        "started_at": ms_to_utc(record["started_at"]),
-        "ended_at": ms_to_utc(record["ended_at"]),
-        "duration_seconds": (record["ended_at"] - record["started_at"]) / 1000,
-        "channel_path": ">".join(path),
-        "first_channel": path[0] if path else "",
-        "last_channel": path[-1] if path else "",
-        "contacts": record["contacts"],
-        "events": record["events"],
-        "channel_switches": record["channel_switches"],
-        "first_contact_resolved": bool(record["first_contact_resolved"]),
-        "resolved_at_end": bool(record["resolved_at_end"]),
-        "switch_failures": record["switch_failures"],
-        "sla_breaches": record["sla_breaches"],
-        "nps_score": record.get("nps_score"),
-        "version": record.get("version", 0),
-        "updated_at": now,
-    }
-
-
-def _optional_time(value: int | None) -> datetime | None:
-    return None if value is None else ms_to_utc(value)
-
-
-def _contact_row(record: Record, now: datetime) -> dict[str, Any]:
-    return {
-        "contact_id": record["contact_id"],
-        "customer_id": record["customer_id"],
-        "session_id": record.get("session_id"),
-        "channel": record["channel"],
-        "started_at": ms_to_utc(record["started_at"]),
-        "ended_at": _optional_time(record.get("ended_at")),
-        "outcome": record.get("outcome"),
-        "topic": record.get("topic"),
-        "first_reply_seconds": record.get("first_reply_seconds"),
-        "first_reply_business_seconds": record.get("first_reply_business_seconds"),
-        "breached": bool(record["breached"]),
-        "events": record["events"],
-    }
-
-
-def _sla_row(record: Record, now: datetime) -> dict[str, Any]:
-    row = {name: record.get(name) for name in SlaEventRow.__table__.columns.keys()}  # noqa: SIM118
-    for name in ("clock_started_at", "deadline", "fired_at"):
-        row[name] = ms_to_utc(record[name])
-    row["replied_at"] = _optional_time(record.get("replied_at"))
-    return row
-
-
-def _signal_row(record: Record, now: datetime) -> dict[str, Any]:
-    row = {name: record.get(name) for name in SwitchFailureRow.__table__.columns.keys()}  # noqa: SIM118
-    row["occurred_at"] = ms_to_utc(record["occurred_at"])
-    return row
-
-
-def _late_row(record: Record, now: datetime) -> dict[str, Any]:
-    return {
-        "event_id": record["event_id"],
-        "customer_id": record["customer_id"],
-        "occurred_at": ms_to_utc(record["occurred_at"]),
-        "clock_at": ms_to_utc(record["clock_at"]),
-        "reason": record["reason"],
-        "event_json": dict(record["event"]),
-    }
-
-
-_ROW_BUILDERS: dict[str, tuple[Table, Callable[[Record, datetime], dict[str, Any]]]] = {
-    "session": (SessionRow.__table__, _session_row),
-    "contact": (ContactRow.__table__, _contact_row),
-    "sla_event": (SlaEventRow.__table__, _sla_row),
-    "late_event": (LateEventRow.__table__, _late_row),
-}
-_SIGNAL_TABLES: dict[str, Table] = {
-    SWITCH_FAILURE: SwitchFailureRow.__table__,
-    FALSE_RESOLUTION: FalseResolutionRow.__table__,
-}
-
-
-def _pseudonymise(record: Record, pseudonymizer: Pseudonymizer | None) -> Record:
-    if pseudonymizer is None:
-        return record
-    record = dict(record)
-    record["customer_id"] = pseudonymizer.customer(record["customer_id"])
-    if isinstance(record.get("event"), Mapping) and "customer_id" in record["event"]:
-        record["event"] = {**record["event"], "customer_id": record["customer_id"]}
-    return record
-
-
-def rows_by_table(
-    batch: Batch, pseudonymizer: Pseudonymizer | None = None, now: datetime | None = None
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """Group a batch into table name -> primary key -> row, one row per key.
-
-    The last record per key wins, except for sessions, where
-    :func:`~pipeline.sink.models.session_wins` decides. Raises SinkError for an
-    output name or signal kind the store does not know.
-    """
-    now = now or datetime.now(UTC)
-    tables: dict[str, dict[str, dict[str, Any]]] = {}
-    for output_name, record in batch:
-        if output_name == "journey_signal":
-            table = _SIGNAL_TABLES.get(record.get("kind", ""))
-            if table is None:
-                raise SinkError(f"journey_signal kind {record.get('kind')!r} is unknown")
-            build: Callable[[Record, datetime], dict[str, Any]] = _signal_row
-        elif output_name in _ROW_BUILDERS:
-            table, build = _ROW_BUILDERS[output_name]
-        else:
-            raise SinkError(f"output {output_name!r} has no table")
-        try:
-            row = build(_pseudonymise(record, pseudonymizer), now)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SinkError(f"{output_name} record cannot be stored: {exc!r}") from exc
-        key = row[table.primary_key.columns.values()[0].name]
-        rows = tables.setdefault(table.name, {})
-        if table.name == "sessions" and key in rows and not session_wins(row, rows[key]):
-            continue
-        rows[key] = row
-    return tables
 
 
 # -------------------------------------------------------------------- the store
@@ -242,6 +97,15 @@ class SqlStore:
         Raises SinkUnavailableError when the database cannot be reached (retry
         later) and SinkError when it rejects the batch.
         """
+        if self.dialect == "postgresql":
+            tuples = tuples_by_table(batch, self._pseudonymizer)
+            if not tuples:
+                return WriteResult(records=0)
+            with self._translate_errors(), self._engine.begin() as conn:
+                bulk.write(conn, {name: rows.values() for name, rows in tuples.items()})
+            return WriteResult(
+                records=len(batch), rows={name: len(rows) for name, rows in tuples.items()}
+            )
         tables = rows_by_table(batch, self._pseudonymizer)
         if not tables:
             return WriteResult(records=0)
@@ -271,8 +135,6 @@ class SqlStore:
     def _stored_rows(self, conn: Connection, table: Table, keys: list[str]) -> list[Any]:
         """The stats-relevant columns of the stored rows the upsert may replace."""
         columns = table_columns(table.name)
-        if self.dialect == "postgresql":
-            return bulk.stored_rows(conn, table, keys, columns)
         key_column = table.primary_key.columns.values()[0]
         selected = [table.c[name] for name in columns]
         rows: list[Any] = []
@@ -282,9 +144,6 @@ class SqlStore:
         return rows
 
     def _upsert(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-        if self.dialect == "postgresql":
-            bulk.upsert(conn, table, rows)
-            return
         # SQLite runs in-process: executemany of one prepared upsert is already cheap.
         stmt = sqlite.insert(table)
         keys = [column.name for column in table.primary_key.columns]
