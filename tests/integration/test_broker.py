@@ -8,7 +8,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -183,32 +184,42 @@ LAUNCHER = textwrap.dedent(
 )
 
 
-def test_killing_the_launcher_takes_the_broker_down(tmp_path: Path) -> None:
-    launcher = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, str(tmp_path / "kafka")],
+@contextmanager
+def _python_child(script: str, kafka_dir: Path) -> Iterator[subprocess.Popen[str]]:
+    """``script`` in a child Python with ``kafka_dir`` as its argument, stdout and
+    stderr piped; on exit it is killed if still running and its pipes are closed."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(kafka_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        assert launcher.stdout is not None
-        line = launcher.stdout.readline()
-        assert line.strip().isdigit(), launcher.stderr.read() if launcher.stderr else line
-        broker_pid = int(line)
-        assert _pid_alive(broker_pid)
-
-        # SIGKILL: no atexit, no finally; only the kernel's parent-death signal is left.
-        launcher.send_signal(signal.SIGKILL)
-        launcher.wait(10)
-
-        assert _wait_gone(broker_pid, timeout=20)
+        yield child
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait(10)
-        for stream in (launcher.stdout, launcher.stderr):
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        for stream in (child.stdout, child.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_killing_the_launcher_takes_the_broker_down(tmp_path: Path) -> None:
+    try:
+        with _python_child(LAUNCHER, tmp_path / "kafka") as launcher:
+            assert launcher.stdout is not None
+            line = launcher.stdout.readline()
+            assert line.strip().isdigit(), launcher.stderr.read() if launcher.stderr else line
+            broker_pid = int(line)
+            assert _pid_alive(broker_pid)
+
+            # SIGKILL: no atexit, no finally; only the kernel's parent-death signal is left.
+            launcher.send_signal(signal.SIGKILL)
+            launcher.wait(10)
+
+            assert _wait_gone(broker_pid, timeout=20)
+    finally:
         pid_file = tmp_path / "kafka" / "broker.pid"
         if pid_file.exists():  # never leave a JVM behind, even when the test fails
             leftover = int(pid_file.read_text())
@@ -228,13 +239,7 @@ COMMAND = textwrap.dedent(
 
 
 def test_broker_command_announces_itself_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    command = subprocess.Popen(
-        [sys.executable, "-c", COMMAND, str(tmp_path / "kafka")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with _python_child(COMMAND, tmp_path / "kafka") as command:
         assert command.stdout is not None
         line = command.stdout.readline()
         fields = dict(part.split("=", 1) for part in line.split()[2:])
@@ -248,10 +253,3 @@ def test_broker_command_announces_itself_and_stops_cleanly_on_sigterm(tmp_path: 
         assert fields["log"] == str(tmp_path / "kafka" / "broker.log")
         assert exit_code == 0
         assert not _pid_alive(broker_pid)
-    finally:
-        if command.poll() is None:
-            command.kill()
-            command.wait(10)
-        for stream in (command.stdout, command.stderr):
-            if stream is not None:
-                stream.close()
