@@ -22,7 +22,7 @@ def test_prune_forgets_only_ids_past_the_retention():
     window.check_and_add("new", 5_000, 5_000)
     assert window.next_expiry_ms() == DAY + BUCKET
     window.prune(DAY + 1)
-    assert window.to_state() == ["new", [5_000]]
+    assert window.to_state() == ["new", "5000"]
     assert window.next_expiry_ms() == DAY + BUCKET
 
 
@@ -42,7 +42,7 @@ def test_state_round_trip_keeps_ids_and_expiry():
     window.check_and_add("a", 10, 10)
     window.check_and_add("b", 5, 10)
     restored = DedupWindow.from_state(window.to_state(), DAY)
-    assert restored.to_state() == ["a\nb", [10, 5]]
+    assert restored.to_state() == ["a\nb", "10,5"]
     assert restored.next_expiry_ms() == DAY + BUCKET
     assert restored.check_and_add("b", 5, 20) is True
 
@@ -51,7 +51,7 @@ def test_state_lists_the_ids_when_one_contains_the_separator():
     window = DedupWindow(DAY)
     window.check_and_add("a\nb", 10, 10)
     window.check_and_add("c", 20, 20)
-    assert window.to_state() == [["a\nb", "c"], [10, 20]]
+    assert window.to_state() == [["a\nb", "c"], "10,20"]
     restored = DedupWindow.from_state(window.to_state(), DAY)
     assert restored.check_and_add("a\nb", 10, 30) is True
     assert restored.check_and_add("a", 10, 30) is False
@@ -64,5 +64,20 @@ def test_empty_window_round_trips_to_an_empty_window():
 
 def test_version_1_pairs_restore_the_same_window():
     restored = DedupWindow.from_pairs([["a", 10], ["b", 5]], DAY)
-    assert restored.to_state() == ["a\nb", [10, 5]]
+    assert restored.to_state() == ["a\nb", "10,5"]
     assert restored.check_and_add("b", 5, 20) is True
+
+
+def test_state_kept_up_to_date_as_ids_arrive_equals_a_fresh_one():
+    window = DedupWindow(DAY)
+    window.check_and_add("a", 10, 10)
+    assert window.to_state() == ["a", "10"]
+    window.check_and_add("b", 5, 10)
+    window.check_and_add("a", 10, 20)  # a duplicate changes nothing
+    assert window.to_state() == ["a\nb", "10,5"]
+    window.check_and_add("a", 30 + DAY, 30 + DAY)  # seen again after the retention
+    window.check_and_add("c", 40 + DAY, 40 + DAY)
+    assert window.to_state() == ["a\nb\nc", f"{30 + DAY},5,{40 + DAY}"]
+    window.prune(20 + DAY)
+    assert window.to_state() == ["a\nc", f"{30 + DAY},{40 + DAY}"]
+    assert window.next_expiry_ms() == 2 * DAY + BUCKET
