@@ -31,9 +31,24 @@ from functools import cache
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import JSON, Column, Connection, MetaData, Table, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+)
 from sqlalchemy.dialects import postgresql
 
+from pipeline.errors import SinkError
 from pipeline.sink.models import Base, session_wins_sql
 from pipeline.sink.stats import (
     SOURCES_BY_TABLE,
@@ -91,17 +106,26 @@ def upsert_sql(table: Table) -> str:
     )
 
 
+def _stage_column_sql(column: Column[Any]) -> str:
+    # Integers stage as BIGINT: binary COPY truncates a Python int silently to
+    # the 4 bytes of an INTEGER column, while the upsert's cast from BIGINT
+    # refuses an out-of-range value, as text COPY into INTEGER did.
+    kind = BigInteger() if isinstance(column.type, Integer) else column.type
+    return f"{column.name} {kind.compile(dialect=postgresql.dialect())}"
+
+
 @cache
 def _setup_sql(tables: tuple[str, ...]) -> str:
-    # LIKE copies types but no constraints: COPY checks nothing until the upsert.
-    # A rolled-back batch leaves the tables empty too (rows are transactional).
+    # No constraints: COPY checks nothing until the upsert. A rolled-back batch
+    # leaves the tables empty too (their rows are transactional).
     return ";\n".join(
         [
             TOUCHED_DDL_POSTGRES,
             *(
-                f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {name}) ON COMMIT DELETE ROWS"
-                for name in tables
-                for stage in (_stage_table(Base.metadata.tables[name]).name,)
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {_stage_table(table).name} "
+                f"({', '.join(_stage_column_sql(column) for column in table.columns)}) "
+                "ON COMMIT DELETE ROWS"
+                for table in (Base.metadata.tables[name] for name in tables)
             ),
         ]
     )
@@ -110,6 +134,27 @@ def _setup_sql(tables: tuple[str, ...]) -> str:
 @cache
 def _json_positions(table: Table) -> tuple[int, ...]:
     return tuple(i for i, c in enumerate(table.columns) if isinstance(c.type, JSON))
+
+
+# PostgreSQL type names for binary COPY, most specific SQLAlchemy type first.
+_COPY_TYPES: tuple[tuple[type, str], ...] = (
+    (JSON, "jsonb"),
+    (Text, "text"),
+    (String, "varchar"),
+    (DateTime, "timestamptz"),
+    (Float, "float8"),
+    (Boolean, "bool"),
+    (Integer, "int8"),  # staged as BIGINT, see _stage_column_sql
+)
+
+
+@cache
+def _copy_types(table: Table) -> tuple[str, ...]:
+    """Per column the PostgreSQL type the binary COPY of ``table`` sends."""
+    return tuple(
+        next(name for kind, name in _COPY_TYPES if isinstance(column.type, kind))
+        for column in table.columns
+    )
 
 
 def write(conn: Connection, tables: Mapping[str, Collection[Row]]) -> None:
@@ -124,13 +169,21 @@ def write(conn: Connection, tables: Mapping[str, Collection[Row]]) -> None:
             table = Base.metadata.tables[name]
             stage = _stage_table(table).name
             json_positions = _json_positions(table)
-            with cursor.copy(f"COPY {stage} FROM STDIN") as copy:
-                if json_positions:
-                    for row in tables[name]:
-                        copy.write_row(_wrap_json(row, json_positions))
-                else:
-                    for row in tables[name]:
-                        copy.write_row(row)
+            # Binary COPY: psycopg's binary dumpers format a row (most of all its
+            # datetimes) about three times faster than its text ones.
+            try:
+                with cursor.copy(f"COPY {stage} FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(list(_copy_types(table)))
+                    if json_positions:
+                        for row in tables[name]:
+                            copy.write_row(_wrap_json(row, json_positions))
+                    else:
+                        for row in tables[name]:
+                            copy.write_row(row)
+            except (TypeError, ValueError, OverflowError) as exc:
+                # A value of the wrong Python type for its column (binary COPY
+                # does not parse text): the record is at fault, not the database.
+                raise SinkError(f"{name} row cannot be stored: {exc!r}") from exc
         statements = [upsert_sql(Base.metadata.tables[name]) for name in names]
         statements.append(recompute_touched_sql(names))
         cursor.execute(";\n".join(statements), prepare=False)

@@ -50,7 +50,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def ms_to_utc(epoch_ms: int) -> datetime:
     """Epoch milliseconds -> aware UTC datetime, exactly (no float rounding)."""
-    return _EPOCH + timedelta(milliseconds=epoch_ms)
+    # Positional (days, seconds, microseconds, milliseconds): the keyword form
+    # costs twice as much, and the sink converts several stamps per record.
+    return _EPOCH + timedelta(0, 0, 0, epoch_ms)
 
 
 def utc_to_ms(value: datetime) -> int:

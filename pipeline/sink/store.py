@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
 from sqlalchemy import (
     Connection,
     Engine,
@@ -169,6 +170,12 @@ class _ErrorTranslator:
         return None
 
     def __exit__(self, exc_type: Any, error: BaseException | None, tb: Any) -> None:
+        if isinstance(error, psycopg.Error):
+            # The PostgreSQL hot path (bulk.py) talks to psycopg directly, so its
+            # errors arrive without SQLAlchemy's wrapping.
+            if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+                raise SinkUnavailableError(f"SQL store unreachable: {error}") from error
+            raise SinkError(f"SQL store rejected the batch: {error}") from error
         if error is None or not isinstance(error, exc.SQLAlchemyError):
             return
         if isinstance(error, exc.OperationalError | exc.InterfaceError) and not (

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import SinkUnavailableError
+from pipeline.errors import SinkError, SinkUnavailableError
 from pipeline.sink.bench import generate_records
 from pipeline.sink.store import SqlStore, dump_tables
-from tests.unit.test_sink_store import T0, sample_batch, session
+from tests.unit.test_sink_store import T0, contact, sample_batch, session
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -121,3 +121,54 @@ def test_session_precedence_holds_across_batches_on_postgres(pg_database_url: st
         seen.append((row["status"], row["version"], row["contacts"]))
     store.dispose()
     assert seen == [expected for _, expected in steps]
+
+
+def test_rows_that_moved_buckets_give_identical_stats_on_postgres_and_sqlite(
+    pg_database_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL finds the old bucket positions in SQL (the upsert's CTE); they
+    must empty the old buckets exactly as SQLite's Python lookup does."""
+    batches = [
+        sample_batch(),
+        [session("final", version=2, started_at=T0 - 2 * 3_600_000)],
+        [contact("c1", "phone", T0 + 90 * 60_000, "resolved", 10.0)],
+        [session("open", version=9, started_at=T0 + 1)],
+    ]
+    sqlite_url = f"sqlite:///{tmp_path}/moved.db"
+    for url in (pg_database_url, sqlite_url):
+        _write_batches(url, batches)
+    stats = dump_tables(pg_database_url)["channel_stats"]
+    assert stats == dump_tables(sqlite_url)["channel_stats"]
+    assert [
+        (row["bucket_start"][11:16], row["channel"], row["fcr_denominator"])
+        for row in stats
+        if row["bucket_size"] == "hour" and row["fcr_denominator"]
+    ] == [("06:00", "chat", 1)]
+    assert [
+        (row["bucket_start"][11:16], row["contacts_started"])
+        for row in stats
+        if row["bucket_size"] == "minute" and row["channel"] == "chat" and row["contacts_started"]
+    ] == []
+
+
+def test_out_of_range_integer_is_rejected_not_truncated_on_postgres(pg_database_url: str) -> None:
+    """Binary COPY would silently keep the low 4 bytes of an INTEGER; staging as
+    BIGINT lets the upsert refuse the value instead."""
+    store = SqlStore(pg_database_url)
+    store.create_schema()
+    name, record = contact("c1", "chat", T0, "resolved", 5.0)
+    with pytest.raises(SinkError, match="out of range"):
+        store.write([(name, {**record, "events": 2**40})])
+    store.dispose()
+    assert dump_tables(pg_database_url)["contacts"] == []
+
+
+def test_field_of_the_wrong_type_is_a_sink_error_on_postgres(pg_database_url: str) -> None:
+    store = SqlStore(pg_database_url)
+    store.create_schema()
+    name, record = contact("c1", "chat", T0, "resolved", 5.0)
+    with pytest.raises(SinkError, match="contacts row cannot be stored"):
+        store.write([(name, {**record, "events": "5"})])
+    store.write([(name, record)])
+    store.dispose()
+    assert [row["events"] for row in dump_tables(pg_database_url)["contacts"]] == [5]
