@@ -16,16 +16,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.producer import EventProducer
-from pipeline.settings import Settings, build_settings
+from pipeline.settings import Settings
 from pipeline.simulator import SimItem, SimulatorConfig, generate
-from pipeline.topics import ensure_topics, project_topics
 from tests.integration.worker_harness import (
     WorkerProcess,
     free_port,
-    input_topic,
-    process_group,
-    wait_until_consumed,
+    settings_with_topics,
     write_config,
 )
 
@@ -64,9 +60,7 @@ def stream_settings(bootstrap: str, prefix: str) -> tuple[Settings, dict]:
         "kafka": {"bootstrap": bootstrap, "topic_prefix": prefix},
         "worker": {"clock": "stream", "batch_size": 200, "session_update_seconds": 0.2},
     }
-    settings = build_settings(config)
-    ensure_topics(settings.kafka.bootstrap, project_topics(settings.kafka))
-    return settings, config
+    return settings_with_topics(config), config
 
 
 @contextmanager
@@ -102,29 +96,6 @@ def wait_for_page(worker: WorkerProcess, path: str, timeout: float) -> None:
             error = exc
         time.sleep(0.3)
     raise AssertionError(f"{path} did not answer in {timeout}s ({error}):\n{worker.log_tail()}")
-
-
-def send(items: Iterable[SimItem], settings: Settings) -> int:
-    """Produce the items (malformed ones as raw bytes); returns how many were sent."""
-    sent = 0
-    with EventProducer(
-        settings.kafka.bootstrap, input_topic(settings), settings.channels
-    ) as producer:
-        for item in items:
-            if item.event is not None:
-                producer.send(item.event)
-            else:
-                assert item.malformed_bytes is not None
-                producer.send_raw(b"malformed", item.malformed_bytes)
-            sent += 1
-        producer.flush()
-    return sent
-
-
-def wait_consumed(settings: Settings, worker: WorkerProcess, timeout: float = 120.0) -> None:
-    wait_until_consumed(
-        settings.kafka.bootstrap, process_group(settings), input_topic(settings), worker, timeout
-    )
 
 
 def metric_samples(text: str) -> list[tuple[str, dict[str, str], float]]:

@@ -25,11 +25,10 @@ from tests.integration.ops_harness import (
     ops_figures_from_metrics,
     required_binary,
     running_worker,
-    send,
     stream_settings,
-    wait_consumed,
     wait_until_metrics_settle,
 )
+from tests.integration.worker_harness import send_items, wait_until_worker_consumed
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -129,8 +128,8 @@ def test_ops_page_shows_the_metrics_figures_and_follows_new_traffic(
     first, second = items[:1000], items[1000:]
 
     with running_worker(tmp_path, config) as worker:
-        send(first, settings)
-        wait_consumed(settings, worker)
+        send_items(first, settings)
+        wait_until_worker_consumed(settings, worker, timeout=120.0)
 
         browser.get(base_url(worker) + "/ops")
         assert browser.title == "cxstream · live operations"
@@ -145,8 +144,8 @@ def test_ops_page_shows_the_metrics_figures_and_follows_new_traffic(
 
         # A marker on window survives only if the page is never reloaded.
         browser.execute_script("window.__sameDocument = true;")
-        send(second, settings)
-        wait_consumed(settings, worker)
+        send_items(second, settings)
+        wait_until_worker_consumed(settings, worker, timeout=120.0)
         updated = assert_page_matches_metrics(browser, worker, settings)
 
         assert browser.execute_script("return window.__sameDocument === true") is True

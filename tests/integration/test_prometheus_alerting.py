@@ -29,10 +29,9 @@ from tests.integration.ops_harness import (
     fetch,
     required_binary,
     running_worker,
-    send,
     stream_settings,
 )
-from tests.integration.worker_harness import WorkerProcess, free_port
+from tests.integration.worker_harness import WorkerProcess, free_port, send_items
 
 pytestmark = [pytest.mark.integration, pytest.mark.prometheus]
 
@@ -189,7 +188,7 @@ def test_sla_breaches_raise_the_shipped_breach_alert_for_web_messages(
         # Slices a scrape or two apart: a counter that jumps from nothing to its
         # final value between two scrapes shows no increase to rate().
         for start in range(0, len(items), 250):
-            send(items[start : start + 250], settings)
+            send_items(items[start : start + 250], settings)
             time.sleep(1.5)
 
         # Chat and phone breach a few too and may alert first; wait for web messages.

@@ -25,23 +25,22 @@ import pytest
 from sqlalchemy import make_url
 
 from pipeline.control import send_end_of_input
-from pipeline.producer import EventProducer
 from pipeline.replay import replay_events
 from pipeline.replay_sql import write_records_to_sql
 from pipeline.settings import Settings, build_settings
 from pipeline.simulator import SimItem, SimulatorConfig, generate
 from pipeline.sink.store import dump_tables
-from pipeline.topics import ensure_topics, project_topics
 from tests.integration.worker_harness import (
     WorkerProcess,
     describe_table_difference,
     free_port,
     input_topic,
     metric_value,
-    process_group,
     rows_by_primary_key,
-    wait_until_consumed,
+    send_items,
+    settings_with_topics,
     wait_until_sink_consumed,
+    wait_until_worker_consumed,
     write_config,
 )
 
@@ -117,9 +116,7 @@ def stream_config(kafka_bootstrap: str, unique_prefix: str) -> dict:
 
 @pytest.fixture
 def settings(stream_config: dict) -> Settings:
-    settings = build_settings(stream_config)
-    ensure_topics(settings.kafka.bootstrap, project_topics(settings.kafka))
-    return settings
+    return settings_with_topics(stream_config)
 
 
 @pytest.fixture
@@ -145,24 +142,11 @@ def start_process(tmp_path: Path, stream_config: dict) -> Iterator[Callable[...,
 # ------------------------------------------------------------------- helpers
 
 
-def _send(items: list[SimItem], settings: Settings) -> None:
-    with EventProducer(
-        settings.kafka.bootstrap, input_topic(settings), settings.channels
-    ) as producer:
-        for item in items:
-            if item.event is not None:
-                producer.send(item.event)
-            else:
-                assert item.malformed_bytes is not None
-                producer.send_raw(b"malformed", item.malformed_bytes)
-        producer.flush()
-
-
 def _finish(settings: Settings, worker: WorkerProcess, sink: WorkerProcess) -> None:
     """End the input, then wait for the worker and after it for the sink."""
     bootstrap = settings.kafka.bootstrap
     send_end_of_input(bootstrap, input_topic(settings))
-    wait_until_consumed(bootstrap, process_group(settings), input_topic(settings), worker)
+    wait_until_worker_consumed(settings, worker)
     wait_until_sink_consumed(bootstrap, settings, sink)
 
 
@@ -198,7 +182,7 @@ def test_sink_tables_equal_the_replay_row_by_row(
     items = list(generate(SIM))
     worker = start_process("worker")
     sink = start_process("sink", pg_database_url)
-    _send(items, settings)
+    send_items(items, settings)
     _finish(settings, worker, sink)
 
     _replay_into(items, stream_config, replay_database_url)
@@ -219,11 +203,9 @@ def test_sink_tables_survive_a_worker_sigkill(
     first, second = items[: len(items) // 2], items[len(items) // 2 :]
     worker = start_process("worker")
     sink = start_process("sink", pg_database_url)
-    _send(first, settings)
-    wait_until_consumed(
-        settings.kafka.bootstrap, process_group(settings), input_topic(settings), worker
-    )
-    _send(second, settings)
+    send_items(first, settings)
+    wait_until_worker_consumed(settings, worker)
+    send_items(second, settings)
     time.sleep(0.5)  # let it get part-way into the second half
     worker.kill()
 
@@ -246,17 +228,15 @@ def test_sink_waits_out_a_20_second_database_outage_and_loses_nothing(
     before, during = items[:third], items[third:]
     worker = start_process("worker")
     sink = start_process("sink", dedicated_postgres.url)
-    _send(before, settings)
-    wait_until_consumed(
-        settings.kafka.bootstrap, process_group(settings), input_topic(settings), worker
-    )
+    send_items(before, settings)
+    wait_until_worker_consumed(settings, worker)
 
     dedicated_postgres.stop()
     stopped_at = time.monotonic()
     database_up_during_outage = []
     chunks = [during[i : i + 100] for i in range(0, len(during), 100)]
     for chunk in chunks:
-        _send(chunk, settings)
+        send_items(chunk, settings)
         time.sleep(0.5)
         database_up_during_outage.append(metric_value(sink.web_port, "cxstream_sink_database_up"))
     while time.monotonic() - stopped_at < OUTAGE_SECONDS:
@@ -286,13 +266,11 @@ def test_sink_stopped_during_a_database_outage_loses_nothing(
     half = len(items) // 2
     worker = start_process("worker")
     sink = start_process("sink", dedicated_postgres.url)
-    _send(items[:half], settings)
-    wait_until_consumed(
-        settings.kafka.bootstrap, process_group(settings), input_topic(settings), worker
-    )
+    send_items(items[:half], settings)
+    wait_until_worker_consumed(settings, worker)
 
     dedicated_postgres.stop()
-    _send(items[half:], settings)
+    send_items(items[half:], settings)
     deadline = time.monotonic() + 30
     while metric_value(sink.web_port, "cxstream_sink_database_up") != 0.0:
         assert time.monotonic() < deadline, "the sink never noticed the outage"

@@ -16,11 +16,10 @@ import pytest
 
 from pipeline.control import send_end_of_input
 from pipeline.dlq import parse_dead_letter_headers
-from pipeline.producer import EventProducer
 from pipeline.replay import replay_events
-from pipeline.settings import Settings, build_settings
+from pipeline.settings import Settings
 from pipeline.simulator import SimItem, SimulatorConfig, generate
-from pipeline.topics import DLQ, ensure_topics, project_topics
+from pipeline.topics import DLQ
 from tests.integration.worker_harness import (
     WorkerProcess,
     describe_difference,
@@ -28,10 +27,11 @@ from tests.integration.worker_harness import (
     free_port,
     input_topic,
     normalise,
-    process_group,
     read_outputs,
     read_topic,
-    wait_until_consumed,
+    send_items,
+    settings_with_topics,
+    wait_until_worker_consumed,
     write_config,
 )
 
@@ -48,9 +48,7 @@ def stream_config(kafka_bootstrap: str, unique_prefix: str) -> dict:
 
 @pytest.fixture
 def settings(stream_config: dict) -> Settings:
-    settings = build_settings(stream_config)
-    ensure_topics(settings.kafka.bootstrap, project_topics(settings.kafka))
-    return settings
+    return settings_with_topics(stream_config)
 
 
 @pytest.fixture
@@ -70,19 +68,6 @@ def worker_factory(tmp_path: Path, stream_config: dict):
         worker.stop()
 
 
-def _send(items: list[SimItem], settings: Settings) -> None:
-    with EventProducer(
-        settings.kafka.bootstrap, input_topic(settings), settings.channels
-    ) as producer:
-        for item in items:
-            if item.event is not None:
-                producer.send(item.event)
-            else:
-                assert item.malformed_bytes is not None
-                producer.send_raw(b"malformed", item.malformed_bytes)
-        producer.flush()
-
-
 def _expected(items: list[SimItem], settings: Settings) -> dict:
     events = [item.event for item in items if item.event is not None]
     return final_by_key(normalise(replay_events(events, settings).records))
@@ -92,11 +77,9 @@ def test_worker_outputs_equal_the_offline_replay(settings: Settings, worker_fact
     items = list(generate(SIM))
     malformed = sum(1 for item in items if item.is_malformed)
     worker = worker_factory()
-    _send(items, settings)
+    send_items(items, settings)
     send_end_of_input(settings.kafka.bootstrap, input_topic(settings))
-    wait_until_consumed(
-        settings.kafka.bootstrap, process_group(settings), input_topic(settings), worker
-    )
+    wait_until_worker_consumed(settings, worker)
 
     actual = final_by_key(read_outputs(settings.kafka.bootstrap, settings))
     expected = _expected(items, settings)
@@ -121,19 +104,15 @@ def test_worker_killed_mid_stream_and_restarted_gives_the_same_results(
     items = list(generate(SIM))
     first, second = items[: len(items) // 2], items[len(items) // 2 :]
     worker = worker_factory()
-    _send(first, settings)
-    wait_until_consumed(
-        settings.kafka.bootstrap, process_group(settings), input_topic(settings), worker
-    )
-    _send(second, settings)
+    send_items(first, settings)
+    wait_until_worker_consumed(settings, worker)
+    send_items(second, settings)
     time.sleep(0.5)  # let it get part-way into the second half
     worker.kill()
 
     restarted = worker_factory()
     send_end_of_input(settings.kafka.bootstrap, input_topic(settings))
-    wait_until_consumed(
-        settings.kafka.bootstrap, process_group(settings), input_topic(settings), restarted
-    )
+    wait_until_worker_consumed(settings, restarted)
 
     actual = final_by_key(read_outputs(settings.kafka.bootstrap, settings))
     expected = _expected(items, settings)

@@ -25,9 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.contract.codec import RecordCodec
 from pipeline.core.records import OUTPUT_TYPES, OutputRecord
-from pipeline.settings import Settings
+from pipeline.producer import EventProducer
+from pipeline.settings import Settings, build_settings
+from pipeline.simulator import SimItem
 from pipeline.streaming import OUTPUT_TOPIC_SUFFIX
-from pipeline.topics import INTERACTIONS
+from pipeline.topics import INTERACTIONS, ensure_topics, project_topics
 
 #: Fields that legitimately differ between a live run and a replay: how often
 #: open-session updates were flushed is a matter of wall-clock throttling.
@@ -43,6 +45,13 @@ def free_port() -> int:
 def write_config(path: Path, config: Mapping[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(dict(config)), encoding="utf-8")
     return path
+
+
+def settings_with_topics(config: Mapping[str, Any]) -> Settings:
+    """Settings built from ``config``, with every project topic created on its broker."""
+    settings = build_settings(config)
+    ensure_topics(settings.kafka.bootstrap, project_topics(settings.kafka))
+    return settings
 
 
 class WorkerProcess:
@@ -150,6 +159,29 @@ def wait_until_consumed(
         f"{group} did not consume {topic} within {timeout}s: "
         f"ends={ends} committed={committed_offsets(bootstrap, group, topic)}\n{worker.log_tail()}"
     )
+
+
+def wait_until_worker_consumed(
+    settings: Settings, worker: WorkerProcess, timeout: float = 240.0
+) -> None:
+    """Wait until the ``cxstream worker`` group committed every record now in the input topic."""
+    wait_until_consumed(
+        settings.kafka.bootstrap, process_group(settings), input_topic(settings), worker, timeout
+    )
+
+
+def send_items(items: Iterable[SimItem], settings: Settings) -> None:
+    """Produce simulator items to the input topic (malformed ones as raw bytes), then flush."""
+    with EventProducer(
+        settings.kafka.bootstrap, input_topic(settings), settings.channels
+    ) as producer:
+        for item in items:
+            if item.event is not None:
+                producer.send(item.event)
+            else:
+                assert item.malformed_bytes is not None
+                producer.send_raw(b"malformed", item.malformed_bytes)
+        producer.flush()
 
 
 def read_topic(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list[Any]:
