@@ -8,7 +8,7 @@ then the channel_stats re-derivation (:func:`pipeline.sink.stats.recompute_touch
 For a table that feeds channel_stats, the upsert is wrapped in one statement
 with the lookup of the rows it replaces::
 
-    WITH old AS (SELECT <bucket columns> FROM base JOIN stage USING key FOR UPDATE),
+    WITH old AS (SELECT <bucket columns> FROM base WHERE key IN stage FOR UPDATE),
          up  AS (INSERT INTO base SELECT * FROM stage ON CONFLICT ...),
          s   AS (SELECT ... FROM old UNION ALL SELECT ... FROM stage)
     INSERT INTO cx_touched <the minute buckets of s>
@@ -44,6 +44,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
+    or_,
     select,
 )
 from sqlalchemy.dialects import postgresql
@@ -74,23 +76,44 @@ def _stage_table(table: Table) -> Table:
     )
 
 
+# Written on every upsert, so never a reason to rewrite an otherwise equal row.
+_WRITE_TIME_COLUMNS = frozenset({"updated_at"})
+
+
 @cache
-def _insert_sql(table: Table) -> str:
-    """``INSERT INTO table SELECT * FROM its staging table ON CONFLICT ...``, as text."""
+def _insert_sql(table: Table, returning: tuple[str, ...] = ()) -> str:
+    """``INSERT INTO table SELECT * FROM its staging table ON CONFLICT ...``, as text.
+
+    A stored row equal to the staged one (``updated_at`` aside) is left alone: a
+    redelivered batch then writes no row versions, index entries or WAL, and
+    ``RETURNING`` (of the ``returning`` columns) lists only rows really written.
+    """
     stage = _stage_table(table)
     names = [column.name for column in table.columns]
     keys = [column.name for column in table.primary_key.columns]
     stmt = postgresql.insert(table).from_select(names, select(*(stage.c[n] for n in names)))
     updates = {name: stmt.excluded[name] for name in names if name not in keys}
-    where = session_wins_sql(table, stmt.excluded) if table.name == "sessions" else None
+    changed = or_(
+        *(
+            table.c[name].is_distinct_from(stmt.excluded[name])
+            for name in names
+            if name not in keys and name not in _WRITE_TIME_COLUMNS
+        )
+    )
+    where = (
+        and_(session_wins_sql(table, stmt.excluded), changed)
+        if table.name == "sessions"
+        else changed
+    )
     stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=where)
-    return str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    final = stmt.returning(*(table.c[name] for name in returning)) if returning else stmt
+    return str(final.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
 
 
 @cache
 def upsert_sql(table: Table) -> str:
     """The upsert of ``table`` from its staging table; for a channel_stats source
-    also the old and new minute buckets of every staged key into cx_touched."""
+    also the old and new minute buckets of every row it wrote into cx_touched."""
     if table.name not in SOURCES_BY_TABLE:
         return _insert_sql(table)
     stage = _stage_table(table).name
@@ -98,11 +121,15 @@ def upsert_sql(table: Table) -> str:
     columns = table_columns(table.name)
     listed = ", ".join(columns)
     return (
-        f"WITH old AS (SELECT {', '.join(f'b.{c}' for c in columns)} FROM {table.name} b "
-        f"JOIN {stage} n ON b.{key} = n.{key} FOR UPDATE OF b), "
-        f"up AS ({_insert_sql(table)}), "
-        f"placed AS (SELECT {listed} FROM old UNION ALL SELECT {listed} FROM {stage}) "
-        + touched_sql(table.name, "placed")
+        f"WITH old AS (SELECT {', '.join(f'b.{c}' for c in (key, *columns))} FROM {table.name} b "
+        # ANY(ARRAY(...)) rather than a join: always a primary-key index lookup,
+        # never a hash join over the whole base table when the stage looks big.
+        f"WHERE b.{key} = ANY(ARRAY(SELECT {key} FROM {stage})) FOR UPDATE OF b), "
+        f"up AS ({_insert_sql(table, (key, *columns))}), "
+        # Rows the upsert left alone (equal, or a session that lost) keep their
+        # buckets: only written rows move counts, from where they were to where they are.
+        f"placed AS (SELECT {listed} FROM old WHERE {key} IN (SELECT {key} FROM up) "
+        f"UNION ALL SELECT {listed} FROM up) " + touched_sql(table.name, "placed")
     )
 
 

@@ -211,7 +211,9 @@ def tuples_by_table(
         else:
             raise SinkError(f"output {output_name!r} has no table")
         try:
-            row = build(_pseudonymise(record, pseudonymizer), now)
+            if pseudonymizer is not None:
+                record = _pseudonymise(record, pseudonymizer)
+            row = build(record, now)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise SinkError(f"{output_name} record cannot be stored: {exc!r}") from exc
         rows = tables.get(table.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from pipeline.errors import SinkError, SinkUnavailableError
 from pipeline.sink.bench import generate_records
@@ -172,3 +173,33 @@ def test_field_of_the_wrong_type_is_a_sink_error_on_postgres(pg_database_url: st
     store.write([(name, record)])
     store.dispose()
     assert [row["events"] for row in dump_tables(pg_database_url)["contacts"]] == [5]
+
+
+def _row_versions(url: str) -> dict[str, list[str]]:
+    """Per base table the transaction ids (xmin) of its row versions, by key."""
+    keys = {"sessions": "session_id", "contacts": "contact_id", "sla_events": "sla_event_id"}
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        versions = {
+            table: [
+                str(xmin)
+                for (xmin,) in conn.execute(text(f"SELECT xmin FROM {table} ORDER BY {key}"))
+            ]
+            for table, key in keys.items()
+        }
+    engine.dispose()
+    return versions
+
+
+def test_redelivered_batch_rewrites_no_row_on_postgres(pg_database_url: str) -> None:
+    """Equal rows are left alone (no new row versions), changed ones are written."""
+    store = SqlStore(pg_database_url)
+    store.create_schema()
+    store.write(sample_batch())
+    first = _row_versions(pg_database_url)
+    store.write(sample_batch())
+    redelivered = _row_versions(pg_database_url)
+    store.write([session("final", version=2)])
+    store.dispose()
+    assert redelivered == first
+    assert _row_versions(pg_database_url)["sessions"] != first["sessions"]
