@@ -369,6 +369,32 @@ def test_state_round_trip_mid_clock_gives_the_same_later_events(policies, calend
     assert restored.to_state() == straight.to_state()
 
 
+def test_compact_row_round_trip_mid_clock_gives_the_same_state_and_later_events(
+    policies, calendars
+) -> None:
+    script = [customer(T0), reply(T0 + HOUR_MS), customer(T0 + 2 * HOUR_MS)]
+    later = [customer(T0 + 5 * HOUR_MS + 40 * MINUTE_MS), reply(T0 + 7 * HOUR_MS)]
+    straight = contact(policies, calendars)
+    feed(straight, script)
+    straight.fire_due(T0 + 5 * HOUR_MS + 30 * MINUTE_MS)
+
+    row = json.loads(json.dumps(straight.to_row()))
+    restored = ContactSla.from_row(
+        row,
+        customer_id="c1",
+        contact_id="k1",
+        channel="web_message",
+        policies=policies,
+        business_calendar=calendars["banking_hours"],
+    )
+    assert restored.to_state() == straight.to_state()
+    expected = feed(straight, later) + straight.fire_due(T0 + 20 * HOUR_MS)
+    actual = feed(restored, later) + restored.fire_due(T0 + 20 * HOUR_MS)
+    assert [r.kind for r in actual] == ["breach", "completed"]
+    assert actual == expected
+    assert restored.to_row() == straight.to_row()
+
+
 def test_observe_is_fast_for_a_typical_contact(policies, calendars) -> None:
     """A web-message thread of 8 events; the processor calls observe per event.
 
