@@ -14,6 +14,7 @@ that calls the library (``raise ContractError(...) from exc``).
      |    |    +-- UnknownSchemaError   the fingerprint names no schema version we know
      |    +-- ValidationError   decoded, but a field breaks a rule (names the field)
      |    +-- CompatibilityError        a schema version breaks FULL_TRANSITIVE
+     +-- StateError             a stored per-customer state cannot be read
      +-- DeliveryError          Kafka did not acknowledge a record we sent
      +-- BrokerError            the local Kafka launcher could not fetch/start/stop
      +-- SinkError              the SQL store rejected a batch
@@ -65,6 +66,10 @@ class CompatibilityError(ContractError):
     """A stored schema version and the current one cannot read each other."""
 
     stage = "compatibility"
+
+
+class StateError(CxstreamError):
+    """A per-customer state from the changelog has a version this build cannot read."""
 
 
 class DeliveryError(CxstreamError):

@@ -30,7 +30,7 @@ from pipeline.core.records import (
 )
 from pipeline.core.sessions import Session, SessionBook
 from pipeline.core.switches import Candidate, candidate_for_end, next_contact, settle
-from pipeline.errors import CxstreamError
+from pipeline.errors import StateError
 
 MS = 1000
 # Version 2: contacts as flat rows with a compact SLA row, candidates without
@@ -680,7 +680,7 @@ class CustomerState:
         version = state["v"]
         if version not in (1, STATE_VERSION):
             # errors.py has no state error yet (the lead owns it): the base class.
-            raise CxstreamError(f"customer state version {version!r} is not known")
+            raise StateError(f"customer state version {version!r} is not known")
         customer = cls(customer_id, rules)
         customer.book = SessionBook.from_state(state["b"], rules.gap_ms, rules.grace_ms)
         contacts = customer.contacts
