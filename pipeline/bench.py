@@ -54,19 +54,19 @@ def run(what: str, settings: Settings, *, events: int, db: str | None) -> int:
 
         bench_replay(simulated_events(events), settings)
     elif what == "sink":
-        bench_sink_command(db, rows=events)
+        bench_sink_command(db, rows=events, batch=settings.sql.batch_size)
     elif what == "pipeline":
         bench_pipeline(settings, events)
     return 0
 
 
-def bench_sink_command(db: str | None, *, rows: int) -> None:
+def bench_sink_command(db: str | None, *, rows: int, batch: int = 1000) -> None:
     """Sink throughput into ``db``, or into a throw-away local PostgreSQL server."""
     from pipeline.broker import free_port
     from pipeline.sink.bench import bench_sink
 
     if db:
-        bench_sink(db, rows=rows)
+        bench_sink(db, rows=rows, batch=batch)
         return
     script = Path(__file__).resolve().parents[1] / "deploy" / "postgres" / "local-postgres.sh"
     with tempfile.TemporaryDirectory(prefix="cxstream-bench-pg-") as data_dir:
@@ -81,7 +81,7 @@ def bench_sink_command(db: str | None, *, rows: int) -> None:
             raise RuntimeError(f"local PostgreSQL did not start:\n{started.stderr[-2000:]}")
         url = started.stdout.strip().splitlines()[-1]
         try:
-            bench_sink(url, rows=rows)
+            bench_sink(url, rows=rows, batch=batch)
         finally:
             subprocess.run(
                 ["bash", str(script), "stop", data_dir], check=False, capture_output=True

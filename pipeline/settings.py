@@ -115,7 +115,7 @@ class KafkaSettings:
 @dataclass(frozen=True, slots=True)
 class SqlSettings:
     url: str = "sqlite:///var/cxstream.db"
-    batch_size: int = 500
+    batch_size: int = 5000
     batch_seconds: float = 1.0
     pseudonymise: bool = False
     pseudonym_key_file: str | None = None
