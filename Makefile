@@ -28,7 +28,7 @@ setup: $(STAMP) system-deps kafka ## everything the tests and the demo need
 demo: $(STAMP) kafka ## run the whole pipeline on the embedded broker and SQLite until Ctrl-C
 	$(BIN)/cxstream demo
 
-test: setup ## the full test suite: unit + integration against real Kafka, PostgreSQL, Prometheus
+test: setup lint typecheck ## lint, types, then unit + integration tests against real Kafka, PostgreSQL, Prometheus
 	$(BIN)/python -m pytest tests
 
 unit: $(STAMP) ## unit tests only (no services)
