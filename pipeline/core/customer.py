@@ -8,9 +8,7 @@ passes the clock in, so a replay and the stream give the same records.
 
 from __future__ import annotations
 
-import json
-import json.encoder
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,39 +34,6 @@ MS = 1000
 # Version 2: contacts as flat rows with a compact SLA row, candidates without
 # their (derivable) keys, seen ids as one joined string. Version 1 is still read.
 STATE_VERSION = 2
-
-
-def _compact_json_encoder() -> Callable[[Any], str]:
-    """A function that encodes a value as compact JSON, exactly as ``json.dumps`` with
-    ``separators=(",", ":")`` does.
-
-    ``JSONEncoder.encode`` builds a new C encoder per call (about 2.5 us, more than
-    encoding a whole contact row), and a state is encoded in a few parts per
-    changed customer per batch; so the C encoder is built once here. Where the C
-    accelerator is missing or has another signature, the public encoder is used.
-    """
-    public = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return public.encode
-    try:
-        encode_chunks = make(
-            None, public.default, json.encoder.encode_basestring_ascii, None,
-            ":", ",", False, False, True,
-        )  # fmt: skip
-    except TypeError:
-        return public.encode
-    encode_str = json.encoder.encode_basestring_ascii
-
-    def encode(value: Any) -> str:
-        if type(value) is str:
-            return encode_str(value)
-        return "".join(encode_chunks(value, 0))
-
-    return encode
-
-
-_encode_json = _compact_json_encoder()
 
 # Outcome of CustomerState.apply().
 APPLIED = "applied"
@@ -133,7 +98,6 @@ class Contact:
         "events",
         "last_at",
         "outcome",
-        "row_json",
         "session_id",
         "sla",
         "sla_since",
@@ -155,10 +119,6 @@ class Contact:
         self.sla: Any = None
         self.sla_since: int | None = None  # start of the running SLA clock (ops gauge)
         self.switched_into = False  # a switch failure ends in this contact
-        # The JSON of to_row() while the contact is unchanged (None: stale).
-        # Whoever changes the contact or its SLA clocks resets it; a customer's
-        # state is written per batch and most of its contacts did not change.
-        self.row_json: str | None = None
 
     def summary(self, customer_id: str) -> ContactSummary:
         sla = self.sla
@@ -226,7 +186,6 @@ class CustomerState:
     """Sessions, contacts, SLA clocks, journey candidates and seen ids of one customer."""
 
     __slots__ = (
-        "_candidates_json",
         "_settle_cache",
         "book",
         "candidates",
@@ -255,8 +214,6 @@ class CustomerState:
         # (due, key) of the earliest settlement, None if no candidate, _UNKNOWN
         # after a change of the candidates or of a contact they pair with.
         self._settle_cache: tuple[int, str] | object | None = _UNKNOWN
-        # The JSON of the candidates' state while they are unchanged (None: stale).
-        self._candidates_json: str | None = None
 
     # -- events -------------------------------------------------------------
 
@@ -294,7 +251,6 @@ class CustomerState:
             for moved in self.contacts.values():
                 if moved.session_id == other.session_id:
                     moved.session_id = session.session_id
-                    moved.row_json = None
         session.events += 1
         session.pending = True
         due = session.ended_at + book.gap_ms + book.grace_ms + 1
@@ -328,7 +284,6 @@ class CustomerState:
                 candidates_move = True
                 contact.started_at = at
                 contact.session_id = session.session_id
-                contact.row_json = None
             session.contact_ids[contact_id] = None
         had_topic = contact.topic is not None
         self._apply_to_contact(contact, event, out)
@@ -347,7 +302,6 @@ class CustomerState:
         self, contact: Contact, event: InteractionEvent, out: list[OutputRecord]
     ) -> None:
         at = event.occurred_at
-        contact.row_json = None
         contact.events += 1
         if at > contact.last_at:
             contact.last_at = at
@@ -369,7 +323,6 @@ class CustomerState:
             ):
                 contact.ended_at, contact.outcome = at, event.outcome
             self._settle_cache = _UNKNOWN
-            self._candidates_json = None
             for kind in (SWITCH_FAILURE, FALSE_RESOLUTION):
                 self.candidates.pop(f"{kind}:{contact.contact_id}", None)
             candidate = candidate_for_end(
@@ -505,7 +458,6 @@ class CustomerState:
             fired = True
             if rank == _RANK_SLA:
                 contact = self.contacts[key]
-                contact.row_json = None
                 out.extend(contact.sla.fire_due(due))
                 if contact.sla.is_idle:
                     contact.sla_since = None
@@ -525,7 +477,6 @@ class CustomerState:
     def _settle(self, key: str, out: list[OutputRecord]) -> None:
         candidate = self.candidates.pop(key)
         self._settle_cache = _UNKNOWN
-        self._candidates_json = None
         nxt = next_contact(candidate, self.contacts.values())
         if nxt is None:
             return  # the window passed with no next contact
@@ -538,9 +489,7 @@ class CustomerState:
         if signal is not None:
             out.append(signal)
             if candidate.kind == SWITCH_FAILURE:
-                switched = self.contacts[nxt.contact_id]
-                switched.switched_into = True
-                switched.row_json = None
+                self.contacts[nxt.contact_id].switched_into = True
 
     def _close(self, session: Session, out: list[OutputRecord]) -> None:
         out.append(self._record(session, SESSION_FINAL))
@@ -644,30 +593,6 @@ class CustomerState:
             "w": [c.to_state() for c in self.candidates.values()],
             "d": self.dedup.to_state(),
         }
-
-    def state_json(self) -> str:
-        """The JSON text of :meth:`to_state`, re-encoding only what changed since the last call.
-
-        Unchanged contacts and candidates reuse their encoded text, so writing a
-        customer per batch costs about its changed part, not its whole history.
-        """
-        rows = []
-        for contact in self.contacts.values():
-            text = contact.row_json
-            if text is None:
-                text = contact.row_json = _encode_json(contact.to_row())
-            rows.append(text)
-        candidates = self._candidates_json
-        if candidates is None:
-            candidates = self._candidates_json = _encode_json(
-                [c.to_state() for c in self.candidates.values()]
-            )
-        ids, times = self.dedup.to_state()
-        return (
-            f'{{"v":{STATE_VERSION},"b":{_encode_json(self.book.to_state())},'
-            f'"k":[{",".join(rows)}],"w":{candidates},'
-            f'"d":[{_encode_json(ids)},{_encode_json(times)}]}}'
-        )
 
     @classmethod
     def from_state(cls, customer_id: str, state: dict[str, Any], rules: CoreRules) -> CustomerState:

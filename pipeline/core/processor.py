@@ -44,6 +44,9 @@ BUSINESS_CALENDAR = "banking_hours"
 # settings alive, so an id is never reused while its entry exists.
 _RESOLVED: dict[int, tuple[Settings, tuple[Any, ...], Any]] = {}
 _MAX_RESOLVED = 16
+# One encoder for every state: json.dumps() with options builds a new one per
+# call, and the circular-reference check costs a dict entry per container.
+_encode_state = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 @dataclass
@@ -213,9 +216,10 @@ class PartitionProcessor:
         """customer_id -> serialized state (None: evicted) of customers changed since last call."""
         dirty: dict[str, bytes | None] = {}
         customers = self._customers
+        encode = _encode_state
         for customer_id in self._dirty:
             customer = customers.get(customer_id)
-            dirty[customer_id] = None if customer is None else customer.state_json().encode()
+            dirty[customer_id] = None if customer is None else encode(customer.to_state()).encode()
         self._dirty = {}
         return dirty
 

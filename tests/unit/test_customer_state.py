@@ -13,7 +13,6 @@ from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import OutputRecord
 from pipeline.errors import CxstreamError
 from pipeline.settings import build_settings
-from tests.unit.core_standins import MINUTE, T0, ev, make_processor
 from tests.unit.test_core_golden import RICH_POLICIES
 
 EVENTS = 6_000
@@ -101,47 +100,3 @@ def test_a_state_of_an_unknown_version_is_refused():
     processor = PartitionProcessor.from_settings(build_settings())
     with pytest.raises(CxstreamError, match="customer state version 3 is not known"):
         processor.load_state("c1", b'{"v":3}')
-
-
-@pytest.mark.parametrize(("policies", "seed"), [({}, 11), (RICH_POLICIES, 37)])
-def test_state_json_with_reused_parts_equals_a_fresh_encoding_after_every_batch(policies, seed):
-    """Parts encoded in an earlier batch are reused only while nothing in them changed."""
-    processor = PartitionProcessor.from_settings(build_settings(policies))
-    mismatched: list[str] = []
-    checked = 0
-    for index, event in enumerate(simulated_events(EVENTS, seed=seed)):
-        processor.process(event)
-        if index % 50 == 49:
-            processor.flush_updates()
-            for customer_id, data in processor.take_dirty().items():
-                customer = processor._customers.get(customer_id)
-                if customer is not None:
-                    checked += 1
-                    fresh = json.dumps(customer.to_state(), separators=(",", ":"))
-                    if data != fresh.encode():
-                        mismatched.append(customer_id)
-    processor.end_of_input()
-    for customer_id, data in processor.take_dirty().items():
-        customer = processor._customers.get(customer_id)
-        if customer is not None:
-            fresh = json.dumps(customer.to_state(), separators=(",", ":"))
-            if data != fresh.encode():
-                mismatched.append(customer_id)
-    assert checked > 1_000
-    assert mismatched == []
-
-
-def test_state_json_after_a_bridging_merge_names_the_surviving_session():
-    processor = make_processor()
-    processor.process(ev(T0, contact="k1", event_id="a"))
-    processor.process(ev(T0 + 33 * MINUTE, contact="k2", event_id="b"))
-    processor.take_dirty()  # both contacts' rows are encoded and reused from here on
-    processor.process(ev(T0 + 16 * MINUTE, contact="k3", event_id="c"))
-    state = json.loads(processor.take_dirty()["c1"])
-    sessions = {row[0] for row in state["b"][0]}
-    assert len(sessions) == 1
-    assert {row[0]: row[8] in sessions for row in state["k"]} == {
-        "k1": True,
-        "k2": True,
-        "k3": True,
-    }
