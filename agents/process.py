@@ -66,12 +66,14 @@ class ProcessRole:
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
-        # The timer may only build a partition's processor from the table once
-        # the table is fully recovered: a processor built from a half-restored
-        # changelog would hold older state than the committed input offsets.
-        # Faust sends on_rebalance_complete after recovery; the agent itself
-        # only receives events after that.
-        self._table_ready = False
+        # A partition's processor may only be built from the table once the
+        # table is fully recovered: a processor built from a half-restored
+        # changelog holds older state than the committed input offsets, and
+        # events applied to it lose the effects of earlier ones. Faust sends
+        # on_rebalance_complete after recovery; until then neither the agent
+        # (which may still hold a batch taken before the rebalance) nor the
+        # timer touches the table.
+        self._ready = asyncio.Event()
 
     # -- agent ---------------------------------------------------------------
 
@@ -80,9 +82,16 @@ class ProcessRole:
         # take_events is faust-streaming's batching API; StreamT's stub lacks it.
         batches = stream.take_events(worker.batch_size, within=worker.batch_seconds)  # type: ignore[attr-defined]
         async for events in batches:
+            await self._ready.wait()
             async with self.lock:
+                owned = self._owned_partitions()
                 for event in events:
                     message = event.message
+                    if message.partition not in owned:
+                        # Taken before a rebalance moved the partition away: its
+                        # new owner reprocesses it; writing its state here would
+                        # land in the owner's changelog partition.
+                        continue
                     self._ensure_loaded(message.partition)
                     self.handler.handle(
                         RawRecord(
@@ -103,7 +112,7 @@ class ProcessRole:
 
     async def _tick(self) -> None:
         """Once a second: wall-clock timers (live mode), gauges, lag."""
-        partitions = self._active_partitions() if self._table_ready else []
+        partitions = self._active_partitions() if self._ready.is_set() else []
         async with self.lock:
             for partition in partitions:
                 self._ensure_loaded(partition)
@@ -116,11 +125,15 @@ class ProcessRole:
     def _active_partitions(self) -> list[int]:
         if self.app.rebalancing:
             return []
-        return sorted(
+        return sorted(self._owned_partitions())
+
+    def _owned_partitions(self) -> set[int]:
+        """Input partitions actively assigned to this worker right now."""
+        return {
             tp.partition
             for tp in self.app.assignor.assigned_actives()
             if tp.topic == self.handler.input_topic
-        )
+        }
 
     def _ensure_loaded(self, partition: int) -> None:
         if not self.handler.has_partition(partition):
@@ -130,16 +143,19 @@ class ProcessRole:
             )
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
-        self._table_ready = False
-        for tp in revoked:
-            if tp.topic == self.handler.input_topic:
-                self.handler.drop_partition(tp.partition)
+        self._ready.clear()
+        # Under the lock: a batch in flight finishes with the processors it
+        # started with; the next one reloads them from the recovered table.
+        async with self.lock:
+            for tp in revoked:
+                if tp.topic == self.handler.input_topic:
+                    self.handler.drop_partition(tp.partition)
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
-        self._table_ready = False
+        self._ready.clear()
 
     async def _on_rebalance_complete(self, sender: Any, **_: Any) -> None:
-        self._table_ready = True
+        self._ready.set()
 
     async def _flush(self, drained: Drained) -> None:
         """Send outputs, wait for Kafka's acks, then write state (clock last).

