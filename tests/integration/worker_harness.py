@@ -33,7 +33,7 @@ from pipeline.topics import INTERACTIONS, ensure_topics, project_topics
 
 #: Quarantine reason for the two SIGKILL-restart tests (visible as XFAIL/XPASS).
 RESTART_BUG = (
-    "KNOWN BUG, quarantined and reported, not hidden: in about 1 run in 4 one event's "
+    "KNOWN BUG, quarantined and reported, not hidden: in some runs one event's "
     "effects are missing after a SIGKILL restart of the worker. The core's restart "
     "semantics are exact (test_core_golden; restarts at every batch boundary); the gap "
     "is in the Faust layer. See docs/architecture.md, 'Known issue'."
