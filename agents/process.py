@@ -137,7 +137,8 @@ class ProcessRole:
 
     def _ensure_loaded(self, partition: int) -> None:
         if not self.handler.has_partition(partition):
-            restored = self.handler.load_partition(partition, list(self.table.data.items()))
+            # No copy of the table: loading is synchronous, nothing writes meanwhile.
+            restored = self.handler.load_partition(partition, self.table.data.items())
             log.info(
                 "partition %s: restored %s customers from the state table", partition, restored
             )

@@ -15,6 +15,7 @@ timings on shared 2-core machines are noisy:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -100,11 +101,8 @@ def bench_pipeline(settings: Settings, events: int) -> dict[str, float]:
     ):
         bootstrap = kafka.start()
         prefix = f"bench{uuid.uuid4().hex[:8]}"
-        kafka_settings = settings.kafka.__class__(
-            bootstrap=bootstrap,
-            topic_prefix=prefix,
-            input_partitions=settings.kafka.input_partitions,
-            output_partitions=settings.kafka.output_partitions,
+        kafka_settings = dataclasses.replace(
+            settings.kafka, bootstrap=bootstrap, topic_prefix=prefix
         )
         ensure_topics(bootstrap, project_topics(kafka_settings))
         topic = kafka_settings.topic(INTERACTIONS)
