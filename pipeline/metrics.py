@@ -126,6 +126,11 @@ class Metrics:
             "cxstream_rekeyed_events_total",
             "Events that arrived under a key other than their customer id and were re-keyed.",
         )
+        self.redelivered_records = counter(
+            "cxstream_redelivered_records_total",
+            "Input records delivered again after a restart and skipped: the state already "
+            "held their effects.",
+        )
 
         # Sessions.
         self.open_sessions = gauge("cxstream_open_sessions", "Sessions open in this worker.")
@@ -278,6 +283,9 @@ class Metrics:
 
     def rekeyed_event(self) -> None:
         self.rekeyed_events.inc()
+
+    def redelivered_record(self) -> None:
+        self.redelivered_records.inc()
 
     def observe_processing_latency(self, seconds: float) -> None:
         """Record event time -> processed; negative values (clock skew) count as 0."""

@@ -16,14 +16,21 @@ the rules in one place:
 Ordering promise (what makes restarts exact): :meth:`drain` returns the output
 records *and* the dirty per-customer state of the same batch. The agent must
 send the outputs and wait until Kafka acknowledged them **before** it writes the
-state to the changelog, and it writes the partition clock last. After a crash,
-either the state was not written (the events are processed again from the old
-state and produce the same outputs again, which sinks upsert), or it was, and
-the redelivered events are recognised as duplicates.
+state to the changelog, and it writes the partition's position last: its clock
+and the offset of the last input record whose effects the state holds. After a
+crash, either the state was not written (the records are processed again from
+the old state and produce the same outputs again, which sinks upsert), or it
+was, and the redelivered records at or below the stored offset are skipped by
+offset. Skipping by offset rather than relying on event-id deduplication keeps
+a restart exact also for customers whose state was evicted in between, and for
+records that never reach a customer (dead letters, re-keyed records, control
+records).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,8 +66,10 @@ from pipeline.topics import (
 CONTROL_HEADER = "cx-control"
 #: Control value: the input of this partition has ended; close everything.
 END_OF_INPUT = b"end-of-input"
-#: Table key that holds a partition's clock (customer ids never start with "__").
+#: Table key that holds a partition's position (customer ids never start with "__").
 CLOCK_KEY_PREFIX = "__clock__:"
+
+log = logging.getLogger(__name__)
 
 OUTPUT_TOPIC_SUFFIX: Mapping[type[OutputRecord], str] = {
     SessionRecord: SESSIONS,
@@ -73,6 +82,24 @@ OUTPUT_TOPIC_SUFFIX: Mapping[type[OutputRecord], str] = {
 
 def clock_key(partition: int) -> str:
     return f"{CLOCK_KEY_PREFIX}{partition}"
+
+
+def encode_position(clock_ms: int | None, applied_offset: int | None) -> bytes:
+    """The value stored under a partition's clock key."""
+    return json.dumps({"clock_ms": clock_ms, "applied_offset": applied_offset}).encode()
+
+
+def decode_position(value: bytes) -> tuple[int | None, int | None]:
+    """(clock_ms, applied_offset) of a clock-key value.
+
+    Versions before 0.2 stored the bare clock (``b"1772438400000"``): it loads
+    with no offset, and redelivered records fall back to event-id deduplication.
+    """
+    text = value.decode()
+    if not text.startswith("{"):
+        return int(text), None
+    position = json.loads(text)
+    return position.get("clock_ms"), position.get("applied_offset")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +145,7 @@ class MetricsSink(Protocol):
     def dead_letter(self, stage: str, reason: str) -> None: ...
     def duplicate_event(self, channel: str) -> None: ...
     def rekeyed_event(self) -> None: ...
+    def redelivered_record(self) -> None: ...
     def observe_processing_latency(self, seconds: float) -> None: ...
 
 
@@ -135,6 +163,9 @@ class _NoMetrics:
         pass
 
     def rekeyed_event(self) -> None:
+        pass
+
+    def redelivered_record(self) -> None:
         pass
 
     def observe_processing_latency(self, seconds: float) -> None:
@@ -164,6 +195,11 @@ class StreamHandler:
         self.processors: dict[int, PartitionProcessor] = {}
         self._last_update_flush: dict[int, float] = {}
         self.last_offsets: dict[int, int] = {}
+        #: partition -> offset of the last input record whose effects are in the state.
+        self.applied_offsets: dict[int, int] = {}
+        #: partition -> offset restored from the table, until the first record after it.
+        self._restored_offsets: dict[int, int] = {}
+        self.redelivered_skipped = 0
         self._pending = Drained()
         self._touched: set[int] = set()
         # Wall time for the latency histogram, refreshed once per batch: a clock
@@ -190,7 +226,12 @@ class StreamHandler:
                 continue
             key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
             if key == clock_name:
-                processor.load_clock(int(value))
+                clock_ms, applied_offset = decode_position(value)
+                if clock_ms is not None:
+                    processor.load_clock(clock_ms)
+                if applied_offset is not None:
+                    self.applied_offsets[partition] = applied_offset
+                    self._restored_offsets[partition] = applied_offset
             elif key.startswith(CLOCK_KEY_PREFIX):
                 continue
             elif partition_for(key, self.partitions) == partition:
@@ -202,14 +243,30 @@ class StreamHandler:
     def drop_partition(self, partition: int) -> None:
         self.processors.pop(partition, None)
         self._last_update_flush.pop(partition, None)
+        self.applied_offsets.pop(partition, None)
+        self._restored_offsets.pop(partition, None)
 
     # -- records -------------------------------------------------------------
 
     def handle(self, record: RawRecord) -> None:
         """Process one consumed input record; results accumulate until :meth:`drain`."""
-        self.last_offsets[record.partition] = record.offset
+        partition = record.partition
+        offset = record.offset
+        self.last_offsets[partition] = offset
+        applied = self.applied_offsets.get(partition)
+        if applied is not None and offset <= applied:
+            # Redelivered after a restart: its effects are already in the state.
+            self.redelivered_skipped += 1
+            self.metrics.redelivered_record()
+            return
+        if self._restored_offsets:
+            self._check_resume(partition, offset)
+        self.applied_offsets[partition] = offset
+        # Every record moves the stored position, also one that only becomes a
+        # dead letter, so a redelivery never sends that dead letter twice.
+        self._touched.add(partition)
         if _is_end_of_input(record.headers):
-            self._collect(record.partition, self._processor(record.partition).end_of_input())
+            self._collect(partition, self._processor(partition).end_of_input())
             return
         try:
             event = validate(self._event_codec.decode(record.value or b""), self.settings.channels)
@@ -245,15 +302,16 @@ class StreamHandler:
         now = time.monotonic()
         interval = self.settings.worker.session_update_seconds
         for partition in sorted(self._touched):
-            processor = self.processors[partition]
+            processor = self._processor(partition)
             last = self._last_update_flush.get(partition, 0.0)
             if force_updates or now - last >= interval:
                 self._last_update_flush[partition] = now
                 self._collect(partition, processor.flush_updates(), touch=False)
             dirty = processor.take_dirty()
-            if processor.clock_ms is not None:
-                # Written last, so a restored clock never runs ahead of the states.
-                dirty[clock_key(partition)] = str(processor.clock_ms).encode()
+            applied_offset = self.applied_offsets.get(partition)
+            if processor.clock_ms is not None or applied_offset is not None:
+                # Written last, so a restored position never runs ahead of the states.
+                dirty[clock_key(partition)] = encode_position(processor.clock_ms, applied_offset)
             self._pending.state[partition] = dirty
         if self._event_counts:
             self.metrics.observe_events(self._event_counts)
@@ -264,6 +322,23 @@ class StreamHandler:
         return drained
 
     # -- helpers -------------------------------------------------------------
+
+    def _check_resume(self, partition: int, offset: int) -> None:
+        """Say so when the first record after a restore is not the next one.
+
+        Offsets may legitimately jump (transaction markers, retention), but a
+        jump right after a restore can also mean the consumer group's committed
+        offset ran ahead of the state, whose records would then be missing.
+        """
+        restored = self._restored_offsets.pop(partition, None)
+        if restored is not None and offset > restored + 1:
+            log.warning(
+                "partition %s: state holds records up to offset %s but consumption "
+                "resumed at %s; offsets in between were not applied",
+                partition,
+                restored,
+                offset,
+            )
 
     def _processor(self, partition: int) -> PartitionProcessor:
         processor = self.processors.get(partition)

@@ -10,6 +10,7 @@ from pipeline.contract.event import (
     CONTACT_STARTED,
     CUSTOMER,
     CUSTOMER_MESSAGE,
+    FEEDBACK,
     RESOLVED,
     InteractionEvent,
 )
@@ -22,6 +23,7 @@ from pipeline.streaming import (
     RawRecord,
     StreamHandler,
     clock_key,
+    decode_position,
 )
 
 T0 = 1_772_438_400_000  # 2026-03-02T08:00:00Z
@@ -124,7 +126,7 @@ def test_end_of_input_closes_the_session_and_the_state_ends_with_the_clock() -> 
     assert decoded["status"] == "final"
     state = drained.state[PARTITION]
     assert list(state)[-1] == clock_key(PARTITION)
-    assert state[clock_key(PARTITION)] == str(T0 + 5 * MINUTE).encode()
+    assert decode_position(state[clock_key(PARTITION)]) == (T0 + 5 * MINUTE, 9)
 
 
 def test_a_restored_partition_continues_exactly_where_the_original_left_off() -> None:
@@ -145,3 +147,85 @@ def test_a_restored_partition_continues_exactly_where_the_original_left_off() ->
         return [r for r in handler.drain().records if getattr(r, "status", "") == "final"]
 
     assert finals(restored) == finals(original)
+
+
+def _restored_from(*drains: dict[str, bytes | None]) -> StreamHandler:
+    """A new handler loaded from the table the given drained states left behind."""
+    table: dict[bytes, bytes] = {}
+    for changes in drains:
+        for key, value in changes.items():
+            if value is None:
+                table.pop(key.encode(), None)
+            else:
+                table[key.encode()] = value
+    restored = StreamHandler(SETTINGS)
+    restored.load_partition(PARTITION, table.items())
+    return restored
+
+
+def test_records_redelivered_after_a_restore_are_skipped_and_their_dead_letters_not_repeated() -> (
+    None
+):
+    events = chat_contact()
+    original = StreamHandler(SETTINGS)
+    original.handle(record(CODEC.encode(events[0]), offset=0))
+    original.handle(record(b"not avro", offset=1))
+    original.handle(record(CODEC.encode(events[1]), offset=2))
+    restored = _restored_from(original.drain().state[PARTITION])
+
+    # The consumer group had committed only offset 0: offsets 1 and 2 come again.
+    restored.handle(record(b"not avro", offset=1))
+    restored.handle(record(CODEC.encode(events[1]), offset=2))
+    restored.handle(record(CODEC.encode(events[2]), offset=3))
+    drained = restored.drain()
+
+    assert restored.redelivered_skipped == 2
+    assert [o.topic for o in drained.outgoing if o.topic.endswith("dlq")] == []
+    assert decode_position(drained.state[PARTITION][clock_key(PARTITION)]) == (T0 + 20_000, 3)
+
+
+def test_a_redelivered_event_of_an_evicted_customer_is_not_reported_late() -> None:
+    # Event-id deduplication cannot catch this one: the customer's state, with
+    # the ids it had seen, was evicted before the restart.
+    other = next(
+        f"c-{n}"
+        for n in range(2, 500)
+        if partition_for(f"c-{n}", SETTINGS.kafka.input_partitions) == PARTITION
+    )
+    first = event(1, T0, FEEDBACK, score=9)
+    day_later = InteractionEvent(
+        event_id="o1",
+        occurred_at=T0 + 25 * 60 * MINUTE,
+        customer_id=other,
+        channel="chat",
+        contact_id="k-2",
+        type=CUSTOMER_MESSAGE,
+        actor=CUSTOMER,
+    )
+    original = StreamHandler(SETTINGS)
+    original.handle(record(CODEC.encode(first), offset=0))
+    first_batch = original.drain().state[PARTITION]
+    original.handle(record(CODEC.encode(day_later), offset=1, key=other.encode()))
+    second_batch = original.drain().state[PARTITION]
+    assert second_batch["c-1"] is None  # evicted: nothing open, nothing remembered
+    restored = _restored_from(first_batch, second_batch)
+
+    restored.handle(record(CODEC.encode(first), offset=0))
+    drained = restored.drain()
+
+    assert [r.OUTPUT_NAME for r in drained.records] == []
+    assert restored.redelivered_skipped == 1
+
+
+def test_a_partition_that_only_saw_dead_letters_still_stores_its_position() -> None:
+    handler = StreamHandler(SETTINGS)
+    handler.handle(record(b"not avro", offset=7))
+    state = handler.drain().state[PARTITION]
+    assert decode_position(state[clock_key(PARTITION)]) == (None, 7)
+
+
+def test_a_position_stored_by_an_earlier_version_restores_the_clock_alone() -> None:
+    handler = StreamHandler(SETTINGS)
+    handler.load_partition(PARTITION, [(clock_key(PARTITION).encode(), str(T0).encode())])
+    assert handler.processors[PARTITION].clock_ms == T0
+    assert handler.applied_offsets == {}
