@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import faust
 from faust.types import TP
 
+from agents.refetch import MissedRecordFetcher
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
 from pipeline.streaming import Drained, RawRecord, StreamHandler
@@ -22,6 +24,9 @@ from pipeline.streaming import Drained, RawRecord, StreamHandler
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "customer-state"
+#: A partition this long without records, whose log goes on past the last
+#: applied offset, is read from the broker (see ``_fill_quiet_partitions``).
+QUIET_SECONDS = 3.0
 
 
 class ProcessRole:
@@ -40,6 +45,11 @@ class ProcessRole:
         self.settings = settings
         self.metrics = metrics
         self.handler = StreamHandler(settings, metrics=metrics)
+        self.refetcher = MissedRecordFetcher(settings.kafka.bootstrap)
+        # partition -> monotonic time its last record was handled (or it was
+        # loaded), and the end of the stretch the quiet-partition check last read.
+        self._last_record_at: dict[int, float] = {}
+        self._read_to: dict[int, int] = {}
         # One lock for the agent and the timer: a batch's outputs must be
         # delivered before its state is written, and a tick must not take the
         # dirty state of a batch that is still waiting for its outputs.
@@ -66,6 +76,7 @@ class ProcessRole:
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
+        app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         # A partition's processor may only be built from the table once the
         # table is fully recovered: a processor built from a half-restored
         # changelog holds older state than the committed input offsets, and
@@ -93,6 +104,9 @@ class ProcessRole:
                         # land in the owner's changelog partition.
                         continue
                     self._ensure_loaded(message.partition)
+                    hole = self.handler.missing_before(message.partition, message.offset)
+                    if hole is not None:
+                        await self._fill(message.topic, message.partition, *hole)
                     self.handler.handle(
                         RawRecord(
                             topic=message.topic,
@@ -107,6 +121,9 @@ class ProcessRole:
                         )
                     )
                 await self._flush(self.handler.drain())
+            now = time.monotonic()
+            for event in events:
+                self._last_record_at[event.message.partition] = now
             if self._on_batch is not None:
                 self._on_batch(len(events))
 
@@ -116,11 +133,58 @@ class ProcessRole:
         async with self.lock:
             for partition in partitions:
                 self._ensure_loaded(partition)
+            await self._fill_quiet_partitions(partitions)
             self.handler.tick(partitions)
             await self._flush(self.handler.drain())
         self._update_gauges(partitions)
 
+    async def _fill_quiet_partitions(self, partitions: list[int]) -> None:
+        """Apply records the consumer skipped at the end of a partition.
+
+        A skipped record in the middle shows as a hole when the next one arrives;
+        a skipped *last* record has no next one. When a partition has had no
+        records for a while but its log ends past the last applied offset, the
+        rest is read from the broker (records Faust still delivers later are
+        then skipped by offset).
+        """
+        now = time.monotonic()
+        consumer = self.app.consumer
+        topic = self.handler.input_topic
+        for partition in partitions:
+            applied = self.handler.applied_offsets.get(partition)
+            if applied is None or now - self._last_record_at.get(partition, now) < QUIET_SECONDS:
+                continue
+            try:
+                highwater = consumer.highwater(TP(topic, partition))
+            except Exception:  # highwater is unknown until the first fetch response
+                continue
+            # Read each stretch once: a log that ends in transaction markers has
+            # nothing to apply, however often it is asked.
+            start = max(applied + 1, self._read_to.get(partition, 0))
+            if highwater is not None and highwater > start:
+                await self._fill(topic, partition, start, highwater)
+                self._read_to[partition] = highwater
+
     # -- helpers -------------------------------------------------------------
+
+    async def _fill(self, topic: str, partition: int, start: int, end: int) -> None:
+        """Apply the records at offsets ``start..end-1`` that the consumer skipped.
+
+        See ``agents/refetch.py`` for why Faust can skip records.
+        """
+        missed = await self.refetcher.fetch(topic, partition, start, end)
+        if missed:
+            log.warning(
+                "partition %s: the consumer skipped offsets %s..%s; applied %s records "
+                "read from the broker",
+                partition,
+                start,
+                end - 1,
+                len(missed),
+            )
+            self.metrics.refetched(len(missed))
+        for record in missed:
+            self.handler.handle(record)
 
     def _active_partitions(self) -> list[int]:
         if self.app.rebalancing:
@@ -139,6 +203,8 @@ class ProcessRole:
         if not self.handler.has_partition(partition):
             # No copy of the table: loading is synchronous, nothing writes meanwhile.
             restored = self.handler.load_partition(partition, self.table.data.items())
+            self._last_record_at[partition] = time.monotonic()
+            self._read_to.pop(partition, None)
             log.info(
                 "partition %s: restored %s customers from the state table", partition, restored
             )
@@ -154,6 +220,9 @@ class ProcessRole:
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         self._ready.clear()
+
+    async def _on_shutdown(self, sender: Any, **_: Any) -> None:
+        await self.refetcher.close()
 
     async def _on_rebalance_complete(self, sender: Any, **_: Any) -> None:
         self._ready.set()
@@ -220,7 +289,7 @@ class ProcessRole:
                 highwater = consumer.highwater(tp)
             except Exception:  # lag is best-effort telemetry; never break the timer
                 continue
-            last = self.handler.last_offsets.get(partition)
+            last = self.handler.applied_offsets.get(partition)
             if highwater is not None:
                 lag = highwater - (last + 1 if last is not None else 0)
                 self.metrics.set_lag(self.handler.input_topic, partition, max(0, lag))

@@ -131,6 +131,11 @@ class Metrics:
             "Input records delivered again after a restart and skipped: the state already "
             "held their effects.",
         )
+        self.refetched_records = counter(
+            "cxstream_refetched_records_total",
+            "Input records the consumer skipped over (a hole in the offsets) that the worker "
+            "read from the broker itself.",
+        )
 
         # Sessions.
         self.open_sessions = gauge("cxstream_open_sessions", "Sessions open in this worker.")
@@ -191,7 +196,8 @@ class Metrics:
         # Streaming health.
         self.consumer_lag = gauge(
             "cxstream_consumer_lag",
-            "Records between the committed offset and the end of the partition.",
+            "Records between the last one whose effects are in the state and the end of the "
+            "partition.",
             ("topic", "partition"),
         )
         self.processing_latency = Histogram(
@@ -286,6 +292,9 @@ class Metrics:
 
     def redelivered_record(self) -> None:
         self.redelivered_records.inc()
+
+    def refetched(self, count: int) -> None:
+        self.refetched_records.inc(count)
 
     def observe_processing_latency(self, seconds: float) -> None:
         """Record event time -> processed; negative values (clock skew) count as 0."""

@@ -30,7 +30,6 @@ records).
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,8 +67,6 @@ CONTROL_HEADER = "cx-control"
 END_OF_INPUT = b"end-of-input"
 #: Table key that holds a partition's position (customer ids never start with "__").
 CLOCK_KEY_PREFIX = "__clock__:"
-
-log = logging.getLogger(__name__)
 
 OUTPUT_TOPIC_SUFFIX: Mapping[type[OutputRecord], str] = {
     SessionRecord: SESSIONS,
@@ -197,8 +194,6 @@ class StreamHandler:
         self.last_offsets: dict[int, int] = {}
         #: partition -> offset of the last input record whose effects are in the state.
         self.applied_offsets: dict[int, int] = {}
-        #: partition -> offset restored from the table, until the first record after it.
-        self._restored_offsets: dict[int, int] = {}
         self.redelivered_skipped = 0
         self._pending = Drained()
         self._touched: set[int] = set()
@@ -231,7 +226,6 @@ class StreamHandler:
                     processor.load_clock(clock_ms)
                 if applied_offset is not None:
                     self.applied_offsets[partition] = applied_offset
-                    self._restored_offsets[partition] = applied_offset
             elif key.startswith(CLOCK_KEY_PREFIX):
                 continue
             elif partition_for(key, self.partitions) == partition:
@@ -244,7 +238,18 @@ class StreamHandler:
         self.processors.pop(partition, None)
         self._last_update_flush.pop(partition, None)
         self.applied_offsets.pop(partition, None)
-        self._restored_offsets.pop(partition, None)
+
+    def missing_before(self, partition: int, offset: int) -> tuple[int, int] | None:
+        """``(start, end)``: the offsets between the last applied record and ``offset``.
+
+        None when ``offset`` follows the last applied record directly (or is a
+        redelivery, or nothing is known of the partition yet). The agent reads
+        such a hole from the broker and handles it before the record at ``offset``.
+        """
+        applied = self.applied_offsets.get(partition)
+        if applied is None or offset <= applied + 1:
+            return None
+        return applied + 1, offset
 
     # -- records -------------------------------------------------------------
 
@@ -259,8 +264,6 @@ class StreamHandler:
             self.redelivered_skipped += 1
             self.metrics.redelivered_record()
             return
-        if self._restored_offsets:
-            self._check_resume(partition, offset)
         self.applied_offsets[partition] = offset
         # Every record moves the stored position, also one that only becomes a
         # dead letter, so a redelivery never sends that dead letter twice.
@@ -322,23 +325,6 @@ class StreamHandler:
         return drained
 
     # -- helpers -------------------------------------------------------------
-
-    def _check_resume(self, partition: int, offset: int) -> None:
-        """Say so when the first record after a restore is not the next one.
-
-        Offsets may legitimately jump (transaction markers, retention), but a
-        jump right after a restore can also mean the consumer group's committed
-        offset ran ahead of the state, whose records would then be missing.
-        """
-        restored = self._restored_offsets.pop(partition, None)
-        if restored is not None and offset > restored + 1:
-            log.warning(
-                "partition %s: state holds records up to offset %s but consumption "
-                "resumed at %s; offsets in between were not applied",
-                partition,
-                restored,
-                offset,
-            )
 
     def _processor(self, partition: int) -> PartitionProcessor:
         processor = self.processors.get(partition)

@@ -172,10 +172,30 @@ def wait_until_consumed(
 def wait_until_worker_consumed(
     settings: Settings, worker: WorkerProcess, timeout: float = 240.0
 ) -> None:
-    """Wait until the ``cxstream worker`` group committed every record now in the input topic."""
-    wait_until_consumed(
-        settings.kafka.bootstrap, process_group(settings), input_topic(settings), worker, timeout
-    )
+    """Wait until the worker applied every record now in the input topic.
+
+    Committed offsets alone are not proof: the consumer may commit past records
+    it skipped, which the worker then reads itself (``agents/refetch.py``). Its
+    lag gauge counts from the last record whose effects are in its state.
+    """
+    deadline = time.monotonic() + timeout
+    topic = input_topic(settings)
+    wait_until_consumed(settings.kafka.bootstrap, process_group(settings), topic, worker, timeout)
+    partitions = sorted(end_offsets(settings.kafka.bootstrap, topic))
+    lags: dict[int, float | str] = {}
+    while time.monotonic() < deadline:
+        worker.assert_running()
+        for partition in partitions:
+            try:
+                lags[partition] = metric_value(
+                    worker.web_port, "cxstream_consumer_lag", topic=topic, partition=str(partition)
+                )
+            except (AssertionError, OSError) as exc:  # gauge not set yet / page not up
+                lags[partition] = str(exc)
+        if all(lag == 0 for lag in lags.values()):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"worker did not apply every record of {topic}: lag {lags}")
 
 
 def send_items(items: Iterable[SimItem], settings: Settings) -> None:

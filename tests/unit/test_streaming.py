@@ -229,3 +229,13 @@ def test_a_position_stored_by_an_earlier_version_restores_the_clock_alone() -> N
     handler.load_partition(PARTITION, [(clock_key(PARTITION).encode(), str(T0).encode())])
     assert handler.processors[PARTITION].clock_ms == T0
     assert handler.applied_offsets == {}
+
+
+def test_a_hole_in_the_offsets_after_the_last_applied_record_is_reported() -> None:
+    handler = StreamHandler(SETTINGS)
+    assert handler.missing_before(PARTITION, 5) is None  # nothing applied yet
+    handler.handle(record(CODEC.encode(chat_contact()[0]), offset=5))
+
+    assert handler.missing_before(PARTITION, 6) is None  # the next record
+    assert handler.missing_before(PARTITION, 3) is None  # a redelivery
+    assert handler.missing_before(PARTITION, 9) == (6, 9)
