@@ -8,8 +8,9 @@ passes the clock in, so a replay and the stream give the same records.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Protocol
 
 from pipeline.contract.event import CONTACT_ENDED, FEEDBACK, RESOLVED, InteractionEvent
@@ -27,7 +28,13 @@ from pipeline.core.records import (
     SlaEvent,
 )
 from pipeline.core.sessions import Session, SessionBook
-from pipeline.core.switches import Candidate, candidate_for_end, next_contact, settle
+from pipeline.core.switches import (
+    Candidate,
+    can_pair,
+    candidate_for_end,
+    next_contact,
+    settle,
+)
 from pipeline.errors import StateError
 
 MS = 1000
@@ -47,6 +54,13 @@ _RANK_SLA, _RANK_SETTLE, _RANK_CLOSE, _RANK_DROP, _RANK_PRUNE = range(5)
 _UNKNOWN = object()
 
 
+_start_order = attrgetter("started_at", "contact_id")
+
+
+def _end(bounds: tuple[int, int]) -> int:
+    return bounds[1]
+
+
 class SlaClock(Protocol):
     """What the core needs of :class:`pipeline.core.sla.ContactSla`."""
 
@@ -54,6 +68,9 @@ class SlaClock(Protocol):
     first_reply_business_seconds: float | None
     breached: bool
     breaches: int
+
+    # The earliest unfired due time (None: nothing to fire), kept current.
+    due_ms: int | None
 
     def fire_due(self, clock_ms: int) -> list[SlaEvent]: ...
     def observe(self, event: InteractionEvent) -> list[SlaEvent]: ...
@@ -186,6 +203,7 @@ class CustomerState:
     """Sessions, contacts, SLA clocks, journey candidates and seen ids of one customer."""
 
     __slots__ = (
+        "_pairs",
         "_settle_cache",
         "book",
         "candidates",
@@ -211,8 +229,13 @@ class CustomerState:
         # moved earlier (None: nothing). Everything else can only have moved
         # later, so the processor need not rescan the whole state per event.
         self.due_hint: int | None = None
+        # Candidate key -> (due, next contact or None) of each candidate, kept
+        # up to date as contacts come, go or learn their topic, so a change
+        # need not pair every candidate with every contact again (None: not
+        # built yet). Not state: rebuilt on load.
+        self._pairs: dict[str, tuple[int, Contact | None]] | None = None
         # (due, key) of the earliest settlement, None if no candidate, _UNKNOWN
-        # after a change of the candidates or of a contact they pair with.
+        # after a change of a pair.
         self._settle_cache: tuple[int, str] | object | None = _UNKNOWN
 
     # -- events -------------------------------------------------------------
@@ -260,7 +283,7 @@ class CustomerState:
         contact_id = event.contact_id
         contact = self.contacts.get(contact_id)
         kind = event.type
-        candidates_move = False
+        is_new = False
         if kind == FEEDBACK:
             # Feedback often comes after the contact ended, even in a later
             # session: it scores the session but neither opens nor joins a contact.
@@ -270,7 +293,7 @@ class CustomerState:
                 return APPLIED
         else:
             if contact is None:
-                candidates_move = True
+                is_new = True
                 contact = Contact(contact_id, event.channel, at, session.session_id)
                 contact.sla = rules.sla_type.open(
                     customer_id=self.customer_id,
@@ -281,17 +304,21 @@ class CustomerState:
                 )
                 self.contacts[contact_id] = contact
             elif at < contact.started_at:
-                candidates_move = True
                 contact.started_at = at
                 contact.session_id = session.session_id
+                # Rare: the contact may now pair with other candidates, or no
+                # longer with some; pair them all again.
+                self._pairs = None
+                self._settle_cache = _UNKNOWN
             session.contact_ids[contact_id] = None
         had_topic = contact.topic is not None
         self._apply_to_contact(contact, event, out)
-        due = contact.sla.next_due_ms()
+        due = contact.sla.due_ms
         if due is not None and due < hint:
             hint = due
-        if candidates_move or kind == CONTACT_ENDED or had_topic != (contact.topic is not None):
-            self._settle_cache = _UNKNOWN
+        if is_new or had_topic != (contact.topic is not None):
+            self._offer_as_next(contact)
+        if self._settle_cache is _UNKNOWN:
             settle_next = self._next_settlement()
             if settle_next is not None and settle_next[0] < hint:
                 hint = settle_next[0]
@@ -323,8 +350,12 @@ class CustomerState:
             ):
                 contact.ended_at, contact.outcome = at, event.outcome
             self._settle_cache = _UNKNOWN
+            pairs = self._pairs
             for kind in (SWITCH_FAILURE, FALSE_RESOLUTION):
-                self.candidates.pop(f"{kind}:{contact.contact_id}", None)
+                key = f"{kind}:{contact.contact_id}"
+                self.candidates.pop(key, None)
+                if pairs is not None:
+                    pairs.pop(key, None)
             candidate = candidate_for_end(
                 contact_id=contact.contact_id,
                 channel=contact.channel,
@@ -333,7 +364,10 @@ class CustomerState:
                 topic=contact.topic,
             )
             if candidate is not None:
-                self.candidates[f"{candidate.kind}:{contact.contact_id}"] = candidate
+                key = f"{candidate.kind}:{contact.contact_id}"
+                self.candidates[key] = candidate
+                if pairs is not None:
+                    pairs[key] = self._pair(candidate)
             out.append(contact.summary(self.customer_id))
         elif contact.ended_at is not None:
             # An event of an ended contact arrived out of order: refresh the summary.
@@ -344,98 +378,105 @@ class CustomerState:
     def _next_work(self) -> tuple[int, int, str] | None:
         """(due, rank, key) of the earliest piece of timed work, ties by rank then key.
 
-        Runs after every timed step and per wake-up, so it scans without
-        building a list of every item.
+        Runs per wake-up and after every timed step, so it reads due times that
+        are kept current (SLA clocks, dedup expiry, the cached settlement) and
+        compares work as tuples, whose order is exactly the tie order.
         """
-        rules = self.rules
         book = self.book
-        best_due = -1
-        best_rank = 0
-        best_key = ""
-        found = False
-        if book.open:
-            pad = book.gap_ms + book.grace_ms + 1
-            for session in book.open:
-                due = session.ended_at + pad
-                if (
-                    not found
-                    or due < best_due
-                    or (
-                        due == best_due
-                        and (_RANK_CLOSE, session.session_id) < (best_rank, best_key)
-                    )
-                ):
-                    best_due, best_rank, best_key, found = (
-                        due,
-                        _RANK_CLOSE,
-                        session.session_id,
-                        True,
-                    )
         open_sessions = book.open
+        best: tuple[int, int, str] | None = None
+        if open_sessions:
+            pad = book.gap_ms + book.grace_ms + 1
+            for session in open_sessions:
+                work = (session.ended_at + pad, _RANK_CLOSE, session.session_id)
+                if best is None or work < best:
+                    best = work
+        in_open: Container[str] | None = None
         for contact in self.contacts.values():
-            due = contact.sla.next_due_ms()
+            due = contact.sla.due_ms
             if due is not None:
-                rank = _RANK_SLA
+                work = (due, _RANK_SLA, contact.contact_id)
             elif contact.ended_at is not None:
                 continue
             else:
-                contact_id = contact.contact_id
-                if any(contact_id in s.contact_ids for s in open_sessions):
+                if in_open is None:
+                    in_open = self._contacts_in_open_sessions()
+                if contact.contact_id in in_open:
                     continue
-                due = contact.last_at + rules.contact_retention_ms + 1
-                rank = _RANK_DROP
-            if (
-                not found
-                or due < best_due
-                or (due == best_due and (rank, contact.contact_id) < (best_rank, best_key))
-            ):
-                best_due, best_rank, best_key, found = due, rank, contact.contact_id, True
+                due = contact.last_at + self.rules.contact_retention_ms + 1
+                work = (due, _RANK_DROP, contact.contact_id)
+            if best is None or work < best:
+                best = work
         settle_next = self._next_settlement()
         if settle_next is not None:
-            due, key = settle_next
-            if (
-                not found
-                or due < best_due
-                or (due == best_due and (_RANK_SETTLE, key) < (best_rank, best_key))
-            ):
-                best_due, best_rank, best_key, found = due, _RANK_SETTLE, key, True
-        if book.closed:
-            due = min(book.closed_expiry(b) for b in book.closed)
-            if (
-                not found
-                or due < best_due
-                or (due == best_due and (best_rank, best_key) > (_RANK_PRUNE, "closed"))
-            ):
-                best_due, best_rank, best_key, found = due, _RANK_PRUNE, "closed", True
-        expiry = self.dedup.next_expiry_ms()
-        if expiry is not None and (
-            not found
-            or expiry < best_due
-            or (expiry == best_due and (best_rank, best_key) > (_RANK_PRUNE, "dedup"))
-        ):
-            best_due, best_rank, best_key, found = expiry, _RANK_PRUNE, "dedup", True
-        return (best_due, best_rank, best_key) if found else None
+            work = (settle_next[0], _RANK_SETTLE, settle_next[1])
+            if best is None or work < best:
+                best = work
+        closed = book.closed
+        if closed:
+            due = book.closed_expiry(closed[0] if len(closed) == 1 else min(closed, key=_end))
+            work = (due, _RANK_PRUNE, "closed")
+            if best is None or work < best:
+                best = work
+        expiry = self.dedup.expiry_ms
+        if expiry is not None:
+            work = (expiry, _RANK_PRUNE, "dedup")
+            if best is None or work < best:
+                best = work
+        return best
 
     def _next_settlement(self) -> tuple[int, str] | None:
         """(due, key) of the earliest settlement or expiry of a candidate (cached)."""
         cached = self._settle_cache
         if cached is not _UNKNOWN:
             return cached  # type: ignore[return-value]
+        pairs = self._pairs
+        if pairs is None:
+            pairs = self._pairs = {key: self._pair(c) for key, c in self.candidates.items()}
         best: tuple[int, str] | None = None
-        if self.candidates:
-            rules = self.rules
-            grace = rules.grace_ms
-            contacts = self.contacts.values()
-            for key, candidate in self.candidates.items():
-                nxt = next_contact(candidate, contacts)
-                if nxt is not None:
-                    due = nxt.started_at + grace + 1
-                else:
-                    due = candidate.ended_at + rules.window_ms(candidate.kind) + grace + 1
-                if best is None or (due, key) < best:
-                    best = (due, key)
+        for key, (due, _) in pairs.items():
+            if best is None or (due, key) < best:
+                best = (due, key)
         self._settle_cache = best
         return best
+
+    def _pair(self, candidate: Candidate) -> tuple[int, Contact | None]:
+        """(due, next contact): settle at the next contact's start plus grace, or
+        expire at the end of the window plus grace if there is none."""
+        grace = self.rules.grace_ms
+        nxt = next_contact(candidate, self.contacts.values())
+        if nxt is not None:
+            return nxt.started_at + grace + 1, nxt
+        return candidate.ended_at + self.rules.window_ms(candidate.kind) + grace + 1, None
+
+    def _offer_as_next(self, contact: Contact) -> None:
+        """A new contact, or one that just learnt its topic, may become the next contact
+        of some candidates: the next contact is the earliest that can pair, so it
+        replaces a candidate's next if it starts earlier (ties: contact id)."""
+        pairs = self._pairs
+        if pairs is None:
+            return  # built from scratch when next asked for
+        candidates = self.candidates
+        started = contact.started_at
+        order = (started, contact.contact_id)
+        for key, (_, nxt) in pairs.items():
+            if nxt is contact or not can_pair(candidates[key], contact):
+                continue
+            if nxt is None or order < (nxt.started_at, nxt.contact_id):
+                # Replacing the value of an existing key is safe while iterating.
+                pairs[key] = (started + self.rules.grace_ms + 1, contact)
+                self._settle_cache = _UNKNOWN
+
+    def _drop_contact(self, contact_id: str) -> None:
+        """Forget a contact; the candidates it was the next contact of pair again."""
+        contact = self.contacts.pop(contact_id)
+        pairs = self._pairs
+        if pairs is None:
+            return
+        for key, (_, nxt) in pairs.items():
+            if nxt is contact:
+                pairs[key] = self._pair(self.candidates[key])
+                self._settle_cache = _UNKNOWN
 
     def next_due(self) -> int | None:
         """The earliest clock value at which this customer has timed work."""
@@ -464,11 +505,12 @@ class CustomerState:
             elif rank == _RANK_SETTLE:
                 self._settle(key, out)
             elif rank == _RANK_CLOSE:
-                session = next(s for s in self.book.open if s.session_id == key)
-                self._close(session, out)
+                for session in self.book.open:
+                    if session.session_id == key:
+                        self._close(session, out)
+                        break
             elif rank == _RANK_DROP:
-                del self.contacts[key]
-                self._settle_cache = _UNKNOWN
+                self._drop_contact(key)
             elif key == "closed":
                 self.book.prune_closed(due)
             else:
@@ -476,6 +518,8 @@ class CustomerState:
 
     def _settle(self, key: str, out: list[OutputRecord]) -> None:
         candidate = self.candidates.pop(key)
+        if self._pairs is not None:
+            self._pairs.pop(key, None)
         self._settle_cache = _UNKNOWN
         nxt = next_contact(candidate, self.contacts.values())
         if nxt is None:
@@ -492,22 +536,23 @@ class CustomerState:
                 self.contacts[nxt.contact_id].switched_into = True
 
     def _close(self, session: Session, out: list[OutputRecord]) -> None:
-        out.append(self._record(session, SESSION_FINAL))
+        contacts = self._session_contacts(session)
+        out.append(self._record(session, SESSION_FINAL, contacts))
         self.book.close(session)
-        for open_contact in self._session_contacts(session):
+        customer_id = self.customer_id
+        for open_contact in contacts:
             if open_contact.ended_at is None:
-                out.append(open_contact.summary(self.customer_id))
-        in_open = self._contacts_in_open_sessions()
+                out.append(open_contact.summary(customer_id))
+        # Ended, idle contacts of the session go, unless another open session has them.
+        own = self.contacts
+        in_open: Container[str] | None = None
         for contact_id in session.contact_ids:
-            contact = self.contacts.get(contact_id)
-            if (
-                contact is not None
-                and contact.ended_at is not None
-                and contact.sla.is_idle
-                and contact_id not in in_open
-            ):
-                del self.contacts[contact_id]
-                self._settle_cache = _UNKNOWN
+            contact = own.get(contact_id)
+            if contact is not None and contact.ended_at is not None and contact.sla.is_idle:
+                if in_open is None:
+                    in_open = self._contacts_in_open_sessions()
+                if contact_id not in in_open:
+                    self._drop_contact(contact_id)
 
     def finish(self, out: list[OutputRecord]) -> None:
         """End of input: settle candidates that have a next contact, close every session."""
@@ -519,24 +564,49 @@ class CustomerState:
 
     # -- records and queries -------------------------------------------------------
 
-    def _contacts_in_open_sessions(self) -> set[str]:
-        return {cid for s in self.book.open for cid in s.contact_ids}
+    def _contacts_in_open_sessions(self) -> Container[str]:
+        open_sessions = self.book.open
+        if len(open_sessions) == 1:
+            return open_sessions[0].contact_ids  # the common case: no set to build
+        return {cid for s in open_sessions for cid in s.contact_ids}
 
     def _session_contacts(self, session: Session) -> list[Contact]:
-        contacts = [self.contacts[c] for c in session.contact_ids if c in self.contacts]
-        contacts.sort(key=lambda c: (c.started_at, c.contact_id))
+        """The session's contacts still held, by start time (ties: contact id)."""
+        own = self.contacts
+        contacts = [own[c] for c in session.contact_ids if c in own]
+        if len(contacts) > 1:
+            contacts.sort(key=_start_order)
         return contacts
 
     def _record(
-        self, session: Session, status: str, superseded_by: str | None = None
+        self,
+        session: Session,
+        status: str,
+        contacts: list[Contact] | None = None,
+        superseded_by: str | None = None,
     ) -> SessionRecord:
-        contacts = self._session_contacts(session)
+        """The session's record; ``contacts`` is :meth:`_session_contacts` if the caller has it."""
+        if contacts is None:
+            contacts = self._session_contacts(session)
         path: list[str] = []
+        last_channel = None
+        last_ended: Contact | None = None
+        switch_failures = 0
+        sla_breaches = 0
         for contact in contacts:
-            if not path or path[-1] != contact.channel:
-                path.append(contact.channel)
-        ended = [c for c in contacts if c.ended_at is not None]
-        last_ended = max(ended, key=lambda c: (c.ended_at, c.contact_id)) if ended else None
+            channel = contact.channel
+            if channel != last_channel:
+                path.append(channel)
+                last_channel = channel
+            ended_at = contact.ended_at
+            if ended_at is not None and (
+                last_ended is None
+                or (ended_at, contact.contact_id) > (last_ended.ended_at, last_ended.contact_id)
+            ):
+                last_ended = contact
+            if contact.switched_into:
+                switch_failures += 1
+            sla_breaches += contact.sla.breaches
         session.version += 1
         session.pending = False
         return SessionRecord(
@@ -551,8 +621,8 @@ class CustomerState:
             channel_switches=max(len(path) - 1, 0),
             first_contact_resolved=bool(contacts) and contacts[0].outcome == RESOLVED,
             resolved_at_end=last_ended is not None and last_ended.outcome == RESOLVED,
-            switch_failures=sum(1 for c in contacts if c.switched_into),
-            sla_breaches=sum(c.sla.breaches for c in contacts),
+            switch_failures=switch_failures,
+            sla_breaches=sla_breaches,
             nps_score=session.nps_score,
             contact_ids=[c.contact_id for c in contacts],
             superseded_by=superseded_by,

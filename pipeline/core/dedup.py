@@ -31,13 +31,25 @@ TIME_SEPARATOR = ","
 class DedupWindow:
     """The event ids one customer sent within the retention window."""
 
-    __slots__ = ("_ids_text", "_oldest", "_seen", "_times_text", "bucket_ms", "retention_ms")
+    __slots__ = (
+        "_ids_text",
+        "_oldest",
+        "_seen",
+        "_times_text",
+        "bucket_ms",
+        "expiry_ms",
+        "retention_ms",
+    )
 
     def __init__(self, retention_ms: int) -> None:
         self.retention_ms = retention_ms
         self.bucket_ms = max(1, retention_ms // PRUNE_BUCKETS)
         self._seen: dict[str, int] = {}
         self._oldest: int | None = None  # the smallest time in _seen
+        # What next_expiry_ms() returns (read it, never set it): the customer
+        # reads it per wake-up while _oldest rarely changes, so it is derived
+        # only when _oldest is set.
+        self.expiry_ms: int | None = None
         # The two strings of to_state() while they are kept up to date (None:
         # not asked for yet, or invalidated by a prune or a re-added id).
         self._ids_text: str | None = None
@@ -56,14 +68,14 @@ class DedupWindow:
             # Seen before the retention and not pruned yet: a new sighting.
             # Rare, so recompute rather than track.
             seen[event_id] = occurred_at
-            self._oldest = min(seen.values())
+            self._set_oldest(min(seen.values()))
             self._ids_text = self._times_text = None
             return False
         times = self._times_text
         seen[event_id] = occurred_at
         oldest = self._oldest
         if oldest is None or occurred_at < oldest:
-            self._oldest = occurred_at
+            self._set_oldest(occurred_at)
         if times is not None:
             if ID_SEPARATOR in event_id:
                 self._ids_text = self._times_text = None
@@ -76,11 +88,15 @@ class DedupWindow:
 
     def next_expiry_ms(self) -> int | None:
         """When to prune next: the oldest id's expiry rounded up to the next bucket boundary."""
-        oldest = self._oldest
+        return self.expiry_ms
+
+    def _set_oldest(self, oldest: int | None) -> None:
+        self._oldest = oldest
         if oldest is None:
-            return None
-        expires = oldest + self.retention_ms + 1
-        return -(-expires // self.bucket_ms) * self.bucket_ms
+            self.expiry_ms = None
+        else:
+            expires = oldest + self.retention_ms + 1
+            self.expiry_ms = -(-expires // self.bucket_ms) * self.bucket_ms
 
     def prune(self, clock_ms: int) -> None:
         """Forget ids whose event time is older than the retention."""
@@ -90,7 +106,7 @@ class DedupWindow:
             return
         seen = {event_id: at for event_id, at in self._seen.items() if at >= horizon}
         self._seen = seen
-        self._oldest = min(seen.values()) if seen else None
+        self._set_oldest(min(seen.values()) if seen else None)
         self._ids_text = self._times_text = None
 
     def to_state(self) -> list[Any]:
@@ -131,5 +147,5 @@ class DedupWindow:
         seen = window._seen
         for event_id, occurred_at in pairs:
             seen[event_id] = occurred_at
-        window._oldest = min(seen.values()) if seen else None
+        window._set_oldest(min(seen.values()) if seen else None)
         return window

@@ -158,7 +158,9 @@ class SessionBook:
         self.closed.append((session.started_at, session.ended_at))
 
     def prune_closed(self, clock_ms: int) -> None:
-        self.closed = [b for b in self.closed if self.closed_expiry(b) > clock_ms]
+        # closed_expiry(b) > clock_ms, with the expiry's arithmetic moved to the clock side.
+        horizon = clock_ms - 2 * self.gap_ms - self.grace_ms - 1
+        self.closed = [b for b in self.closed if b[1] > horizon]
 
     def to_state(self) -> list[Any]:
         return [[s.to_state() for s in self.open], [list(b) for b in self.closed]]

@@ -231,6 +231,7 @@ class ContactSla:
         "channel",
         "contact_id",
         "customer_id",
+        "due_ms",
         "first_reply_at",
         "first_reply_business_seconds",
         "first_reply_seconds",
@@ -254,6 +255,11 @@ class ContactSla:
         self.topic: str | None = None
         self._selection = _select(policies, channel, None)
         self._clocks: list[_Clock] = []
+        # The earliest unfired warning or deadline of the running clocks (None:
+        # nothing to fire). The customer's scan for timed work reads it per
+        # wake-up, so it is kept current by every change of the clocks
+        # (_refresh_due) rather than recomputed per read.
+        self.due_ms: int | None = None
         self._seqs: dict[str, int] = {}  # policy name -> last next_reply seq used
         self._first_started_at: int | None = None
         self._replied_since_customer = False
@@ -292,6 +298,10 @@ class ContactSla:
 
     def next_due_ms(self) -> int | None:
         """The earliest unfired warning or breach time of the running clocks."""
+        return self.due_ms
+
+    def _refresh_due(self) -> None:
+        """Recompute :attr:`due_ms` after the clocks changed."""
         earliest: int | None = None
         for clock in self._clocks:
             if not clock.warned:
@@ -302,7 +312,7 @@ class ContactSla:
                 continue
             if earliest is None or due < earliest:
                 earliest = due
-        return earliest
+        self.due_ms = earliest
 
     # -- firing ----------------------------------------------------------
 
@@ -317,6 +327,8 @@ class ContactSla:
                 not clock.breached and clock.deadline <= clock_ms
             ):
                 fired.extend(self._fire_clock(clock, clock_ms))
+        if fired:
+            self._refresh_due()
         if len(fired) > 1:
             fired.sort(key=lambda event: (event.fired_at, event.kind == SLA_BREACH, event.policy))
         return fired
@@ -386,6 +398,7 @@ class ContactSla:
         elif kind == CONTACT_ENDED:
             self._ended = True
             self._clocks.clear()
+            self.due_ms = None
         return []
 
     def _customer_message(self, at: int) -> None:
@@ -401,10 +414,12 @@ class ContactSla:
         self._first_started_at = at
         for policy in self._selection.first:
             self._clocks.append(_Clock.started(policy, 0, at))
+        self._refresh_due()
 
     def _start_next_reply(self, at: int) -> None:
         for policy in self._selection.next:
             self._clocks.append(_Clock.started(policy, self._next_seq(policy), at))
+        self._refresh_due()
 
     def _next_seq(self, policy: Policy) -> int:
         seq = self._seqs.get(policy.spec.name, 0) + 1
@@ -434,6 +449,7 @@ class ContactSla:
                     self._event(clock, SLA_COMPLETED, at, replied_at=at, overrun_seconds=overrun)
                 )
         self._clocks = running
+        self._refresh_due()
         return records
 
     def _record_first_reply(self, at: int) -> None:
@@ -467,6 +483,7 @@ class ContactSla:
                 seq = self._next_seq(policy)
             kept.append(_Clock.started(policy, seq, start))
         self._clocks = kept
+        self._refresh_due()
 
     # -- state -----------------------------------------------------------
 
@@ -564,6 +581,7 @@ class ContactSla:
         # Every breach sets both, so the count says whether the contact breached.
         sla.breaches = row[9]
         sla.breached = row[9] > 0
+        sla._refresh_due()
         return sla
 
     @classmethod
@@ -600,4 +618,5 @@ class ContactSla:
         sla.first_reply_business_seconds = state["first_reply_business_seconds"]
         sla.breached = state["breached"]
         sla.breaches = state["breaches"]
+        sla._refresh_due()
         return sla

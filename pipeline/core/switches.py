@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pipeline.contract.event import ABANDONED, UNRESOLVED
 from pipeline.core.records import FALSE_RESOLUTION, SWITCH_FAILURE, JourneySignal
@@ -33,6 +33,9 @@ class ContactLike(Protocol):
     channel: str
     started_at: int
     topic: str | None
+
+
+ContactT = TypeVar("ContactT", bound=ContactLike)
 
 
 @dataclass(slots=True)
@@ -58,17 +61,25 @@ class Candidate:
         return cls(*state)
 
 
-def next_contact(candidate: Candidate, contacts: Iterable[ContactLike]) -> ContactLike | None:
+def can_pair(candidate: Candidate, contact: ContactLike) -> bool:
+    """Whether ``contact`` may be the candidate's next contact: started after its end
+    (and for a false-resolution candidate, on the same topic)."""
+    return (
+        contact.started_at > candidate.ended_at
+        and contact.contact_id != candidate.contact_id
+        and (candidate.kind != FALSE_RESOLUTION or contact.topic == candidate.topic)
+    )
+
+
+def next_contact(candidate: Candidate, contacts: Iterable[ContactT]) -> ContactT | None:
     """The contact this candidate pairs with: the first started after its end.
 
     For a false-resolution candidate only contacts on the same topic count.
     Ties on start time go to the smaller contact id, so arrival order never decides.
     """
-    best: ContactLike | None = None
+    best: ContactT | None = None
     for contact in contacts:
-        if contact.started_at <= candidate.ended_at or contact.contact_id == candidate.contact_id:
-            continue
-        if candidate.kind == FALSE_RESOLUTION and contact.topic != candidate.topic:
+        if not can_pair(candidate, contact):
             continue
         if best is None or (contact.started_at, contact.contact_id) < (
             best.started_at,

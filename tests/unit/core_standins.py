@@ -52,6 +52,10 @@ class StandInSla:
         return self._deadline()
 
     @property
+    def due_ms(self) -> int | None:
+        return self._deadline()
+
+    @property
     def is_idle(self) -> bool:
         return self.policy is None or self.started_at is None or self.stopped
 
