@@ -31,7 +31,6 @@ from pipeline.settings import Settings, build_settings
 from pipeline.simulator import SimItem, SimulatorConfig, generate
 from pipeline.sink.store import dump_tables
 from tests.integration.worker_harness import (
-    RESTART_BUG,
     WorkerProcess,
     describe_table_difference,
     free_port,
@@ -193,7 +192,6 @@ def test_sink_tables_equal_the_replay_row_by_row(
     assert metric_value(sink.web_port, "cxstream_sink_rows_total", table="sessions") >= sessions
 
 
-@pytest.mark.xfail(strict=False, reason=RESTART_BUG)
 def test_sink_tables_survive_a_worker_sigkill(
     settings: Settings,
     stream_config: dict,

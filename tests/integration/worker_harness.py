@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.contract.codec import RecordCodec
@@ -30,14 +31,6 @@ from pipeline.settings import Settings, build_settings
 from pipeline.simulator import SimItem
 from pipeline.streaming import OUTPUT_TOPIC_SUFFIX
 from pipeline.topics import INTERACTIONS, ensure_topics, project_topics
-
-#: Quarantine reason for the two SIGKILL-restart tests (visible as XFAIL/XPASS).
-RESTART_BUG = (
-    "KNOWN BUG, quarantined and reported, not hidden: in some runs one event's "
-    "effects are missing after a SIGKILL restart of the worker. The core's restart "
-    "semantics are exact (test_core_golden; restarts at every batch boundary); the gap "
-    "is in the Faust layer. See docs/architecture.md, 'Known issue'."
-)
 
 #: Fields that legitimately differ between a live run and a replay: how often
 #: open-session updates were flushed is a matter of wall-clock throttling.
@@ -145,6 +138,21 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     finally:
         admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+def commit_offsets(bootstrap: str, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+    """Set ``group``'s committed offsets of ``topic`` (the group must have no members)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in offsets])
+        consumer.commit(
+            {
+                TopicPartition(topic, p): OffsetAndMetadata(offset, "", -1)
+                for p, offset in offsets.items()
+            }
+        )
+    finally:
+        consumer.close()
 
 
 def wait_until_consumed(
