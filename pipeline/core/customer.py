@@ -9,7 +9,7 @@ passes the clock in, so a replay and the stream give the same records.
 from __future__ import annotations
 
 from collections.abc import Container, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Protocol
 
@@ -93,6 +93,14 @@ class CoreRules:
     policies: Sequence[Any]
     business_calendar: Any
     sla_type: Any  # a class with ContactSla's open()/from_state()
+    # Derived once, read per event: an event this far behind the clock is late,
+    # and a session closes this long after its last event.
+    late_ms: int = field(init=False, compare=False, repr=False)
+    close_after_ms: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "late_ms", self.gap_ms + self.grace_ms)
+        object.__setattr__(self, "close_after_ms", self.gap_ms + self.grace_ms + 1)
 
     @property
     def contact_retention_ms(self) -> int:
@@ -225,9 +233,10 @@ class CustomerState:
         # The due time this customer is registered under in the processor's
         # timer heap (None: not registered). Not state: rebuilt on load.
         self.wake: int | None = None
-        # After apply(): the earliest due time of the work the event created or
-        # moved earlier (None: nothing). Everything else can only have moved
-        # later, so the processor need not rescan the whole state per event.
+        # After apply() of an event that was not a duplicate: the earliest due
+        # time of the work the event created or moved earlier (None: nothing).
+        # Everything else can only have moved later, so the processor need not
+        # rescan the whole state per event.
         self.due_hint: int | None = None
         # Candidate key -> (due, next contact or None) of each candidate, kept
         # up to date as contacts come, go or learn their topic, so a change
@@ -242,16 +251,14 @@ class CustomerState:
 
     def apply(self, event: InteractionEvent, clock_ms: int, out: list[OutputRecord]) -> str:
         """Apply one event at partition clock ``clock_ms``; returns APPLIED, DUPLICATE or LATE."""
-        rules = self.rules
         at = event.occurred_at
-        self.due_hint = None
         if self.dedup.check_and_add(event.event_id, at, clock_ms):
             return DUPLICATE
+        rules = self.rules
         hint = at + rules.dedup_retention_ms + 1
-        self.due_hint = hint
         book = self.book
         reason = None
-        if clock_ms > at + rules.gap_ms + rules.grace_ms:
+        if clock_ms > at + rules.late_ms:
             reason = "event time is older than the session gap plus grace behind the clock"
         elif book.closed and book.hits_closed(at):
             reason = "falls within the gap of a session that has already closed"
@@ -266,6 +273,7 @@ class CustomerState:
                     event=event.to_json_dict(),
                 )
             )
+            self.due_hint = hint
             return LATE
 
         session, superseded = book.place(self.customer_id, event.event_id, at)
@@ -276,7 +284,7 @@ class CustomerState:
                     moved.session_id = session.session_id
         session.events += 1
         session.pending = True
-        due = session.ended_at + book.gap_ms + book.grace_ms + 1
+        due = session.ended_at + rules.close_after_ms
         if due < hint:
             hint = due
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.contract.event import InteractionEvent
-from pipeline.core.customer import APPLIED, DUPLICATE, LATE, CoreRules, CustomerState
+from pipeline.core.customer import APPLIED, DUPLICATE, CoreRules, CustomerState
 from pipeline.core.records import (
     SESSION_FINAL,
     SESSION_SUPERSEDED,
@@ -140,13 +140,14 @@ class PartitionProcessor:
         stats.events += 1
         at = event.occurred_at
         timers = self._timers
-        if self._max_event_ms is None or at > self._max_event_ms:
-            self._max_event_ms = at
-        if self._clock is None or at > self._clock:
-            self._clock = at
+        clock = self._clock
+        if clock is None or at > clock:
+            # The clock is never behind the latest event time, so this is one too.
+            self._clock = self._max_event_ms = clock = at
             if timers and timers[0][0] <= at:
                 self._drain(at, out)
-        clock = self._clock
+        elif self._max_event_ms is None or at > self._max_event_ms:
+            self._max_event_ms = at  # advance() had moved the clock past the events
         customer_id = event.customer_id
         customer = self._customers.get(customer_id)
         if customer is None:
@@ -155,11 +156,11 @@ class PartitionProcessor:
         if outcome == DUPLICATE:
             stats.duplicates += 1
         else:
-            if outcome == LATE:
-                stats.late += 1
             self._dirty[customer_id] = None
             if outcome == APPLIED:
                 self._updated.add(customer_id)
+            else:  # LATE
+                stats.late += 1
             hint = customer.due_hint
             wake = customer.wake
             if wake is None:

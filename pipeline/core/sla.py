@@ -235,6 +235,7 @@ class ContactSla:
         "first_reply_at",
         "first_reply_business_seconds",
         "first_reply_seconds",
+        "is_idle",
         "topic",
     )
 
@@ -260,6 +261,9 @@ class ContactSla:
         # wake-up, so it is kept current by every change of the clocks
         # (_refresh_due) rather than recomputed per read.
         self.due_ms: int | None = None
+        # No clock runs (breached clocks run until a reply or the contact's end);
+        # kept current with due_ms, as the customer reads it per event.
+        self.is_idle = True
         self._seqs: dict[str, int] = {}  # policy name -> last next_reply seq used
         self._first_started_at: int | None = None
         self._replied_since_customer = False
@@ -291,17 +295,13 @@ class ContactSla:
 
     # -- clock queries ---------------------------------------------------
 
-    @property
-    def is_idle(self) -> bool:
-        """No clock runs (breached clocks run until a reply or the contact's end)."""
-        return not self._clocks
-
     def next_due_ms(self) -> int | None:
         """The earliest unfired warning or breach time of the running clocks."""
         return self.due_ms
 
     def _refresh_due(self) -> None:
-        """Recompute :attr:`due_ms` after the clocks changed."""
+        """Recompute :attr:`due_ms` and :attr:`is_idle` after the clocks changed."""
+        self.is_idle = not self._clocks
         earliest: int | None = None
         for clock in self._clocks:
             if not clock.warned:
@@ -399,6 +399,7 @@ class ContactSla:
             self._ended = True
             self._clocks.clear()
             self.due_ms = None
+            self.is_idle = True
         return []
 
     def _customer_message(self, at: int) -> None:
