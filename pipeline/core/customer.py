@@ -55,6 +55,7 @@ _UNKNOWN = object()
 
 
 _start_order = attrgetter("started_at", "contact_id")
+_NO_CONTACTS: frozenset[str] = frozenset()
 
 
 def _end(bounds: tuple[int, int]) -> int:
@@ -576,6 +577,8 @@ class CustomerState:
         open_sessions = self.book.open
         if len(open_sessions) == 1:
             return open_sessions[0].contact_ids  # the common case: no set to build
+        if not open_sessions:
+            return _NO_CONTACTS
         return {cid for s in open_sessions for cid in s.contact_ids}
 
     def _session_contacts(self, session: Session) -> list[Contact]:
@@ -643,7 +646,13 @@ class CustomerState:
 
     @property
     def has_pending(self) -> bool:
-        return any(s.pending for s in self.book.open)
+        # A loop, not any(<generator>): read after every timed step.
+        for session in self.book.open:
+            if session.pending:
+                break
+        else:
+            return False
+        return True
 
     @property
     def is_empty(self) -> bool:

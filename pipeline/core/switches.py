@@ -78,8 +78,10 @@ def next_contact(candidate: Candidate, contacts: Iterable[ContactT]) -> ContactT
     Ties on start time go to the smaller contact id, so arrival order never decides.
     """
     best: ContactT | None = None
+    ended_at = candidate.ended_at
     for contact in contacts:
-        if not can_pair(candidate, contact):
+        # Most contacts started before the candidate ended: reject them without a call.
+        if contact.started_at <= ended_at or not can_pair(candidate, contact):
             continue
         if best is None or (contact.started_at, contact.contact_id) < (
             best.started_at,
