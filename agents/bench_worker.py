@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from agents.app import build_app
 from agents.worker import QuietWorker
 from pipeline.metrics import Metrics
+from pipeline.runtime import tune_garbage_collector
 from pipeline.settings import build_settings
 from pipeline.topics import INTERACTIONS
 
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--events", type=int, required=True)
     args = parser.parse_args()
+    # As ``cxstream worker`` does (pipeline/cli.py), for both sides of the ratio.
+    tune_garbage_collector()
     settings = build_settings(
         {
             "kafka": {"bootstrap": args.bootstrap, "topic_prefix": args.prefix},

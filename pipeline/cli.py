@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipeline import __version__
 from pipeline.errors import CxstreamError
+from pipeline.runtime import tune_garbage_collector
 from pipeline.settings import Settings, load_settings
 
 
@@ -232,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_garbage_collector()
     try:
         return int(args.func(args) or 0)
     except CxstreamError as exc:
