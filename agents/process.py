@@ -25,9 +25,9 @@ from pipeline.streaming import Drained, RawRecord, StreamHandler
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "customer-state"
-#: A partition this long without records, whose log goes on past the last
-#: applied offset, is read from the broker (see ``_fill_quiet_partitions``).
-QUIET_SECONDS = 3.0
+#: A partition whose last applied offset has not moved for this long while its
+#: log goes on is read from the broker (see ``_fill_stalled_partitions``).
+STALL_SECONDS = 3.0
 
 
 class ProcessRole:
@@ -47,9 +47,10 @@ class ProcessRole:
         self.metrics = metrics
         self.handler = StreamHandler(settings, metrics=metrics)
         self.refetcher = MissedRecordFetcher(settings.kafka.bootstrap)
-        # partition -> monotonic time its last record was handled (or it was
-        # loaded), and the end of the stretch the quiet-partition check last read.
-        self._last_record_at: dict[int, float] = {}
+        # Stalled-partition check: partition -> (applied offset, monotonic time
+        # it was first seen behind the log end at that offset), and the end of
+        # the stretch it last read.
+        self._stalled_since: dict[int, tuple[int, float]] = {}
         self._read_to: dict[int, int] = {}
         # One lock for the agent and the timer: a batch's outputs must be
         # delivered before its state is written, and a tick must not take the
@@ -122,9 +123,6 @@ class ProcessRole:
                         )
                     )
                 await self._flush(self.handler.drain())
-            now = time.monotonic()
-            for event in events:
-                self._last_record_at[event.message.partition] = now
             if self._on_batch is not None:
                 self._on_batch(len(events))
 
@@ -134,26 +132,26 @@ class ProcessRole:
         async with self.lock:
             for partition in partitions:
                 self._ensure_loaded(partition)
-            await self._fill_quiet_partitions(partitions)
+            await self._fill_stalled_partitions(partitions)
             self.handler.tick(partitions)
             await self._flush(self.handler.drain())
         self._update_gauges(partitions)
 
-    async def _fill_quiet_partitions(self, partitions: list[int]) -> None:
+    async def _fill_stalled_partitions(self, partitions: list[int]) -> None:
         """Apply records the consumer skipped at the end of a partition.
 
         A skipped record in the middle shows as a hole when the next one arrives;
-        a skipped *last* record has no next one. When a partition has had no
-        records for a while but its log ends past the last applied offset, the
-        rest is read from the broker (records Faust still delivers later are
-        then skipped by offset).
+        a skipped *last* record has no next one. When a partition's log goes on
+        past the last applied offset and that offset has not moved for
+        ``STALL_SECONDS``, the rest is read from the broker (records Faust still
+        delivers later are then skipped by offset).
         """
         now = time.monotonic()
         consumer = self.app.consumer
         topic = self.handler.input_topic
         for partition in partitions:
             applied = self.handler.applied_offsets.get(partition)
-            if applied is None or now - self._last_record_at.get(partition, now) < QUIET_SECONDS:
+            if applied is None:
                 continue
             try:
                 highwater = consumer.highwater(TP(topic, partition))
@@ -162,9 +160,16 @@ class ProcessRole:
             # Read each stretch once: a log that ends in transaction markers has
             # nothing to apply, however often it is asked.
             start = max(applied + 1, self._read_to.get(partition, 0))
-            if highwater is not None and highwater > start:
+            if highwater is None or highwater <= start:
+                self._stalled_since.pop(partition, None)
+                continue
+            stalled = self._stalled_since.get(partition)
+            if stalled is None or stalled[0] != applied:
+                self._stalled_since[partition] = (applied, now)
+            elif now - stalled[1] >= STALL_SECONDS:
                 await self._fill(topic, partition, start, highwater)
                 self._read_to[partition] = highwater
+                self._stalled_since.pop(partition, None)
 
     # -- helpers -------------------------------------------------------------
 
@@ -204,7 +209,7 @@ class ProcessRole:
         if not self.handler.has_partition(partition):
             # No copy of the table: loading is synchronous, nothing writes meanwhile.
             restored = self.handler.load_partition(partition, self.table.data.items())
-            self._last_record_at[partition] = time.monotonic()
+            self._stalled_since.pop(partition, None)
             self._read_to.pop(partition, None)
             log.info(
                 "partition %s: restored %s customers from the state table", partition, restored
