@@ -20,7 +20,7 @@ from agents.batch_send import BatchSender, Record
 from agents.refetch import MissedRecordFetcher
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
-from pipeline.streaming import Drained, RawRecord, StreamHandler
+from pipeline.streaming import Drained, RawRecord, StreamHandler, record_crc
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ class ProcessRole:
                         # new owner reprocesses it; writing its state here would
                         # land in the owner's changelog partition.
                         continue
-                    self._ensure_loaded(message.partition)
+                    if not self.handler.has_partition(message.partition):
+                        await self._load(message.partition)
                     hole = self.handler.missing_before(message.partition, message.offset)
                     if hole is not None:
                         await self._fill(message.topic, message.partition, *hole)
@@ -131,7 +132,8 @@ class ProcessRole:
         partitions = self._active_partitions() if self._ready.is_set() else []
         async with self.lock:
             for partition in partitions:
-                self._ensure_loaded(partition)
+                if not self.handler.has_partition(partition):
+                    await self._load(partition)
             await self._fill_stalled_partitions(partitions)
             self.handler.tick(partitions)
             await self._flush(self.handler.drain())
@@ -205,15 +207,41 @@ class ProcessRole:
             if tp.topic == self.handler.input_topic
         }
 
-    def _ensure_loaded(self, partition: int) -> None:
-        if not self.handler.has_partition(partition):
-            # No copy of the table: loading is synchronous, nothing writes meanwhile.
-            restored = self.handler.load_partition(partition, self.table.data.items())
-            self._stalled_since.pop(partition, None)
-            self._read_to.pop(partition, None)
-            log.info(
-                "partition %s: restored %s customers from the state table", partition, restored
+    async def _load(self, partition: int) -> None:
+        """Build a partition's processor from the state table."""
+        # No copy of the table: loading is synchronous, nothing writes meanwhile.
+        restored = self.handler.load_partition(partition, self.table.data.items())
+        self._stalled_since.pop(partition, None)
+        self._read_to.pop(partition, None)
+        log.info("partition %s: restored %s customers from the state table", partition, restored)
+        if not await self._position_matches_the_log(partition):
+            # Skipping "redelivered" records by offset would drop the new log's
+            # records; event-id deduplication still guards against repeats.
+            log.error(
+                "partition %s: the record at the state's position (offset %s) is not in "
+                "%s any more: the input topic was recreated or truncated; its records are "
+                "processed as new",
+                partition,
+                self.handler.applied_offsets.get(partition),
+                self.handler.input_topic,
             )
+            self.handler.forget_position(partition)
+
+    async def _position_matches_the_log(self, partition: int) -> bool:
+        """Is the record the state was last applied to still at that offset?
+
+        A deleted and recreated input topic starts its offsets again from 0; a
+        stored position would then skip its first records as redeliveries.
+        """
+        applied = self.handler.applied_offsets.get(partition)
+        crc = self.handler.applied_crcs.get(partition)
+        if applied is None or crc is None:
+            return True  # nothing stored, or stored by a version without the checksum
+        topic = self.handler.input_topic
+        if await self.refetcher.end_offset(topic, partition) <= applied:
+            return False
+        found = await self.refetcher.fetch(topic, partition, applied, applied + 1)
+        return bool(found) and record_crc(found[0].key, found[0].value) == crc
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         self._ready.clear()

@@ -43,7 +43,10 @@ class MissedRecordFetcher:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def fetch(self, topic: str, partition: int, start: int, end: int) -> list[RawRecord]:
-        """Records with ``start <= offset < end`` of one partition, in offset order."""
+        """Records with ``start <= offset < end`` of one partition, in offset order.
+
+        ``end`` must not lie past the log's end (see :meth:`end_offset`).
+        """
         consumer = await self._started()
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
@@ -58,6 +61,8 @@ class MissedRecordFetcher:
                 )
             batch = await consumer.getmany(tp, timeout_ms=500)
             for message in batch.get(tp, []):
+                if message.offset < start:
+                    continue  # the log starts later than asked: read from its start
                 if message.offset >= end:
                     break
                 records.append(
@@ -74,6 +79,13 @@ class MissedRecordFetcher:
             if records and records[-1].offset >= end - 1:
                 break
         return records
+
+    async def end_offset(self, topic: str, partition: int) -> int:
+        """The offset the next record of the partition will get (its log end)."""
+        consumer = await self._started()
+        tp = TopicPartition(topic, partition)
+        ends = await asyncio.wait_for(consumer.end_offsets([tp]), timeout=FETCH_TIMEOUT_SECONDS)
+        return int(ends[tp])
 
     async def close(self) -> None:
         if self._consumer is not None:

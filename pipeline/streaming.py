@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pipeline.contract.codec import EventCodec, RecordCodec
 from pipeline.contract.event import InteractionEvent
@@ -81,22 +82,37 @@ def clock_key(partition: int) -> str:
     return f"{CLOCK_KEY_PREFIX}{partition}"
 
 
-def encode_position(clock_ms: int | None, applied_offset: int | None) -> bytes:
+class Position(NamedTuple):
+    """Where a partition's state stands: stored under its clock key, written last."""
+
+    clock_ms: int | None
+    #: Offset of the last input record whose effects the state holds.
+    applied_offset: int | None = None
+    #: :func:`record_crc` of that record: a recreated topic reuses offsets.
+    applied_crc: int | None = None
+
+
+def encode_position(position: Position) -> bytes:
     """The value stored under a partition's clock key."""
-    return json.dumps({"clock_ms": clock_ms, "applied_offset": applied_offset}).encode()
+    return json.dumps(position._asdict()).encode()
 
 
-def decode_position(value: bytes) -> tuple[int | None, int | None]:
-    """(clock_ms, applied_offset) of a clock-key value.
+def decode_position(value: bytes) -> Position:
+    """The :class:`Position` in a clock-key value.
 
     Versions before 0.2 stored the bare clock (``b"1772438400000"``): it loads
     with no offset, and redelivered records fall back to event-id deduplication.
     """
     text = value.decode()
     if not text.startswith("{"):
-        return int(text), None
-    position = json.loads(text)
-    return position.get("clock_ms"), position.get("applied_offset")
+        return Position(int(text))
+    stored = json.loads(text)
+    return Position(stored.get("clock_ms"), stored.get("applied_offset"), stored.get("applied_crc"))
+
+
+def record_crc(key: bytes | None, value: bytes | None) -> int:
+    """A checksum of a record's key and value, to recognise it at its offset later."""
+    return zlib.crc32(value or b"", zlib.crc32(b"\xff", zlib.crc32(key or b"")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +210,9 @@ class StreamHandler:
         self.last_offsets: dict[int, int] = {}
         #: partition -> offset of the last input record whose effects are in the state.
         self.applied_offsets: dict[int, int] = {}
+        #: partition -> record_crc of the record at its applied offset, once drained.
+        self.applied_crcs: dict[int, int] = {}
+        self._last_records: dict[int, RawRecord] = {}
         self.redelivered_skipped = 0
         self._pending = Drained()
         self._touched: set[int] = set()
@@ -221,11 +240,13 @@ class StreamHandler:
                 continue
             key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
             if key == clock_name:
-                clock_ms, applied_offset = decode_position(value)
-                if clock_ms is not None:
-                    processor.load_clock(clock_ms)
-                if applied_offset is not None:
-                    self.applied_offsets[partition] = applied_offset
+                position = decode_position(value)
+                if position.clock_ms is not None:
+                    processor.load_clock(position.clock_ms)
+                if position.applied_offset is not None:
+                    self.applied_offsets[partition] = position.applied_offset
+                if position.applied_crc is not None:
+                    self.applied_crcs[partition] = position.applied_crc
             elif key.startswith(CLOCK_KEY_PREFIX):
                 continue
             elif partition_for(key, self.partitions) == partition:
@@ -238,6 +259,13 @@ class StreamHandler:
         self.processors.pop(partition, None)
         self._last_update_flush.pop(partition, None)
         self.applied_offsets.pop(partition, None)
+        self.applied_crcs.pop(partition, None)
+        self._last_records.pop(partition, None)
+
+    def forget_position(self, partition: int) -> None:
+        """Stop skipping by offset on ``partition`` (its input log was recreated)."""
+        self.applied_offsets.pop(partition, None)
+        self.applied_crcs.pop(partition, None)
 
     def missing_before(self, partition: int, offset: int) -> tuple[int, int] | None:
         """``(start, end)``: the offsets between the last applied record and ``offset``.
@@ -265,6 +293,7 @@ class StreamHandler:
             self.metrics.redelivered_record()
             return
         self.applied_offsets[partition] = offset
+        self._last_records[partition] = record
         # Every record moves the stored position, also one that only becomes a
         # dead letter, so a redelivery never sends that dead letter twice.
         self._touched.add(partition)
@@ -312,9 +341,14 @@ class StreamHandler:
                 self._collect(partition, processor.flush_updates(), touch=False)
             dirty = processor.take_dirty()
             applied_offset = self.applied_offsets.get(partition)
+            last_record = self._last_records.pop(partition, None)
+            if last_record is not None:
+                self.applied_crcs[partition] = record_crc(last_record.key, last_record.value)
             if processor.clock_ms is not None or applied_offset is not None:
                 # Written last, so a restored position never runs ahead of the states.
-                dirty[clock_key(partition)] = encode_position(processor.clock_ms, applied_offset)
+                dirty[clock_key(partition)] = encode_position(
+                    Position(processor.clock_ms, applied_offset, self.applied_crcs.get(partition))
+                )
             self._pending.state[partition] = dirty
         if self._event_counts:
             self.metrics.observe_events(self._event_counts)

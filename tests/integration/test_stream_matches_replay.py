@@ -19,7 +19,7 @@ from pipeline.dlq import parse_dead_letter_headers
 from pipeline.replay import replay_events
 from pipeline.settings import Settings
 from pipeline.simulator import SimItem, SimulatorConfig, generate
-from pipeline.topics import DLQ
+from pipeline.topics import DLQ, project_topics
 from tests.integration.worker_harness import (
     WorkerProcess,
     commit_offsets,
@@ -33,6 +33,7 @@ from tests.integration.worker_harness import (
     process_group,
     read_outputs,
     read_topic,
+    recreate_topic,
     send_items,
     settings_with_topics,
     wait_until_worker_consumed,
@@ -159,3 +160,26 @@ def test_records_the_group_committed_but_the_worker_never_applied_are_still_appl
     expected = _expected(items, settings)
     assert actual == expected, describe_difference(actual, expected)
     assert metric_value(restarted.web_port, "cxstream_refetched_records_total") >= len(second) - 20
+
+
+def test_a_recreated_input_topic_is_processed_although_its_offsets_start_again(
+    settings: Settings, worker_factory
+) -> None:
+    items = list(generate(SIM))
+    first, second = items[: len(items) // 2], items[len(items) // 2 :]
+    worker = worker_factory()
+    send_items(first, settings)
+    wait_until_worker_consumed(settings, worker)
+    worker.stop()
+    topic = input_topic(settings)
+    recreate_topic(settings.kafka.bootstrap, topic, project_topics(settings.kafka)[topic])
+    send_items(second, settings)
+
+    restarted = worker_factory()
+    send_end_of_input(settings.kafka.bootstrap, topic)
+    wait_until_worker_consumed(settings, restarted)
+
+    actual = final_by_key(read_outputs(settings.kafka.bootstrap, settings))
+    expected = _expected(items, settings)
+    assert actual == expected, describe_difference(actual, expected)
+    assert "the input topic was recreated or truncated" in restarted.log_tail(100_000)

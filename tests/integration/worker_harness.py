@@ -26,11 +26,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.contract.codec import RecordCodec
 from pipeline.core.records import OUTPUT_TYPES, OutputRecord
+from pipeline.errors import BrokerError
 from pipeline.producer import EventProducer
 from pipeline.settings import Settings, build_settings
 from pipeline.simulator import SimItem
 from pipeline.streaming import OUTPUT_TOPIC_SUFFIX
-from pipeline.topics import INTERACTIONS, ensure_topics, project_topics
+from pipeline.topics import INTERACTIONS, TopicSpec, ensure_topics, project_topics
 
 #: Fields that legitimately differ between a live run and a replay: how often
 #: open-session updates were flushed is a matter of wall-clock throttling.
@@ -153,6 +154,26 @@ def commit_offsets(bootstrap: str, group: str, topic: str, offsets: Mapping[int,
         )
     finally:
         consumer.close()
+
+
+def recreate_topic(bootstrap: str, topic: str, spec: TopicSpec, timeout: float = 60.0) -> None:
+    """Delete ``topic`` and create it again empty (its offsets start from 0)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.delete_topics([topic])
+        deadline = time.monotonic() + timeout
+        while topic in admin.list_topics():
+            assert time.monotonic() < deadline, f"{topic} was not deleted within {timeout}s"
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    while True:
+        try:
+            ensure_topics(bootstrap, {topic: spec})
+            return
+        except BrokerError:  # the deletion may still be finishing on the broker
+            assert time.monotonic() < deadline, f"{topic} was not created within {timeout}s"
+            time.sleep(0.5)
 
 
 def wait_until_consumed(

@@ -24,6 +24,7 @@ from pipeline.streaming import (
     StreamHandler,
     clock_key,
     decode_position,
+    record_crc,
 )
 
 T0 = 1_772_438_400_000  # 2026-03-02T08:00:00Z
@@ -126,7 +127,11 @@ def test_end_of_input_closes_the_session_and_the_state_ends_with_the_clock() -> 
     assert decoded["status"] == "final"
     state = drained.state[PARTITION]
     assert list(state)[-1] == clock_key(PARTITION)
-    assert decode_position(state[clock_key(PARTITION)]) == (T0 + 5 * MINUTE, 9)
+    assert decode_position(state[clock_key(PARTITION)]) == (
+        T0 + 5 * MINUTE,
+        9,
+        record_crc(None, None),
+    )
 
 
 def test_a_restored_partition_continues_exactly_where_the_original_left_off() -> None:
@@ -181,7 +186,8 @@ def test_records_redelivered_after_a_restore_are_skipped_and_their_dead_letters_
 
     assert restored.redelivered_skipped == 2
     assert [o.topic for o in drained.outgoing if o.topic.endswith("dlq")] == []
-    assert decode_position(drained.state[PARTITION][clock_key(PARTITION)]) == (T0 + 20_000, 3)
+    position = decode_position(drained.state[PARTITION][clock_key(PARTITION)])
+    assert position == (T0 + 20_000, 3, record_crc(b"c-1", CODEC.encode(events[2])))
 
 
 def test_a_redelivered_event_of_an_evicted_customer_is_not_reported_late() -> None:
@@ -221,7 +227,11 @@ def test_a_partition_that_only_saw_dead_letters_still_stores_its_position() -> N
     handler = StreamHandler(SETTINGS)
     handler.handle(record(b"not avro", offset=7))
     state = handler.drain().state[PARTITION]
-    assert decode_position(state[clock_key(PARTITION)]) == (None, 7)
+    assert decode_position(state[clock_key(PARTITION)]) == (
+        None,
+        7,
+        record_crc(b"c-1", b"not avro"),
+    )
 
 
 def test_a_position_stored_by_an_earlier_version_restores_the_clock_alone() -> None:
@@ -239,3 +249,20 @@ def test_a_hole_in_the_offsets_after_the_last_applied_record_is_reported() -> No
     assert handler.missing_before(PARTITION, 6) is None  # the next record
     assert handler.missing_before(PARTITION, 3) is None  # a redelivery
     assert handler.missing_before(PARTITION, 9) == (6, 9)
+
+
+def test_a_forgotten_position_processes_records_at_old_offsets_again() -> None:
+    # After the input topic was recreated its offsets start again from 0.
+    events = chat_contact()
+    handler = StreamHandler(SETTINGS)
+    handler.handle(record(CODEC.encode(events[0]), offset=5))
+    handler.forget_position(PARTITION)
+    handler.handle(record(CODEC.encode(events[1]), offset=0))
+
+    assert handler.redelivered_skipped == 0
+    assert handler.applied_offsets[PARTITION] == 0
+
+
+def test_the_record_checksum_tells_key_and_value_apart() -> None:
+    assert record_crc(b"ab", b"c") != record_crc(b"a", b"bc")
+    assert record_crc(b"k", b"v") == record_crc(b"k", b"v")
