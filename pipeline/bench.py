@@ -11,6 +11,7 @@ timings on shared 2-core machines are noisy:
   ``ratio = b / a``.
 * ``sink``: upserted rows/s into PostgreSQL (a local server is started when no
   ``--db`` is given).
+* ``stream`` (what plain ``cxstream bench`` runs): ``pipeline``, then ``replay``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ def run(what: str, settings: Settings, *, events: int, db: str | None) -> int:
         bench_sink_command(db, rows=events, batch=settings.sql.batch_size)
     elif what == "pipeline":
         bench_pipeline(settings, events)
+    elif what == "stream":
+        bench_pipeline(settings, events)
+        from pipeline.core.bench import bench_replay
+
+        bench_replay(simulated_events(events), settings)
     return 0
 
 

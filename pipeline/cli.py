@@ -211,7 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schema_check)
 
     p = common(sub.add_parser("bench", help="benchmarks that print their figures"))
-    p.add_argument("what", choices=("codec", "replay", "pipeline", "sink"))
+    p.add_argument(
+        "what",
+        nargs="?",
+        default="stream",
+        choices=("stream", "codec", "replay", "pipeline", "sink"),
+        help="stream (the default) = pipeline, then replay: the stream core's two targets",
+    )
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--db", help="SQLAlchemy URL for the sink benchmark")
     p.set_defaults(func=cmd_bench)
