@@ -130,13 +130,19 @@ class SessionBook:
         gap = self.gap_ms
         open_sessions = self.open
         if len(open_sessions) == 1:
-            # The common case: the event extends the one open session.
+            # The common case: the event extends the one open session, mostly
+            # at its end (events arrive roughly in time order), so that bound
+            # is tested first.
             only = open_sessions[0]
-            if only.started_at - gap <= occurred_at <= only.ended_at + gap:
-                if occurred_at < only.started_at:
-                    only.started_at = occurred_at
-                elif occurred_at > only.ended_at:
+            ended = only.ended_at
+            if occurred_at >= ended:
+                if occurred_at - gap <= ended:
                     only.ended_at = occurred_at
+                    return only, []
+            elif occurred_at >= only.started_at:
+                return only, []
+            elif occurred_at + gap >= only.started_at:
+                only.started_at = occurred_at
                 return only, []
         hits = [s for s in open_sessions if s.started_at - gap <= occurred_at <= s.ended_at + gap]
         if not hits:

@@ -264,7 +264,9 @@ class ContactSla:
         # No clock runs (breached clocks run until a reply or the contact's end);
         # kept current with due_ms, as the customer reads it per event.
         self.is_idle = True
-        self._seqs: dict[str, int] = {}  # policy name -> last next_reply seq used
+        # Policy name -> last next_reply seq used; None until the first next-reply
+        # clock, as most contacts never start one and a dict per contact adds up.
+        self._seqs: dict[str, int] | None = None
         self._first_started_at: int | None = None
         self._replied_since_customer = False
         self._ended = False
@@ -423,8 +425,11 @@ class ContactSla:
         self._refresh_due()
 
     def _next_seq(self, policy: Policy) -> int:
-        seq = self._seqs.get(policy.spec.name, 0) + 1
-        self._seqs[policy.spec.name] = seq
+        seqs = self._seqs
+        if seqs is None:
+            seqs = self._seqs = {}
+        seq = seqs.get(policy.spec.name, 0) + 1
+        seqs[policy.spec.name] = seq
         return seq
 
     def _reply(self, actor: str, at: int) -> list[SlaEvent]:
@@ -497,7 +502,7 @@ class ContactSla:
             "channel": self.channel,
             "topic": self.topic,
             "clocks": [clock.to_state() for clock in self._clocks],
-            "seqs": dict(self._seqs),
+            "seqs": dict(self._seqs) if self._seqs else {},
             "first_started_at": self._first_started_at,
             "replied_since_customer": self._replied_since_customer,
             "ended": self._ended,
@@ -610,7 +615,8 @@ class ContactSla:
                 sla._clocks.append(
                     _Clock(policy, seq, start, warning_at, deadline, warned, breached)
                 )
-        sla._seqs = dict(state["seqs"])
+        if state["seqs"]:
+            sla._seqs = dict(state["seqs"])
         sla._first_started_at = state["first_started_at"]
         sla._replied_since_customer = state["replied_since_customer"]
         sla._ended = state["ended"]
