@@ -253,10 +253,14 @@ class CustomerState:
     def apply(self, event: InteractionEvent, clock_ms: int, out: list[OutputRecord]) -> str:
         """Apply one event at partition clock ``clock_ms``; returns APPLIED, DUPLICATE or LATE."""
         at = event.occurred_at
-        if self.dedup.check_and_add(event.event_id, at, clock_ms):
+        dedup = self.dedup
+        if dedup.check_and_add(event.event_id, at, clock_ms):
             return DUPLICATE
         rules = self.rules
-        hint = at + rules.dedup_retention_ms + 1
+        # Seeing the id may have moved the prune of seen ids earlier. The window
+        # keeps that due time current (an attribute read, not two big-int sums),
+        # and it is never None once the window holds an id.
+        hint: int = dedup.expiry_ms  # type: ignore[assignment]
         book = self.book
         reason = None
         if clock_ms > at + rules.late_ms:
@@ -358,13 +362,18 @@ class CustomerState:
                 contact.outcome or "",
             ):
                 contact.ended_at, contact.outcome = at, event.outcome
-            self._settle_cache = _UNKNOWN
+            # The end replaces any candidate an earlier end of this contact id
+            # left. Only this contact's candidates change (pairing reads no end
+            # time), so the cached settlement stays valid unless one does.
+            candidates = self.candidates
             pairs = self._pairs
-            for kind in (SWITCH_FAILURE, FALSE_RESOLUTION):
-                key = f"{kind}:{contact.contact_id}"
-                self.candidates.pop(key, None)
-                if pairs is not None:
-                    pairs.pop(key, None)
+            if candidates:
+                for kind in (SWITCH_FAILURE, FALSE_RESOLUTION):
+                    key = f"{kind}:{contact.contact_id}"
+                    if candidates.pop(key, None) is not None:
+                        self._settle_cache = _UNKNOWN
+                        if pairs is not None:
+                            pairs.pop(key, None)
             candidate = candidate_for_end(
                 contact_id=contact.contact_id,
                 channel=contact.channel,
@@ -374,9 +383,10 @@ class CustomerState:
             )
             if candidate is not None:
                 key = f"{candidate.kind}:{contact.contact_id}"
-                self.candidates[key] = candidate
+                candidates[key] = candidate
                 if pairs is not None:
                     pairs[key] = self._pair(candidate)
+                self._settle_cache = _UNKNOWN
             out.append(contact.summary(self.customer_id))
         elif contact.ended_at is not None:
             # An event of an ended contact arrived out of order: refresh the summary.
