@@ -263,7 +263,9 @@ class CustomerState:
         hint: int = dedup.expiry_ms  # type: ignore[assignment]
         book = self.book
         reason = None
-        if clock_ms > at + rules.late_ms:
+        # As a difference: clock and event time are mostly equal or close, so it is
+        # a small int (no allocation, fast compare) where the sum is a new big int.
+        if clock_ms - at > rules.late_ms:
             reason = "event time is older than the session gap plus grace behind the clock"
         elif book.closed and book.hits_closed(at):
             reason = "falls within the gap of a session that has already closed"
@@ -537,10 +539,12 @@ class CustomerState:
 
     def _settle(self, key: str, out: list[OutputRecord]) -> None:
         candidate = self.candidates.pop(key)
-        if self._pairs is not None:
-            self._pairs.pop(key, None)
+        pair = self._pairs.pop(key, None) if self._pairs is not None else None
         self._settle_cache = _UNKNOWN
-        nxt = next_contact(candidate, self.contacts.values())
+        # The pair's next contact is kept current as contacts come, go or learn
+        # their topic, so it is the one next_contact() would find; pair only
+        # when no pairs are built.
+        nxt = pair[1] if pair is not None else next_contact(candidate, self.contacts.values())
         if nxt is None:
             return  # the window passed with no next contact
         signal = settle(
