@@ -207,7 +207,6 @@ class StreamHandler:
         self.partitions = kafka.input_partitions
         self.processors: dict[int, PartitionProcessor] = {}
         self._last_update_flush: dict[int, float] = {}
-        self.last_offsets: dict[int, int] = {}
         #: partition -> offset of the last input record whose effects are in the state.
         self.applied_offsets: dict[int, int] = {}
         #: partition -> record_crc of the record at its applied offset, once drained.
@@ -285,7 +284,6 @@ class StreamHandler:
         """Process one consumed input record; results accumulate until :meth:`drain`."""
         partition = record.partition
         offset = record.offset
-        self.last_offsets[partition] = offset
         applied = self.applied_offsets.get(partition)
         if applied is not None and offset <= applied:
             # Redelivered after a restart: its effects are already in the state.
