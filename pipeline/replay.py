@@ -56,7 +56,7 @@ class ReplayResult:
         """The partitions' counters summed."""
         total = ProcessorStats()
         for stats in self.stats.values():
-            for name, value in vars(stats).items():
+            for name, value in stats.as_dict().items():
                 setattr(total, name, getattr(total, name) + value)
         return total
 

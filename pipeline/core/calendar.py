@@ -40,7 +40,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
@@ -58,7 +58,8 @@ _HHMM = re.compile(r"^(\d{2}):(\d{2})$")
 _ROUNDING_SLACK_MS = 1e-6
 
 
-@runtime_checkable
+# Not @runtime_checkable: mypyc (the compiled core) cannot compile that; nothing
+# checks isinstance against it.
 class Calendar(Protocol):
     """Open time arithmetic on int epoch milliseconds (UTC)."""
 

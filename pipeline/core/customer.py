@@ -328,9 +328,11 @@ class CustomerState:
             session.contact_ids[contact_id] = None
         had_topic = contact.topic is not None
         self._apply_to_contact(contact, event, out)
-        due = contact.sla.due_ms
-        if due is not None and due < hint:
-            hint = due
+        # Not `due`: that name holds an int above, and the compiled core checks
+        # every assignment against the variable's type.
+        sla_due: int | None = contact.sla.due_ms
+        if sla_due is not None and sla_due < hint:
+            hint = sla_due
         if is_new or had_topic != (contact.topic is not None):
             self._offer_as_next(contact)
         if self._settle_cache is _UNKNOWN:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from pipeline.contract.event import InteractionEvent
@@ -61,6 +61,10 @@ class ProcessorStats:
     sla_events: int = 0
     journey_signals: int = 0
     customers_evicted: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        # Not vars(): a compiled (mypyc) instance has no __dict__.
+        return {spec.name: getattr(self, spec.name) for spec in fields(self)}
 
 
 class PartitionProcessor:

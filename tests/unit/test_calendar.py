@@ -70,7 +70,7 @@ def test_default_settings_build_the_three_calendars(calendars: dict[str, Calenda
     assert sorted(calendars) == ["24x7", "banking_days", "banking_hours"]
     assert isinstance(calendars["24x7"], AlwaysOpen)
     assert calendars["banking_hours"].name == "banking_hours"
-    assert all(isinstance(calendar, Calendar) for calendar in calendars.values())
+    assert all(isinstance(cal, AlwaysOpen | BusinessCalendar) for cal in calendars.values())
 
 
 @pytest.mark.parametrize(

@@ -136,7 +136,7 @@ def _outputs(records: list[OutputRecord], stats: dict[str, int]) -> dict[str, An
 def replay_digest(settings_name: str, seed: int) -> str:
     """Digest of a plain replay of the seed's events."""
     result = replay_events(_events(seed), _settings(settings_name), partitions=PARTITIONS)
-    return digest(_outputs(result.records, vars(result.totals())))
+    return digest(_outputs(result.records, result.totals().as_dict()))
 
 
 def restarts_digest(settings_name: str, seed: int, *, batch: int = 700) -> str:
