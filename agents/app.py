@@ -14,6 +14,8 @@ outage pauses the sink while the stream core keeps alerting.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import faust
 
 from pipeline.settings import Settings
@@ -24,8 +26,15 @@ def build_app(
 ) -> faust.App:
     """A configured, agent-less Faust app; agents are registered by the role modules."""
     kafka = settings.kafka
+    app_id = f"cxstream-{kafka.topic_prefix}-{role}"
+    faust_dirs = Path("var") / "faust"
+    faust_dirs.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     return faust.App(
-        f"cxstream-{kafka.topic_prefix}-{role}",
+        app_id,
+        # Faust's own directory (it makes one even for in-memory tables): under
+        # var/ with the other local state, not "<app id>-data" in the current
+        # directory, where every test run and benchmark left one behind.
+        datadir=str(faust_dirs / app_id),
         broker=f"kafka://{kafka.bootstrap.replace(',', ';kafka://')}",
         # Tables live in memory and are rebuilt from their changelog topics on
         # start; rocksdb would need the current event to pick a partition DB,
