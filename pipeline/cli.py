@@ -125,6 +125,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench.run(args.what, settings, events=args.events, db=args.db)
 
 
+def cmd_native(args: argparse.Namespace) -> int:
+    from pipeline.native import native_command
+
+    return native_command(args.native_command, force=getattr(args, "force", False))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -209,6 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = schema_sub.add_parser("check", help="FULL_TRANSITIVE compatibility of schemas/")
     p.add_argument("--schemas-dir", type=Path, default=None)
     p.set_defaults(func=cmd_schema_check)
+
+    p = sub.add_parser("native", help="the mypyc-compiled stream core")
+    native_sub = p.add_subparsers(dest="native_command", required=True)
+    p = native_sub.add_parser("build", help="compile pipeline/core with mypyc (in place)")
+    p.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    p.set_defaults(func=cmd_native)
+    p = native_sub.add_parser("status", help="compiled, stale or interpreted")
+    p.set_defaults(func=cmd_native)
+    p = native_sub.add_parser("clean", help="remove the compiled core")
+    p.set_defaults(func=cmd_native)
 
     p = common(sub.add_parser("bench", help="benchmarks that print their figures"))
     p.add_argument(
