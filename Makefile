@@ -3,9 +3,13 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Written by `cxstream native build` after the mypyc build; the module list lives
+# in pipeline/native.py, which skips the compile when the listed sources are unchanged.
+NATIVE := pipeline/core/_native.json
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps kafka demo test unit integration lint typecheck bench schema-check clean
+.PHONY: help setup system-deps kafka native demo test unit integration lint typecheck bench \
+	schema-check clean clean-native
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,13 +29,19 @@ kafka: $(STAMP) ## fetch the Apache Kafka broker artifacts (Maven) into the cach
 
 setup: $(STAMP) system-deps kafka ## everything the tests and the demo need
 
-demo: $(STAMP) kafka ## run the whole pipeline on the embedded broker and SQLite until Ctrl-C
+native: $(NATIVE) ## compile the stream core with mypyc (needs gcc and the Python headers)
+
+$(NATIVE): $(STAMP) pipeline/native.py $(wildcard pipeline/core/*.py)
+	$(BIN)/cxstream native build
+
+demo: $(STAMP) kafka native ## run the whole pipeline on the embedded broker and SQLite until Ctrl-C
 	$(BIN)/cxstream demo
 
-test: setup lint typecheck ## lint, types, then unit + integration tests against real Kafka, PostgreSQL, Prometheus
+test: setup lint typecheck native ## lint, types, unit + integration tests (compiled core), unit tests again on the interpreted core
 	$(BIN)/python -m pytest tests
+	CXSTREAM_CORE=interpreted $(BIN)/python -m pytest tests/unit -q
 
-unit: $(STAMP) ## unit tests only (no services)
+unit: $(STAMP) native ## unit tests only (no services)
 	$(BIN)/python -m pytest tests/unit
 
 integration: setup ## integration tests only
@@ -47,11 +57,14 @@ typecheck: $(STAMP) ## mypy on the package
 schema-check: $(STAMP) ## FULL_TRANSITIVE compatibility of every stored schema version
 	$(BIN)/cxstream schema check
 
-bench: setup ## all benchmarks (codec, replay, pipeline on the local broker, sink into PostgreSQL)
+bench: setup native ## all benchmarks (codec, replay, pipeline on the local broker, sink into PostgreSQL)
 	$(BIN)/cxstream bench codec
 	$(BIN)/cxstream bench replay --events 100000
 	$(BIN)/cxstream bench pipeline --events 100000
 	$(BIN)/cxstream bench sink
 
-clean: ## remove local state (var/), caches; keeps the venv and the Kafka cache
+clean: ## remove local state (var/), caches; keeps the venv, the Kafka cache and the compiled core
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+
+clean-native: ## remove the compiled core (back to the interpreted one)
+	test ! -x $(BIN)/cxstream || $(BIN)/cxstream native clean

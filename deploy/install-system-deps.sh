@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages cxstream's tests use, only when missing:
 # PostgreSQL (integration tests), Prometheus + Alertmanager (promtool/amtool and
-# the real-Prometheus alert test), Chromium (the ops-page browser test).
+# the real-Prometheus alert test), Chromium (the ops-page browser test), a C
+# compiler and the Python headers (`make native`, the mypyc-compiled core).
 # Services the packages auto-start are stopped: the tests start their own.
 set -euo pipefail
 
@@ -13,6 +14,9 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+python_include=$(python3.11 -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null || true)
+[ -n "$python_include" ] && [ -f "$python_include/Python.h" ] || need+=(python3.11-dev)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "system deps: all present"
