@@ -4,7 +4,10 @@ Targets are ratios or rates measured side by side in one run, because absolute
 timings on shared 2-core machines are noisy:
 
 * ``codec``: Avro single-object encode/decode events/s on one core.
-* ``replay``: the stream core without a broker (pure logic) events/s.
+* ``replay``: the stream core without a broker (pure logic) events/s, with the
+  core this process runs (``core=compiled`` or ``core=interpreted``); the other
+  core runs the same events in a subprocess (``CXSTREAM_CORE``), and
+  ``speedup = compiled / interpreted`` is printed when both ran.
 * ``pipeline``: on the local broker, N preloaded simulator events consumed by
   (a) a no-op Faust agent and (b) the full stream-core agent, each in its own
   worker process and consumer group, same batching; prints both rates and
@@ -16,7 +19,10 @@ timings on shared 2-core machines are noisy:
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import subprocess
@@ -24,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.contract.event import InteractionEvent
@@ -46,7 +53,15 @@ def simulated_events(
     return events[:count]
 
 
-def run(what: str, settings: Settings, *, events: int, db: str | None) -> int:
+def run(
+    what: str,
+    settings: Settings,
+    *,
+    events: int,
+    db: str | None,
+    config: Path | None = None,
+) -> int:
+    """Run benchmark ``what``; ``config`` is passed on to the replay's other-core subprocess."""
     if what == "codec":
         from pipeline.contract.bench import bench_codec
 
@@ -57,10 +72,82 @@ def run(what: str, settings: Settings, *, events: int, db: str | None) -> int:
     if what in ("pipeline", "stream"):
         bench_pipeline(settings, events)
     if what in ("replay", "stream"):
-        from pipeline.core.bench import bench_replay
-
-        bench_replay(simulated_events(events), settings)
+        bench_replay_both_cores(settings, events, config=config)
     return 0
+
+
+def bench_replay_both_cores(
+    settings: Settings, events: int, *, config: Path | None = None
+) -> dict[str, float]:
+    """Replay in this process's core, then in the other core in a subprocess.
+
+    Same events (same count and seed) on both sides, one after the other, so
+    the speedup is read from one run rather than across runs. The other core is
+    skipped, with the reason, when it cannot run here (nothing built).
+    """
+    from pipeline import native
+    from pipeline.core import core_mode
+
+    here = core_mode()
+    rates = {here: _replay_in_process(settings, events, here)}
+    other = native.INTERPRETED if here == native.COMPILED else native.COMPILED
+    built = native.status()
+    if other == native.COMPILED and built != native.COMPILED:
+        print(f"replay speedup=n/a: the compiled core is {built}; {native.BUILD_HINT}")
+        return rates
+    rates[other] = _replay_in_subprocess(other, events, config)
+    speedup = rates[native.COMPILED] / rates[native.INTERPRETED]
+    print(
+        f"replay speedup={speedup:.2f} compiled_events_per_s={rates[native.COMPILED]:.0f} "
+        f"interpreted_events_per_s={rates[native.INTERPRETED]:.0f}"
+    )
+    return rates
+
+
+def _with_core(line: str, core: str) -> str:
+    """``replay events_per_s=...`` -> ``replay core=compiled events_per_s=...``."""
+    if not line.startswith("replay "):
+        return line
+    return f"replay core={core} {line.removeprefix('replay ')}"
+
+
+def _replay_in_process(settings: Settings, events: int, core: str) -> float:
+    from pipeline.core.bench import bench_replay
+
+    batch = simulated_events(events)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        report = bench_replay(batch, settings)
+    for line in printed.getvalue().splitlines():
+        print(_with_core(line, core), flush=True)
+    return float(report["events_per_s"])
+
+
+def _replay_in_subprocess(core: str, events: int, config: Path | None) -> float:
+    from pipeline.native import ENV_VAR
+
+    command = [sys.executable, "-m", "pipeline.bench", "--events", str(events)]
+    if config is not None:
+        command += ["--config", str(config)]
+    completed = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, ENV_VAR: core},
+    )
+    report: dict | None = None
+    for line in completed.stdout.splitlines():
+        if line.startswith("{"):
+            report = json.loads(line)
+        else:
+            print(_with_core(line, core), flush=True)
+    if completed.returncode != 0 or report is None:
+        raise RuntimeError(
+            f"replay with {ENV_VAR}={core} failed (exit {completed.returncode}):\n"
+            f"{completed.stderr[-3000:]}"
+        )
+    return float(report["events_per_s"])
 
 
 def bench_sink_command(db: str | None, *, rows: int, batch: int = 1000) -> None:
@@ -161,3 +248,27 @@ def _run_bench_worker(mode: str, bootstrap: str, prefix: str, events: int) -> di
     raise RuntimeError(
         f"bench worker {mode} failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}"
     )
+
+
+def _replay_child(argv: Sequence[str] | None = None) -> int:
+    """``python -m pipeline.bench --events N``: one replay, its line, then its report as JSON.
+
+    The other-core side of :func:`bench_replay_both_cores`; set up like the
+    ``cxstream`` command (same settings loading and collector tuning).
+    """
+    from pipeline.core.bench import bench_replay
+    from pipeline.runtime import tune_garbage_collector
+    from pipeline.settings import load_settings
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--config", type=Path)
+    args = parser.parse_args(argv)
+    tune_garbage_collector()
+    report = bench_replay(simulated_events(args.events), load_settings(args.config))
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_replay_child())

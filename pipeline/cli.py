@@ -122,7 +122,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline import bench
 
     settings = _settings(args)
-    return bench.run(args.what, settings, events=args.events, db=args.db)
+    return bench.run(args.what, settings, events=args.events, db=args.db, config=args.config)
 
 
 def cmd_native(args: argparse.Namespace) -> int:
