@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from agents.app import build_app
 from pipeline import __version__
+from pipeline.core import core_mode
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics, project_topics
@@ -29,7 +30,7 @@ def create_role_app(settings: Settings, role: str, *, web_port: int | None = Non
         raise ValueError(f"role must be one of {ROLES}")
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    metrics.set_worker_info(__version__, settings.config_hash)
+    metrics.set_worker_info(__version__, settings.config_hash, core_mode())
     app = build_app(settings, role=role, web_port=web_port)
     if role == "process":
         from agents.process import ProcessRole
@@ -84,5 +85,12 @@ def run_worker(
     ensure_topics(settings.kafka.bootstrap, project_topics(settings.kafka))
     app = create_role_app(settings, role, web_port=web_port)
     logging.basicConfig(level=loglevel.upper())
+    logging.getLogger(__name__).info(
+        "cxstream worker starting role=%s version=%s config_hash=%s core=%s",
+        role,
+        __version__,
+        settings.config_hash,
+        core_mode(),
+    )
     worker = QuietWorker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -237,7 +237,9 @@ class Metrics:
         )
 
         self.worker_info = Info(
-            "cxstream_worker", "Version and configuration hash of this process.", registry=registry
+            "cxstream_worker",
+            "Version, configuration hash and stream core (compiled/interpreted) of this process.",
+            registry=registry,
         )
 
     # -- helpers -------------------------------------------------------------------
@@ -363,8 +365,9 @@ class Metrics:
     def set_stream_time(self, partition: int, epoch_seconds: float) -> None:
         self._set(self.stream_time, str(partition), value=epoch_seconds)
 
-    def set_worker_info(self, version: str, config_hash: str) -> None:
-        self.worker_info.info({"version": version, "config_hash": config_hash})
+    def set_worker_info(self, version: str, config_hash: str, core: str) -> None:
+        """``core`` is ``compiled`` or ``interpreted`` (:func:`pipeline.core.core_mode`)."""
+        self.worker_info.info({"version": version, "config_hash": config_hash, "core": core})
 
     # -- sink ----------------------------------------------------------------------
 

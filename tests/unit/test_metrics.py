@@ -325,13 +325,14 @@ def test_sink_batch_and_error_move_sink_series(
     assert up == (1.0, 0.0, 1.0, 5.0, None, 1.0)
 
 
-def test_worker_info_exports_version_and_config_hash(
+def test_worker_info_exports_version_config_hash_and_core(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
-    metrics.set_worker_info("0.1.0", "abcdef123456")
+    metrics.set_worker_info("0.1.0", "abcdef123456", "compiled")
 
     value = registry.get_sample_value(
-        "cxstream_worker_info", {"version": "0.1.0", "config_hash": "abcdef123456"}
+        "cxstream_worker_info",
+        {"version": "0.1.0", "config_hash": "abcdef123456", "core": "compiled"},
     )
     assert value == 1.0
 
@@ -395,7 +396,7 @@ def _touch_every_labelled_metric(metrics: Metrics) -> None:
         lambda: metrics.set_stream_time(0, 1.0),
         lambda: metrics.sink_batch_written({"sessions": 1}, 0.1),
         lambda: metrics.sink_error("SinkError", database_up=True, backoff_seconds=1.0),
-        lambda: metrics.set_worker_info("0.1.0", "abc"),
+        lambda: metrics.set_worker_info("0.1.0", "abc", "interpreted"),
     ]
     for call in calls:
         call()

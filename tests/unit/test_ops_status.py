@@ -67,7 +67,7 @@ def switch(from_channel: str, to_channel: str) -> JourneySignal:
 @pytest.fixture
 def metrics() -> Metrics:
     metrics = Metrics(CollectorRegistry(), channels=["web_message", "chat", "branch"])
-    metrics.set_worker_info("0.1.0", "abc123")
+    metrics.set_worker_info("0.1.0", "abc123", "interpreted")
     for channel, event_type, times in [
         ("web_message", "contact_started", 4),
         ("chat", "contact_started", 3),
