@@ -93,7 +93,8 @@ def bench_replay_both_cores(
     other = native.INTERPRETED if here == native.COMPILED else native.COMPILED
     built = native.status()
     if other == native.COMPILED and built != native.COMPILED:
-        print(f"replay speedup=n/a: the compiled core is {built}; {native.BUILD_HINT}")
+        state = native.describe(built)
+        print(f"replay speedup=n/a: the compiled core is {state}; {native.BUILD_HINT}")
         return rates
     rates[other] = _replay_in_subprocess(other, events, config)
     speedup = rates[native.COMPILED] / rates[native.INTERPRETED]

@@ -157,6 +157,11 @@ def check(core_dir: Path = CORE_DIR) -> tuple[str, list[str]]:
     return (STALE, reasons) if reasons else (COMPILED, [])
 
 
+def describe(state: str) -> str:
+    """The compiled core's state in words: ``not built`` rather than ``interpreted``."""
+    return "not built" if state == INTERPRETED else state
+
+
 def status(core_dir: Path = CORE_DIR) -> str:
     """``compiled`` (an up-to-date build), ``stale`` or ``interpreted`` (nothing built)."""
     return check(core_dir)[0]
@@ -283,7 +288,7 @@ def select_core(environ: Mapping[str, str] | None = None, core_dir: Path = CORE_
     if mode == COMPILED and state != COMPILED:
         detail = f" ({'; '.join(reasons)})" if reasons else ""
         raise ImportError(
-            f"{ENV_VAR}=compiled but the compiled core is {state}{detail}: {BUILD_HINT}"
+            f"{ENV_VAR}=compiled but the compiled core is {describe(state)}{detail}: {BUILD_HINT}"
         )
     if state == STALE:
         log.warning(

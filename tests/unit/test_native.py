@@ -178,7 +178,7 @@ def test_compiled_mode_refuses_when_nothing_is_built(package_copy: Path) -> None
     completed = probe(package_copy.parents[1], "compiled")
 
     assert completed.returncode == 1
-    assert "the compiled core is interpreted: run `make native`" in completed.stderr
+    assert "the compiled core is not built: run `make native`" in completed.stderr
 
 
 def test_compiled_mode_loads_extension_modules_from_the_build() -> None:
