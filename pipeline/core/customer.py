@@ -62,6 +62,15 @@ def _end(bounds: tuple[int, int]) -> int:
     return bounds[1]
 
 
+def _before(due: int, rank: int, key: str, best_due: int, best_rank: int, best_key: str) -> bool:
+    """(due, rank, key) < (best_due, best_rank, best_key), element by element."""
+    if due != best_due:
+        return due < best_due
+    if rank != best_rank:
+        return rank < best_rank
+    return key < best_key
+
+
 class SlaClock(Protocol):
     """What the core needs of :class:`pipeline.core.sla.ContactSla`."""
 
@@ -402,23 +411,26 @@ class CustomerState:
         """(due, rank, key) of the earliest piece of timed work, ties by rank then key.
 
         Runs per wake-up and after every timed step, so it reads due times that
-        are kept current (SLA clocks, dedup expiry, the cached settlement) and
-        compares work as tuples, whose order is exactly the tie order.
+        are kept current (SLA clocks, dedup expiry, the cached settlement). The
+        best so far is kept in three variables, not compared as tuples: the
+        compiled core compares ints and strs natively, tuples only generically.
         """
         book = self.book
+        found = False
+        best_due, best_rank, best_key = 0, 0, ""
         open_sessions = book.open
-        best: tuple[int, int, str] | None = None
         if open_sessions:
             pad = book.gap_ms + book.grace_ms + 1
             for session in open_sessions:
-                work = (session.ended_at + pad, _RANK_CLOSE, session.session_id)
-                if best is None or work < best:
-                    best = work
+                due = session.ended_at + pad
+                key = session.session_id
+                if not found or _before(due, _RANK_CLOSE, key, best_due, best_rank, best_key):
+                    found, best_due, best_rank, best_key = True, due, _RANK_CLOSE, key
         in_open: Container[str] | None = None
         for contact in self.contacts.values():
-            due = contact.sla.due_ms
-            if due is not None:
-                work = (due, _RANK_SLA, contact.contact_id)
+            sla_due: int | None = contact.sla.due_ms
+            if sla_due is not None:
+                due, rank = sla_due, _RANK_SLA
             elif contact.ended_at is not None:
                 continue
             else:
@@ -426,27 +438,26 @@ class CustomerState:
                     in_open = self._contacts_in_open_sessions()
                 if contact.contact_id in in_open:
                     continue
-                due = contact.last_at + self.rules.contact_retention_ms + 1
-                work = (due, _RANK_DROP, contact.contact_id)
-            if best is None or work < best:
-                best = work
+                due, rank = contact.last_at + self.rules.contact_retention_ms + 1, _RANK_DROP
+            key = contact.contact_id
+            if not found or _before(due, rank, key, best_due, best_rank, best_key):
+                found, best_due, best_rank, best_key = True, due, rank, key
         settle_next = self._next_settlement()
         if settle_next is not None:
-            work = (settle_next[0], _RANK_SETTLE, settle_next[1])
-            if best is None or work < best:
-                best = work
+            due, key = settle_next
+            if not found or _before(due, _RANK_SETTLE, key, best_due, best_rank, best_key):
+                found, best_due, best_rank, best_key = True, due, _RANK_SETTLE, key
         closed = book.closed
         if closed:
             due = book.closed_expiry(closed[0] if len(closed) == 1 else min(closed, key=_end))
-            work = (due, _RANK_PRUNE, "closed")
-            if best is None or work < best:
-                best = work
+            if not found or _before(due, _RANK_PRUNE, "closed", best_due, best_rank, best_key):
+                found, best_due, best_rank, best_key = True, due, _RANK_PRUNE, "closed"
         expiry = self.dedup.expiry_ms
-        if expiry is not None:
-            work = (expiry, _RANK_PRUNE, "dedup")
-            if best is None or work < best:
-                best = work
-        return best
+        if expiry is not None and (
+            not found or _before(expiry, _RANK_PRUNE, "dedup", best_due, best_rank, best_key)
+        ):
+            found, best_due, best_rank, best_key = True, expiry, _RANK_PRUNE, "dedup"
+        return (best_due, best_rank, best_key) if found else None
 
     def _next_settlement(self) -> tuple[int, str] | None:
         """(due, key) of the earliest settlement or expiry of a candidate (cached)."""
@@ -456,10 +467,12 @@ class CustomerState:
         pairs = self._pairs
         if pairs is None:
             pairs = self._pairs = {key: self._pair(c) for key, c in self.candidates.items()}
-        best: tuple[int, str] | None = None
+        found = False
+        best_due, best_key = 0, ""
         for key, (due, _) in pairs.items():
-            if best is None or (due, key) < best:
-                best = (due, key)
+            if not found or due < best_due or (due == best_due and key < best_key):
+                found, best_due, best_key = True, due, key
+        best = (best_due, best_key) if found else None
         self._settle_cache = best
         return best
 
