@@ -12,20 +12,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from pipeline.errors import ValidationError
 
 # Event types. Strings rather than an enum class so that a producer on a newer
 # contract version with a new type still decodes (the Avro enum has a default
 # symbol) and the core can ignore what it does not know.
-CONTACT_STARTED = "contact_started"
-CUSTOMER_MESSAGE = "customer_message"
-AGENT_REPLY = "agent_reply"
-TRANSFERRED = "transferred"
-CONTACT_ENDED = "contact_ended"
-FEEDBACK = "feedback"
-UNKNOWN_TYPE = "unknown"
+CONTACT_STARTED: Final = "contact_started"
+CUSTOMER_MESSAGE: Final = "customer_message"
+AGENT_REPLY: Final = "agent_reply"
+TRANSFERRED: Final = "transferred"
+CONTACT_ENDED: Final = "contact_ended"
+FEEDBACK: Final = "feedback"
+UNKNOWN_TYPE: Final = "unknown"
 EVENT_TYPES = (
     CONTACT_STARTED,
     CUSTOMER_MESSAGE,
@@ -36,20 +36,20 @@ EVENT_TYPES = (
 )
 
 # Actors.
-CUSTOMER = "customer"
-AGENT = "agent"
-BOT = "bot"
-SYSTEM = "system"
+CUSTOMER: Final = "customer"
+AGENT: Final = "agent"
+BOT: Final = "bot"
+SYSTEM: Final = "system"
 ACTORS = (CUSTOMER, AGENT, BOT, SYSTEM)
 
 # Outcomes, only on contact_ended.
-RESOLVED = "resolved"
-UNRESOLVED = "unresolved"
-ABANDONED = "abandoned"
-OUTCOME_TRANSFERRED = "transferred"
+RESOLVED: Final = "resolved"
+UNRESOLVED: Final = "unresolved"
+ABANDONED: Final = "abandoned"
+OUTCOME_TRANSFERRED: Final = "transferred"
 OUTCOMES = (RESOLVED, UNRESOLVED, ABANDONED, OUTCOME_TRANSFERRED)
 
-EPOCH_MS_PER_SECOND = 1000
+EPOCH_MS_PER_SECOND: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Protocol
+from typing import Final, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
@@ -48,14 +48,14 @@ import holidays
 from pipeline.errors import ConfigError
 from pipeline.settings import WEEKDAYS, CalendarSpec
 
-ALWAYS_OPEN = "24x7"
-BUSINESS = "business"
-MS_PER_SECOND = 1000
-_MINUTES_PER_DAY = 24 * 60
+ALWAYS_OPEN: Final = "24x7"
+BUSINESS: Final = "business"
+MS_PER_SECOND: Final = 1000
+_MINUTES_PER_DAY: Final = 24 * 60
 _HHMM = re.compile(r"^(\d{2}):(\d{2})$")
 # add() rounds the duration up to whole milliseconds; products such as
 # 0.8 * 7200 carry float noise far below this, which must not add a millisecond.
-_ROUNDING_SLACK_MS = 1e-6
+_ROUNDING_SLACK_MS: Final = 1e-6
 
 
 # Not @runtime_checkable: mypyc (the compiled core) cannot compile that; nothing

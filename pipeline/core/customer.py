@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from pipeline.contract.event import CONTACT_ENDED, FEEDBACK, RESOLVED, InteractionEvent
 from pipeline.core.dedup import DedupWindow
@@ -37,20 +37,24 @@ from pipeline.core.switches import (
 )
 from pipeline.errors import StateError
 
-MS = 1000
+MS: Final = 1000
 # Version 2: contacts as flat rows with a compact SLA row, candidates without
 # their (derivable) keys, seen ids as one joined string. Version 1 is still read.
-STATE_VERSION = 2
+STATE_VERSION: Final = 2
 
 # Outcome of CustomerState.apply().
-APPLIED = "applied"
-DUPLICATE = "duplicate"
-LATE = "late"
+APPLIED: Final = "applied"
+DUPLICATE: Final = "duplicate"
+LATE: Final = "late"
 
 # Tie order of timed work due at the same millisecond: SLA first (a breach at the
 # close time still belongs to the session), then settlements (their failures are
 # counted in the session), then the close, then housekeeping.
-_RANK_SLA, _RANK_SETTLE, _RANK_CLOSE, _RANK_DROP, _RANK_PRUNE = range(5)
+_RANK_SLA: Final = 0
+_RANK_SETTLE: Final = 1
+_RANK_CLOSE: Final = 2
+_RANK_DROP: Final = 3
+_RANK_PRUNE: Final = 4
 _UNKNOWN = object()
 
 

@@ -17,15 +17,15 @@ re-encoding every id each time dominated the cost of writing it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-PRUNE_BUCKETS = 48
+PRUNE_BUCKETS: Final = 48
 # The state holds the ids as one string joined by this, and their times as one
 # string of decimals joined by TIME_SEPARATOR: a JSON string encodes far faster
 # than a list of [id, time] pairs. An id that contains ID_SEPARATOR makes the
 # state fall back to a list of ids.
-ID_SEPARATOR = "\n"
-TIME_SEPARATOR = ","
+ID_SEPARATOR: Final = "\n"
+TIME_SEPARATOR: Final = ","
 
 
 class DedupWindow:

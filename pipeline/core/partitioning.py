@@ -6,10 +6,12 @@ UTF-8 key, so that a replay's per-partition arrival order matches the stream's.
 
 from __future__ import annotations
 
-_MASK32 = 0xFFFFFFFF
-_SEED = 0x9747B28C
-_M = 0x5BD1E995
-_R = 24
+from typing import Final
+
+_MASK32: Final = 0xFFFFFFFF
+_SEED: Final = 0x9747B28C
+_M: Final = 0x5BD1E995
+_R: Final = 24
 
 
 def murmur2(data: bytes) -> int:

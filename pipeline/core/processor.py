@@ -19,7 +19,7 @@ import heapq
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pipeline.contract.event import InteractionEvent
 from pipeline.core.customer import APPLIED, DUPLICATE, CoreRules, CustomerState
@@ -37,13 +37,13 @@ if TYPE_CHECKING:
     from pipeline.core.calendar import Calendar
     from pipeline.core.sla import Policy
 
-MS = 1000
-BUSINESS_CALENDAR = "banking_hours"
+MS: Final = 1000
+BUSINESS_CALENDAR: Final = "banking_hours"
 
 # Settings id -> (settings, policies, business calendar). The entry keeps the
 # settings alive, so an id is never reused while its entry exists.
 _RESOLVED: dict[int, tuple[Settings, tuple[Any, ...], Any]] = {}
-_MAX_RESOLVED = 16
+_MAX_RESOLVED: Final = 16
 # One encoder for every state: json.dumps() with options builds a new one per
 # call, and the circular-reference check costs a dict entry per container.
 _encode_state = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode

@@ -12,7 +12,7 @@ same field names; ``to_dict`` returns exactly that shape.
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 _RecordT = TypeVar("_RecordT", bound=type)
@@ -88,22 +88,22 @@ def _shallow_dict(record: Any) -> dict[str, Any]:
 
 
 # Session status values.
-SESSION_OPEN = "open"
-SESSION_FINAL = "final"
-SESSION_SUPERSEDED = "superseded"  # merged into another session; never count it
+SESSION_OPEN: Final = "open"
+SESSION_FINAL: Final = "final"
+SESSION_SUPERSEDED: Final = "superseded"  # merged into another session; never count it
 
 # SLA event kinds.
-SLA_WARNING = "warning"
-SLA_BREACH = "breach"
-SLA_COMPLETED = "completed"  # a breached clock whose reply finally arrived
+SLA_WARNING: Final = "warning"
+SLA_BREACH: Final = "breach"
+SLA_COMPLETED: Final = "completed"  # a breached clock whose reply finally arrived
 
 # SLA metrics.
-FIRST_REPLY = "first_reply"
-NEXT_REPLY = "next_reply"
+FIRST_REPLY: Final = "first_reply"
+NEXT_REPLY: Final = "next_reply"
 
 # Journey signal kinds.
-SWITCH_FAILURE = "switch_failure"
-FALSE_RESOLUTION = "false_resolution"
+SWITCH_FAILURE: Final = "switch_failure"
+FALSE_RESOLUTION: Final = "false_resolution"
 
 
 @_slot_setting_init

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from pipeline.contract.event import (
     AGENT,
@@ -56,8 +56,8 @@ from pipeline.core.records import (
 from pipeline.errors import ConfigError
 from pipeline.settings import PolicySpec
 
-MS_PER_SECOND = 1000
-STATE_VERSION = 1
+MS_PER_SECOND: Final = 1000
+STATE_VERSION: Final = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +131,7 @@ class _Selection:
 # cached per policy set (by identity; the entry keeps the set alive, so an id is
 # never reused while its entry exists).
 _SELECTIONS: dict[tuple[int, str, str | None], tuple[Sequence[Policy], _Selection]] = {}
-_MAX_SELECTIONS = 4096
+_MAX_SELECTIONS: Final = 4096
 
 
 def _select(policies: Sequence[Policy], channel: str, topic: str | None) -> _Selection:
