@@ -75,7 +75,7 @@ def test_every_alert_has_a_firing_promtool_test() -> None:
         for case in test.get("alert_rule_test", [])
         if case.get("exp_alerts")
     }
-    assert len(alerts) == 8
+    assert len(alerts) == 9
     assert sorted(alerts - tested) == []
 
 
@@ -104,6 +104,10 @@ def test_alertmanager_config_is_valid() -> None:
         (("alertname=SLABreachRateHigh", "scope=channel", "channel=web_meeting"), "branch-network"),
         (("alertname=ConsumerLagGrowing", "scope=platform", "topic=cx.interactions"), "platform"),
         (("alertname=WorkerDown", "scope=platform", "job=cxstream-worker"), "platform"),
+        (
+            ("alertname=WorkerRunsInterpretedCore", "scope=platform", "job=cxstream-worker"),
+            "platform",
+        ),
         (("alertname=SLABreachRateHigh", "scope=channel", "channel=new_channel"), "platform"),
     ],
 )
