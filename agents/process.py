@@ -137,7 +137,45 @@ class ProcessRole:
             await self._fill_stalled_partitions(partitions)
             self.handler.tick(partitions)
             await self._flush(self.handler.drain())
+            await self._unblock_stuck_commits(partitions)
         self._update_gauges(partitions)
+
+    async def _unblock_stuck_commits(self, partitions: list[int]) -> None:
+        """Let Faust commit past offsets it never delivered but this worker applied.
+
+        Faust commits a partition as the run of acknowledged offsets that starts
+        right after its committed offset, and commits nothing while the lowest
+        acknowledged offset is further ahead. After a restart its fetcher can
+        skip records (see ``agents/refetch.py``); when the first record it then
+        delivers is not the one after the committed offset, that partition's
+        commit stops for good, although this worker applied every record (from
+        its position, or read from the broker): the group's lag then grows
+        without end and a restart re-reads ever more. Booking exactly that hole
+        as a gap, Faust's own mechanism for offsets that need no processing, lets
+        the commit move on. Only a hole the position covers is booked, and never
+        an offset Faust already counts, which would break its run. Uses private
+        members of faust-streaming's consumer (pinned to 0.15.3; the restart
+        tests in tests/integration cover it).
+        """
+        consumer = self.app.consumer
+        topic = self.handler.input_topic
+        for partition in partitions:
+            applied = self.handler.applied_offsets.get(partition)
+            tp = TP(topic, partition)
+            acked = consumer._acked.get(tp)  # type: ignore[attr-defined]
+            committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+            if applied is None or not acked or committed is None:
+                continue
+            first_acked = min(acked)
+            if first_acked - committed > 1 and applied >= first_acked - 1:
+                log.warning(
+                    "partition %s: Faust's commit was stuck at %s (next acknowledged offset "
+                    "%s); booked the offsets in between, which the state holds",
+                    partition,
+                    committed,
+                    first_acked,
+                )
+                await consumer._add_gap(tp, committed, first_acked - 1)  # type: ignore[attr-defined]
 
     async def _fill_stalled_partitions(self, partitions: list[int]) -> None:
         """Apply records the consumer skipped at the end of a partition.

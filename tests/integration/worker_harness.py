@@ -80,7 +80,9 @@ class WorkerProcess:
                 "--web-port",
                 str(self.web_port),
                 "--loglevel",
-                "warn",
+                # info or debug to see Faust's recovery and assignment in the
+                # worker logs under the test's tmp_path.
+                os.environ.get("CXSTREAM_TEST_WORKER_LOGLEVEL", "warn"),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
