@@ -153,18 +153,31 @@ class ProcessRole:
         without end and a restart re-reads ever more. Booking exactly that hole
         as a gap, Faust's own mechanism for offsets that need no processing, lets
         the commit move on. Only a hole the position covers is booked, and never
-        an offset Faust already counts, which would break its run. Uses private
+        an offset Faust already counts, which would break its run. Where Faust
+        holds no acknowledged offset at all for a partition yet is behind the
+        state, it is not delivering that partition any more (the stalled-partition
+        check read the records): the state's position is committed. Uses private
         members of faust-streaming's consumer (pinned to 0.15.3; the restart
         tests in tests/integration cover it).
         """
         consumer = self.app.consumer
         topic = self.handler.input_topic
+        idle: dict[TP, int] = {}
         for partition in partitions:
             applied = self.handler.applied_offsets.get(partition)
             tp = TP(topic, partition)
             acked = consumer._acked.get(tp)  # type: ignore[attr-defined]
             committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
-            if applied is None or not acked or committed is None:
+            if applied is None:
+                continue
+            if not acked:
+                # Faust holds nothing to commit here. If it is behind the state
+                # anyway, it stopped delivering this partition (the records came
+                # from the stalled-partition check): commit what the state holds.
+                if committed is None or committed <= applied:
+                    idle[tp] = applied + 1
+                continue
+            if committed is None:
                 continue
             first_acked = min(acked)
             if first_acked - committed > 1 and applied >= first_acked - 1:
@@ -176,6 +189,10 @@ class ProcessRole:
                     first_acked,
                 )
                 await consumer._add_gap(tp, committed, first_acked - 1)  # type: ignore[attr-defined]
+        if idle:
+            # Faust's own commit path, so its committed offsets stay in step; it
+            # never commits lower afterwards (it only commits offsets above them).
+            await consumer._commit_offsets(idle)  # type: ignore[attr-defined]
 
     async def _fill_stalled_partitions(self, partitions: list[int]) -> None:
         """Apply records the consumer skipped at the end of a partition.
