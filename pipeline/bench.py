@@ -20,9 +20,7 @@ timings on shared 2-core machines are noisy:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import io
 import json
 import os
 import subprocess
@@ -89,7 +87,7 @@ def bench_replay_both_cores(
     from pipeline.core import core_mode
 
     here = core_mode()
-    rates = {here: _replay_in_process(settings, events, here)}
+    rates = {here: _replay_in_process(settings, events)}
     other = native.INTERPRETED if here == native.COMPILED else native.COMPILED
     built = native.status()
     if other == native.COMPILED and built != native.COMPILED:
@@ -105,23 +103,10 @@ def bench_replay_both_cores(
     return rates
 
 
-def _with_core(line: str, core: str) -> str:
-    """``replay events_per_s=...`` -> ``replay core=compiled events_per_s=...``."""
-    if not line.startswith("replay "):
-        return line
-    return f"replay core={core} {line.removeprefix('replay ')}"
-
-
-def _replay_in_process(settings: Settings, events: int, core: str) -> float:
+def _replay_in_process(settings: Settings, events: int) -> float:
     from pipeline.core.bench import bench_replay
 
-    batch = simulated_events(events)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        report = bench_replay(batch, settings)
-    for line in printed.getvalue().splitlines():
-        print(_with_core(line, core), flush=True)
-    return float(report["events_per_s"])
+    return float(bench_replay(simulated_events(events), settings)["events_per_s"])
 
 
 def _replay_in_subprocess(core: str, events: int, config: Path | None) -> float:
@@ -142,7 +127,7 @@ def _replay_in_subprocess(core: str, events: int, config: Path | None) -> float:
         if line.startswith("{"):
             report = json.loads(line)
         else:
-            print(_with_core(line, core), flush=True)
+            print(line, flush=True)
     if completed.returncode != 0 or report is None:
         raise RuntimeError(
             f"replay with {ENV_VAR}={core} failed (exit {completed.returncode}):\n"

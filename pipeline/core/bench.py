@@ -15,6 +15,7 @@ WARMUP_EVENTS = 2000
 
 def bench_replay(events: list[InteractionEvent], settings: Settings) -> dict[str, Any]:
     """Replay ``events`` across the configured partitions; prints and returns events/s."""
+    from pipeline.core import core_mode
     from pipeline.replay import replay_events
 
     replay_events(events[:WARMUP_EVENTS], settings)
@@ -34,7 +35,7 @@ def bench_replay(events: list[InteractionEvent], settings: Settings) -> dict[str
     # Held customers bound the memory: eviction keeps the peak below the total
     # once the events span more than the longest retention (dedup: 24 h).
     print(
-        f"replay events_per_s={report['events_per_s']} events={len(events)} "
+        f"replay core={core_mode()} events_per_s={report['events_per_s']} events={len(events)} "
         f"seconds={report['seconds']} records={len(result.records)} "
         f"customers_held_peak={result.customers_held_peak} "
         f"customers_held_at_end={result.customers_held_at_end} "
