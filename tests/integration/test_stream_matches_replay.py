@@ -78,6 +78,24 @@ def _expected(items: list[SimItem], settings: Settings) -> dict:
     return final_by_key(normalise(replay_events(events, settings).records))
 
 
+def _assert_outputs_equal_the_replay(items: list[SimItem], settings: Settings) -> None:
+    actual = final_by_key(read_outputs(settings.kafka.bootstrap, settings))
+    expected = _expected(items, settings)
+    assert actual == expected, describe_difference(actual, expected)
+
+
+def _first_half_consumed_by_a_stopped_worker(
+    items: list[SimItem], settings: Settings, worker_factory
+) -> list[SimItem]:
+    """A worker consumes the first half of ``items`` and stops; returns the second half."""
+    first, second = items[: len(items) // 2], items[len(items) // 2 :]
+    worker = worker_factory()
+    send_items(first, settings)
+    wait_until_worker_consumed(settings, worker)
+    worker.stop()
+    return second
+
+
 def test_worker_outputs_equal_the_offline_replay(settings: Settings, worker_factory) -> None:
     items = list(generate(SIM))
     malformed = sum(1 for item in items if item.is_malformed)
@@ -119,9 +137,7 @@ def test_worker_killed_mid_stream_and_restarted_gives_the_same_results(
     send_end_of_input(settings.kafka.bootstrap, input_topic(settings))
     wait_until_worker_consumed(settings, restarted)
 
-    actual = final_by_key(read_outputs(settings.kafka.bootstrap, settings))
-    expected = _expected(items, settings)
-    assert actual == expected, describe_difference(actual, expected)
+    _assert_outputs_equal_the_replay(items, settings)
 
 
 @pytest.mark.parametrize(
@@ -135,11 +151,7 @@ def test_records_the_group_committed_but_the_worker_never_applied_are_still_appl
     # them. The worker's stored position must win over the committed offset,
     # whether a later record reveals the hole or nothing follows it.
     items = list(generate(SIM))
-    first, second = items[: len(items) // 2], items[len(items) // 2 :]
-    worker = worker_factory()
-    send_items(first, settings)
-    wait_until_worker_consumed(settings, worker)
-    worker.stop()
+    second = _first_half_consumed_by_a_stopped_worker(items, settings, worker_factory)
     send_items(second, settings)
     topic = input_topic(settings)
     commit_offsets(
@@ -156,9 +168,7 @@ def test_records_the_group_committed_but_the_worker_never_applied_are_still_appl
     send_end_of_input(settings.kafka.bootstrap, topic)
     wait_until_worker_consumed(settings, restarted)
 
-    actual = final_by_key(read_outputs(settings.kafka.bootstrap, settings))
-    expected = _expected(items, settings)
-    assert actual == expected, describe_difference(actual, expected)
+    _assert_outputs_equal_the_replay(items, settings)
     assert metric_value(restarted.web_port, "cxstream_refetched_records_total") >= len(second) - 20
 
 
@@ -166,11 +176,7 @@ def test_a_recreated_input_topic_is_processed_although_its_offsets_start_again(
     settings: Settings, worker_factory
 ) -> None:
     items = list(generate(SIM))
-    first, second = items[: len(items) // 2], items[len(items) // 2 :]
-    worker = worker_factory()
-    send_items(first, settings)
-    wait_until_worker_consumed(settings, worker)
-    worker.stop()
+    second = _first_half_consumed_by_a_stopped_worker(items, settings, worker_factory)
     topic = input_topic(settings)
     recreate_topic(settings.kafka.bootstrap, topic, project_topics(settings.kafka)[topic])
     send_items(second, settings)
@@ -179,7 +185,5 @@ def test_a_recreated_input_topic_is_processed_although_its_offsets_start_again(
     send_end_of_input(settings.kafka.bootstrap, topic)
     wait_until_worker_consumed(settings, restarted)
 
-    actual = final_by_key(read_outputs(settings.kafka.bootstrap, settings))
-    expected = _expected(items, settings)
-    assert actual == expected, describe_difference(actual, expected)
+    _assert_outputs_equal_the_replay(items, settings)
     assert "the input topic was recreated or truncated" in restarted.log_tail(100_000)
