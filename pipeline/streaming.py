@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -108,6 +108,56 @@ def decode_position(value: bytes) -> Position:
         return Position(int(text))
     stored = json.loads(text)
     return Position(stored.get("clock_ms"), stored.get("applied_offset"), stored.get("applied_crc"))
+
+
+def is_redelivery(applied_offsets: Mapping[int, int], partition: int, offset: int) -> bool:
+    """Is the record at ``offset`` one whose effects the state already holds?"""
+    applied = applied_offsets.get(partition)
+    return applied is not None and offset <= applied
+
+
+def offsets_missing_before(
+    applied_offsets: Mapping[int, int], partition: int, offset: int
+) -> tuple[int, int] | None:
+    """``(start, end)``: the offsets between the last applied record and ``offset``.
+
+    None when ``offset`` follows the last applied record directly (or is a
+    redelivery, or nothing is known of the partition yet).
+    """
+    applied = applied_offsets.get(partition)
+    if applied is None or offset <= applied + 1:
+        return None
+    return applied + 1, offset
+
+
+def items_of_partition(
+    partition: int, table_items: Iterable[tuple[Any, Any]], partitions: int
+) -> Iterator[tuple[str, bytes]]:
+    """The state-table entries of ``partition``: its customers and its position.
+
+    The table holds the keys of every partition the worker owns; a partition's
+    processor is built from its own only.
+    """
+    clock_name = clock_key(partition)
+    for raw_key, value in table_items:
+        if value is None:
+            continue
+        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+        if key.startswith(CLOCK_KEY_PREFIX):
+            if key == clock_name:
+                yield key, value
+        elif partition_for(key, partitions) == partition:
+            yield key, value
+
+
+class PartitionGauge(NamedTuple):
+    """What the worker's gauges show of one partition."""
+
+    open_sessions: int
+    #: channel -> start (event time, ms) of the oldest running SLA clock.
+    oldest_open_sla_clock: dict[str, int]
+    #: The partition's clock; None before its first event.
+    clock_ms: int | None
 
 
 def record_crc(key: bytes | None, value: bytes | None) -> int:
@@ -233,12 +283,8 @@ class StreamHandler:
         """
         processor = PartitionProcessor.from_settings(self.settings, partition=partition)
         restored = 0
-        clock_name = clock_key(partition)
-        for raw_key, value in table_items:
-            if value is None:
-                continue
-            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-            if key == clock_name:
+        for key, value in items_of_partition(partition, table_items, self.partitions):
+            if key.startswith(CLOCK_KEY_PREFIX):
                 position = decode_position(value)
                 if position.clock_ms is not None:
                     processor.load_clock(position.clock_ms)
@@ -246,9 +292,7 @@ class StreamHandler:
                     self.applied_offsets[partition] = position.applied_offset
                 if position.applied_crc is not None:
                     self.applied_crcs[partition] = position.applied_crc
-            elif key.startswith(CLOCK_KEY_PREFIX):
-                continue
-            elif partition_for(key, self.partitions) == partition:
+            else:
                 processor.load_state(key, value)
                 restored += 1
         self.processors[partition] = processor
@@ -273,10 +317,7 @@ class StreamHandler:
         redelivery, or nothing is known of the partition yet). The agent reads
         such a hole from the broker and handles it before the record at ``offset``.
         """
-        applied = self.applied_offsets.get(partition)
-        if applied is None or offset <= applied + 1:
-            return None
-        return applied + 1, offset
+        return offsets_missing_before(self.applied_offsets, partition, offset)
 
     # -- records -------------------------------------------------------------
 
@@ -284,8 +325,7 @@ class StreamHandler:
         """Process one consumed input record; results accumulate until :meth:`drain`."""
         partition = record.partition
         offset = record.offset
-        applied = self.applied_offsets.get(partition)
-        if applied is not None and offset <= applied:
+        if is_redelivery(self.applied_offsets, partition, offset):
             # Redelivered after a restart: its effects are already in the state.
             self.redelivered_skipped += 1
             self.metrics.redelivered_record()
@@ -326,6 +366,19 @@ class StreamHandler:
         now = self._wall_ms() - skew_ms
         for partition in partitions:
             self._collect(partition, self._processor(partition).advance(now))
+
+    def gauges(self, partitions: Iterable[int]) -> dict[int, PartitionGauge]:
+        """Open sessions, oldest running SLA clocks and clock of the given partitions."""
+        gauges = {}
+        for partition in partitions:
+            processor = self.processors.get(partition)
+            if processor is None:
+                gauges[partition] = PartitionGauge(0, {}, None)
+            else:
+                gauges[partition] = PartitionGauge(
+                    processor.open_sessions(), processor.oldest_open_sla_clock(), processor.clock_ms
+                )
+        return gauges
 
     def drain(self, *, force_updates: bool = False) -> Drained:
         """Everything produced since the last drain; see the module docstring."""
