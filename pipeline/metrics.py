@@ -15,7 +15,9 @@ tuple build each time.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -78,6 +80,54 @@ PROCESSING_LATENCY_BUCKETS = (
     86400,
 )
 SINK_BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+#: What one output record moves: (series, raw label values, observed value or 1).
+#: Plain data, so the stream core's process can compute it and the worker apply it.
+OutputEffect = tuple[str, tuple[str | None, ...], float]
+
+
+def output_effect(record: OutputRecord) -> OutputEffect | None:
+    """The series an output record moves, or None (open-session updates move none)."""
+    if isinstance(record, SlaEvent):
+        if record.kind in (SLA_WARNING, SLA_BREACH, SLA_COMPLETED):
+            return (record.kind, (record.channel, record.policy), 1)
+    elif isinstance(record, ContactSummary):
+        if record.first_reply_seconds is not None:
+            return ("first_reply", (record.channel,), record.first_reply_seconds)
+    elif isinstance(record, JourneySignal):
+        if record.kind == SWITCH_FAILURE:
+            return ("switch_failure", (record.from_channel, record.to_channel), 1)
+        if record.kind == FALSE_RESOLUTION:
+            return ("false_resolution", (record.from_channel,), 1)
+    elif isinstance(record, SessionRecord):
+        if record.status == SESSION_FINAL:
+            return ("session_closed", (), 1)
+        if record.status == SESSION_SUPERSEDED:
+            return ("session_superseded", (), 1)
+    elif isinstance(record, LateEvent):
+        channel = record.event.get("channel") if isinstance(record.event, dict) else None
+        return ("late_event", (channel,), 1)
+    return None
+
+
+@dataclass(slots=True)
+class LatencyCounts:
+    """Processing latencies counted per bucket of ``cxstream_processing_latency_seconds``."""
+
+    #: One count per bucket of PROCESSING_LATENCY_BUCKETS, then one for +Inf.
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(PROCESSING_LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        """Count one latency; negative values (clock skew) count as 0, as observed."""
+        seconds = max(seconds, 0.0)
+        # Buckets are upper bounds, inclusive: bisect_left finds the first bound >= value.
+        self.buckets[bisect_left(PROCESSING_LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def __bool__(self) -> bool:
+        return any(self.buckets)
 
 
 class Metrics:
@@ -302,6 +352,20 @@ class Metrics:
         """Record event time -> processed; negative values (clock skew) count as 0."""
         self.processing_latency.observe(max(seconds, 0.0))
 
+    def add_processing_latencies(self, counts: LatencyCounts) -> None:
+        """Add latencies counted per bucket elsewhere (:class:`LatencyCounts`).
+
+        The stream core's process counts its latencies per bucket; adding them
+        here equals observing each value (tests/unit/test_metrics.py checks the
+        exposition). prometheus_client observes one value per call, so this
+        adds to the histogram's bucket and sum values directly.
+        """
+        histogram = self.processing_latency
+        for index, count in enumerate(counts.buckets):
+            if count:
+                histogram._buckets[index].inc(count)
+        histogram._sum.inc(counts.total)
+
     # -- outputs -------------------------------------------------------------------
 
     def observe_output(self, record: OutputRecord) -> None:
@@ -310,39 +374,32 @@ class Metrics:
         Open session updates move nothing: only the final (or superseded) version
         of a session counts, so redelivered updates do not inflate the counters.
         """
-        if isinstance(record, SlaEvent):
-            self._observe_sla(record)
-        elif isinstance(record, ContactSummary):
-            if record.first_reply_seconds is not None:
-                self._child(self.first_reply, self._channel(record.channel)).observe(
-                    record.first_reply_seconds
-                )
-        elif isinstance(record, JourneySignal):
-            if record.kind == SWITCH_FAILURE:
-                self._inc(
-                    self.switch_failures,
-                    self._channel(record.from_channel),
-                    self._channel(record.to_channel),
-                )
-            elif record.kind == FALSE_RESOLUTION:
-                self._inc(self.false_resolutions, self._channel(record.from_channel))
-        elif isinstance(record, SessionRecord):
-            if record.status == SESSION_FINAL:
-                self.sessions_closed.inc()
-            elif record.status == SESSION_SUPERSEDED:
-                self.sessions_superseded.inc()
-        elif isinstance(record, LateEvent):
-            channel = record.event.get("channel") if isinstance(record.event, dict) else None
-            self._inc(self.late_events, self._channel(channel))
+        effect = output_effect(record)
+        if effect is not None:
+            self.apply_output_effect(effect)
 
-    def _observe_sla(self, record: SlaEvent) -> None:
-        counter = {
-            SLA_WARNING: self.sla_warnings,
-            SLA_BREACH: self.sla_breaches,
-            SLA_COMPLETED: self.sla_completed,
-        }.get(record.kind)
-        if counter is not None:
-            self._inc(counter, self._channel(record.channel), record.policy)
+    def apply_output_effect(self, effect: OutputEffect) -> None:
+        """Move the series of one :func:`output_effect`."""
+        series, labels, value = effect
+        if series == "first_reply":
+            self._child(self.first_reply, self._channel(labels[0])).observe(value)
+        elif series == "switch_failure":
+            self._inc(self.switch_failures, self._channel(labels[0]), self._channel(labels[1]))
+        elif series == "false_resolution":
+            self._inc(self.false_resolutions, self._channel(labels[0]))
+        elif series == "session_closed":
+            self.sessions_closed.inc()
+        elif series == "session_superseded":
+            self.sessions_superseded.inc()
+        elif series == "late_event":
+            self._inc(self.late_events, self._channel(labels[0]))
+        else:
+            counter = {
+                SLA_WARNING: self.sla_warnings,
+                SLA_BREACH: self.sla_breaches,
+                SLA_COMPLETED: self.sla_completed,
+            }[series]
+            self._inc(counter, self._channel(labels[0]), str(labels[1]))
 
     # -- gauges --------------------------------------------------------------------
 
