@@ -1,8 +1,18 @@
 """The stream-core agent: input topic -> StreamHandler -> output topics + state table.
 
 Thin by design: every rule lives in ``pipeline.streaming`` and ``pipeline.core``.
-This module loops over batches, sends what the handler returns, and persists the
-per-customer state in the ``customer-state`` table once per batch.
+This module loops over batches, hands them to the stream core (in a child
+process by default, ``agents/core_client.py``), sends what comes back, and
+persists the per-customer state in the ``customer-state`` table once per batch.
+
+Two tasks share the work. The agent hands batch N to the core and goes back to
+Faust for batch N+1 without waiting; the flusher (:meth:`ProcessRole._flush_in_order`)
+takes the results in the order the batches were handed over and, for each,
+sends the outputs, waits for Kafka's acknowledgements, then writes the state
+(``pipeline/streaming.py``: outputs before state, position last). At most
+:data:`BATCHES_AHEAD` results wait to be flushed. Everything that needs the
+state and the offsets to agree (the timer, a revocation, shutdown) first waits
+until every result handed over is flushed.
 """
 
 from __future__ import annotations
@@ -17,10 +27,13 @@ import faust
 from faust.types import TP
 
 from agents.batch_send import BatchSender, Record
+from agents.core_client import CoreClient, CoreProcessFailed, record_fields
 from agents.refetch import MissedRecordFetcher
+from pipeline.core_process import BatchResult, replay_metrics
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
-from pipeline.streaming import Drained, RawRecord, StreamHandler, record_crc
+from pipeline.streaming import PartitionGauge, items_of_partition, record_crc
+from pipeline.topics import INTERACTIONS
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +41,9 @@ STATE_TABLE = "customer-state"
 #: A partition whose last applied offset has not moved for this long while its
 #: log goes on is read from the broker (see ``_fill_stalled_partitions``).
 STALL_SECONDS = 3.0
+#: Batches handed to the stream core whose results are not flushed yet, at most.
+#: Two: one being flushed, one being worked on while Faust delivers the next.
+BATCHES_AHEAD = 2
 
 
 class ProcessRole:
@@ -45,19 +61,24 @@ class ProcessRole:
         self._on_batch = on_batch
         self.settings = settings
         self.metrics = metrics
-        self.handler = StreamHandler(settings, metrics=metrics)
+        self.core = CoreClient(settings, separate_process=settings.worker.core_process)
+        self.input_topic_name = settings.kafka.topic(INTERACTIONS)
         self.refetcher = MissedRecordFetcher(settings.kafka.bootstrap)
         # Stalled-partition check: partition -> (applied offset, monotonic time
         # it was first seen behind the log end at that offset), and the end of
         # the stretch it last read.
         self._stalled_since: dict[int, tuple[int, float]] = {}
         self._read_to: dict[int, int] = {}
-        # One lock for the agent and the timer: a batch's outputs must be
-        # delivered before its state is written, and a tick must not take the
-        # dirty state of a batch that is still waiting for its outputs.
+        # Handing records to the core, loading and dropping partitions are done
+        # under this lock, by the agent or the timer, one at a time; flushing
+        # results is not (the flusher never takes it).
         self.lock = asyncio.Lock()
+        # Results handed over, in order, with the number of input events of each.
+        self._unflushed: asyncio.Queue[tuple[asyncio.Future[BatchResult], int]] = asyncio.Queue()
+        self._batch_slots = asyncio.Semaphore(BATCHES_AHEAD)
+        self._failure: BaseException | None = None
         self.input_topic = app.topic(
-            self.handler.input_topic, key_serializer="raw", value_serializer="raw"
+            self.input_topic_name, key_serializer="raw", value_serializer="raw"
         )
         self.table = app.Table(
             STATE_TABLE,
@@ -74,6 +95,7 @@ class ProcessRole:
                 self._tightest_target[policy.channel] = policy.target_seconds
         app.agent(self.input_topic, name="process")(self._process)
         app.timer(1.0)(self._tick)
+        app.task(self._flush_in_order)
         # mode's Signal stubs do not admit async receivers, which it does support.
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
@@ -98,47 +120,77 @@ class ProcessRole:
             await self._ready.wait()
             async with self.lock:
                 owned = self._owned_partitions()
+                core = self.core
                 for event in events:
                     message = event.message
-                    if message.partition not in owned:
+                    partition = message.partition
+                    if partition not in owned:
                         # Taken before a rebalance moved the partition away: its
                         # new owner reprocesses it; writing its state here would
                         # land in the owner's changelog partition.
                         continue
-                    if not self.handler.has_partition(message.partition):
-                        await self._load(message.partition)
-                    hole = self.handler.missing_before(message.partition, message.offset)
+                    if not core.has_partition(partition):
+                        await self._load(partition)
+                    hole = core.missing_before(partition, message.offset)
                     if hole is not None:
-                        await self._fill(message.topic, message.partition, *hole)
-                    self.handler.handle(
-                        RawRecord(
-                            topic=message.topic,
-                            partition=message.partition,
-                            offset=message.offset,
-                            key=message.key,
-                            value=message.value,
-                            timestamp_ms=int(message.timestamp * 1000)
-                            if message.timestamp
-                            else None,
-                            headers=_headers(message.headers),
+                        await self._fill(message.topic, partition, *hole)
+                    headers = message.headers
+                    core.handle(
+                        (
+                            partition,
+                            message.offset,
+                            message.key,
+                            message.value,
+                            int(message.timestamp * 1000) if message.timestamp else None,
+                            _headers(headers) if headers else (),
                         )
                     )
-                await self._flush(self.handler.drain())
-            if self._on_batch is not None:
-                self._on_batch(len(events))
+                await self._hand_over(core.drain(), len(events))
+
+    async def _hand_over(self, result: asyncio.Future[BatchResult], events: int) -> None:
+        """Queue a batch's result for the flusher; waits while BATCHES_AHEAD are queued."""
+        await self._batch_slots.acquire()
+        self._unflushed.put_nowait((result, events))
+
+    async def _flush_in_order(self) -> None:
+        """The flusher: flush each batch's result, in the order the batches were handed over."""
+        while True:
+            result, events = await self._unflushed.get()
+            try:
+                if self._failure is None:
+                    await self._flush(await result)
+                    if self._on_batch is not None and events:
+                        self._on_batch(events)
+            except Exception as exc:
+                # Outputs or state could not be written, or the core failed: stop
+                # the worker. A restart resumes from the last state written.
+                self._failure = exc
+                log.critical("the stream core's results could not be written; stopping: %s", exc)
+                await self.app.crash(exc)
+            finally:
+                self._batch_slots.release()
+                self._unflushed.task_done()
+
+    async def _settle(self) -> None:
+        """Wait until every result handed over is flushed: state and offsets agree."""
+        await self._unflushed.join()
+        if self._failure is not None:
+            raise CoreProcessFailed("the worker is stopping after a failure") from self._failure
 
     async def _tick(self) -> None:
         """Once a second: wall-clock timers (live mode), gauges, lag."""
+        if not self.core.started:
+            return  # before the first assignment: nothing to advance or show
         partitions = self._active_partitions() if self._ready.is_set() else []
         async with self.lock:
             for partition in partitions:
-                if not self.handler.has_partition(partition):
+                if not self.core.has_partition(partition):
                     await self._load(partition)
             await self._fill_stalled_partitions(partitions)
-            self.handler.tick(partitions)
-            await self._flush(self.handler.drain())
+            # Queued behind the batches handed over before it; the flusher sends
+            # what the tick makes due, and sets the gauges, as soon as it is back.
+            await self._hand_over(self.core.drain(tick_partitions=partitions), 0)
             await self._unblock_stuck_commits(partitions)
-        self._update_gauges(partitions)
 
     async def _unblock_stuck_commits(self, partitions: list[int]) -> None:
         """Let Faust commit past offsets it never delivered but this worker applied.
@@ -159,12 +211,18 @@ class ProcessRole:
         check read the records): the state's position is committed. Uses private
         members of faust-streaming's consumer (pinned to 0.15.3; the restart
         tests in tests/integration cover it).
+
+        The position used is that of the records handed to the core, which can
+        be a batch or two ahead of the state written. Faust itself acknowledges
+        records once they are handed over, so its commits can be that far ahead
+        too; a restart then finds the state behind the committed offset and
+        reads the difference from the broker (``_fill``), exactly.
         """
         consumer = self.app.consumer
-        topic = self.handler.input_topic
+        topic = self.input_topic_name
         idle: dict[TP, int] = {}
         for partition in partitions:
-            applied = self.handler.applied_offsets.get(partition)
+            applied = self.core.applied_offsets.get(partition)
             tp = TP(topic, partition)
             acked = consumer._acked.get(tp)  # type: ignore[attr-defined]
             committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
@@ -205,9 +263,9 @@ class ProcessRole:
         """
         now = time.monotonic()
         consumer = self.app.consumer
-        topic = self.handler.input_topic
+        topic = self.input_topic_name
         for partition in partitions:
-            applied = self.handler.applied_offsets.get(partition)
+            applied = self.core.applied_offsets.get(partition)
             if applied is None:
                 continue
             try:
@@ -231,7 +289,7 @@ class ProcessRole:
     # -- helpers -------------------------------------------------------------
 
     async def _fill(self, topic: str, partition: int, start: int, end: int) -> None:
-        """Apply the records at offsets ``start..end-1`` that the consumer skipped.
+        """Hand over the records at offsets ``start..end-1`` that the consumer skipped.
 
         See ``agents/refetch.py`` for why Faust can skip records.
         """
@@ -247,7 +305,7 @@ class ProcessRole:
             )
             self.metrics.refetched(len(missed))
         for record in missed:
-            self.handler.handle(record)
+            self.core.handle(record_fields(record))
 
     def _active_partitions(self) -> list[int]:
         if self.app.rebalancing:
@@ -259,13 +317,19 @@ class ProcessRole:
         return {
             tp.partition
             for tp in self.app.assignor.assigned_actives()
-            if tp.topic == self.handler.input_topic
+            if tp.topic == self.input_topic_name
         }
 
     async def _load(self, partition: int) -> None:
         """Build a partition's processor from the state table."""
-        # No copy of the table: loading is synchronous, nothing writes meanwhile.
-        restored = self.handler.load_partition(partition, self.table.data.items())
+        await self.core.start()
+        # Copied in one go: nothing writes to the table while this runs.
+        items = list(
+            items_of_partition(
+                partition, self.table.data.items(), self.settings.kafka.input_partitions
+            )
+        )
+        restored = await self.core.load(partition, items)
         self._stalled_since.pop(partition, None)
         self._read_to.pop(partition, None)
         log.info("partition %s: restored %s customers from the state table", partition, restored)
@@ -277,10 +341,10 @@ class ProcessRole:
                 "%s any more: the input topic was recreated or truncated; its records are "
                 "processed as new",
                 partition,
-                self.handler.applied_offsets.get(partition),
-                self.handler.input_topic,
+                self.core.applied_offsets.get(partition),
+                self.input_topic_name,
             )
-            self.handler.forget_position(partition)
+            await self.core.forget_position(partition)
 
     async def _position_matches_the_log(self, partition: int) -> bool:
         """Is the record the state was last applied to still at that offset?
@@ -288,11 +352,11 @@ class ProcessRole:
         A deleted and recreated input topic starts its offsets again from 0; a
         stored position would then skip its first records as redeliveries.
         """
-        applied = self.handler.applied_offsets.get(partition)
-        crc = self.handler.applied_crcs.get(partition)
+        applied = self.core.applied_offsets.get(partition)
+        crc = self.core.applied_crcs.get(partition)
         if applied is None or crc is None:
             return True  # nothing stored, or stored by a version without the checksum
-        topic = self.handler.input_topic
+        topic = self.input_topic_name
         if await self.refetcher.end_offset(topic, partition) <= applied:
             return False
         found = await self.refetcher.fetch(topic, partition, applied, applied + 1)
@@ -300,23 +364,33 @@ class ProcessRole:
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         self._ready.clear()
-        # Under the lock: a batch in flight finishes with the processors it
-        # started with; the next one reloads them from the recovered table.
+        # Under the lock, after the batches handed over are flushed with the
+        # processors they started with; the next batch reloads them from the
+        # recovered table.
         async with self.lock:
+            await self._settle()
             for tp in revoked:
-                if tp.topic == self.handler.input_topic:
-                    self.handler.drop_partition(tp.partition)
+                if tp.topic == self.input_topic_name and self.core.has_partition(tp.partition):
+                    await self.core.drop(tp.partition)
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         self._ready.clear()
 
     async def _on_shutdown(self, sender: Any, **_: Any) -> None:
+        try:
+            # What was handed over is written before the worker stops (a batch
+            # not written is processed again after the restart, exactly).
+            await asyncio.wait_for(self._unflushed.join(), timeout=10)
+        except TimeoutError:
+            log.warning("stopping with stream-core results not yet written")
+        await self.core.close()
         await self.refetcher.close()
 
     async def _on_rebalance_complete(self, sender: Any, **_: Any) -> None:
+        await self.core.start()
         self._ready.set()
 
-    async def _flush(self, drained: Drained) -> None:
+    async def _flush(self, result: BatchResult) -> None:
         """Send outputs, wait for Kafka's acks, then write state (position last).
 
         Records go to Faust's aiokafka producer as record batches
@@ -326,16 +400,13 @@ class ProcessRole:
         """
         # The aiokafka driver's producer; ProducerT does not declare the accessor.
         sender = BatchSender(self.app.producer._ensure_producer())  # type: ignore[attr-defined]
-        if drained.outgoing:
-            sent = await sender.send(
-                (out.topic, out.partition, out.key, out.value, out.timestamp_ms, out.headers or ())
-                for out in drained.outgoing
-            )
+        if result.outgoing:
+            sent = await sender.send(result.outgoing)
             await asyncio.gather(*sent)
         changelog = self.table.changelog_topic.get_topic_name()
         store = self.table.data
         state_records: list[Record] = []
-        for partition, changes in drained.state.items():
+        for partition, changes in result.state.items():
             for key, value in changes.items():
                 raw_key = key.encode()
                 if value is None:
@@ -347,20 +418,20 @@ class ProcessRole:
                 state_records.append((changelog, partition, raw_key, value, None, ()))
         if state_records:
             await sender.send(state_records)
+        replay_metrics(result, self.metrics)
+        if result.gauges is not None:
+            self._update_gauges(result.gauges)
 
-    def _update_gauges(self, partitions: list[int]) -> None:
-        processors = [
-            self.handler.processors[p] for p in partitions if p in self.handler.processors
-        ]
-        self.metrics.set_open_sessions(sum(p.open_sessions() for p in processors))
+    def _update_gauges(self, gauges: dict[int, PartitionGauge]) -> None:
+        self.metrics.set_open_sessions(sum(g.open_sessions for g in gauges.values()))
         # Ages are measured on each partition's clock (event time), so a replay
         # or a time-lapse simulation shows the same ages as live traffic.
         oldest_age: dict[str, float] = {}
-        for processor in processors:
-            if processor.clock_ms is None:
+        for gauge in gauges.values():
+            if gauge.clock_ms is None:
                 continue
-            for channel, started in processor.oldest_open_sla_clock().items():
-                age = max(0.0, (processor.clock_ms - started) / 1000)
+            for channel, started in gauge.oldest_open_sla_clock.items():
+                age = max(0.0, (gauge.clock_ms - started) / 1000)
                 oldest_age[channel] = max(age, oldest_age.get(channel, 0.0))
         for channel in self.settings.channels.keys:
             age = oldest_age.get(channel, 0.0)
@@ -368,24 +439,21 @@ class ProcessRole:
             ratio = age / target if target else 0.0
             self.metrics.set_oldest_unanswered(channel, age, ratio)
         consumer = self.app.consumer
-        for partition in partitions:
-            tp = TP(self.handler.input_topic, partition)
+        for partition, gauge in gauges.items():
+            tp = TP(self.input_topic_name, partition)
             try:
                 highwater = consumer.highwater(tp)
             except Exception:  # lag is best-effort telemetry; never break the timer
                 continue
-            last = self.handler.applied_offsets.get(partition)
+            last = self.core.applied_offsets.get(partition)
             if highwater is not None:
                 lag = highwater - (last + 1 if last is not None else 0)
-                self.metrics.set_lag(self.handler.input_topic, partition, max(0, lag))
-            current = self.handler.processors.get(partition)
-            if current is not None and current.clock_ms is not None:
-                self.metrics.set_stream_time(partition, current.clock_ms / 1000)
+                self.metrics.set_lag(self.input_topic_name, partition, max(0, lag))
+            if gauge.clock_ms is not None:
+                self.metrics.set_stream_time(partition, gauge.clock_ms / 1000)
 
 
 def _headers(headers: Any) -> list[tuple[str, bytes]]:
-    if not headers:
-        return []
     items = headers.items() if isinstance(headers, dict) else headers
     return [
         (name, value if isinstance(value, bytes) else bytes(value or b"")) for name, value in items

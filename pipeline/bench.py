@@ -192,10 +192,16 @@ def bench_pipeline(settings: Settings, events: int) -> dict[str, float]:
         results = {}
         for mode in ("noop", "full"):
             results[mode] = _run_bench_worker(mode, bootstrap, prefix, len(batch))
+            report = results[mode]
+            # CPU seconds show which side is bound by its one Python thread.
+            core_cpu = (
+                f" core_process_cpu_s={report['core_cpu_s']:.2f}" if "core_cpu_s" in report else ""
+            )
             print(
                 f"bench pipeline mode={mode} events={len(batch)} "
-                f"seconds={results[mode]['seconds']:.2f} "
-                f"events_per_s={results[mode]['events_per_s']:.0f}",
+                f"seconds={report['seconds']:.2f} "
+                f"events_per_s={report['events_per_s']:.0f} "
+                f"batches={report['batches']} cpu_s={report['cpu_s']:.2f}{core_cpu}",
                 flush=True,
             )
     ratio = results["full"]["events_per_s"] / results["noop"]["events_per_s"]

@@ -129,6 +129,8 @@ class WorkerSettings:
     batch_size: int = 1000
     batch_seconds: float = 0.2
     session_update_seconds: float = 5.0
+    #: Run the stream core in a child process beside Faust's event loop.
+    core_process: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +232,8 @@ def _build(config: Mapping[str, Any]) -> Settings:
     kafka = KafkaSettings(**config.get("kafka", {}))
     sql = SqlSettings(**config.get("sql", {}))
     worker = WorkerSettings(**config.get("worker", {}))
+    if not isinstance(worker.core_process, bool):
+        raise ConfigError(f"worker.core_process must be true or false, not {worker.core_process!r}")
     if worker.clock not in ("live", "stream"):
         raise ConfigError(f"worker.clock must be 'live' or 'stream', not {worker.clock!r}")
     session = config.get("session", {})
