@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pipeline.core.partitioning import murmur2
+from pipeline.core_process import BatchResult
 
 #: (topic, partition or None for "by key", key, value, timestamp ms or None, headers)
 Record = tuple[str, int | None, bytes | None, bytes | None, int | None, Sequence[tuple[str, bytes]]]
@@ -80,3 +81,22 @@ def _default_partition(key: bytes | None, count: int) -> int:
     if key is None:
         return random.randrange(count)
     return (murmur2(key) & 0x7FFFFFFF) % count
+
+
+async def send_result(sender: BatchSender, result: BatchResult, changelog: str) -> None:
+    """Send a batch's outputs, wait for Kafka's acks, then its state (position last).
+
+    The order that makes restarts exact (``pipeline/streaming.py``): a state
+    is only written once the outputs it stands for are in Kafka. The state
+    goes to the changelog partition of its input partition, in the order the
+    handler gave it, so a partition's position never lands before its states.
+    """
+    if result.outgoing:
+        await asyncio.gather(*await sender.send(result.outgoing))
+    state_records: list[Record] = [
+        (changelog, partition, key.encode(), value, None, ())
+        for partition, changes in result.state.items()
+        for key, value in changes.items()
+    ]
+    if state_records:
+        await sender.send(state_records)

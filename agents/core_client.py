@@ -4,8 +4,8 @@
 interface to the :class:`~pipeline.streaming.StreamHandler`, wherever it runs:
 
 * ``worker.core_process: true`` (the default): in a child process
-  (``python -m pipeline.core_process``), so decoding, applying and encoding a
-  batch overlaps Faust's work for the next one on a second core;
+  (``python -m agents.core_child``), so decoding, applying, encoding and
+  sending a batch overlaps Faust's work for the next one on a second core;
 * ``false``: in the worker's own process (one core, or debugging).
 
 Records are buffered by :meth:`CoreClient.handle` and sent as one request by
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import pickle
 import sys
 from collections import deque
@@ -75,8 +76,13 @@ class CoreClient:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the handler (once); in a child process, wait until it is ready."""
+    async def start(self, producer_config: dict[str, Any], changelog_topic: str) -> None:
+        """Start the handler (once); in a child process, wait until it is ready.
+
+        The child sends each batch's records itself, with a producer made from
+        ``producer_config`` (aiokafka's keywords, as Faust's producer), the
+        state to ``changelog_topic``.
+        """
         async with self._start_lock:
             if self.core_mode is not None:
                 return
@@ -89,12 +95,15 @@ class CoreClient:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "pipeline.core_process",
+                "agents.core_child",
+                str(os.getpid()),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
             )
             self._reader = asyncio.create_task(self._read_replies())
-            self.core_mode = str(await self._request(("init", self._settings)))
+            self.core_mode = str(
+                await self._request(("init", self._settings, producer_config, changelog_topic))
+            )
             log.info(
                 "stream core process started: pid %s, core=%s", self._process.pid, self.core_mode
             )
@@ -186,6 +195,10 @@ class CoreClient:
             return future
         process = self._process
         if process is None or process.stdin is None or process.stdin.is_closing():
+            if process is not None and process.returncode is not None:
+                raise CoreProcessFailed(
+                    f"the stream core process exited with code {process.returncode}"
+                )
             raise CoreProcessFailed("the stream core process is not running")
         payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
         process.stdin.write(FRAME_HEADER.pack(len(payload)))

@@ -1,18 +1,18 @@
 """The stream-core agent: input topic -> StreamHandler -> output topics + state table.
 
 Thin by design: every rule lives in ``pipeline.streaming`` and ``pipeline.core``.
-This module loops over batches, hands them to the stream core (in a child
-process by default, ``agents/core_client.py``), sends what comes back, and
-persists the per-customer state in the ``customer-state`` table once per batch.
+This module loops over batches and hands them to the stream core, which runs in
+a child process by default (``agents/core_client.py``, ``agents/core_child.py``)
+and there also sends the batch's outputs and state to Kafka.
 
 Two tasks share the work. The agent hands batch N to the core and goes back to
 Faust for batch N+1 without waiting; the flusher (:meth:`ProcessRole._flush_in_order`)
 takes the results in the order the batches were handed over and, for each,
-sends the outputs, waits for Kafka's acknowledgements, then writes the state
-(``pipeline/streaming.py``: outputs before state, position last). At most
-:data:`BATCHES_AHEAD` results wait to be flushed. Everything that needs the
-state and the offsets to agree (the timer, a revocation, shutdown) first waits
-until every result handed over is flushed.
+makes sure the outputs were sent and acknowledged before the state was written
+(``pipeline/streaming.py``: outputs before state, position last), updates the
+table's local copy, the metrics and the gauges. At most :data:`BATCHES_AHEAD`
+results wait to be flushed. A revocation and shutdown first wait until every
+result handed over is flushed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from agents.batch_send import BatchSender, Record
+from agents.batch_send import BatchSender, send_result
 from agents.core_client import CoreClient, CoreProcessFailed, record_fields
 from agents.refetch import MissedRecordFetcher
 from pipeline.core_process import BatchResult, replay_metrics
@@ -77,6 +77,7 @@ class ProcessRole:
         self._unflushed: asyncio.Queue[tuple[asyncio.Future[BatchResult], int]] = asyncio.Queue()
         self._batch_slots = asyncio.Semaphore(BATCHES_AHEAD)
         self._failure: BaseException | None = None
+        self._core_starting: asyncio.Future[None] | None = None
         self.input_topic = app.topic(
             self.input_topic_name, key_serializer="raw", value_serializer="raw"
         )
@@ -289,15 +290,16 @@ class ProcessRole:
     # -- helpers -------------------------------------------------------------
 
     async def _fill(self, topic: str, partition: int, start: int, end: int) -> None:
-        """Hand over the records at offsets ``start..end-1`` that the consumer skipped.
+        """Hand over the records at offsets ``start..end-1``, read from the broker.
 
-        See ``agents/refetch.py`` for why Faust can skip records.
+        Faust did not deliver them: its commit ran ahead of the state before a
+        crash, or its fetcher skipped them (``agents/refetch.py``).
         """
         missed = await self.refetcher.fetch(topic, partition, start, end)
         if missed:
             log.warning(
-                "partition %s: the consumer skipped offsets %s..%s; applied %s records "
-                "read from the broker",
+                "partition %s: offsets %s..%s after the state's position were not "
+                "delivered; applied %s records read from the broker",
                 partition,
                 start,
                 end - 1,
@@ -322,7 +324,7 @@ class ProcessRole:
 
     async def _load(self, partition: int) -> None:
         """Build a partition's processor from the state table."""
-        await self.core.start()
+        await self._start_core()
         # Copied in one go: nothing writes to the table while this runs.
         items = list(
             items_of_partition(
@@ -375,6 +377,12 @@ class ProcessRole:
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         self._ready.clear()
+        if self._core_starting is None:
+            # Started in the background, once: Faust awaits its rebalance
+            # handlers inside its recovery sequence, and a second's delay there
+            # (spawning the child) left the consumer delivering nothing after a
+            # restart. The first load waits for the start.
+            self._core_starting = asyncio.ensure_future(self._start_core())
 
     async def _on_shutdown(self, sender: Any, **_: Any) -> None:
         try:
@@ -387,40 +395,51 @@ class ProcessRole:
         await self.refetcher.close()
 
     async def _on_rebalance_complete(self, sender: Any, **_: Any) -> None:
-        await self.core.start()
         self._ready.set()
 
     async def _flush(self, result: BatchResult) -> None:
-        """Send outputs, wait for Kafka's acks, then write state (position last).
+        """Write a batch's result: outputs, their acks, then state (position last).
 
-        Records go to Faust's aiokafka producer as record batches
+        A child process has sent the records already (``agents/core_child.py``);
+        otherwise they go to Faust's aiokafka producer as record batches
         (``agents/batch_send.py``): the topic-level ``send`` wraps every record
         in promise objects and callbacks, which cost more than the stream core
-        itself in the pipeline benchmark.
+        itself in the pipeline benchmark. Either way the table's local copy is
+        updated here: a partition loaded again after a rebalance reads it.
         """
-        # The aiokafka driver's producer; ProducerT does not declare the accessor.
-        sender = BatchSender(self.app.producer._ensure_producer())  # type: ignore[attr-defined]
-        if result.outgoing:
-            sent = await sender.send(result.outgoing)
-            await asyncio.gather(*sent)
-        changelog = self.table.changelog_topic.get_topic_name()
+        if not result.sent:
+            # The aiokafka driver's producer; ProducerT does not declare the accessor.
+            sender = BatchSender(self.app.producer._ensure_producer())  # type: ignore[attr-defined]
+            await send_result(sender, result, self._changelog_topic)
         store = self.table.data
-        state_records: list[Record] = []
-        for partition, changes in result.state.items():
+        for changes in result.state.values():
             for key, value in changes.items():
-                raw_key = key.encode()
                 if value is None:
-                    store.pop(raw_key, None)
+                    store.pop(key.encode(), None)
                 else:
-                    store[raw_key] = value
-                # Same changelog partition as the input partition, in order:
-                # the position (last) never lands before the states of its batch.
-                state_records.append((changelog, partition, raw_key, value, None, ()))
-        if state_records:
-            await sender.send(state_records)
+                    store[key.encode()] = value
         replay_metrics(result, self.metrics)
         if result.gauges is not None:
             self._update_gauges(result.gauges)
+
+    async def _start_core(self) -> None:
+        """Start the stream core (once), its producer configured like Faust's."""
+        conf = self.app.conf
+        producer_config = {
+            "bootstrap_servers": self.settings.kafka.bootstrap,
+            "client_id": f"{conf.id}-core",
+            "acks": "all" if conf.producer_acks == -1 else conf.producer_acks,
+            "linger_ms": conf.producer_linger_ms,
+            "max_batch_size": conf.producer_max_batch_size,
+            "max_request_size": conf.producer_max_request_size,
+            "compression_type": conf.producer_compression_type,
+            "request_timeout_ms": int(conf.producer_request_timeout * 1000),
+        }
+        await self.core.start(producer_config, self._changelog_topic)
+
+    @property
+    def _changelog_topic(self) -> str:
+        return str(self.table.changelog_topic.get_topic_name())
 
     def _update_gauges(self, gauges: dict[int, PartitionGauge]) -> None:
         self.metrics.set_open_sessions(sum(g.open_sessions for g in gauges.values()))

@@ -1,17 +1,18 @@
-"""The stream core in a process of its own: Kafka record bytes in, record bytes out.
+"""The stream core behind a process boundary: requests in, results out.
 
 Why a second process: on one core the worker's time goes to two things of about
 the same weight, Faust's own consumer and stream machinery (the whole cost of a
 no-op agent) and the stream core's work of decoding, applying and encoding each
-record (docs/benchmarks.md). Python runs one of them at a time. With the
-:class:`~pipeline.streaming.StreamHandler` in a child process the two overlap:
-while the child works on batch N, the worker's event loop takes batch N+1 from
-Faust and sends the outputs and state of batch N-1 (``agents/core_client.py``).
+record and sending the results (docs/benchmarks.md). Python runs one of them at
+a time. With the :class:`~pipeline.streaming.StreamHandler` in a child process
+(``agents/core_child.py``) the two overlap: while the child works on batch N,
+the worker's event loop takes batch N+1 from Faust (``agents/core_client.py``).
 
-The child holds no Kafka client and no table: every request comes from the
-worker and every reply goes back to it, one reply per request, in order. The
-worker still sends every output and state record itself, in the same order as
-before, so the restart rules of ``pipeline/streaming.py`` are unchanged.
+This module is the pure part, without Kafka: :class:`CoreServer` answers the
+requests below with a handler, and :class:`RecordedMetrics` keeps the
+handler's metrics calls so the worker can repeat them on its registry. The
+same server runs in the worker's own process when ``worker.core_process`` is
+off.
 
 Frames are a 4-byte big-endian length and a pickle. Both ends are this package
 on one machine, started together; pickle is the fastest codec for the tuples,
@@ -19,29 +20,27 @@ bytes and dicts that cross (nothing else ever writes to these pipes).
 
 Requests and replies:
 
-* ``("init", settings)`` -> the core mode the child runs (``compiled``/``interpreted``)
+* ``("init", settings, producer_config, changelog_topic)`` -> the core mode
+  the child runs (``compiled``/``interpreted``); handled by the child itself
 * ``("load", partition, items)`` -> ``(restored customers, applied offset, applied crc)``
 * ``("drop", partition)``, ``("forget", partition)`` -> None
 * ``("batch", records, tick_partitions)`` -> :class:`BatchResult`. ``records`` are
   input-topic records as ``(partition, offset, key, value, timestamp_ms,
   headers)`` tuples (:class:`~pipeline.streaming.RawRecord` without the topic,
-  which is the same for all); with ``tick_partitions``
-  (a list, possibly empty) the clocks of those partitions are advanced to the
-  wall clock after the records (live mode) and the result carries their gauges.
+  which is the same for all); with ``tick_partitions`` (a list, possibly
+  empty) the clocks of those partitions are advanced to the wall clock after
+  the records (live mode) and the result carries their gauges.
 * a request that raises -> :class:`CoreFailure`, and the child exits: its state
   may be half-changed, so the worker stops and a restart recovers exactly.
 """
 
 from __future__ import annotations
 
-import logging
 import pickle
 import struct
-import sys
-import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 from pipeline.metrics import LatencyCounts, Metrics, output_effect
 from pipeline.settings import Settings
@@ -70,6 +69,9 @@ class BatchResult:
     records: int
     #: partition -> gauges, for a request that ticked (``tick_partitions`` given).
     gauges: dict[int, PartitionGauge] | None = None
+    #: True when the child process already sent ``outgoing`` and ``state`` to
+    #: Kafka (``outgoing`` is then empty; ``state`` is for the worker's table).
+    sent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,67 +216,3 @@ class CoreServer:
 def encode_frame(message: Any) -> bytes:
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return FRAME_HEADER.pack(len(payload)) + payload
-
-
-def read_frame(stream: IO[bytes]) -> Any:
-    """The next message on ``stream``; raises EOFError when the stream has ended."""
-    header = stream.read(FRAME_HEADER.size)
-    if len(header) < FRAME_HEADER.size:
-        raise EOFError("the worker closed the stream")
-    (length,) = FRAME_HEADER.unpack(header)
-    payload = stream.read(length)
-    if len(payload) < length:
-        raise EOFError("the worker closed the stream mid-frame")
-    return pickle.loads(payload)
-
-
-def serve_stream(requests: IO[bytes], replies: IO[bytes]) -> int:
-    """The child's loop: answer requests until the worker closes its end."""
-    from pipeline.core import core_mode
-
-    try:
-        kind, settings = read_frame(requests)
-    except EOFError:
-        return 0
-    if kind != "init":
-        raise ValueError(f"the first request must be init, not {kind!r}")
-    server = CoreServer(settings)
-    replies.write(encode_frame(core_mode()))
-    replies.flush()
-    while True:
-        try:
-            request = read_frame(requests)
-        except EOFError:
-            return 0  # the worker stopped (or was killed): nothing left to answer
-        try:
-            reply = server.serve(request)
-        except Exception:
-            failure = CoreFailure(str(request[0]), traceback.format_exc())
-            replies.write(encode_frame(failure))
-            replies.flush()
-            return 1
-        replies.write(encode_frame(reply))
-        replies.flush()
-
-
-def main() -> int:
-    """``python -m pipeline.core_process``: started by the worker, talks on stdin/stdout."""
-    from pipeline.runtime import tune_garbage_collector
-
-    requests, replies = sys.stdin.buffer, sys.stdout.buffer
-    # Anything printed by accident must not corrupt the reply frames.
-    sys.stdout = sys.stderr
-    logging.basicConfig(level=logging.WARNING, format="core process: %(levelname)s %(message)s")
-    tune_garbage_collector()
-    try:
-        return serve_stream(requests, replies)
-    except BrokenPipeError:
-        return 0  # the worker is gone
-
-
-if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy: the replies'
-    # classes must pickle under their importable name, pipeline.core_process.
-    from pipeline import core_process
-
-    raise SystemExit(core_process.main())

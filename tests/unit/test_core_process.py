@@ -6,26 +6,13 @@ state and metrics as the handler called directly in the worker.
 
 from __future__ import annotations
 
-import asyncio
-import io
-import re
-
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agents.core_client import CoreClient, CoreProcessFailed
 from pipeline.bench import simulated_events
 from pipeline.contract.codec import EventCodec
 from pipeline.core.partitioning import partition_for
-from pipeline.core_process import (
-    BatchResult,
-    CoreFailure,
-    CoreServer,
-    encode_frame,
-    read_frame,
-    replay_metrics,
-    serve_stream,
-)
+from pipeline.core_process import BatchResult, CoreServer, replay_metrics
 from pipeline.metrics import PROCESSING_LATENCY_BUCKETS, LatencyCounts, Metrics
 from pipeline.settings import build_settings
 from pipeline.streaming import RawRecord, StreamHandler
@@ -169,92 +156,3 @@ def test_a_tick_reports_the_gauges_of_the_partitions_it_advanced() -> None:
     assert result.gauges is not None and set(result.gauges) == {0, 1}
     assert result.gauges[0].open_sessions > 0
     assert result.gauges[0].clock_ms is not None
-
-
-def test_the_child_answers_in_order_and_ends_when_the_worker_closes_its_input() -> None:
-    records = input_records(300)
-    requests = io.BytesIO(
-        encode_frame(("init", SETTINGS))
-        + encode_frame(("load", 0, []))
-        + encode_frame(("batch", records, None))
-    )
-    replies = io.BytesIO()
-
-    assert serve_stream(requests, replies) == 0
-    replies.seek(0)
-    assert read_frame(replies) in ("compiled", "interpreted")
-    assert read_frame(replies) == (0, None, None)
-    assert read_frame(replies).records == 300
-    with pytest.raises(EOFError):
-        read_frame(replies)
-
-
-def test_a_request_that_raises_is_answered_with_the_error_and_the_child_exits() -> None:
-    requests = io.BytesIO(
-        encode_frame(("init", SETTINGS))
-        + encode_frame(("batch", [("not", "a", "record")], None))
-        + encode_frame(("batch", [], None))
-    )
-    replies = io.BytesIO()
-
-    assert serve_stream(requests, replies) == 1
-    replies.seek(0)
-    read_frame(replies)  # ready
-    failure = read_frame(replies)
-    assert isinstance(failure, CoreFailure)
-    assert failure.request == "batch"
-    assert "Error" in failure.traceback
-    with pytest.raises(EOFError):  # the later request was not answered
-        read_frame(replies)
-
-
-def test_the_child_process_gives_what_the_in_process_core_gives() -> None:
-    records = input_records(1500)
-
-    async def run(separate: bool) -> tuple[list, list]:
-        client = CoreClient(SETTINGS, separate_process=separate)
-        await client.start()
-        try:
-            for partition in range(PARTITIONS):
-                await client.load(partition, [])
-            futures = []
-            for batch in batches(records, 400):
-                for fields in batch:
-                    client.handle(fields)
-                futures.append(client.drain())
-            results = await asyncio.gather(*futures)
-            assert client.missing_before(0, client.applied_offsets[0] + 1) is None
-            assert client.missing_before(0, client.applied_offsets[0] + 3) == (
-                client.applied_offsets[0] + 1,
-                client.applied_offsets[0] + 3,
-            )
-        finally:
-            await client.close()
-        # Dead letters carry the wall time; everything else must be equal.
-        outputs = [o for r in results for o in r.outgoing if not o[0].endswith(".dlq")]
-        return outputs, [r.state for r in results]
-
-    in_child = asyncio.run(run(True))
-    in_process = asyncio.run(run(False))
-
-    assert len(in_child[0]) > 300
-    assert in_child == in_process
-
-
-def test_a_child_that_dies_fails_every_waiting_batch_with_a_clear_error() -> None:
-    async def run() -> str:
-        client = CoreClient(SETTINGS, separate_process=True)
-        await client.start()
-        pid = client.pid()
-        assert pid is not None
-        client._process.kill()  # type: ignore[union-attr]
-        await client._process.wait()  # type: ignore[union-attr]
-        with pytest.raises(CoreProcessFailed) as failed:
-            for fields in input_records(10):
-                client.handle(fields)
-            await client.drain()
-        await client.close()
-        return str(failed.value)
-
-    message = asyncio.run(run())
-    assert re.search(r"exited with code -9|not running", message)
