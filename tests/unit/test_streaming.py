@@ -18,12 +18,15 @@ from pipeline.core.partitioning import partition_for
 from pipeline.dlq import parse_dead_letter_headers
 from pipeline.settings import build_settings
 from pipeline.streaming import (
+    COMPRESSED_STATE,
     CONTROL_HEADER,
     END_OF_INPUT,
     RawRecord,
     StreamHandler,
     clock_key,
     decode_position,
+    decode_table_state,
+    encode_table_state,
     record_crc,
 )
 
@@ -152,6 +155,36 @@ def test_a_restored_partition_continues_exactly_where_the_original_left_off() ->
         return [r for r in handler.drain().records if getattr(r, "status", "") == "final"]
 
     assert finals(restored) == finals(original)
+
+
+def test_customer_states_are_stored_compressed_and_plain_ones_still_load() -> None:
+    events = chat_contact()
+    original = StreamHandler(SETTINGS)
+    for offset, ev in enumerate(events[:2]):
+        original.handle(record(CODEC.encode(ev), offset=offset))
+    table = dict(original.drain().state[PARTITION])
+    stored = table["c-1"]
+    assert stored is not None and stored.startswith(COMPRESSED_STATE)
+    plain = decode_table_state(stored)
+    assert plain.startswith(b"{") and len(stored) < len(plain)
+
+    # As an earlier version wrote it: the JSON state itself.
+    written_before = {**table, "c-1": plain}
+    restored = StreamHandler(SETTINGS)
+    assert restored.load_partition(PARTITION, written_before.items()) == 1
+    for handler in (original, restored):
+        for offset, ev in enumerate(events[2:], start=2):
+            handler.handle(record(CODEC.encode(ev), offset=offset))
+        handler.handle(record(None, offset=9, key=None, headers=[(CONTROL_HEADER, END_OF_INPUT)]))
+    assert restored.drain().records == original.drain().records
+
+
+def test_table_state_encoding_round_trips_and_leaves_plain_states_alone() -> None:
+    state = b'{"v":2,"k":[' + b'["k-1","chat",1772431514977],' * 40 + b"[]]}"
+
+    assert decode_table_state(encode_table_state(state)) == state
+    assert len(encode_table_state(state)) < len(state) / 4
+    assert decode_table_state(state) == state
 
 
 def _restored_from(*drains: dict[str, bytes | None]) -> StreamHandler:
