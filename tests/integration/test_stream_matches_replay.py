@@ -44,10 +44,17 @@ SIM = SimulatorConfig(customers=120, count=2500, seed=5)
 
 
 @pytest.fixture
-def stream_config(kafka_bootstrap: str, unique_prefix: str) -> dict:
+def stream_config(kafka_bootstrap: str, unique_prefix: str, request: pytest.FixtureRequest) -> dict:
+    # Parametrized indirectly with worker.core_process; the default is the child process.
+    core_process = getattr(request, "param", True)
     return {
         "kafka": {"bootstrap": kafka_bootstrap, "topic_prefix": unique_prefix},
-        "worker": {"clock": "stream", "batch_size": 200, "session_update_seconds": 0.2},
+        "worker": {
+            "clock": "stream",
+            "batch_size": 200,
+            "session_update_seconds": 0.2,
+            "core_process": core_process,
+        },
     }
 
 
@@ -96,6 +103,12 @@ def _first_half_consumed_by_a_stopped_worker(
     return second
 
 
+@pytest.mark.parametrize(
+    "stream_config",
+    [True, False],
+    ids=["core-in-a-child-process", "core-in-the-worker-process"],
+    indirect=True,
+)
 def test_worker_outputs_equal_the_offline_replay(settings: Settings, worker_factory) -> None:
     items = list(generate(SIM))
     malformed = sum(1 for item in items if item.is_malformed)
