@@ -188,8 +188,8 @@ class ProcessRole:
                 if not self.core.has_partition(partition):
                     await self._load(partition)
             await self._fill_stalled_partitions(partitions)
-            # Queued behind the batches handed over before it; the flusher sends
-            # what the tick makes due, and sets the gauges, as soon as it is back.
+            # Queued behind the batches handed over before it: what the tick makes
+            # due is sent with its result, and the flusher sets the gauges from it.
             await self._hand_over(self.core.drain(tick_partitions=partitions), 0)
             await self._unblock_stuck_commits(partitions)
 
