@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from pipeline.core.partitioning import murmur2
 from pipeline.core_process import BatchResult
-
-#: (topic, partition or None for "by key", key, value, timestamp ms or None, headers)
-Record = tuple[str, int | None, bytes | None, bytes | None, int | None, Sequence[tuple[str, bytes]]]
+from pipeline.core_process import OutgoingTuple as Record
 
 
 class BatchSender:

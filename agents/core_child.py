@@ -22,7 +22,6 @@ import asyncio
 import ctypes
 import logging
 import os
-import pickle
 import signal
 import sys
 import traceback
@@ -31,7 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from agents.batch_send import BatchSender, send_result
-from pipeline.core_process import FRAME_HEADER, BatchResult, CoreFailure, CoreServer, encode_frame
+from pipeline.core_process import BatchResult, CoreFailure, CoreServer, encode_frame, read_frame
 from pipeline.runtime import tune_garbage_collector
 
 log = logging.getLogger("cxstream.core_child")
@@ -52,7 +51,7 @@ def die_with_parent(parent_pid: int) -> None:
 async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
     """Answer requests until the worker closes its end; 1 after a failed request."""
     try:
-        kind, settings, producer_config, changelog = await _read(reader)
+        kind, settings, producer_config, changelog = await read_frame(reader)
     except asyncio.IncompleteReadError:
         return 0
     if kind != "init":
@@ -67,7 +66,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> i
         writer.write(encode_frame(core_mode()))
         while True:
             try:
-                request = await _read(reader)
+                request = await read_frame(reader)
             except asyncio.IncompleteReadError:
                 return 0  # the worker stopped: the producer is flushed below
             try:
@@ -84,11 +83,6 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> i
             await writer.drain()
     finally:
         await producer.stop()
-
-
-async def _read(reader: asyncio.StreamReader) -> Any:
-    (length,) = FRAME_HEADER.unpack(await reader.readexactly(FRAME_HEADER.size))
-    return pickle.loads(await reader.readexactly(length))
 
 
 async def _main(requests: Any, replies: Any) -> int:

@@ -20,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pickle
 import sys
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from pipeline.core_process import FRAME_HEADER, BatchResult, CoreFailure, CoreServer
+from pipeline.core_process import BatchResult, CoreFailure, CoreServer, encode_frame, read_frame
 from pipeline.settings import Settings
 from pipeline.streaming import RawRecord, is_redelivery, offsets_missing_before
 
@@ -200,9 +199,7 @@ class CoreClient:
                     f"the stream core process exited with code {process.returncode}"
                 )
             raise CoreProcessFailed("the stream core process is not running")
-        payload = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
-        process.stdin.write(FRAME_HEADER.pack(len(payload)))
-        process.stdin.write(payload)
+        process.stdin.write(encode_frame(request))
         self._replies.append(future)
         return future
 
@@ -212,9 +209,7 @@ class CoreClient:
         stdout = process.stdout
         try:
             while True:
-                header = await stdout.readexactly(FRAME_HEADER.size)
-                (length,) = FRAME_HEADER.unpack(header)
-                reply = pickle.loads(await stdout.readexactly(length))
+                reply = await read_frame(stdout)
                 future = self._replies.popleft()
                 if isinstance(reply, CoreFailure):
                     failure = CoreProcessFailed(

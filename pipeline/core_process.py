@@ -36,6 +36,7 @@ Requests and replies:
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,7 +52,9 @@ FRAME_HEADER = struct.Struct("!I")
 
 #: (topic, partition or None for "by key", key, value, timestamp ms or None,
 #: headers): what ``agents/batch_send.py`` sends.
-OutgoingTuple = tuple[str, int | None, bytes | None, bytes | None, int | None, Sequence[Any]]
+OutgoingTuple = tuple[
+    str, int | None, bytes | None, bytes | None, int | None, Sequence[tuple[str, bytes]]
+]
 
 
 @dataclass(slots=True)
@@ -216,3 +219,9 @@ class CoreServer:
 def encode_frame(message: Any) -> bytes:
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return FRAME_HEADER.pack(len(payload)) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Any:
+    """The next message; ``asyncio.IncompleteReadError`` when the other end closed."""
+    (length,) = FRAME_HEADER.unpack(await reader.readexactly(FRAME_HEADER.size))
+    return pickle.loads(await reader.readexactly(length))

@@ -137,6 +137,13 @@ def test_end_of_input_closes_the_session_and_the_state_ends_with_the_clock() -> 
     )
 
 
+def _the_rest_then_end_of_input(handler: StreamHandler, events: list[InteractionEvent]) -> None:
+    """Hand ``handler`` the events after the first two, then the end of input."""
+    for offset, ev in enumerate(events[2:], start=2):
+        handler.handle(record(CODEC.encode(ev), offset=offset))
+    handler.handle(record(None, offset=9, key=None, headers=[(CONTROL_HEADER, END_OF_INPUT)]))
+
+
 def test_a_restored_partition_continues_exactly_where_the_original_left_off() -> None:
     events = chat_contact()
     original = StreamHandler(SETTINGS)
@@ -147,9 +154,7 @@ def test_a_restored_partition_continues_exactly_where_the_original_left_off() ->
     restored = StreamHandler(SETTINGS)
     assert restored.load_partition(PARTITION, table.items()) == 1
     for handler in (original, restored):
-        for offset, ev in enumerate(events[2:], start=2):
-            handler.handle(record(CODEC.encode(ev), offset=offset))
-        handler.handle(record(None, offset=9, key=None, headers=[(CONTROL_HEADER, END_OF_INPUT)]))
+        _the_rest_then_end_of_input(handler, events)
 
     def finals(handler: StreamHandler):
         return [r for r in handler.drain().records if getattr(r, "status", "") == "final"]
@@ -173,9 +178,7 @@ def test_customer_states_are_stored_compressed_and_plain_ones_still_load() -> No
     restored = StreamHandler(SETTINGS)
     assert restored.load_partition(PARTITION, written_before.items()) == 1
     for handler in (original, restored):
-        for offset, ev in enumerate(events[2:], start=2):
-            handler.handle(record(CODEC.encode(ev), offset=offset))
-        handler.handle(record(None, offset=9, key=None, headers=[(CONTROL_HEADER, END_OF_INPUT)]))
+        _the_rest_then_end_of_input(handler, events)
     assert restored.drain().records == original.drain().records
 
 
