@@ -2,15 +2,19 @@
 
 Events are routed to one :class:`PartitionProcessor` per input partition exactly
 as Kafka's default partitioner would route them, fed in the given (arrival)
-order, and every partition then sees the end of input. Only
-:func:`replay_file` touches files.
+order, and every partition then sees the end of input. Partitions are
+independent, so a large replay runs them in several processes (one per usable
+CPU core by default, :mod:`pipeline.forked`) and merges their records back into
+the one-process order. Only :func:`replay_file` touches files.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -61,39 +65,148 @@ class ReplayResult:
         return total
 
 
+#: Below this many events a replay with ``replay.workers: auto`` stays in one
+#: process: forking and sending the results back would cost more than it saves.
+PARALLEL_MIN_EVENTS = 20_000
+
+
+@dataclass
+class _Share:
+    """What one share of the partitions produced.
+
+    ``records_by_event`` pairs the input index of each event that emitted records
+    with those records, so the shares of a parallel replay merge back into the
+    one-process order. ``held_samples`` are the share's held customers at every
+    :data:`HELD_SAMPLE_EVENTS`-th input index (its own events or not), so the
+    shares' samples add up to the one-process figures.
+    """
+
+    records_by_event: list[tuple[int, list[OutputRecord]]]
+    end_records: dict[int, list[OutputRecord]]
+    stats: dict[int, ProcessorStats]
+    held_samples: list[int]
+    held_at_end: int
+    customers: int
+
+
 def replay_events(
-    items: Iterable[InteractionEvent], settings: Settings, partitions: int | None = None
+    items: Iterable[InteractionEvent],
+    settings: Settings,
+    partitions: int | None = None,
+    *,
+    workers: int | None = None,
 ) -> ReplayResult:
-    """Process ``items`` in the given order, partitioned as Kafka would, then end the input."""
+    """Process ``items`` in the given order, partitioned as Kafka would, then end the input.
+
+    ``workers`` (default: the ``replay.workers`` setting; 0 = auto) processes run
+    the partitions, partition ``p`` in process ``p % workers``. The result is the
+    same for any number of workers: records in input order, then every
+    partition's end of input in partition order.
+    """
     count = partitions or settings.kafka.input_partitions
+    events = items if isinstance(items, Sequence) else list(items)
+    processes = replay_processes(settings, len(events), partitions=count, requested=workers)
+    if processes == 1:
+        shares = [_replay_share(events, settings, count, None)]
+    else:
+        from pipeline.forked import map_forked
+
+        def run_share(share: int) -> _Share:
+            mine = frozenset(p for p in range(count) if p % processes == share)
+            return _replay_share(events, settings, count, mine)
+
+        shares = map_forked(run_share, processes)
+    return _merge(shares)
+
+
+def replay_processes(
+    settings: Settings,
+    events: int,
+    *,
+    partitions: int | None = None,
+    requested: int | None = None,
+) -> int:
+    """Processes a replay of ``events`` events runs in: ``requested``, else the
+    ``replay.workers`` setting, where 0 is auto; never more than the partitions."""
+    wanted = settings.replay.workers if requested is None else requested
+    if wanted == 0:  # auto
+        if events < PARALLEL_MIN_EVENTS:
+            return 1
+        from pipeline.forked import usable_cores
+
+        wanted = usable_cores()
+    return max(1, min(wanted, partitions or settings.kafka.input_partitions))
+
+
+def _replay_share(
+    events: Sequence[InteractionEvent],
+    settings: Settings,
+    count: int,
+    mine: frozenset[int] | None,
+) -> _Share:
+    """Run the partitions in ``mine`` (None: all) over ``events``; skip the others' events."""
     processors: dict[int, PartitionProcessor] = {}
-    records: list[OutputRecord] = []
-    # customer -> its partition's process(): murmur2 in pure Python is worth
-    # caching, and one lookup per event routes it.
-    process_of: dict[str, Callable[[InteractionEvent], list[OutputRecord]]] = {}
-    peak = 0
-    for index, event in enumerate(items):
-        process = process_of.get(event.customer_id)
-        if process is None:
-            partition = partition_for(event.customer_id, count)
-            processor = processors.get(partition)
-            if processor is None:
-                processor = processors[partition] = PartitionProcessor.from_settings(
-                    settings, partition
-                )
-            process = process_of[event.customer_id] = processor.process
-        records += process(event)
+    records_by_event: list[tuple[int, list[OutputRecord]]] = []
+    held_samples: list[int] = []
+    # customer -> its partition's process() (None: another share's customer):
+    # murmur2 in pure Python is worth caching, and one lookup per event routes it.
+    process_of: dict[str, Callable[[InteractionEvent], list[OutputRecord]] | None] = {}
+    customers = 0
+    for index, event in enumerate(events):
+        customer_id = event.customer_id
+        if customer_id in process_of:
+            process = process_of[customer_id]
+        else:
+            partition = partition_for(customer_id, count)
+            process = None
+            if mine is None or partition in mine:
+                customers += 1
+                processor = processors.get(partition)
+                if processor is None:
+                    processor = processors[partition] = PartitionProcessor.from_settings(
+                        settings, partition
+                    )
+                process = processor.process
+            process_of[customer_id] = process
+        if process is not None:
+            records = process(event)
+            if records:
+                records_by_event.append((index, records))
         if index % HELD_SAMPLE_EVENTS == 0:
-            peak = max(peak, sum(p.customers() for p in processors.values()))
-    for partition in sorted(processors):
-        records.extend(processors[partition].end_of_input())
-    held = sum(p.customers() for p in processors.values())
+            held_samples.append(sum(p.customers() for p in processors.values()))
+    end_records = {p: processors[p].end_of_input() for p in sorted(processors)}
+    return _Share(
+        records_by_event=records_by_event,
+        end_records=end_records,
+        stats={p: processors[p].stats for p in sorted(processors)},
+        held_samples=held_samples,
+        held_at_end=sum(p.customers() for p in processors.values()),
+        customers=customers,
+    )
+
+
+def _merge(shares: list[_Share]) -> ReplayResult:
+    records: list[OutputRecord] = []
+    if len(shares) == 1:
+        for _, emitted in shares[0].records_by_event:
+            records += emitted
+    else:
+        # Each event belongs to exactly one share: merging by input index gives
+        # the one-process order.
+        for _, emitted in heapq.merge(*(s.records_by_event for s in shares), key=itemgetter(0)):
+            records += emitted
+    end_records = {p: r for share in shares for p, r in share.end_records.items()}
+    for partition in sorted(end_records):
+        records += end_records[partition]
+    held_samples = [sum(samples) for samples in zip(*(s.held_samples for s in shares), strict=True)]
+    held = sum(s.held_at_end for s in shares)
+    stats = {p: st for share in shares for p, st in share.stats.items()}
     return ReplayResult(
         records=records,
-        stats={p: processors[p].stats for p in sorted(processors)},
-        customers_held_peak=max(peak, held),
+        stats={p: stats[p] for p in sorted(stats)},
+        customers_held_peak=max([*held_samples, held]),
         customers_held_at_end=held,
-        customers_total=len(process_of),
+        customers_total=sum(s.customers for s in shares),
     )
 
 

@@ -134,6 +134,13 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplaySettings:
+    #: Processes an offline replay runs its partitions in; 0 (``auto`` in YAML):
+    #: one per usable CPU core, for inputs of at least 20,000 events.
+    workers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class CoreSettings:
     """Event-time rules of the stream core, in seconds."""
 
@@ -153,6 +160,7 @@ class Settings:
     channels: ChannelRegistry
     calendars: Mapping[str, CalendarSpec]
     policies: tuple[PolicySpec, ...]
+    replay: ReplaySettings = field(default_factory=ReplaySettings)
     source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -236,6 +244,7 @@ def _build(config: Mapping[str, Any]) -> Settings:
         raise ConfigError(f"worker.core_process must be true or false, not {worker.core_process!r}")
     if worker.clock not in ("live", "stream"):
         raise ConfigError(f"worker.clock must be 'live' or 'stream', not {worker.clock!r}")
+    replay = _build_replay(config.get("replay", {}))
     session = config.get("session", {})
     switch = config.get("switch", {})
     dedup = config.get("dedup", {})
@@ -262,8 +271,18 @@ def _build(config: Mapping[str, Any]) -> Settings:
         channels=channels,
         calendars=calendars,
         policies=policies,
+        replay=replay,
         source=config,
     )
+
+
+def _build_replay(raw: Mapping[str, Any]) -> ReplaySettings:
+    workers = raw.get("workers", "auto")
+    if workers == "auto":
+        workers = 0
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"replay.workers must be auto or a number of processes, not {workers!r}")
+    return ReplaySettings(workers=workers)
 
 
 def _build_channels(raw: Mapping[str, Any]) -> ChannelRegistry:

@@ -133,9 +133,11 @@ def _outputs(records: list[OutputRecord], stats: dict[str, int]) -> dict[str, An
     }
 
 
-def replay_digest(settings_name: str, seed: int) -> str:
-    """Digest of a plain replay of the seed's events."""
-    result = replay_events(_events(seed), _settings(settings_name), partitions=PARTITIONS)
+def replay_digest(settings_name: str, seed: int, processes: int = 1) -> str:
+    """Digest of a plain replay of the seed's events, its partitions in ``processes``."""
+    result = replay_events(
+        _events(seed), _settings(settings_name), partitions=PARTITIONS, workers=processes
+    )
     return digest(_outputs(result.records, result.totals().as_dict()))
 
 
@@ -187,6 +189,14 @@ def restarts_digest(settings_name: str, seed: int, *, batch: int = 700) -> str:
 @pytest.mark.parametrize(("settings_name", "seed"), sorted(EXPECTED_REPLAY))
 def test_replay_outputs_equal_the_recorded_digest(settings_name, seed):
     assert replay_digest(settings_name, seed) == EXPECTED_REPLAY[(settings_name, seed)]
+
+
+# Three processes for four partitions: one process runs two of them, so the
+# merge interleaves shares of unequal size.
+@pytest.mark.parametrize(("settings_name", "seed"), [("default", 23), ("rich", 37)])
+def test_a_replay_in_three_processes_equals_the_recorded_digest(settings_name, seed):
+    digest_of_parallel_replay = replay_digest(settings_name, seed, processes=3)
+    assert digest_of_parallel_replay == EXPECTED_REPLAY[(settings_name, seed)]
 
 
 @pytest.mark.parametrize(("settings_name", "seed"), sorted(EXPECTED_RESTARTS))

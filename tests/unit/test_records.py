@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import pickle
 
 import pytest
 
@@ -72,3 +73,35 @@ def test_the_init_signature_is_the_dataclass_one():
     assert list(parameters) == [f.name for f in dataclasses.fields(SessionRecord)]
     assert parameters["version"].default == 0
     assert repr(parameters["contact_ids"].default) == "<factory>"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        SessionRecord(**SESSION_FIELDS, contact_ids=["k1"], version=3),
+        ContactSummary("k1", "c1", "chat", "s1", 1, 2, "resolved", None, 1.5, 0.5, False, 3),
+        SlaEvent(
+            "k1:p:first_reply:0:breach",
+            "breach",
+            "c1",
+            "k1",
+            "chat",
+            "p",
+            "first_reply",
+            1,
+            2,
+            60.0,
+            "24x7",
+            2,
+            replied_at=5,
+            overrun_seconds=3.0,
+        ),
+    ],
+    ids=lambda record: type(record).__name__,
+)
+def test_a_record_survives_pickling_with_every_field(record):
+    # A parallel replay sends its records between processes pickled.
+    copy = pickle.loads(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+    assert type(copy) is type(record)
+    assert copy == record
+    assert copy.to_dict() == record.to_dict()

@@ -2,11 +2,22 @@
 
 import json
 
+import pytest
+
+from pipeline.bench import simulated_events
 from pipeline.contract.event import AGENT_REPLY, CONTACT_ENDED, CONTACT_STARTED
 from pipeline.contract.jsonform import write_events
 from pipeline.core.partitioning import partition_for
-from pipeline.replay import collapse, replay_events, replay_file
-from pipeline.settings import build_settings
+from pipeline.errors import ConfigError
+from pipeline.forked import usable_cores
+from pipeline.replay import (
+    PARALLEL_MIN_EVENTS,
+    collapse,
+    replay_events,
+    replay_file,
+    replay_processes,
+)
+from pipeline.settings import build_settings, load_settings
 from tests.unit.core_standins import HOUR, MINUTE, T0, ev
 
 
@@ -92,3 +103,55 @@ def test_replay_file_writes_outputs_and_rejects_bad_lines(tmp_path, capsys):
     assert [s["signal_id"] for s in signals] == ["a1>a2:switch_failure"]
     assert (out / "late_events.jsonl").read_text() == ""
     assert "replay events=7 rejected=2" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def simulated() -> list:
+    # Simulator traffic: out-of-order, late and duplicate events included.
+    return simulated_events(6000, seed=5)
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_a_replay_in_several_processes_gives_the_one_process_result(simulated, processes):
+    settings = build_settings()
+    one_process = replay_events(simulated, settings, workers=1)
+    parallel = replay_events(simulated, settings, workers=processes)
+    assert len(one_process.records) > 1000
+    assert [(r.OUTPUT_NAME, r.key) for r in parallel.records] == [
+        (r.OUTPUT_NAME, r.key) for r in one_process.records
+    ]
+    assert parallel == one_process  # records, every partition's counters, held customers
+
+
+def test_replay_file_runs_the_configured_processes_with_the_same_outputs(tmp_path, simulated):
+    source = tmp_path / "events.jsonl"
+    write_events(source, simulated)
+    outputs = {}
+    for processes in (1, 3):
+        out = tmp_path / f"out{processes}"
+        replay_file(source, build_settings({"replay": {"workers": processes}}), out)
+        outputs[processes] = {path.name: path.read_bytes() for path in sorted(out.iterdir())}
+    assert outputs[3] == outputs[1]
+    assert len(outputs[1]["sessions.jsonl"]) > 0
+
+
+def test_auto_keeps_a_small_replay_in_one_process_and_never_uses_more_than_the_partitions():
+    auto = build_settings()  # replay.workers: auto
+    assert auto.replay.workers == 0
+    assert replay_processes(auto, PARALLEL_MIN_EVENTS - 1) == 1
+    assert replay_processes(auto, PARALLEL_MIN_EVENTS) == min(usable_cores(), 6)
+    eight = build_settings({"replay": {"workers": 8}})
+    assert replay_processes(eight, 10) == 6  # six input partitions
+    assert replay_processes(eight, 10, partitions=3) == 3
+    assert replay_processes(eight, 10, requested=1) == 1
+
+
+def test_replay_workers_is_read_from_the_environment():
+    settings = load_settings(environ={"CXSTREAM_REPLAY_WORKERS": "2"})
+    assert settings.replay.workers == 2
+
+
+@pytest.mark.parametrize("bad", [-1, "many", True, 1.5])
+def test_a_replay_workers_setting_that_is_not_a_count_is_refused(bad):
+    with pytest.raises(ConfigError, match=r"replay\.workers must be auto or a number"):
+        build_settings({"replay": {"workers": bad}})
