@@ -102,11 +102,13 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from pipeline.replay import replay_file
-    from pipeline.replay_sql import write_to_sql
 
     settings = _settings(args)
     result = replay_file(args.file, settings, args.out)
     if args.db:
+        # Only with --db: SQLAlchemy and the models take about a second to import.
+        from pipeline.replay_sql import write_to_sql
+
         rows = write_to_sql(result, settings)
         print(f"replay sql url={args.db.split('://')[0]} rows={rows}")
     return 0

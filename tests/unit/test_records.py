@@ -27,6 +27,22 @@ SESSION_FIELDS = {
     "nps_score": None,
 }
 
+# An SLA breach's required fields, in field order.
+BREACH_ARGUMENTS = (
+    "k1:p:first_reply:0:breach",
+    "breach",
+    "c1",
+    "k1",
+    "chat",
+    "p",
+    "first_reply",
+    1,
+    2,
+    60.0,
+    "24x7",
+    2,
+)
+
 
 def test_a_record_takes_keywords_and_fills_defaults_like_a_dataclass():
     record = SessionRecord(**SESSION_FIELDS)
@@ -45,20 +61,7 @@ def test_each_record_gets_its_own_default_list():
 
 
 def test_a_record_takes_positional_arguments_in_field_order():
-    event = SlaEvent(
-        "k1:p:first_reply:0:breach",
-        "breach",
-        "c1",
-        "k1",
-        "chat",
-        "p",
-        "first_reply",
-        1,
-        2,
-        60.0,
-        "24x7",
-        2,
-    )
+    event = SlaEvent(*BREACH_ARGUMENTS)
     assert (event.fired_at, event.replied_at, event.overrun_seconds) == (2, None, None)
 
 
@@ -80,22 +83,7 @@ def test_the_init_signature_is_the_dataclass_one():
     [
         SessionRecord(**SESSION_FIELDS, contact_ids=["k1"], version=3),
         ContactSummary("k1", "c1", "chat", "s1", 1, 2, "resolved", None, 1.5, 0.5, False, 3),
-        SlaEvent(
-            "k1:p:first_reply:0:breach",
-            "breach",
-            "c1",
-            "k1",
-            "chat",
-            "p",
-            "first_reply",
-            1,
-            2,
-            60.0,
-            "24x7",
-            2,
-            replied_at=5,
-            overrun_seconds=3.0,
-        ),
+        SlaEvent(*BREACH_ARGUMENTS, replied_at=5, overrun_seconds=3.0),
     ],
     ids=lambda record: type(record).__name__,
 )
