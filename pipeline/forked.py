@@ -31,6 +31,11 @@ class ForkedShareFailed(CxstreamError):
     """A share that ran in a forked child raised, or the child died."""
 
 
+def can_fork() -> bool:
+    """Whether this platform has ``os.fork`` (not on Windows)."""
+    return hasattr(os, "fork")
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask, not the machine's total)."""
     try:

@@ -127,13 +127,16 @@ def replay_processes(
     requested: int | None = None,
 ) -> int:
     """Processes a replay of ``events`` events runs in: ``requested``, else the
-    ``replay.workers`` setting, where 0 is auto; never more than the partitions."""
+    ``replay.workers`` setting, where 0 is auto; never more than the partitions,
+    and one where the platform cannot fork."""
+    from pipeline.forked import can_fork, usable_cores
+
+    if not can_fork():
+        return 1  # the shares are forked; without fork the replay stays in one process
     wanted = settings.replay.workers if requested is None else requested
     if wanted == 0:  # auto
         if events < PARALLEL_MIN_EVENTS:
             return 1
-        from pipeline.forked import usable_cores
-
         wanted = usable_cores()
     return max(1, min(wanted, partitions or settings.kafka.input_partitions))
 

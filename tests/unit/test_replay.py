@@ -155,3 +155,8 @@ def test_replay_workers_is_read_from_the_environment():
 def test_a_replay_workers_setting_that_is_not_a_count_is_refused(bad):
     with pytest.raises(ConfigError, match=r"replay\.workers must be auto or a number"):
         build_settings({"replay": {"workers": bad}})
+
+
+def test_a_platform_without_fork_replays_in_one_process(monkeypatch):
+    monkeypatch.setattr("pipeline.forked.can_fork", lambda: False)
+    assert replay_processes(build_settings({"replay": {"workers": 4}}), 100_000) == 1
