@@ -147,12 +147,14 @@ class CoreClient:
     async def drop(self, partition: int) -> None:
         await self._request(("drop", partition))
         self._loaded.discard(partition)
-        self.applied_offsets.pop(partition, None)
-        self.applied_crcs.pop(partition, None)
+        self._clear_position(partition)
 
     async def forget_position(self, partition: int) -> None:
         """Stop skipping by offset on ``partition`` (its input log was recreated)."""
         await self._request(("forget", partition))
+        self._clear_position(partition)
+
+    def _clear_position(self, partition: int) -> None:
         self.applied_offsets.pop(partition, None)
         self.applied_crcs.pop(partition, None)
 

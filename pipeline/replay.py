@@ -18,6 +18,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from pipeline import forked
 from pipeline.contract.event import InteractionEvent
 from pipeline.core.partitioning import partition_for
 from pipeline.core.processor import PartitionProcessor, ProcessorStats
@@ -109,13 +110,12 @@ def replay_events(
     if processes == 1:
         shares = [_replay_share(events, settings, count, None)]
     else:
-        from pipeline.forked import map_forked
 
         def run_share(share: int) -> _Share:
             mine = frozenset(p for p in range(count) if p % processes == share)
             return _replay_share(events, settings, count, mine)
 
-        shares = map_forked(run_share, processes)
+        shares = forked.map_forked(run_share, processes)
     return _merge(shares)
 
 
@@ -129,15 +129,13 @@ def replay_processes(
     """Processes a replay of ``events`` events runs in: ``requested``, else the
     ``replay.workers`` setting, where 0 is auto; never more than the partitions,
     and one where the platform cannot fork."""
-    from pipeline.forked import can_fork, usable_cores
-
-    if not can_fork():
+    if not forked.can_fork():
         return 1  # the shares are forked; without fork the replay stays in one process
     wanted = settings.replay.workers if requested is None else requested
     if wanted == 0:  # auto
         if events < PARALLEL_MIN_EVENTS:
             return 1
-        wanted = usable_cores()
+        wanted = forked.usable_cores()
     return max(1, min(wanted, partitions or settings.kafka.input_partitions))
 
 
@@ -190,14 +188,10 @@ def _replay_share(
 
 def _merge(shares: list[_Share]) -> ReplayResult:
     records: list[OutputRecord] = []
-    if len(shares) == 1:
-        for _, emitted in shares[0].records_by_event:
-            records += emitted
-    else:
-        # Each event belongs to exactly one share: merging by input index gives
-        # the one-process order.
-        for _, emitted in heapq.merge(*(s.records_by_event for s in shares), key=itemgetter(0)):
-            records += emitted
+    # Each event belongs to exactly one share: merging by input index gives the
+    # one-process order.
+    for _, emitted in heapq.merge(*(s.records_by_event for s in shares), key=itemgetter(0)):
+        records += emitted
     end_records = {p: r for share in shares for p, r in share.end_records.items()}
     for partition in sorted(end_records):
         records += end_records[partition]

@@ -137,6 +137,16 @@ def test_end_of_input_closes_the_session_and_the_state_ends_with_the_clock() -> 
     )
 
 
+def _the_first_two_and_the_table(
+    events: list[InteractionEvent],
+) -> tuple[StreamHandler, dict[str, bytes | None]]:
+    """A handler given the first two events, and the partition's table it drained."""
+    handler = StreamHandler(SETTINGS)
+    for offset, ev in enumerate(events[:2]):
+        handler.handle(record(CODEC.encode(ev), offset=offset))
+    return handler, dict(handler.drain().state[PARTITION])
+
+
 def _the_rest_then_end_of_input(handler: StreamHandler, events: list[InteractionEvent]) -> None:
     """Hand ``handler`` the events after the first two, then the end of input."""
     for offset, ev in enumerate(events[2:], start=2):
@@ -146,10 +156,7 @@ def _the_rest_then_end_of_input(handler: StreamHandler, events: list[Interaction
 
 def test_a_restored_partition_continues_exactly_where_the_original_left_off() -> None:
     events = chat_contact()
-    original = StreamHandler(SETTINGS)
-    for offset, ev in enumerate(events[:2]):
-        original.handle(record(CODEC.encode(ev), offset=offset))
-    table = dict(original.drain().state[PARTITION])
+    original, table = _the_first_two_and_the_table(events)
 
     restored = StreamHandler(SETTINGS)
     assert restored.load_partition(PARTITION, table.items()) == 1
@@ -164,10 +171,7 @@ def test_a_restored_partition_continues_exactly_where_the_original_left_off() ->
 
 def test_customer_states_are_stored_compressed_and_plain_ones_still_load() -> None:
     events = chat_contact()
-    original = StreamHandler(SETTINGS)
-    for offset, ev in enumerate(events[:2]):
-        original.handle(record(CODEC.encode(ev), offset=offset))
-    table = dict(original.drain().state[PARTITION])
+    original, table = _the_first_two_and_the_table(events)
     stored = table["c-1"]
     assert stored is not None and stored.startswith(COMPRESSED_STATE)
     plain = decode_table_state(stored)
