@@ -106,6 +106,22 @@ class KafkaSettings:
     output_partitions: int = 6
     replication_factor: int = 1
     retention_hours: float = 168
+    #: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; every client the project opens
+    #: uses it (see pipeline/kafka_clients.py and docs/ops.md "Security").
+    security_protocol: str = "PLAINTEXT"
+    #: SCRAM-SHA-512 (recommended), SCRAM-SHA-256 or PLAIN; SASL_* protocols only.
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    #: The password itself, or (preferred) a file holding it: keeps it out of
+    #: config files and the environment of every process.
+    sasl_password: str | None = None
+    sasl_password_file: str | None = None
+    #: CA bundle that signed the brokers' certificates (SSL and SASL_SSL).
+    ssl_cafile: str | None = None
+    #: Client certificate and key, for brokers that require TLS client auth.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
 
     def topic(self, suffix: str) -> str:
         """Full topic name, e.g. ``topic("interactions")`` -> ``cx.interactions``."""
@@ -131,6 +147,34 @@ class WorkerSettings:
     session_update_seconds: float = 5.0
     #: Run the stream core in a child process beside Faust's event loop.
     core_process: bool = True
+    #: Address the worker's and the sink's web server binds to (/metrics,
+    #: /healthz, /ops). Loopback by default; containers set 0.0.0.0 explicitly.
+    web_bind: str = "127.0.0.1"
+    #: /healthz turns unhealthy (503) when the worker holds partitions with lag
+    #: and none of them advanced for this long, so an orchestrator restarts it.
+    stuck_seconds: float = 60.0
+    #: Consumer-group session timeout and heartbeat: how fast the group notices
+    #: a dead worker and hands its partitions to the others (docs/ops.md).
+    session_timeout_seconds: float = 10.0
+    heartbeat_interval_seconds: float = 1.0
+    #: Honour end-of-input control records on the input topic. Off by default:
+    #: any producer allowed to write the input topic could otherwise close every
+    #: session of a partition. Backfills and replays through Kafka turn it on.
+    control_records: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Bounds that keep one record from stopping or poisoning the pipeline."""
+
+    #: An event more than this far ahead of the wall clock when it is processed
+    #: is dead-lettered (live and replay alike): one mis-set device clock must
+    #: not move a partition's clock into the future.
+    max_future_skew_seconds: float = 300.0
+    #: Largest record the worker or the sink sends (dead letters, late-event
+    #: records, outputs); larger ones are cut to fit and say so in a header.
+    #: Below the broker's default message.max.bytes (1 MiB) with room for headers.
+    max_record_bytes: int = 900_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +205,7 @@ class Settings:
     calendars: Mapping[str, CalendarSpec]
     policies: tuple[PolicySpec, ...]
     replay: ReplaySettings = field(default_factory=ReplaySettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -240,11 +285,14 @@ def _build(config: Mapping[str, Any]) -> Settings:
     kafka = KafkaSettings(**config.get("kafka", {}))
     sql = SqlSettings(**config.get("sql", {}))
     worker = WorkerSettings(**config.get("worker", {}))
-    if not isinstance(worker.core_process, bool):
-        raise ConfigError(f"worker.core_process must be true or false, not {worker.core_process!r}")
     if worker.clock not in ("live", "stream"):
         raise ConfigError(f"worker.clock must be 'live' or 'stream', not {worker.clock!r}")
     replay = _build_replay(config.get("replay", {}))
+    limits = _build_limits(config.get("limits", {}))
+    _check_kafka_security(kafka)
+    for name in ("core_process", "control_records"):
+        if not isinstance(getattr(worker, name), bool):
+            raise ConfigError(f"worker.{name} must be true or false, not {getattr(worker, name)!r}")
     session = config.get("session", {})
     switch = config.get("switch", {})
     dedup = config.get("dedup", {})
@@ -272,6 +320,7 @@ def _build(config: Mapping[str, Any]) -> Settings:
         calendars=calendars,
         policies=policies,
         replay=replay,
+        limits=limits,
         source=config,
     )
 
@@ -283,6 +332,41 @@ def _build_replay(raw: Mapping[str, Any]) -> ReplaySettings:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigError(f"replay.workers must be auto or a number of processes, not {workers!r}")
     return ReplaySettings(workers=workers)
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+def _check_kafka_security(kafka: KafkaSettings) -> None:
+    if kafka.security_protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"kafka.security_protocol must be one of {SECURITY_PROTOCOLS}, "
+            f"not {kafka.security_protocol!r}"
+        )
+    if kafka.security_protocol.startswith("SASL_"):
+        if kafka.sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(
+                f"kafka.sasl_mechanism must be one of {SASL_MECHANISMS}, "
+                f"not {kafka.sasl_mechanism!r}"
+            )
+        if not kafka.sasl_username:
+            raise ConfigError(f"kafka.sasl_username is needed with {kafka.security_protocol}")
+        if not kafka.sasl_password and not kafka.sasl_password_file:
+            raise ConfigError(
+                f"kafka.sasl_password or kafka.sasl_password_file is needed with "
+                f"{kafka.security_protocol}"
+            )
+
+
+def _build_limits(raw: Mapping[str, Any]) -> LimitSettings:
+    skew = parse_duration(raw.get("max_future_skew", "5m"))
+    if skew <= 0:
+        raise ConfigError("limits.max_future_skew must be positive")
+    size = raw.get("max_record_bytes", LimitSettings.max_record_bytes)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 10_000:
+        raise ConfigError(f"limits.max_record_bytes must be a number >= 10000, not {size!r}")
+    return LimitSettings(max_future_skew_seconds=skew, max_record_bytes=size)
 
 
 def _build_channels(raw: Mapping[str, Any]) -> ChannelRegistry:
