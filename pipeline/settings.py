@@ -363,7 +363,7 @@ def _build_limits(raw: Mapping[str, Any]) -> LimitSettings:
     skew = parse_duration(raw.get("max_future_skew", "5m"))
     if skew <= 0:
         raise ConfigError("limits.max_future_skew must be positive")
-    size = raw.get("max_record_bytes", LimitSettings.max_record_bytes)
+    size = raw.get("max_record_bytes", 900_000)
     if isinstance(size, bool) or not isinstance(size, int) or size < 10_000:
         raise ConfigError(f"limits.max_record_bytes must be a number >= 10000, not {size!r}")
     return LimitSettings(max_future_skew_seconds=skew, max_record_bytes=size)
