@@ -13,9 +13,13 @@ Precedence, lowest first: ``pipeline/defaults.yaml``, the config file
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import hashlib
 import json
 import re
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,7 +253,17 @@ def _env_overrides(environ: Mapping[str, str], defaults: Mapping[str, Any]) -> d
             if name not in environ or isinstance(default, Mapping | list):
                 continue
             raw = environ[name]
-            overrides.setdefault(section, {})[key] = yaml.safe_load(raw) if raw else raw
+            try:
+                value = yaml.safe_load(raw) if raw else raw
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{name}={raw!r} does not parse: {exc}") from exc
+            section_type = SECTION_TYPES.get(section)
+            if section_type is not None and key in _field_types(section_type):
+                try:
+                    _check_type(f"{section}.{key}", value, _field_types(section_type)[key])
+                except ConfigError as exc:
+                    raise ConfigError(f"{name}: {exc}") from exc
+            overrides.setdefault(section, {})[key] = value
     return overrides
 
 
@@ -281,18 +295,84 @@ def build_settings(config: Mapping[str, Any] | None = None) -> Settings:
         raise ConfigError(f"invalid configuration: {exc}") from exc
 
 
+#: Sections read into a settings dataclass: their keys and types are its fields.
+SECTION_TYPES: dict[str, type] = {}
+#: Sections whose keys are free (a name per channel, calendar or policy).
+OPEN_SECTIONS = ("channels", "calendars", "sla_policies")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown(where: str, key: str, known: typing.Iterable[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
+    return ConfigError(f"unknown setting {where}{key}{hint}")
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _check_type(where: str, value: Any, hint: Any) -> None:
+    """Raise ConfigError naming ``where`` unless ``value`` fits the annotation ``hint``."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return
+    for kind in allowed:
+        if kind is bool and isinstance(value, bool):
+            return
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return
+        if kind is str and isinstance(value, str):
+            return
+    wanted = " or ".join(_TYPE_WORDS.get(kind, "null") for kind in allowed)
+    raise ConfigError(f"{where} must be {wanted}, not {value!r}")
+
+
+def _section(cls: type[Any], name: str, raw: Any) -> Any:
+    """A settings dataclass from its section, every key known and of the right type."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{name} must be a mapping of settings, not {raw!r}")
+    fields = _field_types(cls)
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise _unknown(f"{name}.", key, fields)
+        _check_type(f"{name}.{key}", value, fields[key])
+        values[key] = float(value) if fields[key] is float else value
+    return cls(**values)
+
+
+def _check_known_keys(config: Mapping[str, Any]) -> None:
+    """Every section and every key of a rule section exists in the defaults."""
+    defaults = default_config()
+    for section, values in config.items():
+        if section not in defaults:
+            close = difflib.get_close_matches(section, list(defaults), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown section {section!r} in the configuration{hint}")
+        if section in OPEN_SECTIONS or section in SECTION_TYPES:
+            continue
+        if isinstance(values, Mapping):
+            for key in values:
+                if key not in defaults[section]:
+                    raise _unknown(f"{section}.", key, defaults[section])
+
+
 def _build(config: Mapping[str, Any]) -> Settings:
-    kafka = KafkaSettings(**config.get("kafka", {}))
-    sql = SqlSettings(**config.get("sql", {}))
-    worker = WorkerSettings(**config.get("worker", {}))
+    _check_known_keys(config)
+    kafka = _section(KafkaSettings, "kafka", config.get("kafka", {}))
+    sql = _section(SqlSettings, "sql", config.get("sql", {}))
+    worker = _section(WorkerSettings, "worker", config.get("worker", {}))
     if worker.clock not in ("live", "stream"):
         raise ConfigError(f"worker.clock must be 'live' or 'stream', not {worker.clock!r}")
     replay = _build_replay(config.get("replay", {}))
     limits = _build_limits(config.get("limits", {}))
     _check_kafka_security(kafka)
-    for name in ("core_process", "control_records"):
-        if not isinstance(getattr(worker, name), bool):
-            raise ConfigError(f"worker.{name} must be true or false, not {getattr(worker, name)!r}")
     session = config.get("session", {})
     switch = config.get("switch", {})
     dedup = config.get("dedup", {})
@@ -333,6 +413,8 @@ def _build_replay(raw: Mapping[str, Any]) -> ReplaySettings:
         raise ConfigError(f"replay.workers must be auto or a number of processes, not {workers!r}")
     return ReplaySettings(workers=workers)
 
+
+SECTION_TYPES.update(kafka=KafkaSettings, sql=SqlSettings, worker=WorkerSettings)
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
