@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.errors import CxstreamError
+from pipeline.errors import CxstreamError, InputFileError
 from pipeline.runtime import tune_garbage_collector
 from pipeline.settings import Settings, load_settings
 
@@ -31,6 +31,15 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "clock", None):
         overrides.setdefault("worker", {})["clock"] = args.clock
     return load_settings(args.config, overrides=overrides)
+
+
+def _input_file(path: Path) -> Path:
+    """``path`` if it is a readable file; else one clear error, before anything connects."""
+    if not path.exists():
+        raise InputFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a directory, not a file")
+    return path
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -87,6 +96,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from pipeline.producer import EventProducer, produce_file
     from pipeline.topics import INTERACTIONS
 
+    _input_file(args.file)
     settings = _settings(args)
     topic = settings.kafka.topic(INTERACTIONS)
     with EventProducer(settings.kafka.bootstrap, topic, settings.channels) as producer:
@@ -101,16 +111,23 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from pipeline.replay import replay_file
+    from pipeline.replay import REJECTED_FILE, replay_file
 
     settings = _settings(args)
-    result = replay_file(args.file, settings, args.out)
+    result = replay_file(_input_file(args.file), settings, args.out)
     if args.db:
         # Only with --db: SQLAlchemy and the models take about a second to import.
         from pipeline.replay_sql import write_to_sql
 
         rows = write_to_sql(result, settings)
         print(f"replay sql url={args.db.split('://')[0]} rows={rows}")
+    if result.rejected:
+        print(
+            f"cxstream: {result.rejected} event(s) rejected; see {args.out / REJECTED_FILE}",
+            file=sys.stderr,
+        )
+        if not args.allow_rejected:
+            return 1
     return 0
 
 
@@ -145,15 +162,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+CONFIG_HELP = "YAML config file merged over the defaults (see docs/ops.md)"
+
+
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, except the empty ones (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Subcommands:
+    """Adds subcommands that show their defaults and take ``--config`` too.
+
+    ``--config`` is accepted before the subcommand and after it; after it, its
+    default is SUPPRESS so a value given before is kept when none is given after.
+    """
+
+    def __init__(self, action: argparse._SubParsersAction) -> None:
+        self._action = action
+
+    def add_parser(self, name: str, *, help: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._action.add_parser(
+            name,
+            formatter_class=_HelpWithDefaults,
+            help=help,
+        )
+        parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
+        return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cxstream",
         description="Omnichannel customer-interaction streaming: sessions, SLA clocks, "
         "channel-switch failures.",
+        formatter_class=_HelpWithDefaults,
     )
     parser.add_argument("--version", action="version", version=f"cxstream {__version__}")
-    parser.add_argument("--config", type=Path, help="YAML config file (see docs/ops.md)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--config", type=Path, help=CONFIG_HELP)
+    sub = _Subcommands(parser.add_subparsers(dest="command", required=True))
 
     def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--bootstrap", help="Kafka bootstrap servers (overrides the config)")
@@ -177,13 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--db", help="SQLAlchemy URL (overrides sql.url)")
         p.add_argument("--web-port", type=int, help="port of /metrics and the ops page")
         p.add_argument("--clock", choices=("live", "stream"), help="clock mode")
-        p.add_argument("--loglevel", default="info", choices=("debug", "info", "warn", "error"))
+        p.add_argument(
+            "--loglevel",
+            default="info",
+            choices=("debug", "info", "warn", "error"),
+            help="log level",
+        )
         p.set_defaults(func=func)
 
     p = common(sub.add_parser("simulate", help="generate omnichannel traffic"))
-    p.add_argument("--customers", type=int, default=500)
+    p.add_argument("--customers", type=int, default=500, help="simulated customers")
     p.add_argument("--count", type=int, default=10_000, help="events to emit")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=int, default=7, help="random seed (same seed, same events)")
     p.add_argument("--start", default=None, help="ISO-8601 start of event time, or 'now'")
     p.add_argument(
         "--rate", type=float, default=None, help="events/s (default: as fast as possible)"
@@ -198,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = common(sub.add_parser("produce", help="send a JSON Lines file of events to Kafka"))
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="JSON Lines file of events")
     p.add_argument(
         "--end-of-input",
         action="store_true",
@@ -207,19 +262,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_produce)
 
     p = sub.add_parser("replay", help="process a JSON Lines file offline (the reference)")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="JSON Lines file of events")
     p.add_argument("--out", type=Path, default=Path("var/replay"), help="output folder")
     p.add_argument("--db", help="also write the results into this SQL database")
+    p.add_argument(
+        "--allow-rejected",
+        action="store_true",
+        help="exit 0 even when events were rejected (they are listed in the output folder)",
+    )
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("schema", help="event contract tools")
-    schema_sub = p.add_subparsers(dest="schema_command", required=True)
+    schema_sub = _Subcommands(p.add_subparsers(dest="schema_command", required=True))
     p = schema_sub.add_parser("check", help="FULL_TRANSITIVE compatibility of schemas/")
-    p.add_argument("--schemas-dir", type=Path, default=None)
+    p.add_argument(
+        "--schemas-dir", type=Path, default=None, help="schema folder (default: schemas/)"
+    )
     p.set_defaults(func=cmd_schema_check)
 
     p = sub.add_parser("native", help="the mypyc-compiled stream core")
-    native_sub = p.add_subparsers(dest="native_command", required=True)
+    native_sub = _Subcommands(p.add_subparsers(dest="native_command", required=True))
     p = native_sub.add_parser("build", help="compile pipeline/core with mypyc (in place)")
     p.add_argument("--force", action="store_true", help="rebuild even when up to date")
     p.set_defaults(func=cmd_native)
@@ -236,14 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("stream", "codec", "replay", "pipeline", "sink"),
         help="stream (the default) = pipeline, then replay: the stream core's two targets",
     )
-    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--events", type=int, default=100_000, help="simulator events to run")
     p.add_argument("--db", help="SQLAlchemy URL for the sink benchmark")
     p.set_defaults(func=cmd_bench)
 
     p = common(sub.add_parser("demo", help="the whole pipeline on the embedded default"))
     p.add_argument("--rate", type=float, default=40.0, help="simulated events/s")
-    p.add_argument("--customers", type=int, default=300)
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--customers", type=int, default=300, help="simulated customers")
+    p.add_argument("--seed", type=int, default=7, help="random seed")
     p.add_argument(
         "--speedup",
         type=float,

@@ -9,6 +9,7 @@ that calls the library (``raise ContractError(...) from exc``).
 
     CxstreamError
      +-- ConfigError            bad settings, policy or channel configuration
+     +-- InputFileError         a file named on the command line is missing or not a file
      +-- ContractError          an event (or output record) breaks the event contract
      |    +-- DecodeError       bytes are not a readable single-object Avro record
      |    |    +-- UnknownSchemaError   the fingerprint names no schema version we know
@@ -30,6 +31,10 @@ class CxstreamError(Exception):
 
 class ConfigError(CxstreamError):
     """Settings, SLA policies, calendars or the channel registry are invalid."""
+
+
+class InputFileError(CxstreamError):
+    """A file named on the command line is missing, a directory or unreadable."""
 
 
 class ContractError(CxstreamError):
