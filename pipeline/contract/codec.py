@@ -11,6 +11,8 @@ their defaults, unknown enum symbols their enum default).
 
 Codecs own their errors: whatever fastavro raises on bad bytes becomes a
 :class:`DecodeError` (or :class:`UnknownSchemaError`), never a library exception.
+Enum fields are read as their int index and checked by :mod:`.avro_enums`,
+because fastavro decodes a negative index as another symbol.
 Decoding does not validate business rules; that is :mod:`pipeline.contract.validate`.
 """
 
@@ -18,12 +20,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from io import BytesIO
 from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from pipeline.contract.avro_enums import EnumField, enums_as_ints, indexes_to_symbols
 from pipeline.contract.event import InteractionEvent, event_from_record
 from pipeline.contract.schemas import SchemaVersion, load_versions
 from pipeline.errors import ContractError, DecodeError, UnknownSchemaError
@@ -70,6 +73,20 @@ def _raw_longs(schema: Any) -> Any:
     return schema
 
 
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """How to read one stored version.
+
+    ``indexed`` is the version's writer schema with enums as ints (read first, so
+    every enum index is checked); ``resolve`` is the fastavro (writer, reader)
+    pair that turns an older version into the current one, None for the current.
+    """
+
+    indexed: Any
+    enum_fields: tuple[EnumField, ...]
+    resolve: tuple[Any, Any] | None
+
+
 class _VersionedCodec:
     """Single-object framing shared by the event codec and the record codec."""
 
@@ -81,12 +98,17 @@ class _VersionedCodec:
         self.fingerprint = current.fingerprint
         self._header = MAGIC + current.fingerprint
         self._writer: Any = parse_schema(_raw_longs(current.raw))
-        # fingerprint -> (writer schema, reader schema or None when it is the current one)
-        self._readers: dict[bytes, tuple[Any, Any]] = {}
+        self._readers: dict[bytes, _Reading] = {}
         for version in versions:
-            writer = parse_schema(_raw_longs(version.raw))
-            reader = None if version is current else self._writer
-            self._readers[version.fingerprint] = (writer, reader)
+            indexed, enum_fields = enums_as_ints(_raw_longs(version.raw))
+            resolve = (
+                None
+                if version is current
+                else (parse_schema(_raw_longs(version.raw)), self._writer)
+            )
+            self._readers[version.fingerprint] = _Reading(
+                parse_schema(indexed), enum_fields, resolve
+            )
 
     def _encode_record(self, record: Mapping[str, Any]) -> bytes:
         out = BytesIO()
@@ -108,7 +130,7 @@ class _VersionedCodec:
             )
         fingerprint = bytes(data[2:HEADER_LENGTH])
         try:
-            writer, reader = self._readers[fingerprint]
+            reading = self._readers[fingerprint]
         except KeyError:
             raise UnknownSchemaError(
                 f"{self.schema_name}: unknown schema fingerprint {fingerprint.hex()}; "
@@ -116,18 +138,28 @@ class _VersionedCodec:
             ) from None
         body = BytesIO(data)
         body.seek(HEADER_LENGTH)
+        record: Any = self._read(body, reading.indexed, None)  # a record reads as a dict
+        if body.tell() != len(data):
+            raise DecodeError(
+                f"{self.schema_name}: {len(data) - body.tell()} unexpected bytes after the record"
+            )
+        indexes_to_symbols(self.schema_name, record, reading.enum_fields)
+        if reading.resolve is not None:
+            # An older version: its indexes are checked; now let fastavro resolve it
+            # into the current schema (defaults, enum fallbacks). Reads it twice,
+            # but only records from producers still on an old version pay that.
+            body.seek(HEADER_LENGTH)
+            record = self._read(body, *reading.resolve)
+        return record
+
+    def _read(self, body: BytesIO, writer: Any, reader: Any) -> Any:
         try:
-            record: Any = schemaless_reader(body, writer, reader)  # a record reads as a dict
+            return schemaless_reader(body, writer, reader)
         except _BODY_ERRORS as exc:
             raise DecodeError(
                 f"{self.schema_name}: body is truncated or corrupt "
                 f"({type(exc).__name__}: {exc or 'short read'})"
             ) from exc
-        if body.tell() != len(data):
-            raise DecodeError(
-                f"{self.schema_name}: {len(data) - body.tell()} unexpected bytes after the record"
-            )
-        return record
 
 
 class EventCodec(_VersionedCodec):

@@ -144,6 +144,126 @@ def test_event_with_a_type_outside_the_enum_cannot_be_encoded(codec):
         codec.encode(bad)
 
 
+# -- enum indexes, written by hand ------------------------------------------------
+# The Avro spec encodes an enum as the zero-based index of its symbol (an int:
+# zig-zag varint). fastavro looks the symbol up with a Python list subscript, so a
+# negative index wraps around to a symbol counted from the end; these bytes are
+# built by hand to prove the codec refuses that instead of decoding another value.
+
+
+def _avro_long(value: int) -> bytes:
+    """Avro's zig-zag varint encoding of an int or long."""
+    zigzag = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while zigzag > 0x7F:
+        out.append((zigzag & 0x7F) | 0x80)
+        zigzag >>= 7
+    out.append(zigzag)
+    return bytes(out)
+
+
+def _avro_string(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return _avro_long(len(data)) + data
+
+
+def _hand_built_event(
+    *,
+    type_index: int = 4,
+    actor_index: int = 2,
+    outcome_index: int = 1,
+    fingerprint: bytes | None = None,
+    with_attributes: bool = True,
+) -> bytes:
+    """EVENT's single-object bytes, field by field, with the given enum indexes.
+
+    ``with_attributes=False`` and an older ``fingerprint`` write a v1 that lacks the field.
+    """
+    attributes = _avro_long(1) + _avro_string("queue") + _avro_string("cards") + _avro_long(0)
+    body = b"".join(
+        (
+            _avro_string(EVENT.event_id),
+            _avro_long(EVENT.occurred_at),
+            _avro_string(EVENT.customer_id),
+            _avro_string(EVENT.channel),
+            _avro_string(EVENT.contact_id),
+            _avro_long(type_index),
+            _avro_long(actor_index),
+            _avro_long(1) + _avro_long(outcome_index),  # union branch 1: the Outcome enum
+            _avro_long(1) + _avro_string("card_lost"),
+            _avro_long(1) + _avro_string("bot-7"),
+            _avro_long(0),  # score: union branch 0, null
+            attributes if with_attributes else b"",
+            _avro_string(EVENT.producer),
+        )
+    )
+    return MAGIC + (fingerprint or current("interaction_event").fingerprint) + body
+
+
+def test_zig_zag_helper_matches_the_avro_spec_examples():
+    assert [_avro_long(n) for n in (0, -1, 1, -2, 2, -64, 64)] == [
+        b"\x00",
+        b"\x01",
+        b"\x02",
+        b"\x03",
+        b"\x04",
+        b"\x7f",
+        b"\x80\x01",
+    ]
+
+
+def test_hand_built_bytes_with_valid_indexes_equal_the_codec_output(codec):
+    assert _hand_built_event() == codec.encode(EVENT)
+    assert codec.decode(_hand_built_event()) == EVENT
+
+
+@pytest.mark.parametrize(
+    ("field", "symbols", "index"),
+    [
+        ("type", 7, -1),
+        ("type", 7, 7),
+        ("actor", 4, -1),
+        ("actor", 4, -4),
+        ("actor", 4, 4),
+        ("outcome", 4, -1),
+        ("outcome", 4, 4),
+    ],
+)
+def test_enum_index_outside_the_symbols_is_a_decode_error_naming_the_field(
+    codec, field, symbols, index
+):
+    data = _hand_built_event(**{f"{field}_index": index})
+    with pytest.raises(DecodeError) as caught:
+        codec.decode(data)
+    assert caught.value.stage == "decode"
+    assert caught.value.field == field
+    assert str(caught.value) == (
+        f"interaction_event: {field} has enum index {index}, outside 0..{symbols - 1}"
+    )
+
+
+def test_negative_enum_index_in_an_older_writer_version_is_a_decode_error(tmp_path):
+    v1 = {
+        "type": "record",
+        "name": "InteractionEvent",
+        "namespace": "fi.bank.cxstream",
+        "fields": [
+            f for f in current("interaction_event").raw["fields"] if f["name"] != "attributes"
+        ],
+    }
+    old = load_version_file(_write_version(tmp_path, 1, v1), "interaction_event", 1)
+    new = load_version_file(
+        _write_version(tmp_path, 2, current("interaction_event").raw), "interaction_event", 2
+    )
+    reader = EventCodec([old, new])
+    valid = _hand_built_event(fingerprint=old.fingerprint, with_attributes=False)
+    assert valid == EventCodec([old]).encode(_event_like(attributes={}))
+    assert reader.decode(valid) == _event_like(attributes={})
+    corrupt = _hand_built_event(fingerprint=old.fingerprint, with_attributes=False, actor_index=-1)
+    with pytest.raises(DecodeError, match=r"actor has enum index -1, outside 0\.\.3"):
+        reader.decode(corrupt)
+
+
 def _write_version(folder: Path, version: int, schema: dict) -> Path:
     path = folder / f"v{version}.avsc"
     path.write_text(json.dumps(schema), encoding="utf-8")
