@@ -33,8 +33,19 @@ def _fail(field: str, message: str) -> ValidationError:
     return ValidationError(f"{field}: {message}", field=field)
 
 
-def validate(event: InteractionEvent, channels: ChannelRegistry) -> InteractionEvent:
+def validate(
+    event: InteractionEvent,
+    channels: ChannelRegistry,
+    *,
+    now_ms: int | None = None,
+    max_future_ms: int | None = None,
+) -> InteractionEvent:
     """Return ``event`` unchanged if it follows the contract's rules.
+
+    With ``now_ms`` and ``max_future_ms`` both given, an event dated more than
+    ``max_future_ms`` after ``now_ms`` is refused (``limits.max_future_skew``):
+    one mis-set device clock would otherwise move its partition's clock ahead
+    and make every later event on it late.
 
     Raises :class:`ValidationError` whose ``field`` (and message prefix) names the
     first field that breaks a rule. The ``unknown`` type is refused: it is only
@@ -71,5 +82,15 @@ def validate(event: InteractionEvent, channels: ChannelRegistry) -> InteractionE
             "occurred_at",
             f"{event.occurred_at} ms is outside the years 2000..2099; "
             "is it in seconds or microseconds instead of milliseconds?",
+        )
+    if (
+        now_ms is not None
+        and max_future_ms is not None
+        and event.occurred_at > now_ms + max_future_ms
+    ):
+        raise _fail(
+            "occurred_at",
+            f"{event.occurred_at} ms is more than {max_future_ms} ms ahead of the wall clock "
+            f"({now_ms} ms); is the producer's clock set right?",
         )
     return event
