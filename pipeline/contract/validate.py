@@ -4,11 +4,21 @@ Decoding proves the bytes fit the schema; these rules prove the event makes sens
 :func:`validate` runs in the producer library (before anything is sent) and in the
 worker (after decode); an event that fails goes to the dead-letter topic with the
 rule it broke.
+
+The limits below bound what one event can carry, so that nothing derived from it
+(a late-event record, a dead letter, a SQL row) can grow past what Kafka or the
+database accept, and no character that a database or a terminal treats specially
+(NUL, escape sequences, lone surrogates that are not UTF-8) reaches them. They are
+listed, with their reasons, in docs/producers.md ("Limits"). Lengths count
+characters (code points), as ``len`` does.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Final
 
 from pipeline.contract.event import (
     ACTORS,
@@ -17,6 +27,7 @@ from pipeline.contract.event import (
     FEEDBACK,
     OUTCOMES,
     InteractionEvent,
+    ms_to_iso,
 )
 from pipeline.errors import ValidationError
 from pipeline.settings import ChannelRegistry
@@ -28,9 +39,169 @@ MAX_OCCURRED_AT_MS = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
 MIN_SCORE, MAX_SCORE = 0, 10
 REQUIRED_IDS = ("event_id", "customer_id", "contact_id", "producer")
 
+#: Longest id (event_id, customer_id, contact_id, producer, agent_id): room for a
+#: UUID, a URN or a namespaced key, far from anything a real id needs.
+MAX_ID_CHARS: Final = 200
+#: Longest label (channel, topic) and attribute key.
+MAX_LABEL_CHARS: Final = 100
+#: Most entries in ``attributes``.
+MAX_ATTRIBUTES: Final = 50
+#: Longest attribute value.
+MAX_ATTRIBUTE_VALUE_CHARS: Final = 1024
+#: Most characters in ``attributes``, keys and values together. With the limits
+#: above, an encoded event stays under about 40 KB even in 4-byte UTF-8.
+MAX_ATTRIBUTES_TOTAL_CHARS: Final = 8192
+
+# Fields checked as ids or labels: (name, longest, required).
+_STRING_FIELDS: Final = (
+    ("event_id", MAX_ID_CHARS, True),
+    ("customer_id", MAX_ID_CHARS, True),
+    ("contact_id", MAX_ID_CHARS, True),
+    ("producer", MAX_ID_CHARS, True),
+    ("channel", MAX_LABEL_CHARS, True),
+    ("topic", MAX_LABEL_CHARS, False),
+    ("agent_id", MAX_ID_CHARS, False),
+)
+# C0 controls, DEL, C1 controls and lone surrogates (never valid UTF-8). Ids and
+# labels may hold none of them; free text (attribute values) keeps tab, newline
+# and carriage return.
+_NOT_IN_IDS: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NOT_IN_TEXT: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
 
 def _fail(field: str, message: str) -> ValidationError:
     return ValidationError(f"{field}: {message}", field=field)
+
+
+def _seconds(ms: int) -> str:
+    """Milliseconds as seconds, exact and without an exponent: 300000 -> '300'."""
+    return f"{ms / 1000:.3f}".rstrip("0").rstrip(".")
+
+
+def _forbidden(value: str, pattern: re.Pattern[str]) -> str | None:
+    """Describe the first character of ``value`` that ``pattern`` forbids, or None."""
+    # isprintable() is a fast C scan that is True for nearly every real string and
+    # implies there is nothing to forbid; only the rest pay for the regex.
+    if value.isprintable():
+        return None
+    found = pattern.search(value)
+    if found is None:
+        return None
+    code = ord(found.group())
+    kind = "lone surrogate" if 0xD800 <= code <= 0xDFFF else "control character"
+    return f"{kind} U+{code:04X} at position {found.start()}"
+
+
+def _strings_look_fine(e: InteractionEvent) -> bool:
+    """The hot path: True if every id and label is certainly within the rules.
+
+    validate() runs on every event in the worker and the replay; one join and one
+    C-level printable scan cost less than the field-by-field checks, which only
+    run (to name the field) when this says no.
+    """
+    try:
+        joined = "".join(
+            (e.event_id, e.customer_id, e.contact_id, e.producer, e.channel, e.topic or "")
+        )
+        if e.agent_id is not None:
+            joined += e.agent_id
+    except TypeError:  # a field that is not a string
+        return False
+    if not joined.isprintable():
+        return False
+    if len(joined) <= MAX_LABEL_CHARS:  # then no one string can be over its limit
+        return bool(
+            e.event_id
+            and e.customer_id
+            and e.contact_id
+            and e.producer
+            and not e.event_id.isspace()
+            and not e.customer_id.isspace()
+            and not e.contact_id.isspace()
+            and not e.producer.isspace()
+        )
+    return (
+        0 < len(e.event_id) <= MAX_ID_CHARS
+        and 0 < len(e.customer_id) <= MAX_ID_CHARS
+        and 0 < len(e.contact_id) <= MAX_ID_CHARS
+        and 0 < len(e.producer) <= MAX_ID_CHARS
+        and len(e.channel) <= MAX_LABEL_CHARS
+        and (e.topic is None or len(e.topic) <= MAX_LABEL_CHARS)
+        and (e.agent_id is None or len(e.agent_id) <= MAX_ID_CHARS)
+        and not e.event_id.isspace()
+        and not e.customer_id.isspace()
+        and not e.contact_id.isspace()
+        and not e.producer.isspace()
+    )
+
+
+def _check_strings(event: InteractionEvent) -> None:
+    """Raise for the first id or label that breaks a rule, naming it."""
+    for name, longest, required in _STRING_FIELDS:
+        value = getattr(event, name)
+        if value is None and not required:
+            continue
+        if not isinstance(value, str) or (required and not value.strip()):
+            raise _fail(name, "must be a non-empty string" if required else "must be a string")
+        if len(value) > longest:
+            raise _fail(name, f"{len(value)} characters, over the limit of {longest}")
+        bad = _forbidden(value, _NOT_IN_IDS)
+        if bad:
+            raise _fail(name, f"{bad}; ids and labels must not contain control characters")
+
+
+def _check_attributes(attributes: Mapping[str, str]) -> None:
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise _fail("attributes", f"{len(attributes)} entries, over the limit of {MAX_ATTRIBUTES}")
+    total = 0
+    for key, value in attributes.items():
+        if (
+            type(key) is str
+            and type(value) is str
+            and len(key) <= MAX_LABEL_CHARS
+            and len(value) <= MAX_ATTRIBUTE_VALUE_CHARS
+            and key.isprintable()
+            and value.isprintable()
+        ):
+            total += len(key) + len(value)
+            continue
+        # Something is wrong or unusual (a tab in a value is fine): find what.
+        if not isinstance(key, str):
+            raise _fail("attributes", f"key {key!r} must be a string")
+        shown = repr(key if len(key) <= 20 else key[:20] + "...")
+        if len(key) > MAX_LABEL_CHARS:
+            raise _fail(
+                "attributes",
+                f"key {shown} is {len(key)} characters, over the limit of {MAX_LABEL_CHARS}",
+            )
+        bad = _forbidden(key, _NOT_IN_IDS)
+        if bad:
+            raise _fail(
+                "attributes", f"key {shown} has {bad}; keys must not contain control characters"
+            )
+        if not isinstance(value, str):
+            raise _fail(
+                "attributes", f"value of {shown} must be a string, not {type(value).__name__}"
+            )
+        if len(value) > MAX_ATTRIBUTE_VALUE_CHARS:
+            raise _fail(
+                "attributes",
+                f"value of {shown} is {len(value)} characters, "
+                f"over the limit of {MAX_ATTRIBUTE_VALUE_CHARS}",
+            )
+        bad = _forbidden(value, _NOT_IN_TEXT)
+        if bad:
+            raise _fail(
+                "attributes",
+                f"value of {shown} has {bad}; only tab, newline and carriage return are allowed",
+            )
+        total += len(key) + len(value)
+    if total > MAX_ATTRIBUTES_TOTAL_CHARS:
+        raise _fail(
+            "attributes",
+            f"keys and values total {total} characters, "
+            f"over the limit of {MAX_ATTRIBUTES_TOTAL_CHARS}",
+        )
 
 
 def validate(
@@ -51,10 +222,8 @@ def validate(
     first field that breaks a rule. The ``unknown`` type is refused: it is only
     the reader's stand-in for a symbol from a newer schema, never a thing to send.
     """
-    for name in REQUIRED_IDS:
-        value = getattr(event, name)
-        if not isinstance(value, str) or not value.strip():
-            raise _fail(name, "must be a non-empty string")
+    if not _strings_look_fine(event):
+        _check_strings(event)
     if event.channel not in channels:
         raise _fail(
             "channel",
@@ -90,7 +259,10 @@ def validate(
     ):
         raise _fail(
             "occurred_at",
-            f"{event.occurred_at} ms is more than {max_future_ms} ms ahead of the wall clock "
-            f"({now_ms} ms); is the producer's clock set right?",
+            f"{ms_to_iso(event.occurred_at)} is {_seconds(event.occurred_at - now_ms)} s "
+            f"ahead of the wall clock, over limits.max_future_skew ({_seconds(max_future_ms)} s); "
+            "is the producer's clock set right?",
         )
+    if event.attributes:
+        _check_attributes(event.attributes)
     return event
