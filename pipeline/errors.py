@@ -17,6 +17,8 @@ that calls the library (``raise ContractError(...) from exc``).
      |    +-- CompatibilityError        a schema version breaks FULL_TRANSITIVE
      +-- StateError             a stored per-customer state cannot be read
      +-- DeliveryError          Kafka did not acknowledge a record we sent
+     +-- RecordTooLargeError    a record we would send exceeds limits.max_record_bytes
+     +-- ControlRecordRefused   a control record arrived where they are switched off
      +-- BrokerError            the local Kafka launcher could not fetch/start/stop
      +-- SinkError              the SQL store rejected a batch
           +-- SinkUnavailableError      the store cannot be reached (retry later)
@@ -79,6 +81,14 @@ class StateError(CxstreamError):
 
 class DeliveryError(CxstreamError):
     """Kafka did not acknowledge a record that we sent."""
+
+
+class RecordTooLargeError(CxstreamError):
+    """A record the worker built is larger than ``limits.max_record_bytes``; not sent."""
+
+
+class ControlRecordRefused(CxstreamError):
+    """A control record on the input topic while ``worker.control_records`` is off."""
 
 
 class BrokerError(CxstreamError):

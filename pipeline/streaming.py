@@ -5,12 +5,15 @@ record to :class:`StreamHandler` and sends what the handler returns. Keeping
 this glue free of faust lets unit tests drive it with plain records and keeps
 the rules in one place:
 
-* records that do not decode or validate become dead letters (nothing is lost,
-  the worker carries on);
+* a record that fails anywhere, decoding, validating, applying or encoding,
+  becomes a dead letter with the stage and the error, and the worker carries on:
+  no single record may stop it (issue 12). Every record the handler returns
+  stays within ``limits.max_record_bytes``;
 * records keyed by something other than the customer id are re-published keyed
   by ``customer_id`` so one customer's events meet on one partition;
 * an end-of-input control record closes everything on its partition (replays,
-  backfills and deterministic tests);
+  backfills and deterministic tests) when ``worker.control_records`` is on;
+  otherwise it is a dead letter (stage ``control``);
 * everything else goes to the partition's :class:`PartitionProcessor`.
 
 Ordering promise (what makes restarts exact): :meth:`drain` returns the output
@@ -30,6 +33,7 @@ records).
 from __future__ import annotations
 
 import json
+import logging
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -49,8 +53,9 @@ from pipeline.core.records import (
     SessionRecord,
     SlaEvent,
 )
-from pipeline.dlq import build_dead_letter
-from pipeline.errors import ContractError
+from pipeline.dlq import build_dead_letter, build_unsent_dead_letter, record_size
+from pipeline.errors import ContractError, ControlRecordRefused, RecordTooLargeError
+from pipeline.record_caps import cap_late_event
 from pipeline.settings import Settings
 from pipeline.topics import (
     CONTACTS,
@@ -61,6 +66,8 @@ from pipeline.topics import (
     SESSIONS,
     SLA_EVENTS,
 )
+
+log = logging.getLogger(__name__)
 
 #: Header that marks a control record on the input topic.
 CONTROL_HEADER = "cx-control"
@@ -278,6 +285,8 @@ class StreamHandler:
         self.dlq_topic = kafka.topic(DLQ)
         self._output_topics = {cls: kafka.topic(s) for cls, s in OUTPUT_TOPIC_SUFFIX.items()}
         self.partitions = kafka.input_partitions
+        self._max_bytes = settings.limits.max_record_bytes
+        self._max_future_ms = int(settings.limits.max_future_skew_seconds * 1000)
         self.processors: dict[int, PartitionProcessor] = {}
         self._last_update_flush: dict[int, float] = {}
         #: partition -> offset of the last input record whose effects are in the state.
@@ -359,12 +368,23 @@ class StreamHandler:
         # dead letter, so a redelivery never sends that dead letter twice.
         self._touched.add(partition)
         if _is_end_of_input(record.headers):
-            self._collect(partition, self._processor(partition).end_of_input())
+            self._end_of_input(record)
             return
+        stage = "decode"
         try:
-            event = validate(self._event_codec.decode(record.value or b""), self.settings.channels)
+            decoded = self._event_codec.decode(record.value or b"")
+            stage = "validate"
+            event = validate(
+                decoded,
+                self.settings.channels,
+                now_ms=self._wall_ms(),
+                max_future_ms=self._max_future_ms,
+            )
         except ContractError as exc:
-            self._dead_letter(record, exc)
+            self._dead_letter(record, exc, exc.stage)
+            return
+        except Exception as exc:  # a codec or rule bug must not stop the worker
+            self._dead_letter(record, exc, stage, unexpected=True)
             return
         expected_key = event.customer_id.encode()
         if record.key != expected_key:
@@ -375,11 +395,37 @@ class StreamHandler:
         counts[key] = counts.get(key, 0) + 1
         processor = self._processor(record.partition)
         duplicates_before = processor.stats.duplicates
-        outputs = processor.process(event)
+        try:
+            outputs = processor.process(event)
+        except Exception as exc:
+            # The customer's state may be half changed: the exception can come
+            # after some of its fields moved. It stays as it is (rolling back
+            # would need a copy of every state before every event); the record
+            # is dead-lettered and counted, and the partition goes on.
+            self._dead_letter(record, exc, "process", unexpected=True)
+            return
         if processor.stats.duplicates != duplicates_before:
             self.metrics.duplicate_event(event.channel)
         self._observe_latency(event)
-        self._collect(record.partition, outputs)
+        self._collect(record.partition, outputs, source=record)
+
+    def _end_of_input(self, record: RawRecord) -> None:
+        """Honour an end-of-input control record, or dead-letter it (stage ``control``)."""
+        if not self.settings.worker.control_records:
+            # Any producer that may write the input topic could close every
+            # session of a partition with one header (issue 12).
+            refused = ControlRecordRefused(
+                "end-of-input control record refused: worker.control_records is false "
+                "(turn it on only for a backfill or a replay through Kafka)"
+            )
+            self._dead_letter(record, refused, "control")
+            return
+        try:
+            outputs = self._processor(record.partition).end_of_input()
+        except Exception as exc:
+            self._dead_letter(record, exc, "process", unexpected=True)
+            return
+        self._collect(record.partition, outputs, source=record)
 
     def tick(self, partitions: Iterable[int]) -> None:
         """Advance the given partitions' clocks to wall time (live mode only)."""
@@ -445,28 +491,100 @@ class StreamHandler:
         return processor
 
     def _collect(
-        self, partition: int, outputs: Sequence[OutputRecord], *, touch: bool = True
+        self,
+        partition: int,
+        outputs: Sequence[OutputRecord],
+        *,
+        touch: bool = True,
+        source: RawRecord | None = None,
     ) -> None:
+        """Encode ``outputs`` for sending; ``source`` is the input record that made them.
+
+        An output that cannot be encoded, or is larger than the cap (a late
+        event aside, whose payload is cut), is not sent: its input record is
+        dead-lettered once (stage ``encode``), or, for outputs of a timer or a
+        flush, a headers-only dead letter stands for it. The state has already
+        moved: the customer's state holds the event's effects although the
+        record that showed them is missing; a restart does not bring it back.
+        """
         if touch:
             self._touched.add(partition)
+        failure: Exception | None = None
+        max_bytes = self._max_bytes
         for output in outputs:
             cls = type(output)
+            topic = self._output_topics[cls]
+            key = output.key.encode()
+            headers: list[tuple[str, bytes]] | None = None
+            try:
+                value = self._record_codecs[cls].encode(output.to_dict())
+                if len(key) + len(value) > max_bytes:
+                    capped = None
+                    if isinstance(output, LateEvent):
+                        capped = cap_late_event(
+                            output, self._record_codecs[cls].encode, key, max_bytes
+                        )
+                    if capped is None:
+                        raise RecordTooLargeError(
+                            f"a {cls.OUTPUT_NAME} record of {len(key) + len(value)} bytes "
+                            f"exceeds limits.max_record_bytes ({max_bytes}); not sent"
+                        )
+                    value, headers = capped
+            except Exception as exc:
+                if source is None:
+                    self._unsent(topic, key, None, exc)
+                elif failure is None:
+                    failure = exc
+                continue
             self.metrics.observe_output(output)
             self._pending.records.append(output)
             self._pending.outgoing.append(
                 Outgoing(
-                    topic=self._output_topics[cls],
-                    key=output.key.encode(),
-                    value=self._record_codecs[cls].encode(output.to_dict()),
+                    topic=topic,
+                    key=key,
+                    value=value,
                     # No event-time record timestamp on purpose: Kafka's time-based
                     # retention and segment rolling read record timestamps, so a
                     # backfill of last month's events would be deleted on arrival.
                     # Event time is in the payload.
                     timestamp_ms=None,
+                    headers=headers,
                 )
             )
+        if failure is not None and source is not None:
+            self._dead_letter(source, failure, "encode")
 
-    def _dead_letter(self, record: RawRecord, exc: ContractError) -> None:
+    def _unsent(self, topic: str, key: bytes, value: bytes | None, exc: Exception) -> None:
+        """A headers-only dead letter for an output of no input record (a timer, a flush)."""
+        letter = build_unsent_dead_letter(
+            topic=topic,
+            partition=None,
+            key=key,
+            value=value,
+            error=exc,
+            stage="encode",
+            now_ms=self._wall_ms(),
+        )
+        self.metrics.dead_letter("encode", type(exc).__name__)
+        self._pending.outgoing.append(
+            Outgoing(topic=self.dlq_topic, key=letter.key, value=None, headers=letter.headers)
+        )
+
+    def _dead_letter(
+        self, record: RawRecord, exc: Exception, stage: str, *, unexpected: bool = False
+    ) -> None:
+        if unexpected:
+            # Not a contract error: a bug, or a record nobody foresaw. Kept with
+            # its traceback; the worker goes on.
+            log.warning(
+                "record %s/%s/%s dead-lettered at stage %s: %r",
+                record.topic,
+                record.partition,
+                record.offset,
+                stage,
+                exc,
+                exc_info=exc,
+            )
         letter = build_dead_letter(
             source_topic=record.topic,
             partition=record.partition,
@@ -475,10 +593,11 @@ class StreamHandler:
             value=record.value,
             timestamp_ms=record.timestamp_ms,
             error=exc,
-            stage=exc.stage,
+            stage=stage,
             now_ms=self._wall_ms(),
+            max_bytes=self._max_bytes,
         )
-        self.metrics.dead_letter(exc.stage, type(exc).__name__)
+        self.metrics.dead_letter(stage, type(exc).__name__)
         self._pending.outgoing.append(
             Outgoing(
                 topic=self.dlq_topic,
@@ -490,6 +609,15 @@ class StreamHandler:
         )
 
     def _rekey(self, record: RawRecord, key: bytes) -> None:
+        headers = list(record.headers) or None
+        size = record_size(key, record.value, headers)
+        if size > self._max_bytes:
+            too_large = RecordTooLargeError(
+                f"the record re-keyed by customer_id would be {size} bytes, over "
+                f"limits.max_record_bytes ({self._max_bytes}); not sent"
+            )
+            self._dead_letter(record, too_large, "encode")
+            return
         self.metrics.rekeyed_event()
         self._pending.outgoing.append(
             Outgoing(
@@ -497,7 +625,7 @@ class StreamHandler:
                 key=key,
                 value=record.value,
                 timestamp_ms=record.timestamp_ms,
-                headers=list(record.headers) or None,
+                headers=headers,
             )
         )
 

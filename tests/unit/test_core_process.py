@@ -21,7 +21,8 @@ SETTINGS = build_settings(
     {
         "kafka": {"topic_prefix": "t"},
         # Open-session updates on every drain, so timing cannot change what a drain holds.
-        "worker": {"clock": "stream", "session_update_seconds": 0},
+        # End-of-input control records honoured: the metrics test closes every session.
+        "worker": {"clock": "stream", "session_update_seconds": 0, "control_records": True},
     }
 )
 PARTITIONS = SETTINGS.kafka.input_partitions
