@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -219,15 +220,25 @@ def collapse(records: Iterable[OutputRecord]) -> dict[str, dict[str, dict[str, A
     return collapsed
 
 
-def replay_file(path: str | Path, settings: Settings, out_dir: str | Path) -> ReplayResult:
+def replay_file(
+    path: str | Path,
+    settings: Settings,
+    out_dir: str | Path,
+    *,
+    wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+) -> ReplayResult:
     """Replay a JSON Lines file of events; write the outputs as JSONL into ``out_dir``.
 
     Lines that do not decode or validate are counted and written to
     ``rejected.jsonl`` with their line number and reason; the rest is replayed.
+    Validation is the worker's: an event further than ``limits.max_future_skew``
+    ahead of the wall clock (read once, when the replay starts) is rejected too.
     """
     from pipeline.contract.jsonform import read_events
     from pipeline.contract.validate import validate
 
+    now_ms = wall_ms()
+    max_future_ms = round(settings.limits.max_future_skew_seconds * 1000)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rejected = 0
@@ -241,7 +252,9 @@ def replay_file(path: str | Path, settings: Settings, out_dir: str | Path) -> Re
                     error = item
                 else:
                     try:
-                        yield validate(item, settings.channels)
+                        yield validate(
+                            item, settings.channels, now_ms=now_ms, max_future_ms=max_future_ms
+                        )
                         continue
                     except ContractError as exc:
                         error = exc

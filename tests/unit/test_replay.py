@@ -160,3 +160,53 @@ def test_a_replay_workers_setting_that_is_not_a_count_is_refused(bad):
 def test_a_platform_without_fork_replays_in_one_process(monkeypatch):
     monkeypatch.setattr("pipeline.forked.can_fork", lambda: False)
     assert replay_processes(build_settings({"replay": {"workers": 4}}), 100_000) == 1
+
+
+# -- the future-skew rule in the replay (issue 12) -----------------------------------
+
+
+def _replay_with_one_event_at(tmp_path, at_ms: int, **kwargs):
+    source = tmp_path / "events.jsonl"
+    write_events(source, [*_events(), ev(at_ms, customer="dora", contact="d1")])
+    out = tmp_path / "out"
+    result = replay_file(source, build_settings(), out, **kwargs)
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    return result, rejected
+
+
+def test_replay_refuses_an_event_further_ahead_of_its_wall_clock_than_the_skew(tmp_path):
+    wall = T0 + 2 * HOUR  # the replay runs two hours after the input's first event
+    result, rejected = _replay_with_one_event_at(
+        tmp_path, wall + 5 * MINUTE + 1, wall_ms=lambda: wall
+    )
+    assert result.rejected == 1
+    assert [(r["line"], r["stage"], r["field"]) for r in rejected] == [
+        (8, "validate", "occurred_at")
+    ]
+    assert rejected[0]["reason"] == (
+        "occurred_at: 2026-03-02T10:05:00.001+00:00 is 300.001 s ahead of the wall clock, "
+        "over limits.max_future_skew (300 s); is the producer's clock set right?"
+    )
+    assert result.totals().events == 7
+
+
+def test_replay_accepts_an_event_exactly_the_skew_ahead(tmp_path):
+    wall = T0 + 2 * HOUR
+    result, rejected = _replay_with_one_event_at(tmp_path, wall + 5 * MINUTE, wall_ms=lambda: wall)
+    assert (result.rejected, rejected) == (0, [])
+    assert result.totals().events == 8
+
+
+def test_replay_on_the_real_clock_refuses_an_event_dated_2099_12_31(tmp_path):
+    result, rejected = _replay_with_one_event_at(tmp_path, 4_102_358_400_000)
+    assert [(r["line"], r["field"]) for r in rejected] == [(8, "occurred_at")]
+    assert result.totals().events == 7
+
+
+def test_replay_uses_the_configured_skew(tmp_path):
+    source = tmp_path / "events.jsonl"
+    wall = T0 + 2 * HOUR
+    write_events(source, [*_events(), ev(wall + 2 * MINUTE, customer="dora", contact="d1")])
+    settings = build_settings({"limits": {"max_future_skew": "1m"}})
+    result = replay_file(source, settings, tmp_path / "out", wall_ms=lambda: wall)
+    assert result.rejected == 1
