@@ -20,8 +20,9 @@ that calls the library (``raise ContractError(...) from exc``).
      +-- RecordTooLargeError    a record we would send exceeds limits.max_record_bytes
      +-- ControlRecordRefused   a control record arrived where they are switched off
      +-- BrokerError            the local Kafka launcher could not fetch/start/stop
-     +-- SinkError              the SQL store rejected a batch
-          +-- SinkUnavailableError      the store cannot be reached (retry later)
+     +-- SinkError              the SQL store failed a batch (schema, permissions): retry
+          +-- SinkUnavailableError      the store cannot be reached or is busy (retry later)
+          +-- SinkRejectedError         the store refuses this data (dead-letter the record)
 """
 
 from __future__ import annotations
@@ -96,8 +97,19 @@ class BrokerError(CxstreamError):
 
 
 class SinkError(CxstreamError):
-    """The SQL store rejected a batch."""
+    """The SQL store failed a batch for a reason that is neither an outage nor the
+    data (a missing table, a revoked permission): an operator must act; the sink
+    retries, and never dead-letters records for it."""
 
 
 class SinkUnavailableError(SinkError):
-    """The SQL store cannot be reached right now; the batch should be retried."""
+    """The SQL store cannot be reached right now (down, locked, out of disk); the
+    batch should be retried as it is."""
+
+
+class SinkRejectedError(SinkError):
+    """The SQL store refuses the data of a batch (a NUL byte in text, a value out of
+    range, a constraint, a value the driver cannot bind): retrying cannot help. The
+    sink finds the offending records and dead-letters them (stage ``sink``)."""
+
+    stage = "sink"

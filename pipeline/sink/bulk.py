@@ -50,7 +50,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from pipeline.errors import SinkError
+from pipeline.errors import SinkRejectedError
 from pipeline.sink.models import Base, session_wins_sql
 from pipeline.sink.stats import (
     SOURCES_BY_TABLE,
@@ -210,7 +210,7 @@ def write(conn: Connection, tables: Mapping[str, Collection[Row]]) -> None:
             except (TypeError, ValueError, OverflowError) as exc:
                 # A value of the wrong Python type for its column (binary COPY
                 # does not parse text): the record is at fault, not the database.
-                raise SinkError(f"{name} row cannot be stored: {exc!r}") from exc
+                raise SinkRejectedError(f"{name} row cannot be stored: {exc!r}") from exc
         statements = [upsert_sql(Base.metadata.tables[name]) for name in names]
         statements.append(recompute_touched_sql(names))
         cursor.execute(";\n".join(statements), prepare=False)

@@ -48,6 +48,9 @@ class InMemorySink:
             records=len(batch), rows={name: len(rows) for name, rows in grouped.items()}
         )
 
+    def create_schema(self) -> None:
+        """Nothing to create: tables appear on first write."""
+
     def rows(self, table_name: str) -> list[dict[str, Any]]:
         """The stored rows of one table, ordered by key."""
         stored = self.tables.get(table_name, {})

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Table
 
 from pipeline.core.records import FALSE_RESOLUTION, SWITCH_FAILURE
-from pipeline.errors import SinkError
+from pipeline.errors import SinkRejectedError
 from pipeline.sink.models import (
     Base,
     ContactRow,
@@ -195,8 +195,9 @@ def tuples_by_table(
     """Group a batch into table name -> primary key -> row tuple (table column order).
 
     The last record per key wins, except for sessions, where
-    :func:`~pipeline.sink.models.session_wins` decides. Raises SinkError for an
-    output name or signal kind the store does not know, or a record missing a field.
+    :func:`~pipeline.sink.models.session_wins` decides. Raises SinkRejectedError
+    for an output name or signal kind the store does not know, or a record missing
+    a field or holding a value no row can take.
     """
     now = now or datetime.now(UTC)
     tables: dict[str, dict[Any, Row]] = {}
@@ -204,18 +205,19 @@ def tuples_by_table(
         if output_name == "journey_signal":
             table = _SIGNAL_TABLES.get(record.get("kind", ""))
             if table is None:
-                raise SinkError(f"journey_signal kind {record.get('kind')!r} is unknown")
+                raise SinkRejectedError(f"journey_signal kind {record.get('kind')!r} is unknown")
             build: Builder = _signal_row
         elif output_name in _BUILDERS:
             table, build = _BUILDERS[output_name]
         else:
-            raise SinkError(f"output {output_name!r} has no table")
+            raise SinkRejectedError(f"output {output_name!r} has no table")
         try:
             if pseudonymizer is not None:
                 record = _pseudonymise(record, pseudonymizer)
             row = build(record, now)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise SinkError(f"{output_name} record cannot be stored: {exc!r}") from exc
+        # OverflowError: an epoch-ms stamp beyond the datetime range.
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
+            raise SinkRejectedError(f"{output_name} record cannot be stored: {exc!r}") from exc
         rows = tables.get(table.name)
         if rows is None:
             rows = tables[table.name] = {}

@@ -10,7 +10,9 @@ replayed batch leaves the database exactly as it was.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite
 
-from pipeline.errors import SinkError, SinkUnavailableError
+from pipeline.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from pipeline.sink import bulk
 from pipeline.sink.migrate import upgrade_connection
 from pipeline.sink.models import Base, session_wins_sql
@@ -43,7 +45,17 @@ from pipeline.sink.stats import (
     table_columns,
 )
 
-__all__ = ["Batch", "Record", "Sink", "SqlStore", "WriteResult", "dump_tables", "rows_by_table"]
+__all__ = [
+    "Batch",
+    "Record",
+    "Sink",
+    "SqlStore",
+    "WriteResult",
+    "classify_error",
+    "dump_tables",
+    "rows_by_table",
+    "translate_errors",
+]
 
 # Columns left out of dump_tables: they record when we wrote, not what happened,
 # so a replayed database legitimately differs there.
@@ -64,7 +76,9 @@ class Sink(Protocol):
 
     def write(self, batch: Batch) -> WriteResult:
         """Store a batch atomically. When it returns, the batch is durable and
-        offsets may be committed; if it raises, nothing of the batch is stored."""
+        offsets may be committed; if it raises, nothing of the batch is stored:
+        SinkRejectedError when some record's data is refused (split the batch to
+        find it), SinkUnavailableError when the database is out of reach."""
         ...
 
     def close(self) -> None: ...
@@ -88,21 +102,22 @@ class SqlStore:
 
     def create_schema(self) -> None:
         """Create or upgrade all tables by running the migrations."""
-        with self._translate_errors(), self._engine.begin() as conn:
+        with translate_errors(), self._engine.begin() as conn:
             upgrade_connection(conn)
 
     def write(self, batch: Batch) -> WriteResult:
         """Upsert a batch in one transaction and re-derive the channel_stats it touches.
 
         Idempotent: writing the same batch again leaves every table unchanged.
-        Raises SinkUnavailableError when the database cannot be reached (retry
-        later) and SinkError when it rejects the batch.
+        Raises SinkRejectedError when the database refuses the batch's data (some
+        record is at fault), SinkUnavailableError when the database cannot be
+        reached (retry later), and SinkError for anything else.
         """
         if self.dialect == "postgresql":
             tuples = tuples_by_table(batch, self._pseudonymizer)
             if not tuples:
                 return WriteResult(records=0)
-            with self._translate_errors(), self._engine.begin() as conn:
+            with translate_errors(), self._engine.begin() as conn:
                 bulk.write(conn, {name: rows.values() for name, rows in tuples.items()})
             return WriteResult(
                 records=len(batch), rows={name: len(rows) for name, rows in tuples.items()}
@@ -110,7 +125,7 @@ class SqlStore:
         tables = rows_by_table(batch, self._pseudonymizer)
         if not tables:
             return WriteResult(records=0)
-        with self._translate_errors(), self._engine.begin() as conn:
+        with translate_errors(), self._engine.begin() as conn:
             buckets: set[Bucket] = set()
             for table_name, rows in tables.items():
                 table = Base.metadata.tables[table_name]
@@ -153,38 +168,86 @@ class SqlStore:
         stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=where)
         conn.execute(stmt, rows)
 
-    def _translate_errors(self) -> _ErrorTranslator:
-        return _ErrorTranslator(self.dialect)
+
+# ------------------------------------------------------------ error mapping
+
+# SQLSTATE classes where PostgreSQL refuses the data itself: 22 data exception
+# (NUL byte, out of range, too long, bad encoding), 23 integrity constraint
+# violation, 54 program limit exceeded (e.g. an index row too large for a key).
+# psycopg files 54 under OperationalError, so the SQLSTATE decides, not the class.
+_PG_REJECTED_CLASSES = frozenset({"22", "23", "54"})
+# sqlite3 reports schema mistakes as OperationalError too; those are not outages.
+_SQLITE_SCHEMA_ERRORS = ("no such table", "no such column", "has no column", "syntax error")
 
 
-class _ErrorTranslator:
-    """Context manager turning SQLAlchemy errors into the project's SinkError types."""
+def classify_error(error: BaseException) -> type[SinkError] | None:
+    """Which :class:`SinkError` a failed write is; the one place that maps SQLAlchemy,
+    psycopg and sqlite3 exceptions.
 
-    # SQLite reports schema mistakes as OperationalError too; those are not outages.
-    _SQLITE_SCHEMA_ERRORS = ("no such table", "no such column", "has no column", "syntax error")
-
-    def __init__(self, dialect: str) -> None:
-        self._dialect = dialect
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, error: BaseException | None, tb: Any) -> None:
-        if isinstance(error, psycopg.Error):
-            # The PostgreSQL hot path (bulk.py) talks to psycopg directly, so its
-            # errors arrive without SQLAlchemy's wrapping.
-            if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
-                raise SinkUnavailableError(f"SQL store unreachable: {error}") from error
-            raise SinkError(f"SQL store rejected the batch: {error}") from error
-        if error is None or not isinstance(error, exc.SQLAlchemyError):
-            return
-        if isinstance(error, exc.OperationalError | exc.InterfaceError) and not (
-            self._dialect == "sqlite"
-            and any(text in str(error.orig) for text in self._SQLITE_SCHEMA_ERRORS)
+    - :class:`SinkRejectedError`: the database (or the driver, binding a value)
+      refuses this data; writing it again can never succeed.
+    - :class:`SinkUnavailableError`: the database is down, unreachable, locked,
+      out of resources, or aborted the transaction (deadlock); retry as is.
+    - :class:`SinkError`: neither (a missing table, a revoked permission); retry.
+    - ``None``: not a database error at all; let it propagate unchanged.
+    """
+    if isinstance(error, exc.StatementError):  # DBAPIError included
+        if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+            return SinkUnavailableError
+        if error.orig is None:
+            return SinkError
+        if isinstance(error.orig, TypeError):
+            # A bind processor refusing a value (e.g. SQLite's DateTime given a str).
+            return SinkRejectedError
+        return classify_error(error.orig) or SinkError
+    if isinstance(error, exc.DisconnectionError | exc.TimeoutError):
+        return SinkUnavailableError
+    if isinstance(error, exc.SQLAlchemyError):
+        return SinkError
+    if isinstance(error, psycopg.Error):
+        if isinstance(error, psycopg.DataError | psycopg.IntegrityError) or (
+            (error.sqlstate or "")[:2] in _PG_REJECTED_CLASSES
         ):
-            raise SinkUnavailableError(f"SQL store unreachable: {error.orig}") from error
-        detail = getattr(error, "orig", None) or error
-        raise SinkError(f"SQL store rejected the batch: {detail}") from error
+            return SinkRejectedError
+        if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+            return SinkUnavailableError
+        return SinkError
+    if isinstance(error, sqlite3.Error):
+        if isinstance(error, sqlite3.IntegrityError | sqlite3.DataError):
+            return SinkRejectedError
+        text = str(error)
+        if "Error binding parameter" in text:
+            return SinkRejectedError
+        if isinstance(error, sqlite3.OperationalError | sqlite3.InterfaceError) and not any(
+            schema_error in text for schema_error in _SQLITE_SCHEMA_ERRORS
+        ):
+            return SinkUnavailableError
+        return SinkError
+    if isinstance(error, OverflowError | ValueError):
+        # Raised while a driver binds a value (sqlite3: an int over 2**63 - 1; an
+        # unpaired surrogate in a str): the record is at fault.
+        return SinkRejectedError
+    return None
+
+
+_MESSAGES: dict[type[SinkError], str] = {
+    SinkRejectedError: "SQL store rejected the data",
+    SinkUnavailableError: "SQL store unreachable",
+    SinkError: "SQL store failed the batch",
+}
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Re-raise a database failure as the :class:`SinkError` :func:`classify_error` names."""
+    try:
+        yield
+    except Exception as error:
+        kind = classify_error(error)
+        if kind is None:
+            raise
+        cause = getattr(error, "orig", None) or error
+        raise kind(f"{_MESSAGES[kind]}: {type(cause).__name__}: {cause}") from error
 
 
 def _create_engine(url: str) -> Engine:
@@ -234,7 +297,7 @@ def dump_tables(url: str) -> dict[str, list[dict[str, Any]]]:
     columns such as ``updated_at`` left out)."""
     engine = _create_engine(url)
     try:
-        with _ErrorTranslator(engine.dialect.name), engine.connect() as conn:
+        with translate_errors(), engine.connect() as conn:
             dump: dict[str, list[dict[str, Any]]] = {}
             for name, table in sorted(Base.metadata.tables.items()):
                 columns = [c for c in table.columns if c.name not in VOLATILE_COLUMNS]

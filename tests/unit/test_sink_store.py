@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, inspect
 
 from pipeline.core.records import ContactSummary, JourneySignal, LateEvent, SessionRecord, SlaEvent
-from pipeline.errors import SinkError, SinkUnavailableError
+from pipeline.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from pipeline.sink.migrate import upgrade
 from pipeline.sink.pseudonym import Pseudonymizer
-from pipeline.sink.store import SqlStore, dump_tables
+from pipeline.sink.store import SqlStore, classify_error, dump_tables
 
 T0 = 1_772_438_400_000  # 2026-03-02T08:00:00Z
 MINUTE = 60_000
@@ -160,8 +162,100 @@ def test_pseudonymisation_replaces_customer_ids_everywhere(tmp_path: Path) -> No
 
 
 def test_unknown_output_name_is_rejected_as_sink_error(store: SqlStore) -> None:
-    with pytest.raises(SinkError, match="no table"):
+    with pytest.raises(SinkRejectedError, match="no table"):
         store.write([("weather", {})])
+
+
+def test_record_missing_a_field_is_rejected(store: SqlStore) -> None:
+    name, record = contact("c1", "chat", T0, "resolved", 5.0)
+    del record["customer_id"]
+    with pytest.raises(SinkRejectedError, match="contact record cannot be stored"):
+        store.write([(name, record)])
+
+
+def test_integer_sqlite_cannot_bind_is_rejected_and_stores_nothing(store: SqlStore) -> None:
+    """sqlite3 raises a bare OverflowError for an int over 2**63 - 1: the record
+    is at fault, so it must not look like an outage (which would be retried forever)."""
+    name, record = contact("c1", "chat", T0, "resolved", 5.0)
+    good = contact("c2", "chat", T0, "resolved", 5.0)
+    with pytest.raises(SinkRejectedError, match="OverflowError"):
+        store.write([good, (name, {**record, "events": 2**63})])
+    assert dump_tables(store.url)["contacts"] == []
+
+
+def test_timestamp_beyond_the_datetime_range_is_rejected(store: SqlStore) -> None:
+    name, record = contact("c1", "chat", T0, "resolved", 5.0)
+    with pytest.raises(SinkRejectedError, match="OverflowError"):
+        store.write([(name, {**record, "started_at": 2**62})])
+
+
+def test_locked_sqlite_database_is_unavailable_not_rejected(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/locked.db"
+    SqlStore(url).create_schema()
+    # A short busy timeout, so the test does not wait out sqlite3's default 5 s.
+    locked = SqlStore(f"{url}?timeout=0.1")
+    holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(SinkUnavailableError, match="locked"):
+            locked.write([session()])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    locked.write([session()])
+    locked.dispose()
+    assert [row["session_id"] for row in dump_tables(url)["sessions"]] == ["s1"]
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (psycopg.errors.CharacterNotInRepertoire("invalid byte sequence: 0x00"), SinkRejectedError),
+        (psycopg.errors.NumericValueOutOfRange("integer out of range"), SinkRejectedError),
+        (psycopg.errors.StringDataRightTruncation("value too long"), SinkRejectedError),
+        (psycopg.errors.NotNullViolation("null value in column"), SinkRejectedError),
+        (psycopg.errors.CheckViolation("violates check constraint"), SinkRejectedError),
+        (psycopg.errors.ProgramLimitExceeded("index row size exceeds maximum"), SinkRejectedError),
+        (psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"),
+         SinkRejectedError),
+        (OverflowError("int too big to convert"), SinkRejectedError),
+        (ValueError("surrogates not allowed"), SinkRejectedError),
+        (psycopg.OperationalError("connection refused"), SinkUnavailableError),
+        (psycopg.errors.AdminShutdown("terminating connection"), SinkUnavailableError),
+        (psycopg.errors.DeadlockDetected("deadlock detected"), SinkUnavailableError),
+        (psycopg.errors.LockNotAvailable("could not obtain lock"), SinkUnavailableError),
+        (psycopg.errors.DiskFull("could not extend file"), SinkUnavailableError),
+        (psycopg.InterfaceError("the connection is closed"), SinkUnavailableError),
+        (psycopg.errors.InsufficientPrivilege("permission denied"), SinkError),
+        (psycopg.errors.UndefinedTable("relation does not exist"), SinkError),
+    ],
+)  # fmt: skip
+def test_driver_errors_map_to_rejected_unavailable_or_plain_sink_errors(
+    error: Exception, expected: type[SinkError]
+) -> None:
+    """Rejected: this data (dead-letter it). Unavailable: the database (retry).
+    Plain SinkError: neither (schema, permissions): retried, never dead-lettered."""
+    assert classify_error(error) is expected
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (sqlite3.OperationalError("database is locked"), SinkUnavailableError),
+        (sqlite3.OperationalError("disk I/O error"), SinkUnavailableError),
+        (sqlite3.OperationalError("no such table: contacts"), SinkError),
+        (sqlite3.IntegrityError("NOT NULL constraint failed: contacts.customer_id"),
+         SinkRejectedError),
+        (sqlite3.DataError("string or blob too big"), SinkRejectedError),
+        (sqlite3.ProgrammingError("Error binding parameter 8: type 'dict' is not supported"),
+         SinkRejectedError),
+        (OverflowError("Python int too large to convert to SQLite INTEGER"), SinkRejectedError),
+    ],
+)  # fmt: skip
+def test_sqlite_errors_map_to_rejected_unavailable_or_plain_sink_errors(
+    error: Exception, expected: type[SinkError]
+) -> None:
+    assert classify_error(error) is expected
 
 
 def test_unreachable_database_raises_sink_unavailable() -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from pipeline.errors import SinkError, SinkUnavailableError
+from pipeline.errors import SinkRejectedError, SinkUnavailableError
 from pipeline.sink.bench import generate_records
+from pipeline.sink.isolate import write_isolating
 from pipeline.sink.store import SqlStore, dump_tables
 from tests.unit.test_sink_store import T0, contact, sample_batch, session
 
@@ -46,6 +47,43 @@ def test_open_session_after_final_does_not_overwrite_it_on_postgres(pg_database_
     store.dispose()
     [row] = dump_tables(pg_database_url)["sessions"]
     assert (row["status"], row["version"]) == ("final", 3)
+
+
+@pytest.mark.parametrize("field", ["contact_id", "topic"])
+def test_nul_character_in_text_is_rejected_not_unavailable_on_postgres(
+    pg_database_url: str, field: str
+) -> None:
+    """PostgreSQL text cannot hold NUL: 'invalid byte sequence for encoding "UTF8": 0x00'."""
+    store = SqlStore(pg_database_url)
+    store.create_schema()
+    name, record = contact("c1", "chat", T0, "resolved", 5.0)
+    with pytest.raises(SinkRejectedError, match="0x00"):
+        store.write([(name, {**record, field: "c\x00" + record[field]})])
+    store.dispose()
+    assert dump_tables(pg_database_url)["contacts"] == []
+
+
+def test_bisecting_stores_every_record_but_the_refused_ones_on_postgres(
+    pg_database_url: str, tmp_path: Path
+) -> None:
+    """The tables then equal those of a database given only the good records."""
+    batch = [contact(f"c{i:02}", "chat", T0 + i * 60_000, "resolved", 5.0) for i in range(12)]
+    name, record = batch[2]
+    batch[2] = (name, {**record, "topic": "lo\x00an"})
+    name, record = batch[9]
+    batch[9] = (name, {**record, "events": 2**40})  # out of an INTEGER's range
+    store = SqlStore(pg_database_url)
+    store.create_schema()
+    outcome = write_isolating(store, batch)
+    store.dispose()
+
+    assert [rejected.index for rejected in outcome.rejected] == [2, 9]
+    assert ["0x00" in str(rejected.error) for rejected in outcome.rejected] == [True, False]
+    assert "out of range" in str(outcome.rejected[1].error)
+    sqlite_url = f"sqlite:///{tmp_path}/good.db"
+    _write_batches(sqlite_url, [[item for i, item in enumerate(batch) if i not in (2, 9)]])
+    assert dump_tables(pg_database_url) == dump_tables(sqlite_url)
+    assert len(dump_tables(pg_database_url)["contacts"]) == 10
 
 
 def test_write_during_outage_is_unavailable_and_succeeds_after_restart(
@@ -158,17 +196,17 @@ def test_out_of_range_integer_is_rejected_not_truncated_on_postgres(pg_database_
     store = SqlStore(pg_database_url)
     store.create_schema()
     name, record = contact("c1", "chat", T0, "resolved", 5.0)
-    with pytest.raises(SinkError, match="out of range"):
+    with pytest.raises(SinkRejectedError, match="out of range"):
         store.write([(name, {**record, "events": 2**40})])
     store.dispose()
     assert dump_tables(pg_database_url)["contacts"] == []
 
 
-def test_field_of_the_wrong_type_is_a_sink_error_on_postgres(pg_database_url: str) -> None:
+def test_field_of_the_wrong_type_is_rejected_on_postgres(pg_database_url: str) -> None:
     store = SqlStore(pg_database_url)
     store.create_schema()
     name, record = contact("c1", "chat", T0, "resolved", 5.0)
-    with pytest.raises(SinkError, match="contacts row cannot be stored"):
+    with pytest.raises(SinkRejectedError, match="contacts row cannot be stored"):
         store.write([(name, {**record, "events": "5"})])
     store.write([(name, record)])
     store.dispose()
