@@ -20,6 +20,7 @@ loses nor duplicates a record within the producer session.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +30,7 @@ from pipeline.contract.event import InteractionEvent
 from pipeline.contract.jsonform import read_events
 from pipeline.contract.validate import validate
 from pipeline.errors import ContractError, DeliveryError
-from pipeline.settings import ChannelRegistry
+from pipeline.settings import ChannelRegistry, LimitSettings
 
 
 class SendClient(Protocol):
@@ -63,6 +64,11 @@ def kafka_client(bootstrap_servers: str, client_id: str, **overrides: Any) -> Se
 class EventProducer:
     """Validates, encodes and sends events; collects delivery failures for ``flush``."""
 
+    #: Refuse events dated further than this ahead of the wall clock. The default
+    #: is ``limits.max_future_skew``'s; a producer set for a worker with a tighter
+    #: limit sets this attribute to that limit in milliseconds.
+    max_future_ms: int = round(LimitSettings().max_future_skew_seconds * 1000)
+
     def __init__(
         self,
         bootstrap_servers: str,
@@ -86,9 +92,16 @@ class EventProducer:
     def send(self, event: InteractionEvent) -> Any:
         """Validate and send ``event``; returns the client's future.
 
-        Raises :class:`ValidationError` (naming the field) before anything is sent.
+        Raises :class:`ValidationError` (naming the field) before anything is sent,
+        also for an event dated more than ``max_future_ms`` after this machine's
+        wall clock: the worker would dead-letter it (``limits.max_future_skew``).
         """
-        validate(event, self.channels)
+        validate(
+            event,
+            self.channels,
+            now_ms=time.time_ns() // 1_000_000,
+            max_future_ms=self.max_future_ms,
+        )
         return self._send(event.customer_id.encode("utf-8"), self.codec.encode(event))
 
     def send_raw(self, key: bytes | None, value: bytes) -> Any:

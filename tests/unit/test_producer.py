@@ -108,3 +108,46 @@ def test_produce_file_sends_valid_lines_and_reports_bad_ones(tmp_path):
         (3, "ValidationError", "channel"),
     ]
     assert len(client.sent) == 1
+
+
+# -- the future-skew rule before sending (issue 12) -------------------------------------
+
+
+def _wall_ms() -> int:
+    from time import time_ns  # imported here to keep this block self-contained
+
+    return time_ns() // 1_000_000
+
+
+def test_the_producer_refuses_an_event_too_far_ahead_of_its_wall_clock_and_sends_nothing():
+    client = FakeClient()
+    producer = _producer(client)
+    ahead = dataclasses.replace(EVENT, occurred_at=_wall_ms() + 300_000 + 60_000)
+    with pytest.raises(ValidationError) as caught:
+        producer.send(ahead)
+    assert caught.value.field == "occurred_at"
+    assert "over limits.max_future_skew (300 s)" in str(caught.value)
+    assert client.sent == []
+
+
+def test_the_producer_refuses_an_event_dated_2099_12_31():
+    client = FakeClient()
+    with pytest.raises(ValidationError, match=r"^occurred_at: 2099-12-31T00:00:00\.000"):
+        _producer(client).send(dataclasses.replace(EVENT, occurred_at=4_102_358_400_000))
+    assert client.sent == []
+
+
+def test_an_event_dated_now_is_sent():
+    client = FakeClient()
+    _producer(client).send(dataclasses.replace(EVENT, occurred_at=_wall_ms()))
+    assert len(client.sent) == 1
+
+
+def test_the_producer_skew_defaults_to_the_settings_default_and_can_be_tightened():
+    assert EventProducer.max_future_ms == 300_000
+    client = FakeClient()
+    producer = _producer(client)
+    producer.max_future_ms = 10_000
+    with pytest.raises(ValidationError, match=r"over limits.max_future_skew \(10 s\)"):
+        producer.send(dataclasses.replace(EVENT, occurred_at=_wall_ms() + 60_000))
+    assert client.sent == []
