@@ -8,15 +8,22 @@
 # Trust authentication, listening on 127.0.0.1 only, unix sockets in DATA_DIR.
 # Installs Debian's postgresql package when no server binaries exist. Idempotent:
 # start on a running server and stop on a stopped one succeed.
+#
+# PORT defaults to the one DATA_DIR's server last started on (DATA_DIR/port),
+# else 55432. When PORT is in use, start exits with status 3 and says so, so a
+# caller that picked a free port (the test fixtures) can pick another.
 set -euo pipefail
+
+PORT_IN_USE=3
 
 usage() { echo "usage: $0 start|stop|url DATA_DIR [PORT]" >&2; exit 2; }
 [[ $# -ge 2 ]] || usage
 action=$1
 data_dir=$(realpath -m "$2")
-port=${3:-55432}
+port=${3:-$(cat "$data_dir/port" 2>/dev/null || echo 55432)}
+[[ $port =~ ^[0-9]+$ ]] || { echo "PORT must be a number, got '$port'" >&2; exit 2; }
 cluster="$data_dir/cluster"
-url="postgresql+psycopg://postgres@127.0.0.1:${port}/cxstream"
+url() { echo "postgresql+psycopg://postgres@127.0.0.1:${port}/cxstream"; }
 
 find_bin_dir() {
     local dir
@@ -59,15 +66,34 @@ local all all trust
 host  all all 127.0.0.1/32 trust
 HBA
     fi
-    if ! is_running; then
-        as_postgres "$bin_dir/pg_ctl" -D "$cluster" -l "$data_dir/server.log" -w -t 60 \
-            -o "-p $port -k $data_dir -c listen_addresses=127.0.0.1" start >&2
+    if is_running; then
+        # Already up: on the port it started on, whatever PORT says.
+        port=$(cat "$data_dir/port" 2>/dev/null || echo "$port")
+    else
+        # Something listening there already (bash connects to it): refuse early.
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "port $port is in use" >&2
+            exit "$PORT_IN_USE"
+        fi
+        local log="$data_dir/server.log" logged=0
+        [[ -f $log ]] && logged=$(stat -c %s "$log")
+        if ! as_postgres "$bin_dir/pg_ctl" -D "$cluster" -l "$log" -w -t 60 \
+            -o "-p $port -k $data_dir -c listen_addresses=127.0.0.1" start >&2; then
+            # Bound but not listening yet, or taken in the meantime: the server
+            # log of this attempt says so.
+            if tail -c +$((logged + 1)) "$log" 2>/dev/null | grep -q "Address already in use"; then
+                echo "port $port is in use" >&2
+                exit "$PORT_IN_USE"
+            fi
+            exit 1
+        fi
+        echo "$port" >"$data_dir/port"
     fi
     local psql=("$bin_dir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qtAX)
     if [[ -z $("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = 'cxstream'") ]]; then
         "${psql[@]}" -c "CREATE DATABASE cxstream" >&2
     fi
-    echo "$url"
+    url
 }
 
 stop() {
@@ -80,6 +106,6 @@ stop() {
 case "$action" in
     start) start ;;
     stop) stop ;;
-    url) echo "$url" ;;
+    url) url ;;
     *) usage ;;
 esac

@@ -8,18 +8,21 @@ Registered from ``tests/conftest.py``, so every test module can use the fixtures
   dropped after the test.
 
 ``CXSTREAM_TEST_POSTGRES_URL`` points the tests at an existing server; otherwise
-``deploy/postgres/local-postgres.sh`` starts one in a temporary folder for the
-session (only when a test requests one of these fixtures).
+:func:`start_local_postgres` starts one for the session (only when a test requests
+one of these fixtures): on a free port it picks, in a temporary folder of its
+own that is removed afterwards, so a developer's own server or a second test
+session holding some port disturbs nothing.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,24 +31,76 @@ import pytest
 from sqlalchemy import make_url
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "postgres" / "local-postgres.sh"
-PORT = "55433"  # not the script's default, so a developer's own server is left alone
+#: local-postgres.sh's exit status when the port it was given is taken.
+PORT_IN_USE = 3
+#: Ports tried before giving up: each is free when picked, so only races use more.
+PORT_ATTEMPTS = 5
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the kernel's pick for port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass
 class PostgresServer:
-    """The session's server; ``data_dir`` is None when it is external (not ours to stop)."""
+    """A test server; ``data_dir`` is None when it is external (not ours to stop)."""
 
     url: str
     data_dir: str | None
+    port: int | None = None
 
     def stop(self) -> None:
+        """Stop the server (fast mode); ``start()`` brings it back on the same port."""
         assert self.data_dir is not None, "cannot stop an external server"
-        subprocess.run([str(SCRIPT), "stop", self.data_dir, PORT], check=True)
+        subprocess.run([str(SCRIPT), "stop", self.data_dir], check=True)
 
     def start(self) -> None:
+        """Start it again after ``stop()``: same port, so ``url`` stays valid."""
         assert self.data_dir is not None, "cannot start an external server"
-        subprocess.run([str(SCRIPT), "start", self.data_dir, PORT], check=True, text=True,
-                       stdout=subprocess.PIPE)  # fmt: skip
+        subprocess.run([str(SCRIPT), "start", self.data_dir, str(self.port)], check=True,
+                       text=True, stdout=subprocess.PIPE)  # fmt: skip
+
+    def remove(self) -> None:
+        """Stop the server and delete its folder."""
+        assert self.data_dir is not None, "cannot remove an external server"
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def start_local_postgres(
+    prefix: str = "cxstream-pg-", *, pick_port: Callable[[], int] = free_port
+) -> PostgresServer:
+    """Start a server of its own on a free port; the caller ``remove()``s it.
+
+    A port free when picked can be taken before the server binds it; the script
+    then exits with PORT_IN_USE and another port is tried.
+    """
+    # Not pytest's tmp_path: its parents are private to root, and the server runs
+    # as the postgres user, which must reach the folder.
+    server = PostgresServer(url="", data_dir=tempfile.mkdtemp(prefix=prefix))
+    assert server.data_dir is not None
+    try:
+        for _ in range(PORT_ATTEMPTS):
+            port = pick_port()
+            result = subprocess.run(
+                [str(SCRIPT), "start", server.data_dir, str(port)],
+                text=True,
+                capture_output=True,
+            )
+            if result.returncode == 0:
+                server.url, server.port = result.stdout.strip().splitlines()[-1], port
+                return server
+            if result.returncode != PORT_IN_USE:
+                raise RuntimeError(f"local-postgres.sh start failed:\n{result.stderr}")
+        raise RuntimeError(f"no free port for PostgreSQL after {PORT_ATTEMPTS} attempts")
+    except BaseException:
+        server.remove()
+        raise
 
 
 @pytest.fixture(scope="session")
@@ -54,18 +109,11 @@ def postgres_server() -> Iterator[PostgresServer]:
     if external:
         yield PostgresServer(url=external, data_dir=None)
         return
-    # Not pytest's tmp_path: its parents are private to root, and the server runs
-    # as the postgres user, which must reach the folder.
-    data_dir = tempfile.mkdtemp(prefix="cxstream-pg-")
-    result = subprocess.run(
-        [str(SCRIPT), "start", data_dir, PORT], check=True, text=True, stdout=subprocess.PIPE
-    )
-    server = PostgresServer(url=result.stdout.strip().splitlines()[-1], data_dir=data_dir)
+    server = start_local_postgres()
     try:
         yield server
     finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        server.remove()
 
 
 @pytest.fixture(scope="session")
