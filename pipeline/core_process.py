@@ -75,6 +75,9 @@ class BatchResult:
     #: True when the child process already sent ``outgoing`` and ``state`` to
     #: Kafka (``outgoing`` is then empty; ``state`` is for the worker's table).
     sent: bool = False
+    #: Where a record the broker refuses for good goes as a headers-only dead
+    #: letter (``agents/batch_send.py``); None: such a record fails the batch.
+    dead_letter_topic: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +213,7 @@ class CoreServer:
             latencies=latencies,
             records=count,
             gauges=handler.gauges(tick_partitions) if tick_partitions is not None else None,
+            dead_letter_topic=handler.dlq_topic,
         )
 
 

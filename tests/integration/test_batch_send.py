@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import AIOKafkaProducer
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
 
-from agents.batch_send import BatchSender, Record
+from agents.batch_send import BatchSender, Record, send_result
+from pipeline.core_process import BatchResult
+from pipeline.dlq import parse_dead_letter_headers
+from pipeline.metrics import LatencyCounts
 from tests.integration.worker_harness import read_topic
 
 
@@ -64,3 +68,50 @@ def test_order_headers_and_tombstones_survive_across_many_batches(
     headers = {r.key: dict(r.headers) for r in stored}
     assert headers[b"k7"] == {"n": b"7"}
     assert next(r.value for r in stored if r.key == b"gone") is None
+
+
+def test_a_record_the_broker_refuses_as_too_large_becomes_a_dead_letter_and_the_rest_lands(
+    kafka_bootstrap: str, make_topics, unique_prefix: str
+) -> None:
+    (dlq,) = make_topics("dlq")
+    small = f"{unique_prefix}.small-messages"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        # The broker refuses any batch over 20 kB on this topic (MESSAGE_TOO_LARGE).
+        admin.create_topics([NewTopic(small, 1, 1, topic_configs={"max.message.bytes": "20000"})])
+    finally:
+        admin.close()
+    outgoing: list[Record] = [
+        (small, 0, b"before", b"a" * 100, None, ()),
+        (small, 0, b"huge", b"h" * 50_000, None, ()),
+        (small, 0, b"after", b"b" * 100, None, ()),
+    ]
+    result = BatchResult(
+        outgoing=outgoing,
+        state={},
+        metrics=[],
+        latencies=LatencyCounts(),
+        records=3,
+        dead_letter_topic=dlq,
+    )
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            await send_result(BatchSender(producer), result, "unused-changelog")
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+    assert [r.key for r in read_topic(kafka_bootstrap, small)] == [b"before", b"after"]
+    (letter,) = read_topic(kafka_bootstrap, dlq)
+    reason = parse_dead_letter_headers(letter.headers)
+    assert letter.value is None
+    assert (reason["cx.dlq.stage"], reason["cx.dlq.error.class"]) == (
+        "send",
+        "MessageSizeTooLargeError",
+    )
+    assert (reason["cx.dlq.target.topic"], reason["cx.dlq.value.bytes"]) == (small, "50000")
+    assert result.metrics == [("dead_letter", ("send", "MessageSizeTooLargeError"))]
