@@ -5,6 +5,12 @@ An end-of-input marker tells the stream core that a partition's input has ended
 session and fires the SLA clocks up to the latest event time seen, exactly as
 ``cxstream replay`` does at the end of its file. It is a record with the header
 ``cx-control: end-of-input`` and no value, sent to every partition explicitly.
+
+A worker honours it only with ``worker.control_records: true`` (a backfill's or
+a test's worker); with the default ``false`` any producer allowed to write the
+input topic could close every session of a partition, so the marker is
+dead-lettered (stage ``control``) and changes nothing. Live deployments keep it
+off and protect the input topic with ACLs (docs/architecture.md).
 """
 
 from __future__ import annotations

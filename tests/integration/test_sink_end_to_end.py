@@ -109,7 +109,13 @@ def dedicated_postgres() -> Iterator[DedicatedPostgres]:
 def stream_config(kafka_bootstrap: str, unique_prefix: str) -> dict:
     return {
         "kafka": {"bootstrap": kafka_bootstrap, "topic_prefix": unique_prefix},
-        "worker": {"clock": "stream", "batch_size": 200, "session_update_seconds": 0.2},
+        "worker": {
+            "clock": "stream",
+            "batch_size": 200,
+            "session_update_seconds": 0.2,
+            # The tests end the input with end-of-input control records.
+            "control_records": True,
+        },
         "sql": {"batch_size": 200, "batch_seconds": 0.5},
     }
 

@@ -54,6 +54,8 @@ def stream_config(kafka_bootstrap: str, unique_prefix: str, request: pytest.Fixt
             "batch_size": 200,
             "session_update_seconds": 0.2,
             "core_process": core_process,
+            # The tests end the input with end-of-input control records.
+            "control_records": True,
         },
     }
 
