@@ -41,11 +41,20 @@ def test_malformed_records_read_back_from_the_dlq_with_reason(kafka_bootstrap, m
             )
 
     records = consume_all(kafka_bootstrap, topic, expected=3)
-    assert [(r.key, r.value, r.timestamp) for r in records] == [
-        (key, value, 1_772_439_000_000 + offset)
+    headers = [parse_dead_letter_headers(r.headers) for r in records]
+    # Keyed by source topic/partition/offset; the record's own key is a header.
+    assert [
+        (r.key, h["cx.dlq.source.key"], r.value, r.timestamp)
+        for r, h in zip(records, headers, strict=True)
+    ] == [
+        (
+            f"cx.interactions/2/{100 + offset}".encode(),
+            key.decode(),
+            value,
+            1_772_439_000_000 + offset,
+        )
         for offset, (key, (value, _)) in enumerate(MALFORMED.items())
     ]
-    headers = [parse_dead_letter_headers(r.headers) for r in records]
     assert [(h["cx.dlq.stage"], h["cx.dlq.error.class"]) for h in headers] == [
         ("decode", error_class) for _, error_class in MALFORMED.values()
     ]
