@@ -154,6 +154,7 @@ def test_a_tick_reports_the_gauges_of_the_partitions_it_advanced() -> None:
 
     assert isinstance(result, BatchResult)
     assert result.records == 500
+    assert result.dead_letter_topic == "t.dlq"  # where a record the broker refuses goes
     assert result.gauges is not None and set(result.gauges) == {0, 1}
     assert result.gauges[0].open_sessions > 0
     assert result.gauges[0].clock_ms is not None
