@@ -24,6 +24,7 @@ position, so nothing is processed twice.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import subprocess
 import sys
 import time
@@ -31,22 +32,30 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import psycopg
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError
 from sqlalchemy import make_url
 
+from pipeline.contract.codec import HEADER_LENGTH
 from pipeline.contract.jsonform import event_to_json_line
+from pipeline.contract.schemas import load_versions
 from pipeline.control import send_end_of_input
 from pipeline.dlq import (
     ERROR_MESSAGE,
+    SOURCE_KEY,
     SOURCE_OFFSET,
     SOURCE_PARTITION,
     STAGE,
+    TRUNCATED,
+    VALUE_BYTES,
+    VALUE_SHA256,
     parse_dead_letter_headers,
 )
 from pipeline.settings import Settings, build_settings
@@ -369,6 +378,25 @@ def run(
 # ------------------------------------------------------------------ the tests
 
 
+def test_the_corpus_holds_every_case_and_its_enum_index_is_really_negative() -> None:
+    """The corpus itself, without a broker: every named case is built, and the
+    hand-built enum index is one plain fastavro reads as a real symbol."""
+    items = list(generate(SimulatorConfig(customers=20, count=200, seed=12)))
+    corpus = build_corpus([i.event for i in items if i.event is not None], partitions=6)
+    names = {r.name for r in corpus}
+    assert {n for n in names if n in DEAD_LETTER_CASES} == set(DEAD_LETTER_CASES) - {
+        "simulator-malformed"
+    }
+    assert [r.partition for r in corpus if r.name == "forged-end-of-input"] == list(range(6))
+    (negative,) = (r for r in corpus if r.name == "negative-enum-index-in-type")
+    assert negative.value is not None
+    (version,) = load_versions("interaction_event")
+    body = BytesIO(negative.value[HEADER_LENGTH:])
+    record = fastavro.schemaless_reader(body, version.schema, None)
+    assert record["type"] == "agent_reply"
+    assert len(next(r for r in corpus if r.name == "undecodable-1mib").value or b"") == ONE_MIB
+
+
 def test_the_worker_and_the_sink_stay_up_and_consume_everything(run: AdversarialRun) -> None:
     assert run.problems == [], "\n\n".join(run.problems)
     assert run.alive == {"worker": True, "sink": True}
@@ -401,7 +429,29 @@ def test_each_bad_record_is_dead_lettered_once_under_its_source_position_with_it
             wrong.append(f"{key.decode()}: stage {stages}, expected {DEAD_LETTER_CASES[case]}")
         if "" in messages:
             wrong.append(f"{key.decode()}: dead letter without a reason")
+        source_keys = {h.get(SOURCE_KEY) for h in letters}
+        if record.record.key is not None and source_keys != {record.record.key.decode()}:
+            wrong.append(f"{key.decode()}: original key {source_keys}, sent {record.record.key!r}")
     assert wrong == [], f"{len(wrong)} of {len(sent)} {case} records:\n" + "\n".join(wrong)
+
+
+def test_the_1_mib_dead_letter_is_cut_to_the_record_limit_and_says_so(
+    run: AdversarialRun,
+) -> None:
+    (sent,) = run.of_case("undecodable-1mib")
+    assert sent.record.value is not None
+    letters = [r for r in run.dead_letters if r.key == sent.dead_letter_key(run.topic)]
+    assert letters, "the 1 MiB record is not in the DLQ"
+    headers = parse_dead_letter_headers(letters[0].headers)
+    assert (headers.get(TRUNCATED), headers.get(VALUE_BYTES), headers.get(VALUE_SHA256)) == (
+        "value",
+        str(ONE_MIB),
+        hashlib.sha256(sent.record.value).hexdigest(),
+    )
+    assert sent.record.value.startswith(letters[0].value or b"")
+    size = len(letters[0].key or b"") + len(letters[0].value or b"")
+    size += sum(len(name) + len(value or b"") for name, value in letters[0].headers)
+    assert size <= run.settings.limits.max_record_bytes
 
 
 def test_no_dead_letter_key_carries_two_different_reasons(run: AdversarialRun) -> None:
