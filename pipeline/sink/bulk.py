@@ -2,7 +2,7 @@
 
 Per batch: ``COPY`` each table's row tuples into its temporary staging table,
 then send one string of statements: per base table one ``INSERT ... SELECT ... ON
-CONFLICT DO UPDATE`` (with the session precedence rule in its ``WHERE``), and
+CONFLICT DO UPDATE`` (with the version rule of sessions and contacts in its ``WHERE``), and
 then the channel_stats re-derivation (:func:`pipeline.sink.stats.recompute_touched_sql`).
 
 For a table that feeds channel_stats, the upsert is wrapped in one statement
@@ -51,7 +51,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 
 from pipeline.errors import SinkRejectedError
-from pipeline.sink.models import Base, session_wins_sql
+from pipeline.sink.models import Base, row_wins_sql
 from pipeline.sink.stats import (
     SOURCES_BY_TABLE,
     TOUCHED_DDL_POSTGRES,
@@ -100,11 +100,8 @@ def _insert_sql(table: Table, returning: tuple[str, ...] = ()) -> str:
             if name not in keys and name not in _WRITE_TIME_COLUMNS
         )
     )
-    where = (
-        and_(session_wins_sql(table, stmt.excluded), changed)
-        if table.name == "sessions"
-        else changed
-    )
+    wins = row_wins_sql(table, stmt.excluded)
+    where = changed if wins is None else and_(wins, changed)
     stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=where)
     final = stmt.returning(*(table.c[name] for name in returning)) if returning else stmt
     return str(final.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
@@ -126,7 +123,7 @@ def upsert_sql(table: Table) -> str:
         # never a hash join over the whole base table when the stage looks big.
         f"WHERE b.{key} = ANY(ARRAY(SELECT {key} FROM {stage})) FOR UPDATE OF b), "
         f"up AS ({_insert_sql(table, (key, *columns))}), "
-        # Rows the upsert left alone (equal, or a session that lost) keep their
+        # Rows the upsert left alone (equal, or an older version that lost) keep their
         # buckets: only written rows move counts, from where they were to where they are.
         f"placed AS (SELECT {listed} FROM old WHERE {key} IN (SELECT {key} FROM up) "
         f"UNION ALL SELECT {listed} FROM up) " + touched_sql(table.name, "placed")

@@ -1,7 +1,7 @@
 """In-memory double of the SQL store, for unit tests of its callers.
 
 It follows the same contract as :class:`pipeline.sink.store.SqlStore`: rows are
-kept per table and natural key, the session precedence rule applies, a batch is
+kept per table and natural key, the version rules of sessions and contacts apply, a batch is
 all-or-nothing, and ``fail_next`` lets a test simulate an outage.
 """
 
@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.errors import SinkError
-from pipeline.sink.models import session_wins
+from pipeline.sink.models import ROW_WINS
 from pipeline.sink.pseudonym import Pseudonymizer
 from pipeline.sink.rows import Batch, rows_by_table
 from pipeline.sink.store import WriteResult
@@ -40,7 +40,8 @@ class InMemorySink:
             stored = self.tables.setdefault(table_name, {})
             for key, row in rows.items():
                 old = stored.get(key)
-                if table_name == "sessions" and old is not None and not session_wins(row, old):
+                wins = ROW_WINS.get(table_name)
+                if old is not None and wins is not None and not wins(row, old):
                     continue
                 stored[key] = row
         self.batches.append(list(batch))

@@ -116,6 +116,9 @@ class ContactRow(Base):
     first_reply_business_seconds: Mapped[float | None] = mapped_column(Float)
     breached: Mapped[bool] = mapped_column(Boolean)
     events: Mapped[int] = mapped_column(Integer)
+    # The summary's version: a later summary of the contact replaces the row, a
+    # redelivered older one does not (contact_wins). 0: written before it existed.
+    version: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
         Index(None, "channel", "started_at"),
@@ -265,3 +268,26 @@ def session_wins_sql(current: Any, excluded: Any) -> Any:
             ),
         ),
     )
+
+
+def contact_wins(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+    """True when contact row ``new`` may replace ``old`` (same contact_id): a summary
+    of the same or a later version (a redelivery of the same one is harmless)."""
+    return bool(new["version"] >= old["version"])
+
+
+def contact_wins_sql(current: Any, excluded: Any) -> Any:
+    """SQL form of ``contact_wins(excluded, current)`` for ``ON CONFLICT ... WHERE``."""
+    return excluded.version >= current.c.version
+
+
+#: Tables whose rows carry a version, with the rule (Python, and SQL for the upsert's
+#: ``WHERE``) that says when a new row replaces the stored one; other tables: always.
+ROW_WINS = {"sessions": session_wins, "contacts": contact_wins}
+_ROW_WINS_SQL = {"sessions": session_wins_sql, "contacts": contact_wins_sql}
+
+
+def row_wins_sql(table: Table, excluded: Any) -> Any | None:
+    """The upsert's ``WHERE`` of ``table`` (None: a new row always replaces)."""
+    rule = _ROW_WINS_SQL.get(table.name)
+    return None if rule is None else rule(table, excluded)

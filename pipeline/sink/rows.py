@@ -18,6 +18,7 @@ from sqlalchemy import Table
 from pipeline.core.records import FALSE_RESOLUTION, SWITCH_FAILURE
 from pipeline.errors import SinkRejectedError
 from pipeline.sink.models import (
+    ROW_WINS,
     Base,
     ContactRow,
     FalseResolutionRow,
@@ -26,7 +27,6 @@ from pipeline.sink.models import (
     SlaEventRow,
     SwitchFailureRow,
     ms_to_utc,
-    session_wins,
 )
 from pipeline.sink.pseudonym import Pseudonymizer
 
@@ -81,6 +81,7 @@ def _contact_row(record: Record, now: datetime) -> Row:
         record.get("first_reply_business_seconds"),
         bool(record["breached"]),
         record["events"],
+        record.get("version", 0),
     )
 
 
@@ -140,7 +141,7 @@ _BUILDER_COLUMNS: dict[Builder, tuple[str, ...]] = {
     _contact_row: (
         "contact_id", "customer_id", "session_id", "channel", "started_at", "ended_at",
         "outcome", "topic", "first_reply_seconds", "first_reply_business_seconds",
-        "breached", "events",
+        "breached", "events", "version",
     ),
     _sla_row: (
         "sla_event_id", "kind", "customer_id", "contact_id", "channel", "policy", "metric",
@@ -171,7 +172,10 @@ _COLUMNS_BY_TABLE: dict[str, tuple[str, ...]] = {
 for _name, _columns in _COLUMNS_BY_TABLE.items():
     assert tuple(Base.metadata.tables[_name].columns.keys()) == _columns, _name
 
-_SESSION_COLUMNS = _BUILDER_COLUMNS[_session_row]
+_VERSIONED_COLUMNS = {
+    "sessions": _BUILDER_COLUMNS[_session_row],
+    "contacts": _BUILDER_COLUMNS[_contact_row],
+}
 
 
 def _pseudonymise(record: Record, pseudonymizer: Pseudonymizer | None) -> Record:
@@ -184,9 +188,10 @@ def _pseudonymise(record: Record, pseudonymizer: Pseudonymizer | None) -> Record
     return record
 
 
-def _session_replaces(new: Row, old: Row) -> bool:
-    named = [dict(zip(_SESSION_COLUMNS, row, strict=True)) for row in (new, old)]
-    return session_wins(*named)
+def _replaces(table_name: str, new: Row, old: Row) -> bool:
+    columns = _VERSIONED_COLUMNS[table_name]
+    named = [dict(zip(columns, row, strict=True)) for row in (new, old)]
+    return ROW_WINS[table_name](*named)
 
 
 def tuples_by_table(
@@ -194,8 +199,8 @@ def tuples_by_table(
 ) -> dict[str, dict[Any, Row]]:
     """Group a batch into table name -> primary key -> row tuple (table column order).
 
-    The last record per key wins, except for sessions, where
-    :func:`~pipeline.sink.models.session_wins` decides. Raises SinkRejectedError
+    The last record per key wins, except for versioned rows (sessions, contacts),
+    where :data:`~pipeline.sink.models.ROW_WINS` decides. Raises SinkRejectedError
     for an output name or signal kind the store does not know, or a record missing
     a field or holding a value no row can take.
     """
@@ -223,7 +228,11 @@ def tuples_by_table(
             rows = tables[table.name] = {}
         # Every primary key is the first column.
         key = row[0]
-        if table.name == "sessions" and key in rows and not _session_replaces(row, rows[key]):
+        if (
+            key in rows
+            and table.name in _VERSIONED_COLUMNS
+            and not _replaces(table.name, row, rows[key])
+        ):
             continue
         rows[key] = row
     return tables

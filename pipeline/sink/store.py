@@ -34,7 +34,7 @@ from sqlalchemy.dialects import sqlite
 from pipeline.errors import SinkError, SinkRejectedError, SinkUnavailableError
 from pipeline.sink import bulk
 from pipeline.sink.migrate import upgrade_connection
-from pipeline.sink.models import Base, session_wins_sql
+from pipeline.sink.models import Base, row_wins_sql
 from pipeline.sink.pseudonym import Pseudonymizer
 from pipeline.sink.rows import Batch, Record, rows_by_table, tuples_by_table
 from pipeline.sink.stats import (
@@ -164,7 +164,7 @@ class SqlStore:
         stmt = sqlite.insert(table)
         keys = [column.name for column in table.primary_key.columns]
         updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-        where = session_wins_sql(table, stmt.excluded) if table.name == "sessions" else None
+        where = row_wins_sql(table, stmt.excluded)
         stmt = stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=where)
         conn.execute(stmt, rows)
 
