@@ -93,7 +93,9 @@ def output_effect(record: OutputRecord) -> OutputEffect | None:
         if record.kind in (SLA_WARNING, SLA_BREACH, SLA_COMPLETED):
             return (record.kind, (record.channel, record.policy), 1)
     elif isinstance(record, ContactSummary):
-        if record.first_reply_seconds is not None:
+        # A contact's summary is sent again on every later change: its first
+        # reply counts on the one summary that first carries it.
+        if record.first_reply_new and record.first_reply_seconds is not None:
             return ("first_reply", (record.channel,), record.first_reply_seconds)
     elif isinstance(record, JourneySignal):
         if record.kind == SWITCH_FAILURE:
@@ -101,7 +103,8 @@ def output_effect(record: OutputRecord) -> OutputEffect | None:
         if record.kind == FALSE_RESOLUTION:
             return ("false_resolution", (record.from_channel,), 1)
     elif isinstance(record, SessionRecord):
-        if record.status == SESSION_FINAL:
+        if record.status == SESSION_FINAL and not record.correction:
+            # A correction re-sends a journey already counted as closed.
             return ("session_closed", (), 1)
         if record.status == SESSION_SUPERSEDED:
             return ("session_superseded", (), 1)

@@ -2,7 +2,10 @@
 
 Events are routed to one :class:`PartitionProcessor` per input partition exactly
 as Kafka's default partitioner would route them, fed in the given (arrival)
-order, and every partition then sees the end of input. Partitions are
+order, and every partition then sees the end of input at the latest event time
+of the whole input (so a breach due before the input's last event fires whichever
+partition its customer hashes to; mid-stream each partition's clock is its own,
+as in Kafka Streams). Partitions are
 independent, so a large replay runs them in several processes (one per usable
 CPU core by default, :mod:`pipeline.forked`) and merges their records back into
 the one-process order. Only :func:`replay_file` touches files.
@@ -154,7 +157,12 @@ def _replay_share(
     # murmur2 in pure Python is worth caching, and one lookup per event routes it.
     process_of: dict[str, Callable[[InteractionEvent], list[OutputRecord]] | None] = {}
     customers = 0
+    # Every share reads every event, so each knows the input's end without asking.
+    input_end: int | None = None
     for index, event in enumerate(events):
+        at = event.occurred_at
+        if input_end is None or at > input_end:
+            input_end = at
         customer_id = event.customer_id
         if customer_id in process_of:
             process = process_of[customer_id]
@@ -176,7 +184,7 @@ def _replay_share(
                 records_by_event.append((index, records))
         if index % HELD_SAMPLE_EVENTS == 0:
             held_samples.append(sum(p.customers() for p in processors.values()))
-    end_records = {p: processors[p].end_of_input() for p in sorted(processors)}
+    end_records = {p: processors[p].end_of_input(input_end) for p in sorted(processors)}
     return _Share(
         records_by_event=records_by_event,
         end_records=end_records,

@@ -52,6 +52,9 @@ class Channel:
     key: str
     kind: str
     display_name: str
+    # A synchronous contact (a visit, a call, a chat, a meeting) has the customer
+    # with us from its start to its end: while it is open its journey stays open.
+    synchronous: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,11 @@ class ChannelRegistry:
     @property
     def keys(self) -> tuple[str, ...]:
         return tuple(self.channels)
+
+    @property
+    def synchronous(self) -> frozenset[str]:
+        """Keys of the synchronous channels."""
+        return frozenset(key for key, channel in self.channels.items() if channel.synchronous)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +205,8 @@ class CoreSettings:
     switch_window_seconds: float = 86400.0
     false_resolution_seconds: float = 7 * 86400.0
     dedup_retention_seconds: float = 86400.0
+    # An open synchronous contact holds its journey at most this long after its start.
+    max_open_contact_seconds: float = 4 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +392,7 @@ def _build(config: Mapping[str, Any]) -> Settings:
         switch_window_seconds=float(switch.get("window_hours", 24)) * 3600,
         false_resolution_seconds=float(switch.get("false_resolution_days", 7)) * 86400,
         dedup_retention_seconds=float(dedup.get("retention_hours", 24)) * 3600,
+        max_open_contact_seconds=parse_duration(session.get("max_open_contact", "4h")),
     )
     channels = _build_channels(config.get("channels", {}))
     calendars = _build_calendars(config.get("calendars", {}))
@@ -460,7 +471,15 @@ def _build_channels(raw: Mapping[str, Any]) -> ChannelRegistry:
             raise ConfigError(f"channels.{key}.kind must be one of {CHANNEL_KINDS}, not {kind!r}")
         if not re.fullmatch(r"[a-z][a-z0-9_]*", key):
             raise ConfigError(f"channel key {key!r} must be lower_snake_case")
-        channels[key] = Channel(key=key, kind=kind, display_name=spec.get("display_name", key))
+        synchronous = spec.get("synchronous", False)
+        if not isinstance(synchronous, bool):
+            raise ConfigError(f"channels.{key}.synchronous must be true or false")
+        channels[key] = Channel(
+            key=key,
+            kind=kind,
+            display_name=spec.get("display_name", key),
+            synchronous=synchronous,
+        )
     if not channels:
         raise ConfigError("channels: at least one channel must be configured")
     return ChannelRegistry(channels)

@@ -9,7 +9,7 @@ passes the clock in, so a replay and the stream give the same records.
 from __future__ import annotations
 
 from collections.abc import Container, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Any, Final, Protocol
 
@@ -20,6 +20,7 @@ from pipeline.core.records import (
     SESSION_FINAL,
     SESSION_OPEN,
     SESSION_SUPERSEDED,
+    SLA_BREACH,
     SWITCH_FAILURE,
     ContactSummary,
     LateEvent,
@@ -39,8 +40,10 @@ from pipeline.errors import StateError
 
 MS: Final = 1000
 # Version 2: contacts as flat rows with a compact SLA row, candidates without
-# their (derivable) keys, seen ids as one joined string. Version 1 is still read.
-STATE_VERSION: Final = 2
+# their (derivable) keys, seen ids as one joined string. Version 3: contacts
+# also count their summaries, and final journeys that may still be corrected
+# are kept ("f"). Versions 1 and 2 are still read.
+STATE_VERSION: Final = 3
 
 # Outcome of CustomerState.apply().
 APPLIED: Final = "applied"
@@ -107,6 +110,10 @@ class CoreRules:
     policies: Sequence[Any]
     business_calendar: Any
     sla_type: Any  # a class with ContactSla's open()/from_state()
+    # Channels whose open contacts keep their journey open (the customer is with
+    # us until the contact ends), and for how long at most after the contact's start.
+    synchronous: frozenset[str] = frozenset()
+    max_open_contact_ms: int = 4 * 3600 * MS
     # Derived once, read per event: an event this far behind the clock is late,
     # and a session closes this long after its last event.
     late_ms: int = field(init=False, compare=False, repr=False)
@@ -137,12 +144,14 @@ class Contact:
         "events",
         "last_at",
         "outcome",
+        "replied_reported",
         "session_id",
         "sla",
         "sla_since",
         "started_at",
         "switched_into",
         "topic",
+        "version",
     )
 
     def __init__(self, contact_id: str, channel: str, started_at: int, session_id: str) -> None:
@@ -158,9 +167,17 @@ class Contact:
         self.sla: Any = None
         self.sla_since: int | None = None  # start of the running SLA clock (ops gauge)
         self.switched_into = False  # a switch failure ends in this contact
+        # Summaries sent (the version of the last), and whether one carried the first reply.
+        self.version = 0
+        self.replied_reported = False
 
     def summary(self, customer_id: str) -> ContactSummary:
+        """The next version of the contact's summary (call it only to send it)."""
         sla = self.sla
+        self.version += 1
+        first_reply_new = False
+        if not self.replied_reported and sla.first_reply_seconds is not None:
+            self.replied_reported = first_reply_new = True
         return ContactSummary(
             contact_id=self.contact_id,
             customer_id=customer_id,
@@ -174,10 +191,12 @@ class Contact:
             first_reply_business_seconds=sla.first_reply_business_seconds,
             breached=sla.breached,
             events=self.events,
+            version=self.version,
+            first_reply_new=first_reply_new,
         )
 
     def to_row(self) -> list[Any]:
-        """The contact and its SLA clocks as one flat row (state version 2)."""
+        """The contact and its SLA clocks as one flat row (state version 3)."""
         return [
             self.contact_id,
             self.channel,
@@ -191,6 +210,8 @@ class Contact:
             self.sla_since,
             self.switched_into,
             self.sla.to_row(),
+            self.version,
+            self.replied_reported,
         ]
 
     @classmethod
@@ -208,7 +229,18 @@ class Contact:
             policies=rules.policies,
             business_calendar=rules.business_calendar,
         )
+        if len(row) > 12:  # state version 3
+            contact.version, contact.replied_reported = row[12], row[13]
+        else:
+            contact.assume_summary_sent()
         return contact
+
+    def assume_summary_sent(self) -> None:
+        """For a state of version 1 or 2, which did not count summaries: an ended
+        contact has sent one (with its first reply, if it had one)."""
+        if self.ended_at is not None:
+            self.version = 1
+            self.replied_reported = self.sla.first_reply_seconds is not None
 
     @classmethod
     def from_state_v1(cls, state: list[Any], rules: CoreRules) -> Contact:
@@ -218,6 +250,7 @@ class Contact:
         contact.events, contact.last_at = state[6], state[7]
         contact.sla = rules.sla_type.from_state(state[9], rules.policies, rules.business_calendar)
         contact.sla_since, contact.switched_into = state[10], state[11]
+        contact.assume_summary_sent()
         return contact
 
 
@@ -233,6 +266,7 @@ class CustomerState:
         "customer_id",
         "dedup",
         "due_hint",
+        "finals",
         "rules",
         "wake",
     )
@@ -244,6 +278,9 @@ class CustomerState:
         self.contacts: dict[str, Contact] = {}
         self.dedup = DedupWindow(rules.dedup_retention_ms)
         self.candidates: dict[str, Candidate] = {}
+        # session id -> the last final record of a closed journey one of whose
+        # contacts is still held: a breach of that contact corrects the journey.
+        self.finals: dict[str, SessionRecord] = {}
         # The due time this customer is registered under in the processor's
         # timer heap (None: not registered). Not state: rebuilt on load.
         self.wake: int | None = None
@@ -302,9 +339,12 @@ class CustomerState:
             for moved in self.contacts.values():
                 if moved.session_id == other.session_id:
                     moved.session_id = session.session_id
+                    if moved.version:
+                        # Its summary named the superseded journey: name the survivor.
+                        out.append(moved.summary(self.customer_id))
         session.events += 1
         session.pending = True
-        due = session.ended_at + rules.close_after_ms
+        due = session.reach + rules.close_after_ms
         if due < hint:
             hint = due
 
@@ -341,6 +381,13 @@ class CustomerState:
             session.contact_ids[contact_id] = None
         had_topic = contact.topic is not None
         self._apply_to_contact(contact, event, out)
+        synchronous = rules.synchronous
+        if synchronous and contact.channel in synchronous:
+            # The contact may have opened, ended or started earlier: its journey's
+            # reach (and so its close) moves, possibly earlier than registered.
+            due = self._hold(session) + rules.close_after_ms
+            if due < hint:
+                hint = due
         # Not `due`: that name holds an int above, and the compiled core checks
         # every assignment against the variable's type.
         sla_due: int | None = contact.sla.due_ms
@@ -366,7 +413,11 @@ class CustomerState:
             contact.topic = event.topic
         sla = contact.sla
         was_idle = sla.is_idle
-        out.extend(sla.observe(event))
+        fired = sla.observe(event)
+        if fired:
+            out.extend(fired)
+            # The summary goes again below, with this event in it.
+            self._correct_journey(contact, fired, out, False)
         if sla.is_idle:
             contact.sla_since = None
         elif was_idle:
@@ -405,9 +456,53 @@ class CustomerState:
                     pairs[key] = self._pair(candidate)
                 self._settle_cache = _UNKNOWN
             out.append(contact.summary(self.customer_id))
-        elif contact.ended_at is not None:
-            # An event of an ended contact arrived out of order: refresh the summary.
+        elif contact.version:
+            # The contact's summary was sent (it ended, or its journey closed while
+            # it was open): what this event changed goes out as a new version.
             out.append(contact.summary(self.customer_id))
+
+    def _hold(self, session: Session) -> int:
+        """Recompute how long the session's open synchronous contacts hold it; its reach."""
+        rules = self.rules
+        synchronous = rules.synchronous
+        own = self.contacts
+        held = -1
+        for contact_id in session.contact_ids:
+            contact = own.get(contact_id)
+            if contact is not None and contact.ended_at is None and contact.channel in synchronous:
+                until = contact.started_at + rules.max_open_contact_ms
+                if until > held:
+                    held = until
+        session.held_until = held
+        return session.reach
+
+    def _correct_journey(
+        self, contact: Contact, fired: list[SlaEvent], out: list[OutputRecord], summary: bool
+    ) -> None:
+        """Breaches of a contact whose records were already sent: send them again.
+
+        The summary goes again if one was sent; the final record of the journey
+        the contact started in goes again if that journey has closed (the
+        journey's ``sla_breaches`` counts the breaches of its own contacts).
+        """
+        breaches = 0
+        for record in fired:
+            if record.kind == SLA_BREACH:
+                breaches += 1
+        if not breaches:
+            return
+        if summary and contact.version:
+            out.append(contact.summary(self.customer_id))
+        final = self.finals.get(contact.session_id) if self.finals else None
+        if final is not None:
+            corrected = replace(
+                final,
+                sla_breaches=final.sla_breaches + breaches,
+                version=final.version + 1,
+                correction=True,
+            )
+            self.finals[contact.session_id] = corrected
+            out.append(corrected)
 
     # -- timed work -----------------------------------------------------------
 
@@ -426,7 +521,7 @@ class CustomerState:
         if open_sessions:
             pad = book.gap_ms + book.grace_ms + 1
             for session in open_sessions:
-                due = session.ended_at + pad
+                due = session.reach + pad
                 key = session.session_id
                 if not found or _before(due, _RANK_CLOSE, key, best_due, best_rank, best_key):
                     found, best_due, best_rank, best_key = True, due, _RANK_CLOSE, key
@@ -510,6 +605,8 @@ class CustomerState:
     def _drop_contact(self, contact_id: str) -> None:
         """Forget a contact; the candidates it was the next contact of pair again."""
         contact = self.contacts.pop(contact_id)
+        if self.finals and contact.session_id in self.finals:
+            self._keep_final_if_correctable(contact.session_id)
         pairs = self._pairs
         if pairs is None:
             return
@@ -539,7 +636,9 @@ class CustomerState:
             fired = True
             if rank == _RANK_SLA:
                 contact = self.contacts[key]
-                out.extend(contact.sla.fire_due(due))
+                fired_sla = contact.sla.fire_due(due)
+                out.extend(fired_sla)
+                self._correct_journey(contact, fired_sla, out, True)
                 if contact.sla.is_idle:
                     contact.sla_since = None
             elif rank == _RANK_SETTLE:
@@ -577,10 +676,20 @@ class CustomerState:
             if candidate.kind == SWITCH_FAILURE:
                 self.contacts[nxt.contact_id].switched_into = True
 
+    def _keep_final_if_correctable(self, session_id: str) -> None:
+        """Keep a closed journey's final record only while a contact that started in
+        it is held unended (only such a contact can still breach)."""
+        for contact in self.contacts.values():
+            if contact.session_id == session_id and contact.ended_at is None:
+                return
+        self.finals.pop(session_id, None)
+
     def _close(self, session: Session, out: list[OutputRecord]) -> None:
         contacts = self._session_contacts(session)
-        out.append(self._record(session, SESSION_FINAL, contacts))
+        final = self._record(session, SESSION_FINAL, contacts)
+        out.append(final)
         self.book.close(session)
+        self.finals[session.session_id] = final
         customer_id = self.customer_id
         for open_contact in contacts:
             if open_contact.ended_at is None:
@@ -595,6 +704,7 @@ class CustomerState:
                     in_open = self._contacts_in_open_sessions()
                 if contact_id not in in_open:
                     self._drop_contact(contact_id)
+        self._keep_final_if_correctable(session.session_id)
 
     def finish(self, out: list[OutputRecord]) -> None:
         """End of input: settle candidates that have a next contact, close every session."""
@@ -629,9 +739,16 @@ class CustomerState:
         contacts: list[Contact] | None = None,
         superseded_by: str | None = None,
     ) -> SessionRecord:
-        """The session's record; ``contacts`` is :meth:`_session_contacts` if the caller has it."""
+        """The session's record; ``contacts`` is :meth:`_session_contacts` if the caller has it.
+
+        The journey counts the contacts that started in it (``session_id``), so its
+        contacts and breaches equal the contact rows and SLA events behind it; a
+        thread that goes on in a later journey stays with the one it started in.
+        """
         if contacts is None:
             contacts = self._session_contacts(session)
+        session_id = session.session_id
+        contacts = [c for c in contacts if c.session_id == session_id]
         path: list[str] = []
         last_channel = None
         last_ended: Contact | None = None
@@ -695,6 +812,7 @@ class CustomerState:
             or self.book.closed
             or self.contacts
             or self.candidates
+            or self.finals
             or len(self.dedup)
         )
 
@@ -712,6 +830,7 @@ class CustomerState:
             "k": [c.to_row() for c in self.contacts.values()],
             "w": [c.to_state() for c in self.candidates.values()],
             "d": self.dedup.to_state(),
+            "f": [final.to_dict() for final in self.finals.values()],
         }
 
     @classmethod
@@ -723,7 +842,7 @@ class CustomerState:
         written before version 2 restores without a rebuild.
         """
         version = state["v"]
-        if version not in (1, STATE_VERSION):
+        if version not in (1, 2, STATE_VERSION):
             # errors.py has no state error yet (the lead owns it): the base class.
             raise StateError(f"customer state version {version!r} is not known")
         customer = cls(customer_id, rules)
@@ -735,12 +854,18 @@ class CustomerState:
                 contacts[contact.contact_id] = contact
             customer.candidates = {key: Candidate.from_state(raw) for key, raw in state["w"]}
             customer.dedup = DedupWindow.from_pairs(state["d"], rules.dedup_retention_ms)
-            return customer
-        for raw in state["k"]:
-            contact = Contact.from_row(raw, customer_id, rules)
-            contacts[contact.contact_id] = contact
-        for raw in state["w"]:
-            candidate = Candidate.from_state(raw)
-            customer.candidates[f"{candidate.kind}:{candidate.contact_id}"] = candidate
-        customer.dedup = DedupWindow.from_state(state["d"], rules.dedup_retention_ms)
+        else:
+            for raw in state["k"]:
+                contact = Contact.from_row(raw, customer_id, rules)
+                contacts[contact.contact_id] = contact
+            for raw in state["w"]:
+                candidate = Candidate.from_state(raw)
+                customer.candidates[f"{candidate.kind}:{candidate.contact_id}"] = candidate
+            customer.dedup = DedupWindow.from_state(state["d"], rules.dedup_retention_ms)
+        for raw in state.get("f", ()):
+            final = SessionRecord(**raw)
+            customer.finals[final.session_id] = final
+        if rules.synchronous:
+            for session in customer.book.open:
+                customer._hold(session)
         return customer

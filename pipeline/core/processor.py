@@ -79,6 +79,7 @@ class PartitionProcessor:
         partition: int = 0,
         clock_ms: int | None = None,
         sla_type: Any = None,
+        synchronous_channels: frozenset[str] = frozenset(),
     ) -> None:
         if sla_type is None:
             from pipeline.core.sla import ContactSla
@@ -94,6 +95,8 @@ class PartitionProcessor:
             policies=tuple(policies),
             business_calendar=business_calendar,
             sla_type=sla_type,
+            synchronous=frozenset(synchronous_channels),
+            max_open_contact_ms=round(core.max_open_contact_seconds * MS),
         )
         self.stats = ProcessorStats()
         self._clock = clock_ms
@@ -128,6 +131,7 @@ class PartitionProcessor:
             policies=policies,
             business_calendar=business,
             partition=partition,
+            synchronous_channels=settings.channels.synchronous,
         )
 
     # -- input --------------------------------------------------------------------
@@ -189,11 +193,22 @@ class PartitionProcessor:
             self._count(out)
         return out
 
-    def end_of_input(self) -> list[OutputRecord]:
-        """No more events: fire SLA work up to the last event time, settle, close everything."""
+    def end_of_input(self, input_end_ms: int | None = None) -> list[OutputRecord]:
+        """No more events: fire timed work up to the end of the input, settle, close everything.
+
+        ``input_end_ms`` is the latest event time of the whole input (all
+        partitions): a replay passes it so that every partition ends at the same
+        time and the outputs do not depend on how customers hash to partitions.
+        Without it the partition ends at its own latest event time.
+        """
         out: list[OutputRecord] = []
-        if self._max_event_ms is not None:
-            self._drain(self._max_event_ms, out)
+        end = self._max_event_ms
+        if input_end_ms is not None and (end is None or input_end_ms > end):
+            end = input_end_ms
+        if end is not None:
+            if self._clock is None or end > self._clock:
+                self._clock = end
+            self._drain(end, out)
         for customer_id in sorted(self._customers):
             customer = self._customers[customer_id]
             if customer.book.open or customer.candidates:

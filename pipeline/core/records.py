@@ -5,8 +5,8 @@ alerting, the replay's JSONL files) reads. Times are UTC epoch milliseconds.
 Each record has a natural key (``key``) that is stable across redeliveries and
 restarts, so sinks can upsert idempotently.
 
-Each record class has an Avro schema in ``schemas/<OUTPUT_NAME>/v1.avsc`` with the
-same field names; ``to_dict`` returns exactly that shape.
+Each record class has an Avro schema in ``schemas/<OUTPUT_NAME>/v<N>.avsc`` (the
+newest version) with the same field names; ``to_dict`` returns exactly that shape.
 """
 
 from __future__ import annotations
@@ -124,9 +124,12 @@ FALSE_RESOLUTION: Final = "false_resolution"
 class SessionRecord:
     """A customer's journey: events stitched across channels, split by the gap.
 
-    Emitted as ``open`` updates while the session is open, exactly once as
-    ``final`` when it closes, and as ``superseded`` when an out-of-order event
-    bridged it into another session (``superseded_by`` names the survivor).
+    Emitted as ``open`` updates while the session is open, as ``final`` when it
+    closes, and as ``superseded`` when an out-of-order event bridged it into
+    another session (``superseded_by`` names the survivor). A journey belongs to
+    the contacts that started in it; when one of them breaches after the journey
+    closed, the final record is sent again with a higher ``version`` and
+    ``correction`` true (counting consumers have counted the journey already).
     """
 
     OUTPUT_NAME: ClassVar[str] = "session"
@@ -148,6 +151,7 @@ class SessionRecord:
     contact_ids: list[str] = field(default_factory=list)
     superseded_by: str | None = None
     version: int = 0
+    correction: bool = False
 
     @property
     def key(self) -> str:
@@ -160,7 +164,14 @@ class SessionRecord:
 @_slot_setting_init
 @dataclass(frozen=True, slots=True)
 class ContactSummary:
-    """One contact (call, chat, web-message thread, visit, meeting), on contact_ended."""
+    """One contact (call, chat, web-message thread, visit, meeting).
+
+    Sent when the contact ends and when the journey it is in closes while it is
+    still open; after that, every change (a later event of it, feedback, a breach
+    of its clock) sends it again with a higher ``version``, so the newest wins.
+    ``first_reply_new`` is true on exactly one summary of a contact: the first that
+    carries its first reply, where counting consumers count the reply.
+    """
 
     OUTPUT_NAME: ClassVar[str] = "contact"
 
@@ -176,6 +187,8 @@ class ContactSummary:
     first_reply_business_seconds: float | None
     breached: bool
     events: int
+    version: int = 0
+    first_reply_new: bool = False
 
     @property
     def key(self) -> str:

@@ -4,8 +4,13 @@ A session is a run of one customer's events whose consecutive event times are at
 most ``gap`` apart (exactly ``gap`` still joins). An out-of-order event that falls
 within the gap of two open sessions bridges them: the earlier-started session
 survives, the other is superseded. A session closes when the partition clock
-passes ``end + gap + grace``; its bounds are kept a while afterwards so that an
+passes ``reach + gap + grace``; its bounds are kept a while afterwards so that an
 event belonging to it can be recognised as late.
+
+``reach`` is the session's last event time, or later while the session holds an
+open synchronous contact (a branch visit, a call): the customer is with us until
+it ends, so ``held_until`` (set by the customer's state, up to the contact's start
+plus ``session.max_open_contact``) counts as if an event happened then.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class Session:
         "contact_ids",
         "ended_at",
         "events",
+        "held_until",
         "nps_at",
         "nps_event_id",
         "nps_score",
@@ -47,11 +53,20 @@ class Session:
         self.version = 0
         # Changed since the last flush_updates(): an open update is owed.
         self.pending = False
+        # Open synchronous contacts count as present until this time (-1: none).
+        # Not state: the customer's state derives it from its contacts on load.
+        self.held_until = -1
+
+    @property
+    def reach(self) -> int:
+        """The end the gap and the close are measured from."""
+        return self.ended_at if self.ended_at >= self.held_until else self.held_until
 
     def absorb(self, other: Session) -> None:
         """Take over ``other``'s events, contacts and feedback (a bridging merge)."""
         self.started_at = min(self.started_at, other.started_at)
         self.ended_at = max(self.ended_at, other.ended_at)
+        self.held_until = max(self.held_until, other.held_until)
         self.events += other.events
         for contact_id in other.contact_ids:
             self.contact_ids[contact_id] = None
@@ -104,7 +119,7 @@ class SessionBook:
 
     def close_due(self, session: Session) -> int:
         """The first clock value at which ``session`` is closed."""
-        return session.ended_at + self.gap_ms + self.grace_ms + 1
+        return session.reach + self.gap_ms + self.grace_ms + 1
 
     def closed_expiry(self, bounds: tuple[int, int]) -> int:
         # Past this clock any event within the gap of these bounds is
@@ -136,7 +151,8 @@ class SessionBook:
             only = open_sessions[0]
             ended = only.ended_at
             if occurred_at >= ended:
-                if occurred_at - gap <= ended:
+                held = only.held_until
+                if occurred_at - gap <= (ended if ended >= held else held):
                     only.ended_at = occurred_at
                     return only, []
             elif occurred_at >= only.started_at:
@@ -144,7 +160,7 @@ class SessionBook:
             elif occurred_at + gap >= only.started_at:
                 only.started_at = occurred_at
                 return only, []
-        hits = [s for s in open_sessions if s.started_at - gap <= occurred_at <= s.ended_at + gap]
+        hits = [s for s in open_sessions if s.started_at - gap <= occurred_at <= s.reach + gap]
         if not hits:
             session = Session(session_id_for(customer_id, event_id), occurred_at, occurred_at)
             self._insert(session)

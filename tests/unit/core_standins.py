@@ -125,12 +125,17 @@ class StandInSla:
         return cls.from_state(row, policies, business_calendar)
 
 
-def make_processor(policies: tuple = (), **core: float) -> PartitionProcessor:
+def make_processor(
+    policies: tuple = (), *, synchronous: tuple[str, ...] = (), **core: float
+) -> PartitionProcessor:
+    """A processor with the stand-in SLA; ``synchronous``: channels whose open
+    contacts keep a journey open (none by default, so only the gap counts)."""
     return PartitionProcessor(
         core=CoreSettings(**core),
         policies=policies,
         business_calendar=None,
         sla_type=StandInSla,
+        synchronous_channels=frozenset(synchronous),
     )
 
 

@@ -83,6 +83,8 @@ def contact(**overrides: Any) -> ContactSummary:
         "first_reply_business_seconds": 42.0,
         "breached": False,
         "events": 4,
+        "version": 1,
+        "first_reply_new": True,
     }
     return ContactSummary(**(fields | overrides))
 

@@ -6,6 +6,7 @@ from pipeline.contract.event import AGENT_REPLY, CONTACT_ENDED, FEEDBACK
 from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import ContactSummary, LateEvent, SessionRecord, SlaEvent
 from tests.unit.core_standins import (
+    HOUR,
     MINUTE,
     T0,
     StandInPolicy,
@@ -246,3 +247,64 @@ def test_from_settings_builds_a_processor_when_the_sla_module_is_present():
     processor = PartitionProcessor.from_settings(build_settings(), partition=3)
     out = run(processor, [ev(T0, channel="web_message"), ev(T0 + MINUTE, channel="web_message")])
     assert [s.events for s in sessions(out)] == [2]
+
+
+# -- journeys follow open synchronous contacts (issue 13, defect 4) ------------------------
+
+SYNCHRONOUS = ("branch", "phone", "chat", "web_meeting")
+
+
+def _visit(start_ms: int, end_ms: int, contact_id: str = "v1") -> list:
+    return contact(start_ms, end_ms, contact=contact_id, channel="branch", outcome="resolved")
+
+
+def test_a_branch_visit_longer_than_the_gap_with_no_events_between_is_one_journey():
+    processor = make_processor(synchronous=SYNCHRONOUS)
+    out = run(processor, _visit(T0, T0 + 40 * MINUTE))  # 09:00 to 09:40, gap 30 min
+    assert [(s.started_at, s.ended_at, s.events, s.contacts) for s in sessions(out)] == [
+        (T0, T0 + 40 * MINUTE, 2, 1)
+    ]
+
+
+def test_an_open_synchronous_contact_keeps_its_journey_from_closing():
+    processor = make_processor(synchronous=SYNCHRONOUS)
+    processor.process(_visit(T0, T0 + 50 * MINUTE)[0])
+    assert sessions(processor.advance(T0 + 45 * MINUTE)) == []
+    assert processor.open_sessions() == 1
+
+
+def test_an_asynchronous_thread_does_not_keep_its_journey_open():
+    processor = make_processor(synchronous=SYNCHRONOUS)
+    out = run(
+        processor,
+        [
+            ev(T0, contact="m1", channel="web_message"),
+            ev(T0 + 40 * MINUTE, contact="m1", channel="web_message"),
+        ],
+    )
+    assert [s.events for s in sessions(out)] == [1, 1]
+
+
+def test_a_synchronous_contact_whose_end_never_arrives_holds_its_journey_for_max_open_contact():
+    processor = make_processor(synchronous=SYNCHRONOUS, max_open_contact_seconds=4 * 3600.0)
+    processor.process(_visit(T0, T0 + HOUR)[0])
+    held_until = T0 + 4 * HOUR
+    assert sessions(processor.advance(held_until + GAP + GRACE)) == []
+    closed = sessions(processor.advance(held_until + GAP + GRACE + 1))
+    assert [(s.started_at, s.ended_at, s.events) for s in closed] == [(T0, T0, 1)]
+
+
+def test_an_event_after_max_open_contact_plus_the_gap_starts_a_new_journey():
+    processor = make_processor(synchronous=SYNCHRONOUS, max_open_contact_seconds=4 * 3600.0)
+    out = run(
+        processor,
+        [_visit(T0, T0 + HOUR)[0], ev(T0 + 4 * HOUR + GAP + 1, contact="k2", channel="chat")],
+    )
+    assert [s.events for s in sessions(out)] == [1, 1]
+
+
+def test_the_end_of_a_long_visit_is_not_late_while_the_visit_is_open():
+    processor = make_processor(synchronous=SYNCHRONOUS)
+    out = run(processor, [*_visit(T0, T0 + 3 * HOUR), ev(T0 + 3 * HOUR + MINUTE, contact="k2")])
+    assert [r for r in out if isinstance(r, LateEvent)] == []
+    assert [(s.events, s.contacts) for s in sessions(out)] == [(3, 2)]

@@ -52,6 +52,7 @@ def test_a_record_takes_keywords_and_fills_defaults_like_a_dataclass():
         "contact_ids": [],
         "superseded_by": None,
         "version": 0,
+        "correction": False,
     }
 
 

@@ -162,6 +162,38 @@ def test_a_platform_without_fork_replays_in_one_process(monkeypatch):
     assert replay_processes(build_settings({"replay": {"workers": 4}}), 100_000) == 1
 
 
+# -- end of input closes the same way for any partition count (issue 13, defect 5) --------
+
+
+def _customers_on_different_partitions() -> tuple[str, str]:
+    """Two customers that share no partition with 3 or with 6 partitions."""
+    names = [f"cust-{n}" for n in range(100)]
+    first = names[0]
+    for other in names[1:]:
+        if all(partition_for(first, n) != partition_for(other, n) for n in (3, 6)):
+            return first, other
+    raise AssertionError("no two customers on different partitions")
+
+
+def test_a_breach_due_before_the_last_event_of_the_input_fires_for_any_partition_count():
+    waiting, later = _customers_on_different_partitions()
+    events = [
+        ev(T0, customer=waiting, contact="m1", channel="web_message"),
+        ev(T0 + 5 * HOUR, customer=later, contact="p1", channel="phone", type=CONTACT_STARTED),
+    ]
+    results = {
+        n: collapse(replay_events(events, build_settings(), partitions=n).records)
+        for n in (1, 3, 6)
+    }
+    breaches = {n: sorted(r["sla_event"]) for n, r in results.items()}
+    assert breaches[3] == [
+        "m1:web_message_first_reply:first_reply:0:breach",
+        "m1:web_message_first_reply:first_reply:0:warning",
+    ]
+    assert results[1] == results[3] == results[6]
+    assert results[3]["contact"]["m1"]["breached"] is True
+
+
 # -- the future-skew rule in the replay (issue 12) -----------------------------------
 
 
