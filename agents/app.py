@@ -18,6 +18,7 @@ from pathlib import Path
 
 import faust
 
+from pipeline.kafka_clients import faust_broker_credentials
 from pipeline.settings import Settings
 
 
@@ -36,6 +37,8 @@ def build_app(
         # directory, where every test run and benchmark left one behind.
         datadir=str(faust_dirs / app_id),
         broker=f"kafka://{kafka.bootstrap.replace(',', ';kafka://')}",
+        # SASL/SCRAM and TLS for every client Faust opens (consumer, producer, admin).
+        broker_credentials=faust_broker_credentials(kafka),
         # Tables live in memory and are rebuilt from their changelog topics on
         # start; rocksdb would need the current event to pick a partition DB,
         # which the wall-clock timer does not have.

@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaProducer
 
 from agents.batch_send import BatchSender, send_result
 from pipeline.core_process import BatchResult, CoreFailure, CoreServer, encode_frame, read_frame
+from pipeline.kafka_clients import aiokafka_options
 from pipeline.runtime import tune_garbage_collector
 
 log = logging.getLogger("cxstream.core_child")
@@ -59,7 +60,9 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> i
     from pipeline.core import core_mode
 
     server = CoreServer(settings)
-    producer = AIOKafkaProducer(**producer_config)
+    # Connection and security from the settings (an SSL context does not pickle);
+    # ``producer_config`` may still name other servers (tests do).
+    producer = AIOKafkaProducer(**{**aiokafka_options(settings.kafka), **producer_config})
     await producer.start()
     sender = BatchSender(producer)
     try:

@@ -63,7 +63,7 @@ class ProcessRole:
         self.metrics = metrics
         self.core = CoreClient(settings, separate_process=settings.worker.core_process)
         self.input_topic_name = settings.kafka.topic(INTERACTIONS)
-        self.refetcher = MissedRecordFetcher(settings.kafka.bootstrap)
+        self.refetcher = MissedRecordFetcher(settings.kafka)
         # Stalled-partition check: partition -> (applied offset, monotonic time
         # it was first seen behind the log end at that offset), and the end of
         # the stretch it last read.
@@ -423,10 +423,13 @@ class ProcessRole:
             self._update_gauges(result.gauges)
 
     async def _start_core(self) -> None:
-        """Start the stream core (once), its producer configured like Faust's."""
+        """Start the stream core (once), its producer configured like Faust's.
+
+        Connection and security are not in ``producer_config``: the child adds
+        ``aiokafka_options`` of the settings itself (an SSL context cannot be pickled).
+        """
         conf = self.app.conf
         producer_config = {
-            "bootstrap_servers": self.settings.kafka.bootstrap,
             "client_id": f"{conf.id}-core",
             "acks": "all" if conf.producer_acks == -1 else conf.producer_acks,
             "linger_ms": conf.producer_linger_ms,

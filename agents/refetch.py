@@ -26,6 +26,8 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pipeline.kafka_clients import aiokafka_options
+from pipeline.settings import KafkaSettings
 from pipeline.streaming import RawRecord
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,8 @@ FETCH_TIMEOUT_SECONDS = 60.0
 class MissedRecordFetcher:
     """A group-less consumer that reads given offset ranges of the input topic."""
 
-    def __init__(self, bootstrap: str, *, client_id: str = "cxstream-refetch") -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: KafkaSettings, *, client_id: str = "cxstream-refetch") -> None:
+        self._kafka = kafka
         self._client_id = client_id
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -95,7 +97,7 @@ class MissedRecordFetcher:
     async def _started(self) -> AIOKafkaConsumer:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap.split(","),
+                **aiokafka_options(self._kafka),
                 client_id=self._client_id,
                 group_id=None,
                 enable_auto_commit=False,

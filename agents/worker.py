@@ -82,7 +82,7 @@ class QuietWorker(faust.Worker):
 def run_worker(
     settings: Settings, role: str, *, loglevel: str = "info", web_port: int | None = None
 ) -> None:
-    ensure_topics(settings.kafka.bootstrap, project_topics(settings.kafka))
+    ensure_topics(settings.kafka, project_topics(settings.kafka))
     app = create_role_app(settings, role, web_port=web_port)
     logging.basicConfig(level=loglevel.upper())
     logging.getLogger(__name__).info(

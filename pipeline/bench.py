@@ -179,11 +179,11 @@ def bench_pipeline(settings: Settings, events: int) -> dict[str, float]:
         kafka_settings = dataclasses.replace(
             settings.kafka, bootstrap=bootstrap, topic_prefix=prefix
         )
-        ensure_topics(bootstrap, project_topics(kafka_settings))
+        ensure_topics(kafka_settings, project_topics(kafka_settings))
         topic = kafka_settings.topic(INTERACTIONS)
         batch = simulated_events(events)
         started = time.perf_counter()
-        with EventProducer(bootstrap, topic, settings.channels) as producer:
+        with EventProducer(kafka_settings, topic, settings.channels) as producer:
             for event in batch:
                 producer.send(event)
             producer.flush()

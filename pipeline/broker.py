@@ -10,6 +10,12 @@ the jars, so a start after the first takes a few seconds.
 The broker process is tied to its launcher: it gets ``SIGTERM`` when the launching
 thread dies (Linux ``PR_SET_PDEATHSIG``), and an ``atexit`` hook stops it when the
 interpreter exits normally, so no test run or demo leaves a JVM behind.
+
+``LocalKafka(..., secure=True)`` adds two listeners for testing the clients'
+security settings: ``SASL_SSL`` with SCRAM-SHA-512 and ``SSL`` requiring a client
+certificate. Their throw-away CA and certificates are made with ``openssl`` in the
+data dir at every start, the SCRAM users are written into the metadata log when
+it is formatted (``--add-scram``). The default start makes none of this.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import ctypes
 import fcntl
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -30,8 +37,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Any
 
 from pipeline.errors import BrokerError
 
@@ -124,16 +134,119 @@ def random_cluster_id() -> str:
             return text
 
 
-def server_properties(*, port: int, controller_port: int, log_dir: Path) -> str:
-    """The ``server.properties`` text of a single-node broker+controller."""
+#: The SASL mechanism of the secured test listener (the one docs/ops.md recommends).
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+_TLS_DAYS = 7  # a test broker's certificates never need to outlive a few runs
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """A throw-away CA and the certificates it signed, all PEM.
+
+    ``broker_keystore`` holds the broker's PKCS#8 key followed by its certificate
+    chain (what Kafka reads with ``ssl.keystore.type=PEM``); the client pair is for
+    a listener that requires TLS client authentication.
+    """
+
+    ca_file: Path
+    broker_keystore: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls_files(folder: Path) -> TlsFiles:
+    """Make a CA, a broker certificate for 127.0.0.1/localhost and a client one.
+
+    EC P-256 keys: generating them takes milliseconds where RSA takes up to a
+    second on a small machine. Nothing here is secret beyond the test run: the
+    files live in the broker's data dir and are made afresh at every start.
+
+    Raises:
+        BrokerError: ``openssl`` is missing or refused a step (its output says why).
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise BrokerError("openssl is not on PATH; it makes the secured listener's certificates")
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        done = subprocess.run(
+            [openssl, *args], cwd=folder, capture_output=True, text=True, timeout=60, check=False
+        )
+        if done.returncode != 0:
+            raise BrokerError(f"openssl {args[0]} failed:\n{_tail(done.stdout + done.stderr)}")
+
+    run(
+        "req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", str(_TLS_DAYS),
+        "-subj", "/CN=cxstream throw-away test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    for name, usage in (("broker", "serverAuth"), ("client", "clientAuth")):
+        (folder / f"{name}.ext").write_text(
+            "basicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            f"extendedKeyUsage={usage}\n"
+            # Clients check the broker's name against the address they dialled.
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+            encoding="ascii",
+        )
+        run("req", "-new", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN=cxstream-test-{name}")  # fmt: skip
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", str(_TLS_DAYS),
+            "-extfile", f"{name}.ext")  # fmt: skip
+    keystore = folder / "broker-keystore.pem"
+    keystore.write_text(
+        "".join(
+            (folder / f).read_text(encoding="ascii") for f in ("broker.key", "broker.pem", "ca.pem")
+        ),
+        encoding="ascii",
+    )
+    (folder / "ca.key").unlink()  # nothing may sign further certificates with it
+    return TlsFiles(
+        ca_file=folder / "ca.pem",
+        broker_keystore=keystore,
+        client_cert=folder / "client.pem",
+        client_key=folder / "client.key",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SecureListeners:
+    """The secured listeners of a test broker: where they listen, what they trust."""
+
+    sasl_ssl_port: int
+    ssl_port: int
+    tls: TlsFiles
+
+
+def server_properties(
+    *, port: int, controller_port: int, log_dir: Path, secure: SecureListeners | None = None
+) -> str:
+    """The ``server.properties`` text of a single-node broker+controller.
+
+    With ``secure``, two more listeners: ``SASL_SSL`` (SCRAM-SHA-512 over TLS) and
+    ``SSL`` (TLS with a required client certificate). The brokers and the
+    controller keep talking PLAINTEXT among themselves on loopback.
+    """
+    listeners = f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+    advertised = f"PLAINTEXT://127.0.0.1:{port}"
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if secure is not None:
+        extra = f"SASL_SSL://127.0.0.1:{secure.sasl_ssl_port},SSL://127.0.0.1:{secure.ssl_port}"
+        listeners = f"{listeners},{extra}"
+        advertised = f"{advertised},{extra}"
+        protocols = f"{protocols},SASL_SSL:SASL_SSL,SSL:SSL"
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": listeners,
+        "advertised.listeners": advertised,
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": protocols,
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(log_dir),
         # One node: internal topics cannot have more replicas than brokers.
@@ -149,7 +262,46 @@ def server_properties(*, port: int, controller_port: int, log_dir: Path) -> str:
         # name fails loudly instead of creating a stray one-partition topic.
         "auto.create.topics.enable": "false",
     }
+    if secure is not None:
+        scram = SCRAM_MECHANISM.lower()
+        settings.update(
+            {
+                "listener.name.sasl_ssl.sasl.enabled.mechanisms": SCRAM_MECHANISM,
+                f"listener.name.sasl_ssl.{scram}.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                ),
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": str(secure.tls.broker_keystore),
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(secure.tls.ca_file),
+                # The SSL listener is the "TLS with a client certificate" case.
+                "listener.name.ssl.ssl.client.auth": "required",
+            }
+        )
     return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def scram_arguments(users: Mapping[str, str]) -> list[str]:
+    """``kafka-storage format`` arguments that create SCRAM users with the metadata log.
+
+    Names and passwords are restricted to characters the tool's ``[name=..,password=..]``
+    syntax cannot misread.
+    """
+    arguments = []
+    for name, password in users.items():
+        for value in (name, password):
+            if not value or not all(c.isalnum() or c in "-_." for c in value):
+                raise BrokerError(
+                    f"SCRAM user names and passwords are [A-Za-z0-9._-]+, not {value!r}"
+                )
+        arguments += ["--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]"]
+    return arguments
+
+
+def _another_port(taken: set[int]) -> int:
+    while (port := free_port()) in taken:
+        pass
+    return port
 
 
 def _tail(text: str, lines: int = _LOG_TAIL_LINES) -> str:
@@ -250,6 +402,12 @@ class LocalKafka:
     ``quick_jit`` runs the broker with the C1 compiler only, which nearly halves its
     start on a two-core machine; its throughput stays far above what Python clients
     produce. Pass ``False`` for a broker that should be measured on its own.
+
+    ``secure=True`` adds a ``SASL_SSL`` listener (SCRAM-SHA-512, users
+    ``scram_users``, by default one ``cxstream`` user with a random password) and
+    an ``SSL`` listener that requires a client certificate, on free ports, beside
+    the PLAINTEXT one; :meth:`client_config` gives a client's ``kafka`` settings
+    for either. The CA and certificates are made under ``data_dir/tls`` at start.
     """
 
     def __init__(
@@ -261,23 +419,84 @@ class LocalKafka:
         cache_dir: Path | None = None,
         heap: str = "512m",
         quick_jit: bool = True,
+        secure: bool = False,
+        scram_users: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port if port else free_port()
-        controller = controller_port if controller_port else free_port()
-        while controller == self.port:
-            controller = free_port()
-        self.controller_port = controller
+        taken = {self.port}
+        self.controller_port = controller_port if controller_port else _another_port(taken)
+        taken.add(self.controller_port)
+        self.secure = secure
+        self.sasl_ssl_port = _another_port(taken) if secure else None
+        self.ssl_port = _another_port(taken | {self.sasl_ssl_port or 0}) if secure else None
+        if scram_users is None:
+            scram_users = {"cxstream": secrets.token_hex(16)} if secure else {}
+        #: SCRAM-SHA-512 user name -> password, known to the SASL_SSL listener.
+        self.scram_users = dict(scram_users)
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
         self.heap = heap
         self.quick_jit = quick_jit
         self._process: subprocess.Popen[bytes] | None = None
         self._archive: _ClassArchive | None = None
+        self._tls: TlsFiles | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         """``"127.0.0.1:<port>"``, valid once :meth:`start` returned."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """``"127.0.0.1:<port>"`` of the SASL_SSL (SCRAM-SHA-512) listener."""
+        return f"127.0.0.1:{self._secure_port(self.sasl_ssl_port)}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        """``"127.0.0.1:<port>"`` of the SSL listener (client certificate required)."""
+        return f"127.0.0.1:{self._secure_port(self.ssl_port)}"
+
+    @property
+    def tls(self) -> TlsFiles:
+        """The CA and certificates of the secured listeners, once :meth:`start` made them."""
+        if self._tls is None:
+            raise BrokerError("the broker has no TLS files: start it with secure=True first")
+        return self._tls
+
+    def client_config(
+        self, user: str | None = None, *, protocol: str = "SASL_SSL", password: str | None = None
+    ) -> dict[str, Any]:
+        """The ``kafka`` settings of a client of a secured listener.
+
+        ``SASL_SSL`` logs in as ``user`` (default: the first SCRAM user) with its
+        password, or with ``password`` to try a wrong one; ``SSL`` presents the
+        client certificate. Both trust only the throw-away CA.
+        """
+        tls = self.tls
+        if protocol == "SSL":
+            return {
+                "bootstrap": self.ssl_bootstrap,
+                "security_protocol": "SSL",
+                "ssl_cafile": str(tls.ca_file),
+                "ssl_certfile": str(tls.client_cert),
+                "ssl_keyfile": str(tls.client_key),
+            }
+        if protocol != "SASL_SSL":
+            raise ValueError(f"the test broker secures SASL_SSL and SSL, not {protocol}")
+        name = user if user is not None else next(iter(self.scram_users))
+        return {
+            "bootstrap": self.sasl_ssl_bootstrap,
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": SCRAM_MECHANISM,
+            "sasl_username": name,
+            "sasl_password": password if password is not None else self.scram_users[name],
+            "ssl_cafile": str(tls.ca_file),
+        }
+
+    def _secure_port(self, port: int | None) -> int:
+        if port is None:
+            raise BrokerError("this broker has no secured listeners (LocalKafka(secure=True))")
+        return port
 
     @property
     def pid(self) -> int | None:
@@ -318,10 +537,20 @@ class LocalKafka:
         self._claim_data_dir()
         log_dir = self.data_dir / "kraft"
         shutil.rmtree(log_dir, ignore_errors=True)
+        secure = None
+        if self.secure:
+            tls_dir = self.data_dir / "tls"
+            shutil.rmtree(tls_dir, ignore_errors=True)
+            self._tls = make_tls_files(tls_dir)
+            assert self.sasl_ssl_port is not None and self.ssl_port is not None
+            secure = SecureListeners(self.sasl_ssl_port, self.ssl_port, self._tls)
         properties = self.data_dir / "server.properties"
         properties.write_text(
             server_properties(
-                port=self.port, controller_port=self.controller_port, log_dir=log_dir
+                port=self.port,
+                controller_port=self.controller_port,
+                log_dir=log_dir,
+                secure=secure,
             ),
             encoding="utf-8",
         )
@@ -424,6 +653,7 @@ class LocalKafka:
             random_cluster_id(),
             "-c",
             str(properties),
+            *scram_arguments(self.scram_users),
         ]
         # No --standalone: the quorum is the static controller.quorum.voters above.
         try:

@@ -52,7 +52,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from pipeline.topics import ensure_topics, project_topics
 
     settings = _settings(args)
-    created = ensure_topics(settings.kafka.bootstrap, project_topics(settings.kafka))
+    created = ensure_topics(settings.kafka, project_topics(settings.kafka))
     print(f"topics ready created={len(created)} {' '.join(created)}")
     return 0
 
@@ -99,11 +99,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
     _input_file(args.file)
     settings = _settings(args)
     topic = settings.kafka.topic(INTERACTIONS)
-    with EventProducer(settings.kafka.bootstrap, topic, settings.channels) as producer:
+    with EventProducer(settings.kafka, topic, settings.channels) as producer:
         report = produce_file(args.file, producer)
         producer.flush()
     if args.end_of_input:
-        send_end_of_input(settings.kafka.bootstrap, topic)
+        send_end_of_input(settings.kafka, topic)
     for line_no, error in report.rejected:
         print(f"rejected line {line_no}: {error}", file=sys.stderr)
     print(f"produce sent={report.sent} rejected={len(report.rejected)} topic={topic}")

@@ -18,12 +18,15 @@ from __future__ import annotations
 from kafka import KafkaProducer
 
 from pipeline.errors import DeliveryError
+from pipeline.kafka_clients import check_login, kafka_python_options
+from pipeline.settings import KafkaSettings
 from pipeline.streaming import CONTROL_HEADER, END_OF_INPUT
 
 
-def send_end_of_input(bootstrap: str, topic: str, timeout: float = 30.0) -> int:
+def send_end_of_input(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> int:
     """Send the end-of-input marker to every partition of ``topic``; returns the count."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    check_login(kafka, timeout)
+    producer = KafkaProducer(**kafka_python_options(kafka), acks="all")
     try:
         partitions = sorted(producer.partitions_for(topic) or ())
         futures = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -126,7 +127,8 @@ def run_demo(
     with LocalKafka(var / "kafka") as kafka:
         bootstrap = kafka.start()
         print(f"kafka      ready at {bootstrap} (log: {kafka.log_file})")
-        ensure_topics(bootstrap, project_topics(settings.kafka))
+        kafka_settings = dataclasses.replace(settings.kafka, bootstrap=bootstrap)
+        ensure_topics(kafka_settings, project_topics(kafka_settings))
         common = ["--bootstrap", bootstrap, "--prefix", settings.kafka.topic_prefix]
         processes = [
             _spawn(["worker", *common, "--web-port", str(web_port)], logs / "worker.log"),

@@ -41,6 +41,7 @@ from typing import Any
 import pipeline
 from pipeline.contract.event import ms_to_iso
 from pipeline.errors import DeliveryError
+from pipeline.settings import KafkaSettings
 
 HEADER_PREFIX = "cx.dlq."
 SOURCE_TOPIC = "cx.dlq.source.topic"
@@ -226,18 +227,20 @@ class KafkaDeadLetterWriter:
     caller commits source offsets only after its dead letters are safe.
     """
 
-    def __init__(self, bootstrap: str, topic: str, **overrides: Any) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str, **overrides: Any) -> None:
         from kafka import KafkaProducer  # kept local: pure users of this module need no client
 
+        from pipeline.kafka_clients import check_login, kafka_python_options
+
+        check_login(kafka)
         config: dict[str, Any] = {
-            "bootstrap_servers": bootstrap,
             "acks": "all",
             "linger_ms": 5,
             "client_id": "cxstream-dlq",
             **overrides,
         }
         self.topic = topic
-        self._producer = KafkaProducer(**config)
+        self._producer = KafkaProducer(**{**kafka_python_options(kafka), **config})
         self._failures: list[Exception] = []
 
     def write(self, dead_letter: DeadLetter) -> Any:

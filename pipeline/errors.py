@@ -20,6 +20,7 @@ that calls the library (``raise ContractError(...) from exc``).
      +-- RecordTooLargeError    a record we would send exceeds limits.max_record_bytes
      +-- ControlRecordRefused   a control record arrived where they are switched off
      +-- BrokerError            the local Kafka launcher could not fetch/start/stop
+     +-- KafkaAuthError         Kafka refused our SASL login or TLS handshake (no retry)
      +-- SinkError              the SQL store failed a batch (schema, permissions): retry
           +-- SinkUnavailableError      the store cannot be reached or is busy (retry later)
           +-- SinkRejectedError         the store refuses this data (dead-letter the record)
@@ -94,6 +95,14 @@ class ControlRecordRefused(CxstreamError):
 
 class BrokerError(CxstreamError):
     """The local Kafka launcher failed to fetch, format, start or stop the broker."""
+
+
+class KafkaAuthError(CxstreamError):
+    """Kafka refused the client's SASL login or TLS handshake.
+
+    Raised at once instead of retrying: a wrong password or CA does not get
+    better by waiting. The message names the protocol, mechanism and user.
+    """
 
 
 class SinkError(CxstreamError):

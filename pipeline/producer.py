@@ -6,7 +6,7 @@
     from pipeline.settings import load_settings
 
     settings = load_settings()
-    with EventProducer(settings.kafka.bootstrap, settings.kafka.topic("interactions"),
+    with EventProducer(settings.kafka, settings.kafka.topic("interactions"),
                        settings.channels) as producer:
         producer.send(event)          # validates, encodes, keys by customer_id
         producer.flush(10)            # raises DeliveryError if anything was lost
@@ -14,7 +14,9 @@
 Guarantees: an event that breaks the contract raises :class:`ValidationError` and
 nothing is sent; records are keyed by ``customer_id`` so one customer's events stay
 ordered on one partition; ``acks=all`` plus idempotence means a retried send neither
-loses nor duplicates a record within the producer session.
+loses nor duplicates a record within the producer session. The connection and its
+security (SASL/SCRAM, TLS) come from the ``KafkaSettings`` given; a refused login
+raises :class:`~pipeline.errors.KafkaAuthError` at construction, not after a timeout.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from pipeline.contract.event import InteractionEvent
 from pipeline.contract.jsonform import read_events
 from pipeline.contract.validate import validate
 from pipeline.errors import ContractError, DeliveryError
-from pipeline.settings import ChannelRegistry, LimitSettings
+from pipeline.kafka_clients import check_login, kafka_python_options
+from pipeline.settings import ChannelRegistry, KafkaSettings, LimitSettings
 
 
 class SendClient(Protocol):
@@ -43,12 +46,15 @@ class SendClient(Protocol):
     def close(self, timeout: float | None = None) -> None: ...
 
 
-def kafka_client(bootstrap_servers: str, client_id: str, **overrides: Any) -> SendClient:
-    """A kafka-python producer with the settings the contract promises."""
+def kafka_client(kafka: KafkaSettings, client_id: str, **overrides: Any) -> SendClient:
+    """A kafka-python producer with the settings the contract promises.
+
+    Raises :class:`~pipeline.errors.KafkaAuthError` if the broker refuses the login.
+    """
     from kafka import KafkaProducer
 
+    check_login(kafka)
     config: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers,
         "client_id": client_id,
         "acks": "all",
         "enable_idempotence": True,
@@ -57,7 +63,7 @@ def kafka_client(bootstrap_servers: str, client_id: str, **overrides: Any) -> Se
         "linger_ms": 5,
         **overrides,
     }
-    producer: SendClient = KafkaProducer(**config)
+    producer: SendClient = KafkaProducer(**{**kafka_python_options(kafka), **config})
     return producer
 
 
@@ -71,7 +77,7 @@ class EventProducer:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaSettings,
         topic: str,
         channels: ChannelRegistry,
         *,
@@ -81,11 +87,11 @@ class EventProducer:
         **overrides: Any,
     ) -> None:
         """``client`` replaces the kafka-python producer (tests pass a double);
-        ``overrides`` go to :class:`kafka.KafkaProducer` (e.g. ``security_protocol``)."""
+        ``overrides`` go to :class:`kafka.KafkaProducer` (e.g. ``linger_ms``)."""
         self.topic = topic
         self.channels = channels
         self.codec = codec or EventCodec()
-        self._client = client or kafka_client(bootstrap_servers, client_id, **overrides)
+        self._client = client or kafka_client(kafka, client_id, **overrides)
         self._failures: list[BaseException] = []
         self.sent = 0
 

@@ -7,6 +7,7 @@ I/O: where items go, how fast (pacing), and progress lines on stderr.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -279,7 +280,10 @@ def _make_producer(
 
         factory = EventProducer
     topic = settings.kafka.topic("interactions")
-    return factory(bootstrap or settings.kafka.bootstrap, topic, settings.channels)
+    kafka = (
+        dataclasses.replace(settings.kafka, bootstrap=bootstrap) if bootstrap else settings.kafka
+    )
+    return factory(kafka, topic, settings.channels)
 
 
 def _run(

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pipeline.errors import BrokerError
+from pipeline.kafka_clients import check_login, kafka_python_options
 from pipeline.settings import KafkaSettings
 
 INTERACTIONS = "interactions"
@@ -76,8 +77,12 @@ def project_topics(kafka: KafkaSettings) -> dict[str, TopicSpec]:
     return specs
 
 
-def ensure_topics(bootstrap: str, specs: Mapping[str, TopicSpec], timeout: float = 30) -> list[str]:
+def ensure_topics(
+    kafka: KafkaSettings, specs: Mapping[str, TopicSpec], timeout: float = 30
+) -> list[str]:
     """Create the topics in ``specs`` that do not exist yet; return those created, in order.
+
+    Connects with ``kafka``'s bootstrap servers and security settings.
 
     Idempotent: existing topics are left as they are (their partition count and
     configs are not compared or changed), including one created concurrently by
@@ -85,16 +90,19 @@ def ensure_topics(bootstrap: str, specs: Mapping[str, TopicSpec], timeout: float
     in ``specs`` has a leader on every partition, so producing right after is safe.
 
     Raises:
+        KafkaAuthError: the broker refused our login or TLS handshake.
         BrokerError: the broker is unreachable, refused a topic, or the topics were
             not ready within ``timeout`` seconds.
     """
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+    bootstrap = kafka.bootstrap
     timeout_ms = int(timeout * 1000)
+    check_login(kafka, timeout)
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
+            **kafka_python_options(kafka),
             client_id="cxstream-topics",
             request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,

@@ -103,7 +103,7 @@ def make_topics(kafka_bootstrap: str, kafka_settings: KafkaSettings) -> Iterator
                     name: TopicSpec(partitions, spec.retention_ms, spec.cleanup_policy)
                     for name, spec in specs.items()
                 }
-        created.extend(ensure_topics(kafka_bootstrap, specs))
+        created.extend(ensure_topics(kafka_settings, specs))
         return list(specs)
 
     yield make

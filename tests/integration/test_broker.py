@@ -17,6 +17,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
 from pipeline.broker import LocalKafka, _pid_alive
+from pipeline.settings import KafkaSettings
 from pipeline.topics import TopicSpec, ensure_topics
 
 # The brief's budget for format + start once the jars are cached; generous for CI noise.
@@ -103,10 +104,11 @@ def test_ensure_topics_is_idempotent(kafka_bootstrap: str, unique_prefix: str) -
         f"{unique_prefix}.b": TopicSpec(partitions=1, retention_ms=60_000),
     }
 
-    first = ensure_topics(kafka_bootstrap, specs)
-    second = ensure_topics(kafka_bootstrap, specs)
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap)
+    first = ensure_topics(kafka, specs)
+    second = ensure_topics(kafka, specs)
     specs[f"{unique_prefix}.c"] = TopicSpec(partitions=1, retention_ms=60_000)
-    third = ensure_topics(kafka_bootstrap, specs)
+    third = ensure_topics(kafka, specs)
 
     assert first == [f"{unique_prefix}.a", f"{unique_prefix}.b"]
     assert second == []

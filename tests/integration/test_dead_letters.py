@@ -20,10 +20,12 @@ MALFORMED = {
 }
 
 
-def test_malformed_records_read_back_from_the_dlq_with_reason(kafka_bootstrap, make_topics):
+def test_malformed_records_read_back_from_the_dlq_with_reason(
+    kafka_bootstrap, kafka_settings, make_topics
+):
     (topic,) = make_topics("dlq")
     codec = EventCodec()
-    with KafkaDeadLetterWriter(kafka_bootstrap, topic) as writer:
+    with KafkaDeadLetterWriter(kafka_settings, topic) as writer:
         for offset, (key, (value, _)) in enumerate(MALFORMED.items()):
             with pytest.raises(DecodeError) as caught:
                 codec.decode(value)

@@ -32,14 +32,16 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
         consumer.close()
 
 
-def test_produced_file_reads_back_event_for_event(kafka_bootstrap, make_topics, tmp_path):
+def test_produced_file_reads_back_event_for_event(
+    kafka_bootstrap, kafka_settings, make_topics, tmp_path
+):
     (topic,) = make_topics("interactions", partitions=3)
     events = sample_events(120)
     path = tmp_path / "events.jsonl"
     write_events(path, events)
     channels = build_settings().channels
 
-    with EventProducer(kafka_bootstrap, topic, channels) as producer:
+    with EventProducer(kafka_settings, topic, channels) as producer:
         report = produce_file(path, producer)
 
     assert (report.sent, report.rejected) == (120, [])
@@ -59,7 +61,9 @@ def test_produced_file_reads_back_event_for_event(kafka_bootstrap, make_topics, 
         assert read_order == sent_order
 
 
-def test_invalid_lines_are_reported_and_not_sent(kafka_bootstrap, make_topics, tmp_path):
+def test_invalid_lines_are_reported_and_not_sent(
+    kafka_bootstrap, kafka_settings, make_topics, tmp_path
+):
     (topic,) = make_topics("interactions")
     events = sample_events(3)
     path = tmp_path / "mixed.jsonl"
@@ -68,7 +72,7 @@ def test_invalid_lines_are_reported_and_not_sent(kafka_bootstrap, make_topics, t
         out.write('{"event_id": "x"}\n')
     channels = build_settings().channels
 
-    with EventProducer(kafka_bootstrap, topic, channels) as producer:
+    with EventProducer(kafka_settings, topic, channels) as producer:
         report = produce_file(path, producer)
 
     assert report.sent == 3

@@ -7,11 +7,12 @@ import asyncio
 from kafka import KafkaProducer
 
 from agents.refetch import MissedRecordFetcher
+from pipeline.settings import KafkaSettings
 
 
 def _fetch(bootstrap: str, topic: str, start: int, end: int) -> list[tuple[int, bytes, bytes]]:
     async def run() -> list[tuple[int, bytes, bytes]]:
-        fetcher = MissedRecordFetcher(bootstrap)
+        fetcher = MissedRecordFetcher(KafkaSettings(bootstrap=bootstrap))
         try:
             records = await fetcher.fetch(topic, 0, start, end)
         finally:
@@ -39,7 +40,7 @@ def test_a_range_of_offsets_comes_back_in_order_with_keys_values_and_headers(
     ]
 
     async def headers() -> list[tuple[str, bytes]]:
-        fetcher = MissedRecordFetcher(kafka_bootstrap)
+        fetcher = MissedRecordFetcher(KafkaSettings(bootstrap=kafka_bootstrap))
         try:
             (record,) = await fetcher.fetch(topic, 0, 8, 9)
         finally:

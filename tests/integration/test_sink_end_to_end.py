@@ -151,7 +151,7 @@ def start_process(tmp_path: Path, stream_config: dict) -> Iterator[Callable[...,
 def _finish(settings: Settings, worker: WorkerProcess, sink: WorkerProcess) -> None:
     """End the input, then wait for the worker and after it for the sink."""
     bootstrap = settings.kafka.bootstrap
-    send_end_of_input(bootstrap, input_topic(settings))
+    send_end_of_input(settings.kafka, input_topic(settings))
     wait_until_worker_consumed(settings, worker)
     wait_until_sink_consumed(bootstrap, settings, sink)
 

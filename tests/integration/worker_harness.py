@@ -28,7 +28,7 @@ from pipeline.contract.codec import RecordCodec
 from pipeline.core.records import OUTPUT_TYPES, OutputRecord
 from pipeline.errors import BrokerError
 from pipeline.producer import EventProducer
-from pipeline.settings import Settings, build_settings
+from pipeline.settings import KafkaSettings, Settings, build_settings
 from pipeline.simulator import SimItem
 from pipeline.streaming import OUTPUT_TOPIC_SUFFIX
 from pipeline.topics import INTERACTIONS, TopicSpec, ensure_topics, project_topics
@@ -52,7 +52,7 @@ def write_config(path: Path, config: Mapping[str, Any]) -> Path:
 def settings_with_topics(config: Mapping[str, Any]) -> Settings:
     """Settings built from ``config``, with every project topic created on its broker."""
     settings = build_settings(config)
-    ensure_topics(settings.kafka.bootstrap, project_topics(settings.kafka))
+    ensure_topics(settings.kafka, project_topics(settings.kafka))
     return settings
 
 
@@ -171,7 +171,7 @@ def recreate_topic(bootstrap: str, topic: str, spec: TopicSpec, timeout: float =
         admin.close()
     while True:
         try:
-            ensure_topics(bootstrap, {topic: spec})
+            ensure_topics(KafkaSettings(bootstrap=bootstrap), {topic: spec})
             return
         except BrokerError:  # the deletion may still be finishing on the broker
             assert time.monotonic() < deadline, f"{topic} was not created within {timeout}s"
@@ -231,9 +231,7 @@ def wait_until_worker_consumed(
 
 def send_items(items: Iterable[SimItem], settings: Settings) -> None:
     """Produce simulator items to the input topic (malformed ones as raw bytes), then flush."""
-    with EventProducer(
-        settings.kafka.bootstrap, input_topic(settings), settings.channels
-    ) as producer:
+    with EventProducer(settings.kafka, input_topic(settings), settings.channels) as producer:
         for item in items:
             if item.event is not None:
                 producer.send(item.event)

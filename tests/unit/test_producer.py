@@ -9,7 +9,7 @@ from pipeline.contract.event import InteractionEvent
 from pipeline.contract.jsonform import event_to_json_line
 from pipeline.errors import DeliveryError, ValidationError
 from pipeline.producer import EventProducer, produce_file
-from pipeline.settings import build_settings
+from pipeline.settings import KafkaSettings, build_settings
 
 CHANNELS = build_settings().channels
 
@@ -56,7 +56,7 @@ class FakeClient:
 
 
 def _producer(client: FakeClient) -> EventProducer:
-    return EventProducer("unused:9092", "cx.interactions", CHANNELS, client=client)
+    return EventProducer(KafkaSettings(), "cx.interactions", CHANNELS, client=client)
 
 
 def test_valid_event_is_sent_keyed_by_customer_id_in_single_object_encoding():

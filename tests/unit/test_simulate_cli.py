@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.contract.event import InteractionEvent, iso_to_ms
 from pipeline.errors import ConfigError, DeliveryError
-from pipeline.settings import build_settings
+from pipeline.settings import KafkaSettings, build_settings
 from pipeline.simulate_cli import Pacer, parse_start, simulate_command
 from pipeline.simulator import SimulatorConfig, generate
 
@@ -35,8 +35,10 @@ class FakeClock:
 class FakeProducer:
     """Stands in for ``EventProducer``: records what was sent."""
 
-    def __init__(self, bootstrap: str, topic: str, channels: Any, *, fail_flush: bool = False):
-        self.bootstrap = bootstrap
+    def __init__(
+        self, kafka: KafkaSettings, topic: str, channels: Any, *, fail_flush: bool = False
+    ):
+        self.bootstrap = kafka.bootstrap
         self.topic = topic
         self.channels = channels
         self.fail_flush = fail_flush
