@@ -58,6 +58,7 @@ from pipeline.dlq import (
     VALUE_SHA256,
     parse_dead_letter_headers,
 )
+from pipeline.kafka_clients import kafka_python_options
 from pipeline.settings import Settings, build_settings
 from pipeline.simulator import SimulatorConfig, generate
 from pipeline.sink.store import dump_tables
@@ -213,7 +214,7 @@ def _config(bootstrap: str, prefix: str, *, url: str, control_records: bool) -> 
 def _send(records: list[AdversarialRecord], settings: Settings) -> list[Sent]:
     """Produce ``records`` in order; tail records only after the rest is acknowledged."""
     producer = KafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap,
+        **kafka_python_options(settings.kafka),
         client_id="cxstream-adversarial",
         acks="all",
         enable_idempotence=True,
@@ -260,12 +261,15 @@ def _replay(good: list[AdversarialRecord], config: dict, folder: Path) -> int:
     return int(fields["duplicates"])
 
 
-def _delete_topics(bootstrap: str, prefix: str) -> None:
+def _delete_topics(settings: Settings) -> None:
     # The session broker is thrown away at the end; a failed delete costs memory only.
     with contextlib.suppress(KafkaError, OSError):
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="cxstream-test-cleanup")
+        admin = KafkaAdminClient(
+            **kafka_python_options(settings.kafka), client_id="cxstream-test-cleanup"
+        )
         try:
-            names = [t for t in admin.list_topics() if t.startswith(f"{prefix}.")]
+            prefix = f"{settings.kafka.topic_prefix}."
+            names = [t for t in admin.list_topics() if t.startswith(prefix)]
             admin.delete_topics(names, timeout_ms=10_000, raise_errors=False)
         finally:
             admin.close()
@@ -310,7 +314,7 @@ def run(
         topics[input_topic(settings)] = _LargeRecordTopic(
             spec.partitions, spec.retention_ms, spec.cleanup_policy, spec.replication_factor
         )
-        ensure_topics(kafka_bootstrap, topics)
+        ensure_topics(settings.kafka, topics)
 
         items = list(generate(SIM))
         traffic = simulator_records(items)
@@ -340,7 +344,7 @@ def run(
             closer = start("worker", ending)
 
             def end_of_input() -> None:
-                send_end_of_input(kafka_bootstrap, input_topic(settings))
+                send_end_of_input(settings.kafka, input_topic(settings))
                 wait_until_worker_consumed(settings, closer, WORKER_TIMEOUT)
 
             _attempt(result, "worker ending the input", end_of_input)
@@ -372,7 +376,7 @@ def run(
         finally:
             for process in processes:
                 process.stop()
-            _delete_topics(kafka_bootstrap, prefix)
+            _delete_topics(settings)
 
 
 # ------------------------------------------------------------------ the tests
