@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import faust
+import mode
 
 from pipeline.kafka_clients import faust_broker_credentials
 from pipeline.settings import Settings
@@ -27,6 +28,7 @@ def build_app(
 ) -> faust.App:
     """A configured, agent-less Faust app; agents are registered by the role modules."""
     kafka = settings.kafka
+    worker = settings.worker
     app_id = f"cxstream-{kafka.topic_prefix}-{role}"
     faust_dirs = Path("var") / "faust"
     faust_dirs.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
@@ -51,10 +53,36 @@ def build_app(
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         table_standby_replicas=0,
+        # A crashed agent crashes the worker instead of being restarted: a
+        # restarted agent waits for a stream core that is gone and the worker
+        # stays up consuming nothing (agents/crash_exit.py, robinhood/faust#301).
+        agent_supervisor=mode.CrashingSupervisor,
+        # Failover (docs/ops.md, "Failover"): the group notices a dead worker
+        # after the session timeout (10 s by default; Faust's 60 s made a
+        # takeover take 62-73 s) and the survivors hear of the rebalance at
+        # their next heartbeat. The rebalance timeout is how long the
+        # coordinator waits for members to rejoin; a member killed *during* a
+        # rebalance is dropped only after it, so it gets the session timeout too
+        # (Faust's 60 s would stall such a takeover for a minute). A live
+        # member rejoins as soon as its revocation handler returned, which
+        # waits for at most two batches in flight.
+        broker_session_timeout=worker.session_timeout_seconds,
+        broker_heartbeat_interval=worker.heartbeat_interval_seconds,
+        broker_rebalance_timeout=worker.session_timeout_seconds,
         web_enabled=web_enabled,
-        web_port=web_port if web_port is not None else settings.worker.web_port,
-        web_bind="0.0.0.0",
+        web_port=web_port if web_port is not None else worker.web_port,
+        web_bind=worker.web_bind,
         web_in_thread=False,
+        # Read-only pages only: Faust's built-in views are off. /router and
+        # /table expose the cluster's topology and the table's data (the state
+        # of every customer); the stats, graph and performance views show
+        # internals. Only "/" (Faust's plain {"status": "OK"}) and our own
+        # pages (/metrics, /healthz, /ops) remain, all GET.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
         producer_acks=-1,
         producer_linger_ms=5,
         consumer_auto_offset_reset="earliest",

@@ -30,6 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from agents.batch_send import BatchSender, send_result
+from agents.log_limits import install_repeat_filter
 from pipeline.core_process import BatchResult, CoreFailure, CoreServer, encode_frame, read_frame
 from pipeline.kafka_clients import aiokafka_options
 from pipeline.runtime import tune_garbage_collector
@@ -107,6 +108,7 @@ def main() -> int:
     # Anything printed by accident must not corrupt the reply frames.
     sys.stdout = sys.stderr
     logging.basicConfig(level=logging.WARNING, format="core process: %(levelname)s %(message)s")
+    install_repeat_filter()  # its producer's connection errors, as in the worker
     tune_garbage_collector()
     try:
         return asyncio.run(_main(requests, replies))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import faust
@@ -308,6 +308,25 @@ class ProcessRole:
             self.metrics.refetched(len(missed))
         for record in missed:
             self.core.handle(record_fields(record))
+
+    def progress(self) -> tuple[dict[Hashable, int | None], dict[Hashable, int | None]]:
+        """Positions and log ends of the input partitions held, for ``/healthz``.
+
+        A position is the offset after the last record handed to the core
+        (``None``: none yet); an end is unknown (``None``) until Faust fetched
+        the partition once.
+        """
+        consumer = self.app.consumer
+        positions: dict[Hashable, int | None] = {}
+        ends: dict[Hashable, int | None] = {}
+        for partition in self._owned_partitions():
+            applied = self.core.applied_offsets.get(partition)
+            positions[partition] = applied + 1 if applied is not None else None
+            try:
+                ends[partition] = consumer.highwater(TP(self.input_topic_name, partition))
+            except Exception:  # unknown until the first fetch response
+                ends[partition] = None
+        return positions, ends
 
     def _active_partitions(self) -> list[int]:
         if self.app.rebalancing:

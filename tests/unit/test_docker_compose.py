@@ -58,9 +58,23 @@ def test_cxstream_roles_run_the_console_script_with_env_settings(
         "sink": "sink",
         "simulator": "simulate",
     }
-    assert set(map(tuple, env_keys.values())) == {
-        ("CXSTREAM_CONFIG", "CXSTREAM_KAFKA_BOOTSTRAP", "CXSTREAM_SQL_URL")
+    common = ["CXSTREAM_CONFIG", "CXSTREAM_KAFKA_BOOTSTRAP", "CXSTREAM_SQL_URL"]
+    assert env_keys == {
+        "topics": common,
+        "worker": [*common, "CXSTREAM_WORKER_WEB_BIND"],
+        "sink": [*common, "CXSTREAM_WORKER_WEB_BIND"],
+        "simulator": common,
     }
+
+
+def test_only_the_roles_with_a_web_port_bind_it_beyond_loopback_and_say_so(
+    services: dict[str, Any],
+) -> None:
+    binds = {
+        name: services[name]["environment"].get("CXSTREAM_WORKER_WEB_BIND")
+        for name in ("topics", "worker", "sink", "simulator")
+    }
+    assert binds == {"topics": None, "worker": "0.0.0.0", "sink": "0.0.0.0", "simulator": None}
 
 
 def test_worker_can_scale_because_it_publishes_no_host_port(services: dict[str, Any]) -> None:
