@@ -78,6 +78,8 @@ class ProcessRole:
         self._batch_slots = asyncio.Semaphore(BATCHES_AHEAD)
         self._failure: BaseException | None = None
         self._core_starting: asyncio.Future[None] | None = None
+        #: Set when the worker stops: the core is closed, nothing more goes to it.
+        self._stopping = False
         self.input_topic = app.topic(
             self.input_topic_name, key_serializer="raw", value_serializer="raw"
         )
@@ -120,6 +122,11 @@ class ProcessRole:
         async for events in batches:
             await self._ready.wait()
             async with self.lock:
+                if self._stopping:
+                    # The core is closed: these records go to the next owner.
+                    # Returning, not raising: under the crashing supervisor an
+                    # error here would turn a clean stop into a crash.
+                    return
                 owned = self._owned_partitions()
                 core = self.core
                 for event in events:
@@ -180,10 +187,12 @@ class ProcessRole:
 
     async def _tick(self) -> None:
         """Once a second: wall-clock timers (live mode), gauges, lag."""
-        if not self.core.started:
-            return  # before the first assignment: nothing to advance or show
+        if not self.core.started or self._stopping:
+            return  # before the first assignment or while stopping: nothing to do
         partitions = self._active_partitions() if self._ready.is_set() else []
         async with self.lock:
+            if self._stopping:
+                return
             for partition in partitions:
                 if not self.core.has_partition(partition):
                     await self._load(partition)
@@ -410,6 +419,16 @@ class ProcessRole:
             await asyncio.wait_for(self._unflushed.join(), timeout=10)
         except TimeoutError:
             log.warning("stopping with stream-core results not yet written")
+        # Under the lock, so the agent or the timer is not half-way through
+        # handing records to a core that is closing; they see _stopping after.
+        try:
+            await asyncio.wait_for(self.lock.acquire(), timeout=10)
+        except TimeoutError:
+            log.warning("stopping while records are being handed to the stream core")
+        else:
+            self._stopping = True
+            self.lock.release()
+        self._stopping = True
         await self.core.close()
         await self.refetcher.close()
 

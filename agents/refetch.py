@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: A hole that cannot be read within this time stops the agent rather than lose records.
 FETCH_TIMEOUT_SECONDS = 60.0
+#: The broker answers a fetch after at most this long even with nothing new.
+FETCH_MAX_WAIT_MS = 20
 
 
 class MissedRecordFetcher:
@@ -102,6 +104,11 @@ class MissedRecordFetcher:
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                # Every read here is a short range someone waits for (a partition
+                # load checks one record; a takeover loads several in a row).
+                # With aiokafka's 500 ms a fetch still pending for the previous
+                # range delayed each read by up to that much.
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             )
             await asyncio.wait_for(consumer.start(), timeout=FETCH_TIMEOUT_SECONDS)
             self._consumer = consumer
