@@ -6,6 +6,8 @@ Registered from ``tests/conftest.py``, so every test module can use the fixtures
 - ``postgres_url`` (session): a URL to the server's ``postgres`` database.
 - ``pg_database_url`` (function): a URL to a fresh, empty database of its own,
   dropped after the test.
+- ``dedicated_postgres`` (function): a server of the test's own, to stop and
+  start without disturbing other tests.
 
 ``CXSTREAM_TEST_POSTGRES_URL`` points the tests at an existing server; otherwise
 :func:`start_local_postgres` starts one for the session (only when a test requests
@@ -110,6 +112,16 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield PostgresServer(url=external, data_dir=None)
         return
     server = start_local_postgres()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def dedicated_postgres() -> Iterator[PostgresServer]:
+    """A server of one test's own, so stopping it disturbs no other test."""
+    server = start_local_postgres("cxstream-pg-own-")
     try:
         yield server
     finally:

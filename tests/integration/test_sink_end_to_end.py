@@ -11,13 +11,9 @@ mid-stream, and when PostgreSQL is down for 20 s while traffic flows.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -30,6 +26,7 @@ from pipeline.replay_sql import write_records_to_sql
 from pipeline.settings import Settings, build_settings
 from pipeline.simulator import SimItem, SimulatorConfig, generate
 from pipeline.sink.store import dump_tables
+from tests.integration.postgres_fixtures import PostgresServer
 from tests.integration.worker_harness import (
     WorkerProcess,
     describe_table_difference,
@@ -49,7 +46,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 # A slow arrival rate spreads the traffic over hours of event time, so sessions
 # close mid-stream (and open updates are superseded) and late events occur.
 SIM = SimulatorConfig(customers=150, count=2000, seed=17, arrival_rate_per_hour=120)
-SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "postgres" / "local-postgres.sh"
 OUTAGE_SECONDS = 20.0
 
 StartProcess = Callable[[str], WorkerProcess]
@@ -69,40 +65,6 @@ def replay_database_url(postgres_url: str) -> Iterator[str]:
     yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@dataclass
-class DedicatedPostgres:
-    """A PostgreSQL server of one test's own, so stopping it disturbs no other test."""
-
-    data_dir: str
-    port: int
-    url: str = ""
-
-    def start(self) -> None:
-        result = subprocess.run(
-            [str(SCRIPT), "start", self.data_dir, str(self.port)],
-            check=True,
-            text=True,
-            stdout=subprocess.PIPE,
-        )
-        self.url = result.stdout.strip().splitlines()[-1]
-
-    def stop(self) -> None:
-        subprocess.run([str(SCRIPT), "stop", self.data_dir, str(self.port)], check=True)
-
-
-@pytest.fixture
-def dedicated_postgres() -> Iterator[DedicatedPostgres]:
-    # Not pytest's tmp_path: its parents are private to root, and the server runs
-    # as the postgres user, which must reach the folder.
-    server = DedicatedPostgres(tempfile.mkdtemp(prefix="cxstream-pg-outage-"), free_port())
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.data_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -226,7 +188,7 @@ def test_sink_waits_out_a_20_second_database_outage_and_loses_nothing(
     settings: Settings,
     stream_config: dict,
     start_process: StartProcess,
-    dedicated_postgres: DedicatedPostgres,
+    dedicated_postgres: PostgresServer,
     replay_database_url: str,
 ) -> None:
     items = list(generate(SIM))
@@ -264,7 +226,7 @@ def test_sink_stopped_during_a_database_outage_loses_nothing(
     settings: Settings,
     stream_config: dict,
     start_process: StartProcess,
-    dedicated_postgres: DedicatedPostgres,
+    dedicated_postgres: PostgresServer,
     replay_database_url: str,
 ) -> None:
     """SIGTERM while a batch waits for the database: its offsets must not be committed."""
