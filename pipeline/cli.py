@@ -88,6 +88,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         to_kafka=args.output is None,
         bootstrap=settings.kafka.bootstrap,
         speedup=args.speedup,
+        lapse_seconds=args.lapse,
     )
 
 
@@ -159,6 +160,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         customers=args.customers,
         seed=args.seed,
         speedup=args.speedup,
+        lapse_seconds=args.lapse,
     )
 
 
@@ -192,6 +194,15 @@ class _Subcommands:
         )
         parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
         return parser
+
+
+# pipeline.simulate_cli.DEFAULT_LAPSE_SECONDS, written out so that parsing the
+# command line does not import the simulator (a test keeps the two equal).
+LAPSE_DEFAULT_SECONDS = 1800.0
+LAPSE_HELP = (
+    "time-lapse: wall seconds the fast part lasts; event time starts "
+    "(speedup - 1) x this in the past and reaches the wall clock when it ends"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="with --start now: event time runs this many times faster than the wall clock",
     )
+    p.add_argument("--lapse", type=float, default=LAPSE_DEFAULT_SECONDS, help=LAPSE_HELP)
     p.set_defaults(func=cmd_simulate)
 
     p = common(sub.add_parser("produce", help="send a JSON Lines file of events to Kafka"))
@@ -312,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="time-lapse: simulated time runs this many times faster than the wall clock",
     )
+    p.add_argument("--lapse", type=float, default=LAPSE_DEFAULT_SECONDS, help=LAPSE_HELP)
     p.add_argument("--db", help="SQLAlchemy URL (default: SQLite file under var/)")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -23,10 +23,21 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.broker import LocalKafka
 from pipeline.settings import Settings
+from pipeline.simulate_cli import DEFAULT_LAPSE_SECONDS
 from pipeline.topics import ensure_topics, project_topics
 
 STATUS_EVERY_SECONDS = 2.0
 PR_SET_PDEATHSIG = 1
+
+# The demo's traffic: a time-lapse whose event time runs DEFAULT_SPEEDUP times
+# faster than the wall clock for DEFAULT_LAPSE_SECONDS (30 minutes of demo show
+# 15 hours of contacts), starting that much in the past so that it never runs
+# ahead of the wall clock (the worker dead-letters events more than
+# limits.max_future_skew ahead); after that, traffic follows the wall clock.
+# ``--lapse`` sets how long the fast part lasts (DEFAULT_LAPSE_SECONDS).
+DEFAULT_RATE = 40.0
+DEFAULT_CUSTOMERS = 300
+DEFAULT_SPEEDUP = 30.0
 
 EXAMPLE_QUERIES = """\
   -- first-contact resolution by journey start channel, today
@@ -111,8 +122,54 @@ def _stopping(processes: list[subprocess.Popen[bytes]]) -> Iterator[None]:
                 process.kill()
 
 
+def worker_clock(speedup: float) -> str:
+    """The worker's clock mode for a demo at ``speedup``.
+
+    A time-lapse replays the past at speed, so the worker must keep time by the
+    events (``stream``); on the ``live`` clock, wall time minus a few seconds,
+    the time-lapse's events would all be late.
+    """
+    return "stream" if speedup > 1 else "live"
+
+
+def simulate_arguments(
+    common: Sequence[str],
+    *,
+    rate: float,
+    customers: int,
+    seed: int,
+    speedup: float,
+    lapse_seconds: float,
+) -> list[str]:
+    """The ``cxstream simulate`` command line the demo runs (without the program)."""
+    return [
+        "simulate",
+        *common,
+        "--start",
+        "now",
+        "--rate",
+        str(rate),
+        "--customers",
+        str(customers),
+        "--seed",
+        str(seed),
+        "--count",
+        str(10**9),
+        "--speedup",
+        str(speedup),
+        "--lapse",
+        str(lapse_seconds),
+    ]
+
+
 def run_demo(
-    settings: Settings, *, rate: float, customers: int, seed: int, speedup: float = 30.0
+    settings: Settings,
+    *,
+    rate: float = DEFAULT_RATE,
+    customers: int = DEFAULT_CUSTOMERS,
+    seed: int = 7,
+    speedup: float = DEFAULT_SPEEDUP,
+    lapse_seconds: float = DEFAULT_LAPSE_SECONDS,
 ) -> int:
     var = Path("var").resolve()
     var.mkdir(exist_ok=True)
@@ -131,28 +188,23 @@ def run_demo(
         ensure_topics(kafka_settings, project_topics(kafka_settings))
         common = ["--bootstrap", bootstrap, "--prefix", settings.kafka.topic_prefix]
         processes = [
-            _spawn(["worker", *common, "--web-port", str(web_port)], logs / "worker.log"),
+            _spawn(
+                ["worker", *common, "--web-port", str(web_port), "--clock", worker_clock(speedup)],
+                logs / "worker.log",
+            ),
             _spawn(
                 ["sink", *common, "--db", sql_url, "--web-port", str(sink_port)],
                 logs / "sink.log",
             ),
             _spawn(
-                [
-                    "simulate",
-                    *common,
-                    "--start",
-                    "now",
-                    "--rate",
-                    str(rate),
-                    "--customers",
-                    str(customers),
-                    "--seed",
-                    str(seed),
-                    "--count",
-                    str(10**9),
-                    "--speedup",
-                    str(speedup),
-                ],
+                simulate_arguments(
+                    common,
+                    rate=rate,
+                    customers=customers,
+                    seed=seed,
+                    speedup=speedup,
+                    lapse_seconds=lapse_seconds,
+                ),
                 logs / "simulate.log",
             ),
         ]
@@ -162,7 +214,8 @@ def run_demo(
             simulate_log = logs / "simulate.log"
             print(
                 f"simulator  {rate:g} events/s, {customers} customers, time-lapse x{speedup:g}"
-                f" (log: {simulate_log})"
+                f" for {lapse_seconds / 60:g} min from {(speedup - 1) * lapse_seconds / 3600:g} h"
+                f" ago, then live (log: {simulate_log})"
             )
             print(f"SQL        {sql_url}")
             print("Try, e.g. with the sqlite3 shell on that file:")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -34,6 +36,48 @@ EVENTS_PER_JOURNEY = 6.0
 # Live runs aim slightly below the requested pace so event time, not the token
 # bucket, sets the tempo and events are never sent long after they "happened".
 LIVE_ARRIVAL_HEADROOM = 0.85
+# How long (wall seconds) a time-lapse (``--start now --speedup`` > 1) runs fast
+# before its event time has caught up with the wall clock; see :class:`TimeLapse`.
+DEFAULT_LAPSE_SECONDS = 1800.0
+# Step at which the mean arrival intensity of a time-lapse's event-time window is sampled.
+_INTENSITY_STEP_MS = 10 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TimeLapse:
+    """When each event of a live run may be sent: event time -> wall time.
+
+    The worker dead-letters an event dated more than ``limits.max_future_skew``
+    ahead of its wall clock, so a time-lapse cannot run event time ahead of the
+    wall clock. Instead its event time *starts in the past* by
+    ``(speedup - 1) x lapse``, runs ``speedup`` times faster than the wall clock
+    for ``lapse`` wall milliseconds, meets the wall clock exactly then
+    (``caught_up_ms``), and follows it at 1x from there on. An event is never
+    due before its ``occurred_at``, so no event is sent ahead of the wall clock.
+    With ``speedup`` <= 1 event time starts at the wall clock (a plain live run).
+    """
+
+    wall_start_ms: int
+    speedup: float
+    lapse_ms: int
+
+    @property
+    def event_start_ms(self) -> int:
+        return self.wall_start_ms - round(max(0.0, self.speedup - 1) * self.lapse_ms)
+
+    @property
+    def caught_up_ms(self) -> int:
+        """Wall time = event time at which the fast part ends."""
+        return self.wall_start_ms + (self.lapse_ms if self.speedup > 1 else 0)
+
+    def due_ms(self, occurred_at: int) -> int:
+        """The wall time (epoch ms) at which an event of ``occurred_at`` may be sent.
+
+        Rounded up: a whole millisecond that is never before the exact due time.
+        """
+        if occurred_at >= self.caught_up_ms:
+            return occurred_at
+        return self.wall_start_ms + math.ceil((occurred_at - self.event_start_ms) / self.speedup)
 
 
 class Pacer:
@@ -186,9 +230,18 @@ def parse_start(start: str | None, *, wall_ms: Callable[[], int]) -> int | None:
         raise ConfigError(f"--start: {exc}") from exc
 
 
-def live_arrival_rate(rate: float, start_ms: int) -> float:
-    """Peak-hour journeys/hour that produce about ``rate`` events/s at ``start_ms``."""
-    per_hour = rate * 3600 / EVENTS_PER_JOURNEY / period_intensity(start_ms)
+def live_arrival_rate(rate: float, start_ms: int, end_ms: int | None = None) -> float:
+    """Peak-hour journeys/hour that produce about ``rate`` events/s at ``start_ms``.
+
+    With ``end_ms``, about ``rate`` on average over ``start_ms..end_ms`` (a
+    time-lapse crosses evenings and nights, whose intensity is far below the peak).
+    """
+    if end_ms is None or end_ms <= start_ms:
+        intensity = period_intensity(start_ms)
+    else:
+        samples = range(start_ms, end_ms, _INTENSITY_STEP_MS)
+        intensity = sum(period_intensity(at) for at in samples) / len(samples)
+    per_hour = rate * 3600 / EVENTS_PER_JOURNEY / intensity
     return per_hour * LIVE_ARRIVAL_HEADROOM
 
 
@@ -205,6 +258,7 @@ def simulate_command(
     bootstrap: str | None,
     progress_every_s: float = 2.0,
     speedup: float = 1.0,
+    lapse_seconds: float = DEFAULT_LAPSE_SECONDS,
     producer_factory: Callable[..., Any] | None = None,
     stderr: TextIO | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -218,7 +272,11 @@ def simulate_command(
     wall clock: ``rate`` then sets the peak-hours pace and no event is sent before
     its ``occurred_at``; with ``speedup`` > 1 event time runs that many times faster
     than the wall clock (a time-lapse: a 30-minute session gap passes in a minute at
-    30x), always ahead of it, so a live-clock worker never sees it as late.
+    30x) for ``lapse_seconds`` of wall time: it starts that far in the past and has
+    caught up with the wall clock when the lapse ends (:class:`TimeLapse`), so no
+    event is ever ahead of the wall clock (the worker's ``limits.max_future_skew``).
+    A worker reading a time-lapse needs ``worker.clock: stream``: on the live
+    clock, events from the past would be late.
     ``producer_factory`` (default ``EventProducer``) is the seam
     tests use to stand in for Kafka.
     """
@@ -230,9 +288,17 @@ def simulate_command(
         fields["start_ms"] = start_ms
     if speedup <= 0:
         raise ConfigError(f"speedup must be positive, not {speedup}")
-    if live and rate and start_ms is not None:
-        # ``rate`` is per wall second; the generator thinks in event-time seconds.
-        fields["arrival_rate_per_hour"] = live_arrival_rate(rate / speedup, start_ms)
+    if lapse_seconds < 0:
+        raise ConfigError(f"lapse must be zero or more seconds, not {lapse_seconds}")
+    lapse: TimeLapse | None = None
+    if live and start_ms is not None:
+        lapse = TimeLapse(start_ms, speedup, round(lapse_seconds * 1000))
+        fields["start_ms"] = lapse.event_start_ms
+        if rate:
+            # ``rate`` is per wall second; the generator thinks in event-time seconds.
+            fields["arrival_rate_per_hour"] = live_arrival_rate(
+                rate / speedup, lapse.event_start_ms, lapse.caught_up_ms
+            )
     config = SimulatorConfig(**fields)
 
     sinks: list[ItemSink] = []
@@ -257,9 +323,8 @@ def simulate_command(
             sinks,
             pacer,
             progress,
-            hold_until_wall=live,
+            lapse=lapse,
             wall_ms=wall_ms,
-            speedup=speedup,
             sleep=sleep,
         )
     finally:
@@ -292,22 +357,20 @@ def _run(
     pacer: Pacer | None,
     progress: Progress,
     *,
-    hold_until_wall: bool,
+    lapse: TimeLapse | None,
     wall_ms: Callable[[], int],
     sleep: Callable[[float], None],
-    speedup: float = 1.0,
 ) -> bool:
-    """Send every item to every sink; returns True if interrupted by Ctrl-C."""
-    wall_start = wall_ms()
-    event_start: int | None = None
+    """Send every item to every sink; returns True if interrupted by Ctrl-C.
+
+    With ``lapse`` (a live run) each event is held until its due wall time.
+    """
     try:
         for item in items:
             if pacer is not None:
                 pacer.wait()
-            if hold_until_wall and item.event is not None:
-                if event_start is None:
-                    event_start = min(item.event.occurred_at, wall_start)
-                due_ms = wall_start + (item.event.occurred_at - event_start) / speedup
+            if lapse is not None and item.event is not None:
+                due_ms = lapse.due_ms(item.event.occurred_at)
                 # Loop: a sleep may return a little early.
                 while (ahead_ms := due_ms - wall_ms()) > 0:
                     sleep(ahead_ms / 1000)

@@ -13,7 +13,7 @@ import pytest
 from pipeline.contract.event import InteractionEvent, iso_to_ms
 from pipeline.errors import ConfigError, DeliveryError
 from pipeline.settings import KafkaSettings, build_settings
-from pipeline.simulate_cli import Pacer, parse_start, simulate_command
+from pipeline.simulate_cli import Pacer, TimeLapse, parse_start, simulate_command
 from pipeline.simulator import SimulatorConfig, generate
 
 
@@ -198,3 +198,108 @@ def test_live_run_never_sends_an_event_before_it_happened(tmp_path: Path) -> Non
     assert all(occurred <= wall_ms for occurred, wall_ms in sent_at)
     # Event time tracks the wall clock: the newest event is never far behind it.
     assert wall["ms"] - max(occurred for occurred, _ in sent_at) < 60_000
+
+
+# -- the time-lapse under the future-skew rule (issue 12) -------------------------------
+
+MINUTE_MS = 60_000
+
+
+def test_a_time_lapse_starts_in_the_past_and_meets_the_wall_clock_when_it_ends():
+    lapse = TimeLapse(wall_start_ms=10_000_000_000, speedup=30.0, lapse_ms=10 * MINUTE_MS)
+    assert lapse.event_start_ms == 10_000_000_000 - 29 * 10 * MINUTE_MS
+    assert lapse.caught_up_ms == 10_000_000_000 + 10 * MINUTE_MS
+    # 30 minutes of event time pass in one wall minute ...
+    assert lapse.due_ms(lapse.event_start_ms + 30 * MINUTE_MS) == 10_000_000_000 + MINUTE_MS
+    # ... until event time has caught up; from then on it is the wall clock.
+    assert lapse.due_ms(lapse.caught_up_ms) == lapse.caught_up_ms
+    assert lapse.due_ms(lapse.caught_up_ms + 5 * MINUTE_MS) == lapse.caught_up_ms + 5 * MINUTE_MS
+
+
+def test_without_a_speedup_event_time_is_the_wall_clock():
+    lapse = TimeLapse(wall_start_ms=10_000_000_000, speedup=1.0, lapse_ms=10 * MINUTE_MS)
+    assert lapse.event_start_ms == lapse.caught_up_ms == 10_000_000_000
+    assert lapse.due_ms(10_000_060_000) == 10_000_060_000
+
+
+def test_no_event_of_the_time_lapse_is_ever_due_before_it_happened():
+    lapse = TimeLapse(wall_start_ms=10_000_000_000, speedup=30.0, lapse_ms=10 * MINUTE_MS)
+    for at in range(lapse.event_start_ms, lapse.caught_up_ms + 20 * MINUTE_MS, 7_777):
+        assert at <= lapse.due_ms(at)
+
+
+def test_the_demo_time_lapse_never_sends_an_event_ahead_of_the_wall_clock() -> None:
+    """The demo's own simulate command line, run for its default time-lapse plus 2 minutes."""
+    from pipeline.cli import build_parser
+    from pipeline.demo import (
+        DEFAULT_CUSTOMERS,
+        DEFAULT_LAPSE_SECONDS,
+        DEFAULT_RATE,
+        DEFAULT_SPEEDUP,
+        simulate_arguments,
+    )
+
+    argv = simulate_arguments(
+        ["--bootstrap", "broker:1"],
+        rate=DEFAULT_RATE,
+        customers=DEFAULT_CUSTOMERS,
+        seed=7,
+        speedup=DEFAULT_SPEEDUP,
+        lapse_seconds=DEFAULT_LAPSE_SECONDS,
+    )
+    args = build_parser().parse_args(argv)
+    clock = FakeClock()
+    wall_start = iso_to_ms("2026-03-04T14:00:00+02:00")
+    wall = {"ms": wall_start}
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        wall["ms"] += round(seconds * 1000)
+
+    sent_at: list[tuple[int, int]] = []
+
+    class RecordingProducer(FakeProducer):
+        def send(self, event: InteractionEvent) -> None:
+            sent_at.append((event.occurred_at, wall["ms"]))
+
+    code = run(
+        start=args.start,
+        rate=args.rate,
+        customers=args.customers,
+        seed=args.seed,
+        speedup=args.speedup,
+        lapse_seconds=args.lapse,
+        count=round(DEFAULT_RATE * (DEFAULT_LAPSE_SECONDS + 120)),
+        to_kafka=True,
+        producer_factory=RecordingProducer,
+        clock=clock,
+        sleep=sleep,
+        wall_ms=lambda: wall["ms"],
+    )
+    assert code == 0
+    skew_ms = build_settings().limits.max_future_skew_seconds * 1000
+    worst_ahead = max(occurred - sent for occurred, sent in sent_at)
+    assert worst_ahead <= 0 < skew_ms
+    # Event time started (speedup - 1) x the time-lapse in the past (give or take the
+    # first arrival) and ran the lapse at the speedup ...
+    lapse_start = wall_start - (DEFAULT_SPEEDUP - 1) * DEFAULT_LAPSE_SECONDS * 1000
+    assert 0 <= sent_at[0][0] - lapse_start < 5 * MINUTE_MS
+    # ... and once the lapse is over it follows the wall clock.
+    assert wall["ms"] > wall_start + DEFAULT_LAPSE_SECONDS * 1000
+    assert wall["ms"] - max(occurred for occurred, _ in sent_at) < MINUTE_MS
+
+
+def test_the_demo_worker_runs_on_event_time_during_a_time_lapse():
+    from pipeline.demo import worker_clock
+
+    assert worker_clock(30.0) == "stream"
+    assert worker_clock(1.0) == "live"
+
+
+def test_the_command_line_lapse_default_is_the_simulators():
+    from pipeline.cli import build_parser
+    from pipeline.simulate_cli import DEFAULT_LAPSE_SECONDS
+
+    parser = build_parser()
+    assert parser.parse_args(["simulate"]).lapse == DEFAULT_LAPSE_SECONDS
+    assert parser.parse_args(["demo"]).lapse == DEFAULT_LAPSE_SECONDS
