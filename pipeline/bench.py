@@ -15,6 +15,8 @@ timings on shared 2-core machines are noisy:
 * ``sink``: upserted rows/s into PostgreSQL (a local server is started when no
   ``--db`` is given).
 * ``stream`` (what plain ``cxstream bench`` runs): ``pipeline``, then ``replay``.
+* ``peers``: cxstream's full worker against Kafka Streams on one local broker
+  (:mod:`pipeline.bench_peers`).
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ def run(
         bench_pipeline(settings, events)
     if what in ("replay", "stream"):
         bench_replay_both_cores(settings, events, config=config)
+    if what == "peers":
+        from pipeline.bench_peers import bench_peers
+
+        bench_peers(settings, events)
     return 0
 
 
