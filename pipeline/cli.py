@@ -307,8 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         nargs="?",
         default="stream",
-        choices=("stream", "codec", "replay", "pipeline", "sink"),
-        help="stream (the default) = pipeline, then replay: the stream core's two targets",
+        choices=("stream", "codec", "replay", "pipeline", "sink", "peers"),
+        help="stream (the default) = pipeline, then replay: the stream core's two targets; "
+        "peers = cxstream against Kafka Streams on one local broker",
     )
     p.add_argument("--events", type=int, default=100_000, help="simulator events to run")
     p.add_argument("--db", help="SQLAlchemy URL for the sink benchmark")
