@@ -104,7 +104,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         report = produce_file(args.file, producer)
         producer.flush()
     if args.end_of_input:
-        send_end_of_input(settings.kafka, topic)
+        send_end_of_input(settings.kafka, topic, input_end_ms=report.input_end_ms)
     for line_no, error in report.rejected:
         print(f"rejected line {line_no}: {error}", file=sys.stderr)
     print(f"produce sent={report.sent} rejected={len(report.rejected)} topic={topic}")

@@ -161,6 +161,8 @@ class ProduceReport:
 
     sent: int
     rejected: list[tuple[int, ContractError]] = field(default_factory=list)
+    #: Latest event time of the events sent (what an end-of-input marker carries).
+    input_end_ms: int | None = None
 
 
 def produce_file(
@@ -173,6 +175,7 @@ def produce_file(
     raises :class:`DeliveryError`.
     """
     sent = 0
+    input_end_ms: int | None = None
     rejected: list[tuple[int, ContractError]] = []
     for number, parsed, _raw in read_events(path):
         if isinstance(parsed, ContractError):
@@ -184,5 +187,7 @@ def produce_file(
             rejected.append((number, exc))
             continue
         sent += 1
+        if input_end_ms is None or parsed.occurred_at > input_end_ms:
+            input_end_ms = parsed.occurred_at
     producer.flush(flush_timeout)
-    return ProduceReport(sent=sent, rejected=rejected)
+    return ProduceReport(sent=sent, rejected=rejected, input_end_ms=input_end_ms)

@@ -421,7 +421,12 @@ class StreamHandler:
             self._dead_letter(record, refused, "control")
             return
         try:
-            outputs = self._processor(record.partition).end_of_input()
+            input_end_ms = input_end_of(record.value)
+        except ControlRecordRefused as exc:
+            self._dead_letter(record, exc, "control")
+            return
+        try:
+            outputs = self._processor(record.partition).end_of_input(input_end_ms)
         except Exception as exc:
             self._dead_letter(record, exc, "process", unexpected=True)
             return
@@ -633,6 +638,24 @@ class StreamHandler:
         self.metrics.observe_processing_latency(
             max(0.0, (self._batch_wall_ms - event.occurred_at) / 1000)
         )
+
+
+def input_end_of(value: bytes | None) -> int | None:
+    """The input's end (event time, ms) an end-of-input record carries, or None.
+
+    The sender of a backfill knows the latest event time of the whole input
+    and puts it in the value (decimal ASCII), so every partition ends there, as
+    ``cxstream replay`` ends them (docs/architecture.md, "End of input"); a
+    marker without a value ends the partition at its own latest event.
+    """
+    if not value:
+        return None
+    try:
+        return int(value.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise ControlRecordRefused(
+            f"end-of-input control record value {value[:40]!r} is not epoch milliseconds"
+        ) from None
 
 
 def _is_end_of_input(headers: Sequence[tuple[str, bytes]]) -> bool:

@@ -344,7 +344,16 @@ def run(
             closer = start("worker", ending)
 
             def end_of_input() -> None:
-                send_end_of_input(settings.kafka, input_topic(settings))
+                # The latest event time of the good events: every partition ends
+                # there, as the replay of the good events ends them.
+                good_times = [
+                    s.record.event.occurred_at
+                    for s in result.sent
+                    if not s.record.is_bad and s.record.event is not None
+                ]
+                send_end_of_input(
+                    settings.kafka, input_topic(settings), input_end_ms=max(good_times)
+                )
                 wait_until_worker_consumed(settings, closer, WORKER_TIMEOUT)
 
             _attempt(result, "worker ending the input", end_of_input)

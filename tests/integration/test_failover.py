@@ -26,6 +26,7 @@ from tests.integration.worker_harness import (
     end_offsets,
     final_by_key,
     free_port,
+    input_end,
     input_topic,
     normalise,
     process_group,
@@ -124,7 +125,7 @@ def test_a_worker_killed_with_sigkill_is_replaced_by_the_survivor_within_seconds
             f"the survivor took {takeover:.1f}s to take over partitions {victim_partitions}"
         )
 
-        send_end_of_input(settings.kafka, topic)
+        send_end_of_input(settings.kafka, topic, input_end_ms=input_end(items))
         wait_until_worker_consumed(settings, survivor)
         actual = final_by_key(read_outputs(kafka_bootstrap, settings))
         events = [item.event for item in items if item.event is not None]

@@ -117,7 +117,9 @@ def test_worker_sink_and_producer_work_through_scram_over_tls(
         with EventProducer(producer_kafka, topic, settings.channels) as producer:
             for event in events:
                 producer.send(event)
-        assert send_end_of_input(producer_kafka, topic) == settings.kafka.input_partitions
+        input_end_ms = max(event.occurred_at for event in events)
+        sent = send_end_of_input(producer_kafka, topic, input_end_ms=input_end_ms)
+        assert sent == settings.kafka.input_partitions
 
         watcher = _watcher(settings, secure_kafka)
         wait_until_worker_consumed(watcher, worker)

@@ -39,6 +39,7 @@ from tests.integration.worker_harness import (
     describe_difference,
     final_by_key,
     free_port,
+    input_end,
     input_topic,
     metric_value,
     normalise,
@@ -133,7 +134,7 @@ def test_a_1_mib_undecodable_record_and_a_300k_control_character_event_stop_noth
     escapes_at = _send_raw(settings, b"poison-customer", EventCodec().encode(escapes))
 
     send_items(items[half:], settings)
-    send_end_of_input(settings.kafka, topic)
+    send_end_of_input(settings.kafka, topic, input_end_ms=input_end(items))
     wait_until_worker_consumed(settings, worker)
     worker.assert_running()
 

@@ -31,6 +31,7 @@ from tests.integration.worker_harness import (
     WorkerProcess,
     describe_table_difference,
     free_port,
+    input_end,
     input_topic,
     metric_value,
     rows_by_primary_key,
@@ -110,10 +111,12 @@ def start_process(tmp_path: Path, stream_config: dict) -> Iterator[Callable[...,
 # ------------------------------------------------------------------- helpers
 
 
-def _finish(settings: Settings, worker: WorkerProcess, sink: WorkerProcess) -> None:
-    """End the input, then wait for the worker and after it for the sink."""
+def _finish(
+    settings: Settings, worker: WorkerProcess, sink: WorkerProcess, items: list[SimItem]
+) -> None:
+    """End the input at the items' end, then wait for the worker and after it for the sink."""
     bootstrap = settings.kafka.bootstrap
-    send_end_of_input(settings.kafka, input_topic(settings))
+    send_end_of_input(settings.kafka, input_topic(settings), input_end_ms=input_end(items))
     wait_until_worker_consumed(settings, worker)
     wait_until_sink_consumed(bootstrap, settings, sink)
 
@@ -151,7 +154,7 @@ def test_sink_tables_equal_the_replay_row_by_row(
     worker = start_process("worker")
     sink = start_process("sink", pg_database_url)
     send_items(items, settings)
-    _finish(settings, worker, sink)
+    _finish(settings, worker, sink, items)
 
     _replay_into(items, stream_config, replay_database_url)
     _assert_tables_equal(pg_database_url, replay_database_url)
@@ -178,7 +181,7 @@ def test_sink_tables_survive_a_worker_sigkill(
     worker.kill()
 
     restarted = start_process("worker")
-    _finish(settings, restarted, sink)
+    _finish(settings, restarted, sink, items)
 
     _replay_into(items, stream_config, replay_database_url)
     _assert_tables_equal(pg_database_url, replay_database_url)
@@ -213,7 +216,7 @@ def test_sink_waits_out_a_20_second_database_outage_and_loses_nothing(
     sink.assert_running()
     dedicated_postgres.start()
 
-    _finish(settings, worker, sink)
+    _finish(settings, worker, sink, items)
 
     assert 0.0 in database_up_during_outage
     assert metric_value(sink.web_port, "cxstream_sink_database_up") == 1.0
@@ -247,6 +250,6 @@ def test_sink_stopped_during_a_database_outage_loses_nothing(
     dedicated_postgres.start()
     restarted = start_process("sink", dedicated_postgres.url)
 
-    _finish(settings, worker, restarted)
+    _finish(settings, worker, restarted, items)
     _replay_into(items, stream_config, replay_database_url)
     _assert_tables_equal(dedicated_postgres.url, replay_database_url)

@@ -27,6 +27,7 @@ from tests.integration.worker_harness import (
     end_offsets,
     final_by_key,
     free_port,
+    input_end,
     input_topic,
     metric_value,
     normalise,
@@ -116,7 +117,7 @@ def test_worker_outputs_equal_the_offline_replay(settings: Settings, worker_fact
     malformed = sum(1 for item in items if item.is_malformed)
     worker = worker_factory()
     send_items(items, settings)
-    send_end_of_input(settings.kafka, input_topic(settings))
+    send_end_of_input(settings.kafka, input_topic(settings), input_end_ms=input_end(items))
     wait_until_worker_consumed(settings, worker)
 
     actual = final_by_key(read_outputs(settings.kafka.bootstrap, settings))
@@ -149,7 +150,7 @@ def test_worker_killed_mid_stream_and_restarted_gives_the_same_results(
     worker.kill()
 
     restarted = worker_factory()
-    send_end_of_input(settings.kafka, input_topic(settings))
+    send_end_of_input(settings.kafka, input_topic(settings), input_end_ms=input_end(items))
     wait_until_worker_consumed(settings, restarted)
 
     _assert_outputs_equal_the_replay(items, settings)
@@ -180,7 +181,7 @@ def test_records_the_group_committed_but_the_worker_never_applied_are_still_appl
     if hole == "at-the-end-of-the-log":
         # Nothing new arrives: the stalled-partition check must find the hole.
         wait_until_worker_consumed(settings, restarted)
-    send_end_of_input(settings.kafka, topic)
+    send_end_of_input(settings.kafka, topic, input_end_ms=input_end(items))
     wait_until_worker_consumed(settings, restarted)
 
     _assert_outputs_equal_the_replay(items, settings)
@@ -197,7 +198,7 @@ def test_a_recreated_input_topic_is_processed_although_its_offsets_start_again(
     send_items(second, settings)
 
     restarted = worker_factory()
-    send_end_of_input(settings.kafka, topic)
+    send_end_of_input(settings.kafka, topic, input_end_ms=input_end(items))
     wait_until_worker_consumed(settings, restarted)
 
     _assert_outputs_equal_the_replay(items, settings)

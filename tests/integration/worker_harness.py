@@ -241,6 +241,13 @@ def send_items(items: Iterable[SimItem], settings: Settings) -> None:
         producer.flush()
 
 
+def input_end(items: Iterable[SimItem]) -> int | None:
+    """Latest event time of the events among ``items``: the end-of-input marker carries
+    it, so every partition ends where ``cxstream replay`` ends them."""
+    times = [item.event.occurred_at for item in items if item.event is not None]
+    return max(times) if times else None
+
+
 def read_topic(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list[Any]:
     """Every record of ``topic`` from the beginning, in per-partition order."""
     consumer = KafkaConsumer(

@@ -554,3 +554,38 @@ def test_an_event_further_ahead_of_the_wall_clock_than_the_skew_is_dead_lettered
     assert (letter["cx.dlq.stage"], letter["cx.dlq.error.field"]) == ("validate", "occurred_at")
     assert letter["cx.dlq.source.offset"] == "1"
     assert handler.processors[PARTITION].clock_ms == T0 + skew_ms
+
+
+def _unanswered_chat_then_end_of_input(value: bytes | None) -> list[OutputRecord]:
+    handler = StreamHandler(CONTROL)
+    handler.handle(record(CODEC.encode(event(1, T0, CONTACT_STARTED)), offset=0))
+    handler.handle(record(CODEC.encode(event(2, T0 + 1000, CUSTOMER_MESSAGE)), offset=1))
+    handler.handle(record(value, offset=2, key=None, headers=[(CONTROL_HEADER, END_OF_INPUT)]))
+    return handler.drain().records
+
+
+def _breaches(records: list[OutputRecord]) -> list[str]:
+    return [r.policy for r in records if getattr(r, "kind", None) == "breach"]
+
+
+def test_end_of_input_that_carries_the_input_end_fires_what_is_due_before_it() -> None:
+    """A partition whose own last event is early ends at the whole input's end, as the replay."""
+    assert _breaches(_unanswered_chat_then_end_of_input(str(T0 + 10 * MINUTE).encode())) == [
+        "chat_first_reply"
+    ]
+
+
+def test_end_of_input_without_a_time_ends_the_partition_at_its_own_last_event() -> None:
+    assert _breaches(_unanswered_chat_then_end_of_input(None)) == []
+
+
+def test_end_of_input_with_an_unreadable_time_is_a_control_dead_letter_and_closes_nothing() -> None:
+    handler = StreamHandler(CONTROL)
+    handler.handle(record(CODEC.encode(event(1, T0, CONTACT_STARTED)), offset=0))
+    handler.handle(record(b"soon", offset=1, key=None, headers=[(CONTROL_HEADER, END_OF_INPUT)]))
+    drained = handler.drain()
+
+    (letter,) = _letters(drained.outgoing)
+    assert letter["cx.dlq.stage"] == "control"
+    assert "b'soon'" in letter["cx.dlq.error.message"]
+    assert handler.processors[PARTITION].open_sessions() == 1
