@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 NATIVE := pipeline/core/_native.json
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps kafka native demo test unit integration lint typecheck bench \
+.PHONY: help setup system-deps kafka native demo test unit integration lint typecheck bench bench-peers \
 	schema-check clean clean-native
 
 help: ## list the targets
@@ -65,6 +65,10 @@ bench: setup native ## all benchmarks (codec, replay, pipeline on the local brok
 	$(BIN)/cxstream bench replay --events 100000
 	$(BIN)/cxstream bench pipeline --events 100000
 	$(BIN)/cxstream bench sink
+
+# Maven builds the Kafka Streams peer on first use (pipeline/peers/kstreams, online once).
+bench-peers: $(STAMP) kafka native ## cxstream against Kafka Streams (exactly-once, at-least-once) on one local broker
+	$(BIN)/cxstream bench peers --events 100000
 
 clean: ## remove local state (var/), caches; keeps the venv, the Kafka cache and the compiled core
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
