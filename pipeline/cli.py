@@ -164,6 +164,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_ops(args: argparse.Namespace) -> int:
+    from pipeline.ops_config import ops_command
+
+    return ops_command(args.ops_command, _settings(args), args.output, args.webhook_base)
+
+
 CONFIG_HELP = "YAML config file merged over the defaults (see docs/ops.md)"
 
 
@@ -314,6 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=int, default=100_000, help="simulator events to run")
     p.add_argument("--db", help="SQLAlchemy URL for the sink benchmark")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("ops", help="operations config generated from the settings")
+    ops_sub = _Subcommands(p.add_subparsers(dest="ops_command", required=True))
+    p = ops_sub.add_parser(
+        "alertmanager-config", help="Alertmanager routing: a receiver per channel team"
+    )
+    p.add_argument("--output", type=Path, help="write here (default: standard output)")
+    p.add_argument(
+        "--webhook-base", default="http://alert-webhook:8080", help="receivers' webhook URL base"
+    )
+    p.set_defaults(func=cmd_ops)
 
     p = common(sub.add_parser("demo", help="the whole pipeline on the embedded default"))
     p.add_argument("--rate", type=float, default=40.0, help="simulated events/s")

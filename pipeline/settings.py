@@ -55,6 +55,13 @@ class Channel:
     # A synchronous contact (a visit, a call, a chat, a meeting) has the customer
     # with us from its start to its end: while it is open its journey stays open.
     synchronous: bool = False
+    # The Alertmanager receiver (the team) its channel alerts go to; empty means
+    # ``cx-<key>``. `cxstream ops alertmanager-config` writes the routes from it.
+    alert_receiver: str = ""
+
+    @property
+    def receiver(self) -> str:
+        return self.alert_receiver or f"cx-{self.key}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,11 +481,15 @@ def _build_channels(raw: Mapping[str, Any]) -> ChannelRegistry:
         synchronous = spec.get("synchronous", False)
         if not isinstance(synchronous, bool):
             raise ConfigError(f"channels.{key}.synchronous must be true or false")
+        receiver = spec.get("alert_receiver") or ""
+        if not isinstance(receiver, str) or not re.fullmatch(r"[A-Za-z0-9_.-]*", receiver):
+            raise ConfigError(f"channels.{key}.alert_receiver must be a name of [A-Za-z0-9_.-]")
         channels[key] = Channel(
             key=key,
             kind=kind,
             display_name=spec.get("display_name", key),
             synchronous=synchronous,
+            alert_receiver=receiver,
         )
     if not channels:
         raise ConfigError("channels: at least one channel must be configured")
