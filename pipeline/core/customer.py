@@ -13,10 +13,19 @@ from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Any, Final, Protocol
 
-from pipeline.contract.event import CONTACT_ENDED, FEEDBACK, RESOLVED, InteractionEvent
+from pipeline.contract.event import (
+    AGENT,
+    BOT,
+    CONTACT_ENDED,
+    FEEDBACK,
+    RESOLVED,
+    TRANSFERRED,
+    InteractionEvent,
+)
 from pipeline.core.dedup import DedupWindow
 from pipeline.core.records import (
     FALSE_RESOLUTION,
+    REPEAT,
     SESSION_FINAL,
     SESSION_OPEN,
     SESSION_SUPERSEDED,
@@ -33,6 +42,8 @@ from pipeline.core.switches import (
     Candidate,
     can_pair,
     candidate_for_end,
+    is_repeat,
+    need_candidate,
     next_contact,
     settle,
 )
@@ -42,7 +53,9 @@ MS: Final = 1000
 # Version 2: contacts as flat rows with a compact SLA row, candidates without
 # their (derivable) keys, seen ids as one joined string. Version 3: contacts
 # also count their summaries, and final journeys that may still be corrected
-# are kept ("f"). Versions 1 and 2 are still read.
+# are kept ("f"). Versions 1 and 2 are still read. Contact rows of version 3
+# may carry four more fields (bot, human, repeated, contained reported) and
+# sessions their feedback; shorter rows read as before (nothing known).
 STATE_VERSION: Final = 3
 
 # Outcome of CustomerState.apply().
@@ -138,12 +151,16 @@ class Contact:
     """One contact of the customer, as far as the core needs it."""
 
     __slots__ = (
+        "bot",
         "channel",
         "contact_id",
+        "contained_reported",
         "ended_at",
         "events",
+        "human",
         "last_at",
         "outcome",
+        "repeated",
         "replied_reported",
         "session_id",
         "sla",
@@ -170,6 +187,37 @@ class Contact:
         # Summaries sent (the version of the last), and whether one carried the first reply.
         self.version = 0
         self.replied_reported = False
+        # Who answered: a bot, a human (an agent's event or a transfer).
+        self.bot = False
+        self.human = False
+        # Whether a contact on the same need followed within the repeat window
+        # (None: not known yet, or never checked), and whether a summary carried
+        # the containment decision.
+        self.repeated: bool | None = None
+        self.contained_reported = False
+
+    @property
+    def first_contact_resolved(self) -> bool | None:
+        """Resolved with no repeat of its need in the window (None: not known yet)."""
+        if self.ended_at is None:
+            return None
+        if self.outcome != RESOLVED:
+            return False
+        repeated = self.repeated
+        return None if repeated is None else not repeated
+
+    @property
+    def bot_only(self) -> bool:
+        return self.bot and not self.human
+
+    @property
+    def contained(self) -> bool | None:
+        """A bot-only contact with no repeat of its need in the window (None: not a
+        bot-only contact, or not known yet)."""
+        if not self.bot_only or self.ended_at is None:
+            return None
+        repeated = self.repeated
+        return None if repeated is None else not repeated
 
     def summary(self, customer_id: str) -> ContactSummary:
         """The next version of the contact's summary (call it only to send it)."""
@@ -178,6 +226,10 @@ class Contact:
         first_reply_new = False
         if not self.replied_reported and sla.first_reply_seconds is not None:
             self.replied_reported = first_reply_new = True
+        contained = self.contained
+        contained_new = False
+        if contained is not None and not self.contained_reported:
+            self.contained_reported = contained_new = True
         return ContactSummary(
             contact_id=self.contact_id,
             customer_id=customer_id,
@@ -193,6 +245,10 @@ class Contact:
             events=self.events,
             version=self.version,
             first_reply_new=first_reply_new,
+            first_contact_resolved=self.first_contact_resolved,
+            bot_only=self.bot_only,
+            contained=contained,
+            contained_new=contained_new,
         )
 
     def to_row(self) -> list[Any]:
@@ -212,6 +268,10 @@ class Contact:
             self.sla.to_row(),
             self.version,
             self.replied_reported,
+            self.bot,
+            self.human,
+            self.repeated,
+            self.contained_reported,
         ]
 
     @classmethod
@@ -231,6 +291,9 @@ class Contact:
         )
         if len(row) > 12:  # state version 3
             contact.version, contact.replied_reported = row[12], row[13]
+            if len(row) > 14:
+                contact.bot, contact.human = row[14], row[15]
+                contact.repeated, contact.contained_reported = row[16], row[17]
         else:
             contact.assume_summary_sent()
         return contact
@@ -355,7 +418,7 @@ class CustomerState:
         if kind == FEEDBACK:
             # Feedback often comes after the contact ended, even in a later
             # session: it scores the session but neither opens nor joins a contact.
-            session.note_feedback(event.score, at, event.event_id)
+            session.note_feedback(event.score, at, event.event_id, contact_id, event.channel)
             if contact is None:
                 self.due_hint = hint
                 return APPLIED
@@ -407,6 +470,11 @@ class CustomerState:
     ) -> None:
         at = event.occurred_at
         contact.events += 1
+        actor = event.actor
+        if actor == BOT:
+            contact.bot = True
+        elif actor == AGENT or event.type == TRANSFERRED:
+            contact.human = True
         if at > contact.last_at:
             contact.last_at = at
         if contact.topic is None and event.topic is not None:
@@ -435,8 +503,9 @@ class CustomerState:
             # time), so the cached settlement stays valid unless one does.
             candidates = self.candidates
             pairs = self._pairs
+            contact.repeated = None
             if candidates:
-                for kind in (SWITCH_FAILURE, FALSE_RESOLUTION):
+                for kind in (SWITCH_FAILURE, FALSE_RESOLUTION, REPEAT):
                     key = f"{kind}:{contact.contact_id}"
                     if candidates.pop(key, None) is not None:
                         self._settle_cache = _UNKNOWN
@@ -449,12 +518,21 @@ class CustomerState:
                 ended_at=contact.ended_at,
                 topic=contact.topic,
             )
-            if candidate is not None:
-                key = f"{candidate.kind}:{contact.contact_id}"
-                candidates[key] = candidate
-                if pairs is not None:
-                    pairs[key] = self._pair(candidate)
-                self._settle_cache = _UNKNOWN
+            need = need_candidate(
+                contact_id=contact.contact_id,
+                channel=contact.channel,
+                outcome=contact.outcome,
+                ended_at=contact.ended_at,
+                topic=contact.topic,
+                bot_only=contact.bot_only,
+            )
+            for new in (candidate, need):
+                if new is not None:
+                    key = f"{new.kind}:{contact.contact_id}"
+                    candidates[key] = new
+                    if pairs is not None:
+                        pairs[key] = self._pair(new)
+                    self._settle_cache = _UNKNOWN
             out.append(contact.summary(self.customer_id))
         elif contact.version:
             # The contact's summary was sent (it ended, or its journey closed while
@@ -663,24 +741,64 @@ class CustomerState:
         # their topic, so it is the one next_contact() would find; pair only
         # when no pairs are built.
         nxt = pair[1] if pair is not None else next_contact(candidate, self.contacts.values())
+        window_ms = self.rules.window_ms(candidate.kind)
+        if candidate.kind != SWITCH_FAILURE:
+            self._decide_need(
+                candidate.contact_id, is_repeat(candidate, nxt, window_ms=window_ms), out
+            )
         if nxt is None:
             return  # the window passed with no next contact
-        signal = settle(
-            candidate,
-            nxt,
-            customer_id=self.customer_id,
-            window_ms=self.rules.window_ms(candidate.kind),
-        )
+        signal = settle(candidate, nxt, customer_id=self.customer_id, window_ms=window_ms)
         if signal is not None:
             out.append(signal)
             if candidate.kind == SWITCH_FAILURE:
                 self.contacts[nxt.contact_id].switched_into = True
 
+    def _need_pending(self, contact_id: str) -> bool:
+        """The contact's need waits for its repeat check (it is held until then)."""
+        candidates = self.candidates
+        return bool(candidates) and (
+            f"{FALSE_RESOLUTION}:{contact_id}" in candidates
+            or f"{REPEAT}:{contact_id}" in candidates
+        )
+
+    def _decide_need(self, contact_id: str, repeated: bool, out: list[OutputRecord]) -> None:
+        """The repeat check of a contact's need is over: send the contact again, and
+        the final journey it was the first contact of; then forget the contact if
+        nothing else holds it."""
+        contact = self.contacts.get(contact_id)
+        if contact is None:
+            return  # a state of an earlier version did not hold it: nothing to correct
+        contact.repeated = repeated
+        customer_id = self.customer_id
+        out.append(contact.summary(customer_id))
+        final = self.finals.get(contact.session_id) if self.finals else None
+        if final is not None and final.contact_ids and final.contact_ids[0] == contact_id:
+            fcr = contact.first_contact_resolved
+            corrected = replace(
+                final,
+                first_contact_resolved=fcr is True,
+                fcr_undecided=fcr is None,
+                version=final.version + 1,
+                correction=True,
+            )
+            self.finals[contact.session_id] = corrected
+            out.append(corrected)
+        if (
+            contact.ended_at is not None
+            and contact.sla.is_idle
+            and contact_id not in self._contacts_in_open_sessions()
+        ):
+            self._drop_contact(contact_id)
+
     def _keep_final_if_correctable(self, session_id: str) -> None:
         """Keep a closed journey's final record only while a contact that started in
-        it is held unended (only such a contact can still breach)."""
+        it is held unended (only such a contact can still breach) or waits for the
+        repeat check of its need (its FCR can still change)."""
         for contact in self.contacts.values():
-            if contact.session_id == session_id and contact.ended_at is None:
+            if contact.session_id == session_id and (
+                contact.ended_at is None or self._need_pending(contact.contact_id)
+            ):
                 return
         self.finals.pop(session_id, None)
 
@@ -699,7 +817,12 @@ class CustomerState:
         in_open: Container[str] | None = None
         for contact_id in session.contact_ids:
             contact = own.get(contact_id)
-            if contact is not None and contact.ended_at is not None and contact.sla.is_idle:
+            if (
+                contact is not None
+                and contact.ended_at is not None
+                and contact.sla.is_idle
+                and not self._need_pending(contact_id)
+            ):
                 if in_open is None:
                     in_open = self._contacts_in_open_sessions()
                 if contact_id not in in_open:
@@ -770,6 +893,9 @@ class CustomerState:
             sla_breaches += contact.sla.breaches
         session.version += 1
         session.pending = False
+        first = contacts[0] if contacts else None
+        fcr = first.first_contact_resolved if first is not None else None
+        superseded = status == SESSION_SUPERSEDED
         return SessionRecord(
             session_id=session.session_id,
             customer_id=self.customer_id,
@@ -780,7 +906,7 @@ class CustomerState:
             contacts=len(contacts),
             events=session.events,
             channel_switches=max(len(path) - 1, 0),
-            first_contact_resolved=bool(contacts) and contacts[0].outcome == RESOLVED,
+            first_contact_resolved=fcr is True,
             resolved_at_end=last_ended is not None and last_ended.outcome == RESOLVED,
             switch_failures=switch_failures,
             sla_breaches=sla_breaches,
@@ -788,6 +914,11 @@ class CustomerState:
             contact_ids=[c.contact_id for c in contacts],
             superseded_by=superseded_by,
             version=session.version,
+            fcr_undecided=fcr is None,
+            first_outcome_resolved=first is not None and first.outcome == RESOLVED,
+            nps_average=session.nps_average(),
+            # A superseded journey's feedback belongs to the survivor now.
+            feedback=[] if superseded else session.feedback_records(),
         )
 
     def pending_updates(self) -> list[SessionRecord]:

@@ -117,6 +117,12 @@ NEXT_REPLY: Final = "next_reply"
 # Journey signal kinds.
 SWITCH_FAILURE: Final = "switch_failure"
 FALSE_RESOLUTION: Final = "false_resolution"
+# A candidate kind that gives no signal: a contact whose need is checked for a
+# repeat (bot-only, or resolved without a topic) without being a false resolution.
+REPEAT: Final = "repeat"
+
+# Feedback score kinds (the contract carries one score: NPS 0..10).
+NPS: Final = "nps"
 
 
 @_slot_setting_init
@@ -130,6 +136,16 @@ class SessionRecord:
     the contacts that started in it; when one of them breaches after the journey
     closed, the final record is sent again with a higher ``version`` and
     ``correction`` true (counting consumers have counted the journey already).
+
+    ``first_contact_resolved`` is true once the journey's first contact is known to
+    have resolved its need (it ended resolved and no contact on the same topic
+    followed within the repeat window); ``fcr_undecided`` is true while that is not
+    known yet (the contact has not ended, or its window has not passed) and when the
+    journey has no contact. The decision corrects the final record like a breach.
+    ``first_outcome_resolved`` is the first contact's own outcome (the old figure).
+    ``feedback`` holds every score given in the journey (dicts with ``feedback_id``,
+    ``contact_id``, ``channel``, ``kind``, ``score``, ``given_at``), by time;
+    ``nps_score`` is the latest NPS answer and ``nps_average`` their mean.
     """
 
     OUTPUT_NAME: ClassVar[str] = "session"
@@ -152,6 +168,10 @@ class SessionRecord:
     superseded_by: str | None = None
     version: int = 0
     correction: bool = False
+    fcr_undecided: bool = False
+    first_outcome_resolved: bool = False
+    nps_average: float | None = None
+    feedback: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -171,6 +191,13 @@ class ContactSummary:
     of its clock) sends it again with a higher ``version``, so the newest wins.
     ``first_reply_new`` is true on exactly one summary of a contact: the first that
     carries its first reply, where counting consumers count the reply.
+
+    The contact's need (its topic) is checked for a repeat: ``first_contact_resolved``
+    is None until known, False when it ended otherwise than resolved or the customer
+    came back on the same topic within the repeat window, True when the window passed
+    without. ``bot_only``: only the bot answered (no human reply, no transfer);
+    ``contained`` is None unless ``bot_only``, then decided like the FCR (regardless of
+    the outcome); ``contained_new`` is true on the one summary that first carries it.
     """
 
     OUTPUT_NAME: ClassVar[str] = "contact"
@@ -189,6 +216,10 @@ class ContactSummary:
     events: int
     version: int = 0
     first_reply_new: bool = False
+    first_contact_resolved: bool | None = None
+    bot_only: bool = False
+    contained: bool | None = None
+    contained_new: bool = False
 
     @property
     def key(self) -> str:

@@ -18,6 +18,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from pipeline.core.records import NPS
+
+
+def _feedback_order(item: list[Any]) -> tuple[int, str]:
+    return item[5], item[0]
+
 
 def session_id_for(customer_id: str, event_id: str) -> str:
     """Stable id from the customer and the event that created the session."""
@@ -31,6 +37,7 @@ class Session:
         "contact_ids",
         "ended_at",
         "events",
+        "feedback",
         "held_until",
         "nps_at",
         "nps_event_id",
@@ -50,6 +57,9 @@ class Session:
         self.nps_score: int | None = None
         self.nps_at = -1
         self.nps_event_id = ""
+        # Every score given in the session: [event id, contact id, channel, kind,
+        # score, given at], in arrival order (records sort them by time).
+        self.feedback: list[list[Any]] = []
         self.version = 0
         # Changed since the last flush_updates(): an open update is owed.
         self.pending = False
@@ -70,14 +80,40 @@ class Session:
         self.events += other.events
         for contact_id in other.contact_ids:
             self.contact_ids[contact_id] = None
-        self.note_feedback(other.nps_score, other.nps_at, other.nps_event_id)
+        if (other.nps_at, other.nps_event_id) > (self.nps_at, self.nps_event_id):
+            self.nps_score, self.nps_at = other.nps_score, other.nps_at
+            self.nps_event_id = other.nps_event_id
+        self.feedback.extend(other.feedback)
 
-    def note_feedback(self, score: int | None, occurred_at: int, event_id: str) -> None:
-        """Keep the score of the latest feedback by event time (ties: event id)."""
+    def note_feedback(
+        self, score: int | None, occurred_at: int, event_id: str, contact_id: str, channel: str
+    ) -> None:
+        """Keep every score, and the latest by event time (ties: event id) as the NPS."""
         if score is None:
             return
+        self.feedback.append([event_id, contact_id, channel, NPS, score, occurred_at])
         if (occurred_at, event_id) > (self.nps_at, self.nps_event_id):
             self.nps_score, self.nps_at, self.nps_event_id = score, occurred_at, event_id
+
+    def nps_average(self) -> float | None:
+        """The mean of the session's NPS answers (None: none)."""
+        scores = [item[4] for item in self.feedback if item[3] == NPS]
+        return sum(scores) / len(scores) if scores else None
+
+    def feedback_records(self) -> list[dict[str, Any]]:
+        """The session's scores as output dicts, by time (ties: feedback id)."""
+        items = sorted(self.feedback, key=_feedback_order)
+        return [
+            {
+                "feedback_id": item[0],
+                "contact_id": item[1],
+                "channel": item[2],
+                "kind": item[3],
+                "score": item[4],
+                "given_at": item[5],
+            }
+            for item in items
+        ]
 
     def to_state(self) -> list[Any]:
         return [
@@ -91,6 +127,7 @@ class Session:
             self.nps_event_id,
             self.version,
             self.pending,
+            self.feedback,
         ]
 
     @classmethod
@@ -101,6 +138,8 @@ class Session:
         session.nps_score, session.nps_at, session.nps_event_id = state[5], state[6], state[7]
         session.version = state[8]
         session.pending = state[9]
+        if len(state) > 10:  # written before scores were kept: only the latest is known
+            session.feedback = state[10]
         return session
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from pipeline.contract.event import ABANDONED, UNRESOLVED
-from pipeline.core.records import FALSE_RESOLUTION, SWITCH_FAILURE, JourneySignal
+from pipeline.core.records import FALSE_RESOLUTION, REPEAT, SWITCH_FAILURE, JourneySignal
 
 FAILED_OUTCOMES = (UNRESOLVED, ABANDONED)
 
@@ -42,8 +42,10 @@ ContactT = TypeVar("ContactT", bound=ContactLike)
 class Candidate:
     """A contact that ended and may yet be followed by a telling next contact.
 
-    ``kind`` is ``switch_failure`` (ended unresolved/abandoned) or
-    ``false_resolution`` (ended resolved, with a topic).
+    ``kind`` is ``switch_failure`` (ended unresolved/abandoned),
+    ``false_resolution`` (ended resolved, with a topic) or ``repeat`` (a contact
+    whose need is checked for a repeat but gives no signal: handled by the bot
+    alone, or resolved without a topic; without a topic any next contact repeats).
     """
 
     kind: str
@@ -63,11 +65,16 @@ class Candidate:
 
 def can_pair(candidate: Candidate, contact: ContactLike) -> bool:
     """Whether ``contact`` may be the candidate's next contact: started after its end
-    (and for a false-resolution candidate, on the same topic)."""
+    (and for a false-resolution or repeat candidate, on the same topic)."""
+    kind = candidate.kind
     return (
         contact.started_at > candidate.ended_at
         and contact.contact_id != candidate.contact_id
-        and (candidate.kind != FALSE_RESOLUTION or contact.topic == candidate.topic)
+        and (
+            kind == SWITCH_FAILURE
+            or contact.topic == candidate.topic
+            or (kind == REPEAT and candidate.topic is None)
+        )
     )
 
 
@@ -103,7 +110,7 @@ def settle(
 ) -> JourneySignal | None:
     """The signal this pair gives, if any."""
     gap_ms = nxt.started_at - candidate.ended_at
-    if gap_ms > window_ms:
+    if gap_ms > window_ms or candidate.kind == REPEAT:
         return None
     if candidate.kind == SWITCH_FAILURE and nxt.channel == candidate.channel:
         return None  # a repeat in the same channel, not a switch
@@ -120,6 +127,30 @@ def settle(
         topic=candidate.topic if candidate.topic is not None else nxt.topic,
         occurred_at=nxt.started_at,
     )
+
+
+def is_repeat(candidate: Candidate, nxt: ContactLike | None, *, window_ms: int) -> bool:
+    """Whether the candidate's next contact repeats its need (within the window)."""
+    return nxt is not None and nxt.started_at - candidate.ended_at <= window_ms
+
+
+def need_candidate(
+    *,
+    contact_id: str,
+    channel: str,
+    outcome: str | None,
+    ended_at: int,
+    topic: str | None,
+    bot_only: bool,
+) -> Candidate | None:
+    """The repeat check an ended contact needs besides :func:`candidate_for_end`'s:
+    a resolved contact without a topic, or a bot-only contact that did not end
+    resolved with a topic (that one has its false-resolution candidate)."""
+    if outcome == "resolved" and topic is not None:
+        return None
+    if outcome == "resolved" or bot_only:
+        return Candidate(REPEAT, contact_id, channel, outcome, ended_at, topic)
+    return None
 
 
 def candidate_for_end(

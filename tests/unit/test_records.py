@@ -53,6 +53,10 @@ def test_a_record_takes_keywords_and_fills_defaults_like_a_dataclass():
         "superseded_by": None,
         "version": 0,
         "correction": False,
+        "fcr_undecided": False,
+        "first_outcome_resolved": False,
+        "nps_average": None,
+        "feedback": [],
     }
 
 

@@ -142,7 +142,12 @@ def test_end_of_input_closes_the_session_and_the_state_ends_with_the_clock() -> 
 
     finals = [r for r in drained.records if r.OUTPUT_NAME == "session" and r.status == "final"]
     assert len(finals) == 1
-    assert (finals[0].events, finals[0].first_contact_resolved) == (4, True)
+    # Resolved, but its repeat window has not passed at the end of the input.
+    assert (finals[0].events, finals[0].first_outcome_resolved, finals[0].fcr_undecided) == (
+        4,
+        True,
+        True,
+    )
     sessions = [o for o in drained.outgoing if o.topic == "t.sessions"]
     decoded = RecordCodec("session").decode(sessions[-1].value)
     assert decoded["status"] == "final"
