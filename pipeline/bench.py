@@ -17,6 +17,8 @@ timings on shared 2-core machines are noisy:
 * ``stream`` (what plain ``cxstream bench`` runs): ``pipeline``, then ``replay``.
 * ``peers``: cxstream's full worker against Kafka Streams on one local broker
   (:mod:`pipeline.bench_peers`).
+* ``latency``: seconds from a warning's or breach's deadline to the moment its
+  record is readable, live worker under real-time load (:mod:`pipeline.bench_latency`).
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ def run(
         from pipeline.bench_peers import bench_peers
 
         bench_peers(settings, events)
+    if what == "latency":
+        from pipeline.bench_latency import bench_latency
+
+        bench_latency(settings, events)
     return 0
 
 

@@ -313,9 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         nargs="?",
         default="stream",
-        choices=("stream", "codec", "replay", "pipeline", "sink", "peers"),
+        choices=("stream", "codec", "replay", "pipeline", "sink", "peers", "latency"),
         help="stream (the default) = pipeline, then replay: the stream core's two targets; "
-        "peers = cxstream against Kafka Streams on one local broker",
+        "peers = cxstream against Kafka Streams on one local broker; "
+        "latency = breach emission latency of a live worker (--events caps the simulator)",
     )
     p.add_argument("--events", type=int, default=100_000, help="simulator events to run")
     p.add_argument("--db", help="SQLAlchemy URL for the sink benchmark")
