@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    false,
     or_,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -89,13 +90,17 @@ class SessionRow(Base):
     contacts: Mapped[int] = mapped_column(Integer)
     events: Mapped[int] = mapped_column(Integer)
     channel_switches: Mapped[int] = mapped_column(Integer)
-    first_contact_resolved: Mapped[bool] = mapped_column(Boolean)
+    # NULL while the first contact's need is undecided, or the journey has no contact.
+    first_contact_resolved: Mapped[bool | None] = mapped_column(Boolean)
     resolved_at_end: Mapped[bool] = mapped_column(Boolean)
     switch_failures: Mapped[int] = mapped_column(Integer)
     sla_breaches: Mapped[int] = mapped_column(Integer)
     nps_score: Mapped[int | None] = mapped_column(Integer)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(_utc())
+    # Migration 0003: the first contact's own outcome, the mean NPS answer.
+    first_outcome_resolved: Mapped[bool | None] = mapped_column(Boolean)
+    nps_average: Mapped[float | None] = mapped_column(Float)
 
     # channel_stats recomputation reads final sessions by first channel and start.
     __table_args__ = (Index(None, "first_channel", "started_at"),)
@@ -119,6 +124,10 @@ class ContactRow(Base):
     # The summary's version: a later summary of the contact replaces the row, a
     # redelivered older one does not (contact_wins). 0: written before it existed.
     version: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Migration 0003: FCR by need and bot containment (NULL: not known yet).
+    first_contact_resolved: Mapped[bool | None] = mapped_column(Boolean)
+    bot_only: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    contained: Mapped[bool | None] = mapped_column(Boolean)
 
     __table_args__ = (
         Index(None, "channel", "started_at"),
@@ -172,6 +181,22 @@ class SwitchFailureRow(_SignalColumns, Base):
 
 class FalseResolutionRow(_SignalColumns, Base):
     __tablename__ = "false_resolutions"
+
+
+class FeedbackRow(Base):
+    """One score a customer gave (one feedback event), with the contact it is about
+    and the journey it was given in (migration 0003)."""
+
+    __tablename__ = "feedback"
+
+    feedback_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(String(200), index=True)
+    session_id: Mapped[str] = mapped_column(String(200), index=True)
+    customer_id: Mapped[str] = mapped_column(String(200), index=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    score: Mapped[int] = mapped_column(Integer)
+    given_at: Mapped[datetime] = mapped_column(_utc())
 
 
 class LateEventRow(Base):

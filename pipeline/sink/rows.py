@@ -15,13 +15,14 @@ from typing import Any
 
 from sqlalchemy import Table
 
-from pipeline.core.records import FALSE_RESOLUTION, SWITCH_FAILURE
+from pipeline.core.records import FALSE_RESOLUTION, SESSION_SUPERSEDED, SWITCH_FAILURE
 from pipeline.errors import SinkRejectedError
 from pipeline.sink.models import (
     ROW_WINS,
     Base,
     ContactRow,
     FalseResolutionRow,
+    FeedbackRow,
     LateEventRow,
     SessionRow,
     SlaEventRow,
@@ -57,13 +58,16 @@ def _session_row(record: Record, now: datetime) -> Row:
         record["contacts"],
         record["events"],
         record["channel_switches"],
-        bool(record["first_contact_resolved"]),
+        # NULL while undecided (session v3); a v1/v2 record's figure is decided.
+        None if record.get("fcr_undecided") else bool(record["first_contact_resolved"]),
         bool(record["resolved_at_end"]),
         record["switch_failures"],
         record["sla_breaches"],
         record.get("nps_score"),
         record.get("version", 0),
         now,
+        bool(record.get("first_outcome_resolved", False)),
+        record.get("nps_average"),
     )
 
 
@@ -82,7 +86,31 @@ def _contact_row(record: Record, now: datetime) -> Row:
         bool(record["breached"]),
         record["events"],
         record.get("version", 0),
+        record.get("first_contact_resolved"),
+        bool(record.get("bot_only", False)),
+        record.get("contained"),
     )
+
+
+def _feedback_rows(record: Record) -> list[Row]:
+    """The feedback rows a journey record carries (none for a superseded journey:
+    its scores are the survivor's now)."""
+    if record["status"] == SESSION_SUPERSEDED:
+        return []
+    session_id, customer_id = record["session_id"], record["customer_id"]
+    return [
+        (
+            item["feedback_id"],
+            item["contact_id"],
+            session_id,
+            customer_id,
+            item["channel"],
+            item["kind"],
+            item["score"],
+            ms_to_utc(item["given_at"]),
+        )
+        for item in record.get("feedback", ())
+    ]
 
 
 def _sla_row(record: Record, now: datetime) -> Row:
@@ -137,11 +165,12 @@ _BUILDER_COLUMNS: dict[Builder, tuple[str, ...]] = {
         "duration_seconds", "channel_path", "first_channel", "last_channel", "contacts",
         "events", "channel_switches", "first_contact_resolved", "resolved_at_end",
         "switch_failures", "sla_breaches", "nps_score", "version", "updated_at",
+        "first_outcome_resolved", "nps_average",
     ),
     _contact_row: (
         "contact_id", "customer_id", "session_id", "channel", "started_at", "ended_at",
         "outcome", "topic", "first_reply_seconds", "first_reply_business_seconds",
-        "breached", "events", "version",
+        "breached", "events", "version", "first_contact_resolved", "bot_only", "contained",
     ),
     _sla_row: (
         "sla_event_id", "kind", "customer_id", "contact_id", "channel", "policy", "metric",
@@ -169,6 +198,11 @@ _COLUMNS_BY_TABLE: dict[str, tuple[str, ...]] = {
     table.name: _BUILDER_COLUMNS[build]
     for table, build in (*_BUILDERS.values(), *((t, _signal_row) for t in _SIGNAL_TABLES.values()))
 }
+_FEEDBACK_TABLE: Table = FeedbackRow.__table__
+_COLUMNS_BY_TABLE[_FEEDBACK_TABLE.name] = (
+    "feedback_id", "contact_id", "session_id", "customer_id", "channel", "kind", "score",
+    "given_at",
+)  # fmt: skip
 for _name, _columns in _COLUMNS_BY_TABLE.items():
     assert tuple(Base.metadata.tables[_name].columns.keys()) == _columns, _name
 
@@ -216,13 +250,21 @@ def tuples_by_table(
             table, build = _BUILDERS[output_name]
         else:
             raise SinkRejectedError(f"output {output_name!r} has no table")
+        feedback: list[Row] = []
         try:
             if pseudonymizer is not None:
                 record = _pseudonymise(record, pseudonymizer)
             row = build(record, now)
+            if output_name == "session":
+                feedback = _feedback_rows(record)
         # OverflowError: an epoch-ms stamp beyond the datetime range.
         except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
             raise SinkRejectedError(f"{output_name} record cannot be stored: {exc!r}") from exc
+        if feedback:
+            # Every record of the journey carries all its scores: the last one wins.
+            stored = tables.setdefault(_FEEDBACK_TABLE.name, {})
+            for item in feedback:
+                stored[item[0]] = item
         rows = tables.get(table.name)
         if rows is None:
             rows = tables[table.name] = {}

@@ -105,7 +105,8 @@ SOURCES: tuple[StatsSource, ...] = (
         f"s.status = '{SESSION_FINAL}'", lambda row: row["status"] == SESSION_FINAL,
         {
             "fcr_numerator": _flag("s.first_contact_resolved"),
-            "fcr_denominator": "COUNT(s.session_id)",
+            # Decided journeys only: NULL (undecided, no contact) counts in neither.
+            "fcr_denominator": "COUNT(s.first_contact_resolved)",
             "nps_promoters": _flag("s.nps_score >= 9"),
             "nps_passives": _flag("s.nps_score BETWEEN 7 AND 8"),
             "nps_detractors": _flag("s.nps_score <= 6"),

@@ -82,7 +82,7 @@ def test_migrations_create_every_table_on_a_fresh_database(tmp_path: Path) -> No
     engine.dispose()
     assert tables == {
         "alembic_version", "channel_stats", "channel_switch_failures", "contacts",
-        "false_resolutions", "late_events", "sessions", "sla_events",
+        "false_resolutions", "feedback", "late_events", "sessions", "sla_events",
     }  # fmt: skip
 
 
