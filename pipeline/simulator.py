@@ -75,6 +75,7 @@ HELSINKI = ZoneInfo("Europe/Helsinki")
 DEFAULT_START_MS = int(datetime(2026, 3, 2, 6, 0, tzinfo=UTC).timestamp() * SECOND_MS)
 
 __all__ = [
+    "BANK_PROFILE",
     "DUPLICATE",
     "IN_ORDER",
     "LATE",
@@ -84,6 +85,7 @@ __all__ = [
     "OUT_OF_ORDER_MAX_LAG_MS",
     "SimItem",
     "SimulatorConfig",
+    "bank_profile",
     "events_only",
     "generate",
 ]
@@ -145,6 +147,15 @@ class SimulatorConfig:
         default_factory=lambda: dict(DEFAULT_JOURNEY_WEIGHTS)
     )
     producer: str = "simulator"
+    # Journeys on a Monday (Helsinki) are this many times as frequent as on other
+    # weekdays: the weekend's backlog arrives. 1.0 = no Monday peak.
+    monday_peak: float = 1.0
+    # A falsely resolved contact's customer comes back this many hours later
+    # (uniform between the two).
+    false_resolution_return_hours: tuple[float, float] = (6.0, 120.0)
+    # Share of channel switches made within 20 minutes of the failed contact (the
+    # rest within 2 h, or 2-8 h); a quick switch stays in the same journey.
+    quick_switch_share: float = 0.5
 
     def __post_init__(self) -> None:
         if self.customers < 1:
@@ -153,12 +164,47 @@ class SimulatorConfig:
             raise ConfigError("count must be >= 0 or None")
         if self.arrival_rate_per_hour <= 0:
             raise ConfigError("arrival_rate_per_hour must be positive")
+        if self.monday_peak <= 0:
+            raise ConfigError("monday_peak must be positive")
         for name in ("out_of_order_share", "late_share", "duplicate_share", "malformed_share"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1)")
         unknown = sorted(set(self.journey_weights) - set(DEFAULT_JOURNEY_WEIGHTS))
         if unknown:
             raise ConfigError(f"unknown journey scripts {unknown}; known: {list(_SCRIPTS)}")
+
+
+# The bank profile: what `cxstream simulate` and `cxstream demo` generate unless
+# told otherwise (docs/ops.md, "Simulator profile"). SimulatorConfig's own
+# defaults stay the small, busy population the tests and goldens were built on
+# (many repeats, many switches): good for exercising the core, not a bank.
+# Measured over 60,000 events, 11 days (tests/unit/test_simulator_profile.py):
+# 1.21 contacts per journey, FCR by need 70-71%, false resolutions 3.5% of
+# resolved contacts, 96% of contacts digital (branch the rest), a quarter phone.
+BANK_PROFILE: Mapping[str, Any] = {
+    # About 5 journeys per customer per year at ~700 journeys a day.
+    "customers": 50_000,
+    "arrival_rate_per_hour": 60.0,
+    "monday_peak": 1.3,
+    "false_resolution_return_hours": (2.0, 48.0),
+    # A customer the chatbot fails calls within minutes, in the same journey.
+    "quick_switch_share": 0.9,
+    "journey_weights": {
+        "chat_bot_resolved": 0.32,
+        "chat_escalated": 0.14,
+        "chat_switch": 0.25,
+        "web_message": 0.10,
+        "phone_call": 0.12,
+        "web_meeting": 0.035,
+        "branch_visit": 0.005,
+        "false_resolution": 0.03,
+    },
+}
+
+
+def bank_profile(**fields: Any) -> SimulatorConfig:
+    """A :class:`SimulatorConfig` of :data:`BANK_PROFILE`, ``fields`` overriding it."""
+    return SimulatorConfig(**{**BANK_PROFILE, **fields})
 
 
 def generate(config: SimulatorConfig) -> Iterator[SimItem]:
@@ -199,9 +245,20 @@ def _period_of_bucket(bucket: int) -> str:
     return "weekend" if 9 <= hour < 21 else "night"
 
 
-def period_intensity(at_ms: int) -> float:
-    """The share of the peak journey arrival rate that applies at ``at_ms``."""
-    return _PERIOD_INTENSITY[period_of(at_ms)]
+def period_intensity(at_ms: int, monday_peak: float = 1.0) -> float:
+    """The share of the weekday office-hours journey arrival rate that applies at ``at_ms``.
+
+    With ``monday_peak`` != 1, Mondays (Helsinki) are scaled by it.
+    """
+    intensity = _PERIOD_INTENSITY[period_of(at_ms)]
+    if monday_peak != 1.0 and _is_monday(at_ms // _BUCKET_MS):
+        return intensity * monday_peak
+    return intensity
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_monday(bucket: int) -> bool:
+    return _local(bucket * _BUCKET_MS).weekday() == 0
 
 
 def next_open(at_ms: int, hours: Mapping[int, tuple[float, float]]) -> int:
@@ -464,9 +521,11 @@ def _chat_switch(j: _Journey, at: int) -> int:
 def _switch_gap(j: _Journey) -> int:
     """Minutes to hours between the failed contact and the next one."""
     roll = j.rng.random()
-    if roll < 0.5:
+    quick = j.traffic.config.quick_switch_share
+    if roll < quick:
         return j.uniform_ms(2 * MINUTE_MS, 20 * MINUTE_MS)
-    if roll < 0.85:
+    # The slower switches keep their 70:30 split of what is left.
+    if roll < quick + (1 - quick) * 0.7:
         return j.uniform_ms(20 * MINUTE_MS, 2 * HOUR_MS)
     return j.uniform_ms(2 * HOUR_MS, 8 * HOUR_MS)
 
@@ -477,7 +536,8 @@ def _false_resolution(j: _Journey, at: int) -> int:
         ended = _chat_bot_resolved(j, at, feedback=0.1)
     else:
         ended = _phone_call(j, at, feedback=0.1)
-    back = ended + j.uniform_ms(6 * HOUR_MS, 5 * DAY_MS)
+    low_h, high_h = j.traffic.config.false_resolution_return_hours
+    back = ended + j.uniform_ms(low_h * HOUR_MS, high_h * HOUR_MS)
     if j.rng.random() < 0.6:
         return _phone_call(j, back, mood="upset", feedback=0.4)
     return _chat_escalated(j, back, feedback=0.4)
@@ -524,12 +584,16 @@ class _Traffic:
             arrival = self._next_arrival(arrival)
 
     def _next_arrival(self, after_ms: int) -> int:
-        # Thinning: draw at the peak rate, keep a draw with the period's intensity.
-        mean_gap_ms = HOUR_MS / self.config.arrival_rate_per_hour
+        # Thinning: draw at the peak rate, keep a draw with the period's intensity
+        # relative to that peak. With monday_peak 1.0 the arithmetic (x * 1.0,
+        # x / 1.0) is exact, so explicit configs give the same traffic as before.
+        monday_peak = self.config.monday_peak
+        peak = max(1.0, monday_peak)
+        mean_gap_ms = HOUR_MS / (self.config.arrival_rate_per_hour * peak)
         at = after_ms
         while True:
             at += max(1, int(self.rng.expovariate(1.0) * mean_gap_ms))
-            if self.rng.random() < period_intensity(at):
+            if self.rng.random() < period_intensity(at, monday_peak) / peak:
                 return at
 
     def _journey(self, at: int) -> list[InteractionEvent]:
