@@ -97,6 +97,10 @@ def output_effect(record: OutputRecord) -> OutputEffect | None:
         # reply counts on the one summary that first carries it.
         if record.first_reply_new and record.first_reply_seconds is not None:
             return ("first_reply", (record.channel,), record.first_reply_seconds)
+        # Never on the same summary as a first reply: containment is decided by
+        # timed work (the repeat window), a first reply arrives with an event.
+        if record.contained_new and record.contained is not None:
+            return ("bot_contact", (record.channel, str(record.contained).lower()), 1)
     elif isinstance(record, JourneySignal):
         if record.kind == SWITCH_FAILURE:
             return ("switch_failure", (record.from_channel, record.to_channel), 1)
@@ -245,6 +249,12 @@ class Metrics:
             "Contacts marked resolved whose customer came back on the same topic.",
             ("channel",),
         )
+        self.bot_contacts = counter(
+            "cxstream_bot_contacts_total",
+            "Bot-only contacts once their repeat window decided them; contained=true when "
+            "no contact on the same topic followed within it.",
+            ("channel", "contained"),
+        )
 
         # Streaming health.
         self.consumer_lag = gauge(
@@ -390,6 +400,8 @@ class Metrics:
             self._inc(self.switch_failures, self._channel(labels[0]), self._channel(labels[1]))
         elif series == "false_resolution":
             self._inc(self.false_resolutions, self._channel(labels[0]))
+        elif series == "bot_contact":
+            self._inc(self.bot_contacts, self._channel(labels[0]), str(labels[1]))
         elif series == "session_closed":
             self.sessions_closed.inc()
         elif series == "session_superseded":

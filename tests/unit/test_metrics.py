@@ -346,7 +346,7 @@ def test_every_counter_is_exposed_with_a_total_suffix(registry: CollectorRegistr
     exposition = generate_latest(registry).decode()
     counters = re.findall(r"^# TYPE (\S+) counter$", exposition, flags=re.MULTILINE)
     sample_names = set(re.findall(r"^(cxstream_\w+?)(?:\{|\s)", exposition, flags=re.MULTILINE))
-    assert len(counters) == 17
+    assert len(counters) == 18
     assert [name for name in counters if not name.endswith("_total")] == []
     assert set(counters) <= sample_names
 
@@ -393,6 +393,9 @@ def _touch_every_labelled_metric(metrics: Metrics) -> None:
         lambda: metrics.observe_output(contact()),
         lambda: metrics.observe_output(signal()),
         lambda: metrics.observe_output(signal(kind="false_resolution")),
+        lambda: metrics.observe_output(
+            contact(first_reply_new=False, bot_only=True, contained=True, contained_new=True)
+        ),
         lambda: metrics.set_oldest_unanswered("chat", 1.0, 0.1),
         lambda: metrics.set_lag("cx.interactions", 0, 1),
         lambda: metrics.set_stream_time(0, 1.0),

@@ -10,8 +10,11 @@ journey.
 
 from __future__ import annotations
 
+from prometheus_client import CollectorRegistry
+
 from pipeline.contract.event import AGENT_REPLY, CONTACT_ENDED, CONTACT_STARTED, FEEDBACK
 from pipeline.core.records import ContactSummary, SessionRecord
+from pipeline.metrics import Metrics
 from pipeline.replay import collapse
 from tests.unit.core_standins import HOUR, MINUTE, T0, contact, ev, make_processor, run
 
@@ -167,3 +170,26 @@ def test_a_customer_whose_resolved_contact_waits_for_its_window_keeps_its_state_
     assert processor.customers() == 1
     processor.advance(T0 + 10 * MINUTE + 7 * DAY + GRACE + 1)
     assert processor.customers() == 0
+
+
+def test_the_containment_metric_counts_each_decided_bot_contact_once():
+    processor = make_processor()
+    events = [
+        *_bot_chat(T0, contact_id="b1"),
+        *_bot_chat(T0 + HOUR, contact_id="b2"),
+        ev(T0 + HOUR + 5 * MINUTE, contact="b2", type=FEEDBACK, score=10),
+    ]
+    out = run(processor, events)
+    out += processor.advance(T0 + HOUR + 7 * DAY + HOUR)
+    out += processor.advance(T0 + 9 * DAY)
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, channels=("chat",))
+    for record in out:
+        metrics.observe_output(record)
+
+    def count(contained: str) -> float | None:
+        labels = {"channel": "chat", "contained": contained}
+        return registry.get_sample_value("cxstream_bot_contacts_total", labels)
+
+    # b1 is repeated by b2 (same topic, an hour later); b2 is followed by nothing.
+    assert (count("true"), count("false")) == (1.0, 1.0)
