@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.errors import CxstreamError, InputFileError
+from pipeline.errors import ConfigError, CxstreamError, InputFileError
 from pipeline.runtime import tune_garbage_collector
 from pipeline.settings import Settings, load_settings
 
@@ -115,13 +115,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from pipeline.replay import REJECTED_FILE, replay_file
 
     settings = _settings(args)
-    result = replay_file(_input_file(args.file), settings, args.out)
+    path = _input_file(args.file)
+    if args.run and not args.db:
+        raise ConfigError("--run names a run in a database: give --db too")
     if args.db:
         # Only with --db: SQLAlchemy and the models take about a second to import.
+        from pipeline.replay_sql import refuse_mixed_runs, run_settings
+
+        settings = run_settings(settings, args.run)
+        # Checked before the replay, so a refusal costs nothing.
+        refuse_mixed_runs(settings.sql.url, args.run)
+    result = replay_file(path, settings, args.out)
+    if args.db:
         from pipeline.replay_sql import write_to_sql
 
         rows = write_to_sql(result, settings)
         print(f"replay sql url={args.db.split('://')[0]} rows={rows}")
+        if args.run:
+            print(f"replay run={args.run} url={settings.sql.url}")
     if result.rejected:
         print(
             f"cxstream: {result.rejected} event(s) rejected; see {args.out / REJECTED_FILE}",
@@ -156,6 +167,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(
         _settings(args),
+        config=args.config,
+        reuse_db=args.reuse_db,
         rate=args.rate,
         customers=args.customers,
         seed=args.seed,
@@ -201,6 +214,11 @@ class _Subcommands:
         parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
         return parser
 
+
+# pipeline.simulator.BANK_PROFILE["customers"] and pipeline.demo.DEFAULT_CUSTOMERS,
+# written out for the same reason as LAPSE_DEFAULT_SECONDS (a test keeps them equal).
+SIMULATE_CUSTOMERS_DEFAULT = 50_000
+DEMO_CUSTOMERS_DEFAULT = 200_000
 
 # pipeline.simulate_cli.DEFAULT_LAPSE_SECONDS, written out so that parsing the
 # command line does not import the simulator (a test keeps the two equal).
@@ -253,7 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = common(sub.add_parser("simulate", help="generate omnichannel traffic"))
-    p.add_argument("--customers", type=int, default=500, help="simulated customers")
+    p.add_argument(
+        "--customers",
+        type=int,
+        default=SIMULATE_CUSTOMERS_DEFAULT,
+        help="simulated customers (the bank profile's population)",
+    )
     p.add_argument("--count", type=int, default=10_000, help="events to emit")
     p.add_argument("--seed", type=int, default=7, help="random seed (same seed, same events)")
     p.add_argument("--start", default=None, help="ISO-8601 start of event time, or 'now'")
@@ -283,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, help="JSON Lines file of events")
     p.add_argument("--out", type=Path, default=Path("var/replay"), help="output folder")
     p.add_argument("--db", help="also write the results into this SQL database")
+    p.add_argument(
+        "--run",
+        help="with --db: write under this run name (its own SQLite file or PostgreSQL "
+        "schema run_NAME, docs/sql.md 'Runs'); needed when the database holds rows",
+    )
     p.add_argument(
         "--allow-rejected",
         action="store_true",
@@ -335,7 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = common(sub.add_parser("demo", help="the whole pipeline on the embedded default"))
     p.add_argument("--rate", type=float, default=40.0, help="simulated events/s")
-    p.add_argument("--customers", type=int, default=300, help="simulated customers")
+    p.add_argument(
+        "--customers",
+        type=int,
+        default=DEMO_CUSTOMERS_DEFAULT,
+        help="simulated customers (larger than simulate's: the time-lapse is dense)",
+    )
     p.add_argument("--seed", type=int, default=7, help="random seed")
     p.add_argument(
         "--speedup",
@@ -345,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lapse", type=float, default=LAPSE_DEFAULT_SECONDS, help=LAPSE_HELP)
     p.add_argument("--db", help="SQLAlchemy URL (default: SQLite file under var/)")
+    p.add_argument(
+        "--reuse-db",
+        action="store_true",
+        help="keep the database of an earlier run and add to it (default: the earlier "
+        "SQLite file is moved aside, a database with rows is refused)",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 

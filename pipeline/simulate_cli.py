@@ -20,18 +20,21 @@ from pipeline.contract.event import iso_to_ms
 from pipeline.errors import ConfigError, ContractError, DeliveryError
 from pipeline.settings import Settings
 from pipeline.simulator import (
+    BANK_EVENTS_PER_JOURNEY,
     DUPLICATE,
     LATE,
     MALFORMED,
     OUT_OF_ORDER,
     SimItem,
     SimulatorConfig,
+    bank_profile,
     generate,
     period_intensity,
 )
 
-# Roughly how many events a journey produces (measured on the default script mix);
-# used to turn an events/s pace into a journey arrival rate for live runs.
+# Roughly how many events a journey produces (measured on SimulatorConfig's own
+# script mix; the bank profile's is BANK_EVENTS_PER_JOURNEY); used to turn an
+# events/s pace into a journey arrival rate for live runs.
 EVENTS_PER_JOURNEY = 6.0
 # Live runs aim slightly below the requested pace so event time, not the token
 # bucket, sets the tempo and events are never sent long after they "happened".
@@ -230,7 +233,13 @@ def parse_start(start: str | None, *, wall_ms: Callable[[], int]) -> int | None:
         raise ConfigError(f"--start: {exc}") from exc
 
 
-def live_arrival_rate(rate: float, start_ms: int, end_ms: int | None = None) -> float:
+def live_arrival_rate(
+    rate: float,
+    start_ms: int,
+    end_ms: int | None = None,
+    *,
+    events_per_journey: float = EVENTS_PER_JOURNEY,
+) -> float:
     """Peak-hour journeys/hour that produce about ``rate`` events/s at ``start_ms``.
 
     With ``end_ms``, about ``rate`` on average over ``start_ms..end_ms`` (a
@@ -241,7 +250,7 @@ def live_arrival_rate(rate: float, start_ms: int, end_ms: int | None = None) -> 
     else:
         samples = range(start_ms, end_ms, _INTENSITY_STEP_MS)
         intensity = sum(period_intensity(at) for at in samples) / len(samples)
-    per_hour = rate * 3600 / EVENTS_PER_JOURNEY / intensity
+    per_hour = rate * 3600 / events_per_journey / intensity
     return per_hour * LIVE_ARRIVAL_HEADROOM
 
 
@@ -260,6 +269,8 @@ def simulate_command(
     speedup: float = 1.0,
     lapse_seconds: float = DEFAULT_LAPSE_SECONDS,
     producer_factory: Callable[..., Any] | None = None,
+    profile: Callable[..., SimulatorConfig] = bank_profile,
+    events_per_journey: float = BANK_EVENTS_PER_JOURNEY,
     stderr: TextIO | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -278,7 +289,11 @@ def simulate_command(
     A worker reading a time-lapse needs ``worker.clock: stream``: on the live
     clock, events from the past would be late.
     ``producer_factory`` (default ``EventProducer``) is the seam
-    tests use to stand in for Kafka.
+    tests use to stand in for Kafka. ``profile`` turns the fields given here
+    into a :class:`SimulatorConfig`: the bank profile by default
+    (:data:`pipeline.simulator.BANK_PROFILE`), ``SimulatorConfig`` itself for
+    its small, busy test population; ``events_per_journey`` is the profile's
+    figure (``EVENTS_PER_JOURNEY`` for ``SimulatorConfig``).
     """
     err = stderr if stderr is not None else sys.stderr
     start_ms = parse_start(start, wall_ms=wall_ms)
@@ -297,9 +312,12 @@ def simulate_command(
         if rate:
             # ``rate`` is per wall second; the generator thinks in event-time seconds.
             fields["arrival_rate_per_hour"] = live_arrival_rate(
-                rate / speedup, lapse.event_start_ms, lapse.caught_up_ms
+                rate / speedup,
+                lapse.event_start_ms,
+                lapse.caught_up_ms,
+                events_per_journey=events_per_journey,
             )
-    config = SimulatorConfig(**fields)
+    config = profile(**fields)
 
     sinks: list[ItemSink] = []
     opened: list[TextIO] = []

@@ -75,6 +75,7 @@ HELSINKI = ZoneInfo("Europe/Helsinki")
 DEFAULT_START_MS = int(datetime(2026, 3, 2, 6, 0, tzinfo=UTC).timestamp() * SECOND_MS)
 
 __all__ = [
+    "BANK_EVENTS_PER_JOURNEY",
     "BANK_PROFILE",
     "DUPLICATE",
     "IN_ORDER",
@@ -200,6 +201,12 @@ BANK_PROFILE: Mapping[str, Any] = {
         "false_resolution": 0.03,
     },
 }
+
+
+# Events a journey of the bank profile produces on average (more contacts and
+# feedback than SimulatorConfig's 6.1); turns an events/s pace into a journey
+# arrival rate. A test measures it.
+BANK_EVENTS_PER_JOURNEY = 7.9
 
 
 def bank_profile(**fields: Any) -> SimulatorConfig:
@@ -564,6 +571,7 @@ class _Traffic:
         self.busy_until: dict[str, int] = {}
         self.contacts = 0
         self.events_made = 0
+        self.journeys = 0  # journeys made (a measure; no effect on the traffic)
         self.script_names = [name for name in _SCRIPTS if name in config.journey_weights]
 
     def next_contact_id(self) -> str:
@@ -617,6 +625,7 @@ class _Traffic:
                 )
             )
         self.busy_until[customer_id] = max(e.occurred_at for e in made)
+        self.journeys += 1
         return made
 
     def _pick_script(self, at: int) -> str | None:

@@ -60,6 +60,7 @@ def test_simulated_items_all_arrive_on_the_interactions_topic(
         to_kafka=True,
         bootstrap=kafka_bootstrap,
         stderr=stderr,
+        profile=SimulatorConfig,
     )
 
     records = _read_all(kafka_bootstrap, topic, ITEMS)

@@ -81,7 +81,7 @@ def test_every_option_has_help_text_and_shows_its_default() -> None:
             if action.option_strings and action.help in (None, ""):
                 undocumented.append(f"{sub.prog} {action.option_strings[0]}")
     assert undocumented == []
-    assert "(default: 500)" in _subparser(parser, "simulate").format_help().replace("\n", " ")
+    assert "(default: 50000)" in _subparser(parser, "simulate").format_help().replace("\n", " ")
 
 
 def _subparsers(parser):  # type: ignore[no-untyped-def]

@@ -13,8 +13,14 @@ import pytest
 from pipeline.contract.event import InteractionEvent, iso_to_ms
 from pipeline.errors import ConfigError, DeliveryError
 from pipeline.settings import KafkaSettings, build_settings
-from pipeline.simulate_cli import Pacer, TimeLapse, parse_start, simulate_command
-from pipeline.simulator import SimulatorConfig, generate
+from pipeline.simulate_cli import (
+    EVENTS_PER_JOURNEY,
+    Pacer,
+    TimeLapse,
+    parse_start,
+    simulate_command,
+)
+from pipeline.simulator import BANK_EVENTS_PER_JOURNEY, SimulatorConfig, bank_profile, generate
 
 
 class FakeClock:
@@ -73,6 +79,9 @@ def run(**overrides: Any) -> int:
         "bootstrap": None,
         "progress_every_s": 0,
         "stderr": io.StringIO(),
+        # The tests below compare with SimulatorConfig's own traffic.
+        "profile": SimulatorConfig,
+        "events_per_journey": EVENTS_PER_JOURNEY,
     }
     arguments.update(overrides)
     return simulate_command(**arguments)
@@ -270,6 +279,9 @@ def test_the_demo_time_lapse_never_sends_an_event_ahead_of_the_wall_clock() -> N
         speedup=args.speedup,
         lapse_seconds=args.lapse,
         count=round(DEFAULT_RATE * (DEFAULT_LAPSE_SECONDS + 120)),
+        # What `cxstream simulate` (and so the demo) runs.
+        profile=bank_profile,
+        events_per_journey=BANK_EVENTS_PER_JOURNEY,
         to_kafka=True,
         producer_factory=RecordingProducer,
         clock=clock,
@@ -303,3 +315,12 @@ def test_the_command_line_lapse_default_is_the_simulators():
     parser = build_parser()
     assert parser.parse_args(["simulate"]).lapse == DEFAULT_LAPSE_SECONDS
     assert parser.parse_args(["demo"]).lapse == DEFAULT_LAPSE_SECONDS
+
+
+def test_the_simulate_command_line_generates_the_bank_profile(tmp_path: Path) -> None:
+    from pipeline.cli import main
+
+    target = tmp_path / "traffic.jsonl"
+    assert main(["simulate", "--count", "300", "--output", str(target)]) == 0
+    expected = [item.to_json_line() for item in generate(bank_profile(count=300, seed=7))]
+    assert target.read_text(encoding="utf-8").splitlines() == expected

@@ -91,3 +91,16 @@ def test_explicit_configs_keep_the_traffic_they_had_before_the_profile() -> None
     assert SimulatorConfig().monday_peak == 1.0
     assert SimulatorConfig().quick_switch_share == 0.5
     assert SimulatorConfig().false_resolution_return_hours == (6.0, 120.0)
+
+
+def test_bank_events_per_journey_is_the_profiles_measured_figure() -> None:
+    """The live pace (events/s -> journeys/hour) relies on it."""
+    from pipeline.simulator import BANK_EVENTS_PER_JOURNEY, _Traffic
+
+    traffic = _Traffic(bank_profile(seed=7))
+    events = 0
+    for _ in traffic.events():
+        events += 1
+        if events == 100_000:
+            break
+    assert abs(events / traffic.journeys - BANK_EVENTS_PER_JOURNEY) < 0.2
