@@ -97,7 +97,7 @@ class ProcessRole:
             if current is None or policy.target_seconds < current:
                 self._tightest_target[policy.channel] = policy.target_seconds
         app.agent(self.input_topic, name="process")(self._process)
-        app.timer(1.0)(self._tick)
+        app.timer(settings.worker.tick_seconds)(self._tick)
         app.task(self._flush_in_order)
         # mode's Signal stubs do not admit async receivers, which it does support.
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
@@ -186,7 +186,7 @@ class ProcessRole:
             raise CoreProcessFailed("the worker is stopping after a failure") from self._failure
 
     async def _tick(self) -> None:
-        """Once a second: wall-clock timers (live mode), gauges, lag."""
+        """Every ``worker.tick_seconds``: wall-clock timers (live mode), gauges, lag."""
         if not self.core.started or self._stopping:
             return  # before the first assignment or while stopping: nothing to do
         partitions = self._active_partitions() if self._ready.is_set() else []

@@ -161,6 +161,9 @@ class WorkerSettings:
     web_port: int = 6066
     clock: str = "live"
     allowed_skew_seconds: float = 5.0
+    #: How often the live clock advances to the wall clock and fires what is due
+    #: (also the gauges' refresh); a breach on a quiet partition waits up to this.
+    tick_seconds: float = 1.0
     batch_size: int = 1000
     batch_seconds: float = 0.2
     session_update_seconds: float = 5.0
