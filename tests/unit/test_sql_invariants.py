@@ -6,6 +6,10 @@ Over many simulator seeds and configurations, through ``replay`` into SQLite:
 * each final journey's ``sla_breaches`` equals the breach events of its contacts;
 * each final journey's ``contacts`` equals the contact rows that name it, and the
   journeys' ``events`` add up to the events applied (neither duplicate nor late);
+* a contact counted first-contact resolved, or contained, never has a contact of
+  the same customer on the same topic (any contact, when it has no topic) started
+  after its end and within the repeat window;
+* every applied feedback event is exactly one ``feedback`` row;
 * the same input gives identical tables with 1, 3 and 6 partitions when no event
   arrives behind the clock (the input in event-time order).
 """
@@ -26,22 +30,31 @@ from pipeline.simulator import SimulatorConfig, generate
 from pipeline.sink.store import dump_tables
 
 PARTITION_COUNTS = (1, 3, 6)
+# switch.false_resolution_days, the repeat window of FCR and containment: the default,
+# and one short enough (72 min) that windows pass within a small input.
+REPEAT_WINDOWS_DAYS = (7.0, 0.05)
 
 
 def _events(config: SimulatorConfig) -> list[InteractionEvent]:
     return [item.event for item in generate(config) if item.event is not None]
 
 
-def _replay_into(db: Path, events: list[InteractionEvent], partitions: int) -> tuple[str, int]:
+def _replay_into(
+    db: Path, events: list[InteractionEvent], partitions: int, window_days: float
+) -> tuple[str, int]:
     """Replay ``events`` into a new SQLite file; returns its URL and the late events."""
     url = f"sqlite:///{db}"
-    settings: Settings = build_settings({"sql": {"url": url}})
+    settings: Settings = build_settings(
+        {"sql": {"url": url}, "switch": {"false_resolution_days": window_days}}
+    )
     result = replay_events(events, settings, partitions=partitions, workers=1)
     write_records_to_sql(result.records, settings)
     return url, result.totals().late
 
 
-def _invariant_breaks(url: str, events: list[InteractionEvent]) -> dict[str, list]:
+def _invariant_breaks(
+    url: str, events: list[InteractionEvent], window_days: float
+) -> dict[str, list]:
     with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
         breached_not_marked = db.execute(
             "SELECT e.sla_event_id FROM sla_events e LEFT JOIN contacts c USING (contact_id)"
@@ -66,7 +79,22 @@ def _invariant_breaks(url: str, events: list[InteractionEvent]) -> dict[str, lis
             "SELECT coalesce(sum(events), 0) FROM sessions WHERE status = 'final'"
         ).fetchone()
         (late,) = db.execute("SELECT count(*) FROM late_events").fetchone()
+        repeated = {
+            flag: db.execute(
+                f"SELECT c.contact_id, n.contact_id FROM contacts c JOIN contacts n"
+                f" ON n.customer_id = c.customer_id AND n.contact_id != c.contact_id"
+                f" AND (n.topic = c.topic OR c.topic IS NULL)"
+                f" WHERE c.{flag} = 1 AND julianday(n.started_at) > julianday(c.ended_at)"
+                f" AND julianday(n.started_at) - julianday(c.ended_at) <= {window_days}"
+            ).fetchall()
+            for flag in ("first_contact_resolved", "contained")
+        }
+        late_ids = {row[0] for row in db.execute("SELECT event_id FROM late_events")}
+        feedback_rows = sorted(row[0] for row in db.execute("SELECT feedback_id FROM feedback"))
     applied = len({event.event_id for event in events}) - late
+    feedback_events = sorted(
+        {e.event_id for e in events if e.type == "feedback" and e.score is not None} - late_ids
+    )
     return {
         "breach without breached contact": breached_not_marked,
         "journey breaches != its contacts' breach events": breaches_differ,
@@ -75,6 +103,13 @@ def _invariant_breaks(url: str, events: list[InteractionEvent]) -> dict[str, lis
         "journey events != applied events": []
         if journey_events == applied
         else [(journey_events, applied)],
+        "first-contact resolved contact with a repeat in the window": repeated[
+            "first_contact_resolved"
+        ],
+        "contained contact with a repeat in the window": repeated["contained"],
+        "feedback events != feedback rows": []
+        if feedback_rows == feedback_events
+        else [(len(feedback_rows), len(feedback_events))],
     }
 
 
@@ -100,8 +135,8 @@ configs = st.builds(
     phases=(Phase.explicit, Phase.reuse, Phase.generate),
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(config=configs)
-def test_sql_tables_agree_with_the_events_for_any_partition_count(tmp_path, config):
+@given(config=configs, window_days=st.sampled_from(REPEAT_WINDOWS_DAYS))
+def test_sql_tables_agree_with_the_events_for_any_partition_count(tmp_path, config, window_days):
     events = _events(config)
     in_time_order = sorted(events, key=lambda event: event.occurred_at)
     for name, batch in (("delivered", events), ("in_order", in_time_order)):
@@ -110,8 +145,8 @@ def test_sql_tables_agree_with_the_events_for_any_partition_count(tmp_path, conf
         for partitions in PARTITION_COUNTS:
             db = tmp_path / f"{config.seed}-{config.count}-{name}-{partitions}.db"
             db.unlink(missing_ok=True)
-            url, late[partitions] = _replay_into(db, batch, partitions)
-            breaks = _invariant_breaks(url, batch)
+            url, late[partitions] = _replay_into(db, batch, partitions, window_days)
+            breaks = _invariant_breaks(url, batch, window_days)
             assert breaks == {key: [] for key in breaks}, (name, partitions)
             dumps[partitions] = dump_tables(url)
         if batch is in_time_order:
