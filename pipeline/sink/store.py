@@ -259,11 +259,14 @@ def _create_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "postgresql":
+        # connect_args replace the URL's own ``options`` (a replay run's
+        # ``-csearch_path=run_NAME``, pipeline.replay_sql.run_url): keep both.
+        options = " ".join(filter(None, [str(parsed.query.get("options", "")), "-c timezone=UTC"]))
         return create_engine(
             url,
             # After a database restart, pooled connections are dead; check first.
             pool_pre_ping=True,
-            connect_args={"connect_timeout": 5, "options": "-c timezone=UTC"},
+            connect_args={"connect_timeout": 5, "options": options},
         )
     raise SinkError(f"unsupported SQL url {parsed.render_as_string()}: use sqlite or postgresql")
 
