@@ -19,6 +19,7 @@ from pathlib import Path
 import faust
 import mode
 
+from agents.fetch_wait import use_short_fetch_wait
 from pipeline.kafka_clients import faust_broker_credentials
 from pipeline.settings import Settings
 
@@ -32,7 +33,7 @@ def build_app(
     app_id = f"cxstream-{kafka.topic_prefix}-{role}"
     faust_dirs = Path("var") / "faust"
     faust_dirs.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
-    return faust.App(
+    app = faust.App(
         app_id,
         # Faust's own directory (it makes one even for in-memory tables): under
         # var/ with the other local state, not "<app id>-data" in the current
@@ -58,14 +59,14 @@ def build_app(
         # stays up consuming nothing (agents/crash_exit.py, robinhood/faust#301).
         agent_supervisor=mode.CrashingSupervisor,
         # Failover (docs/ops.md, "Failover"): the group notices a dead worker
-        # after the session timeout (10 s by default; Faust's 60 s made a
-        # takeover take 62-73 s) and the survivors hear of the rebalance at
-        # their next heartbeat. The rebalance timeout is how long the
-        # coordinator waits for members to rejoin; a member killed *during* a
-        # rebalance is dropped only after it, so it gets the session timeout too
-        # (Faust's 60 s would stall such a takeover for a minute). A live
-        # member rejoins as soon as its revocation handler returned, which
-        # waits for at most two batches in flight.
+        # after the session timeout (6 s by default, the broker's minimum;
+        # Faust's 60 s made a takeover take 62-73 s) and the survivors hear of
+        # the rebalance at their next heartbeat. The rebalance timeout is how
+        # long the coordinator waits for members to rejoin; a member killed
+        # *during* a rebalance is dropped only after it, so it gets the session
+        # timeout too (Faust's 60 s would stall such a takeover for a minute).
+        # A live member rejoins as soon as its revocation handler returned,
+        # which waits for at most two batches in flight.
         broker_session_timeout=worker.session_timeout_seconds,
         broker_heartbeat_interval=worker.heartbeat_interval_seconds,
         broker_rebalance_timeout=worker.session_timeout_seconds,
@@ -88,3 +89,7 @@ def build_app(
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
     )
+    # Resumed partitions are fetched at once, not after Faust's 1.5 s long-poll
+    # (agents/fetch_wait.py): up to 3 s of every takeover.
+    use_short_fetch_wait(app)
+    return app

@@ -112,6 +112,8 @@ class ProcessRole:
         # (which may still hold a batch taken before the rebalance) nor the
         # timer touches the table.
         self._ready = asyncio.Event()
+        #: The first batch after each assignment is logged (the takeover's last step).
+        self._first_batch_logged = False
 
     # -- agent ---------------------------------------------------------------
 
@@ -121,6 +123,9 @@ class ProcessRole:
         batches = stream.take_events(worker.batch_size, within=worker.batch_seconds)  # type: ignore[attr-defined]
         async for events in batches:
             await self._ready.wait()
+            if not self._first_batch_logged:
+                self._first_batch_logged = True
+                log.info("rebalance: first batch after it, %s events", len(events))
             async with self.lock:
                 if self._stopping:
                     # The core is closed: these records go to the next owner.
@@ -394,6 +399,7 @@ class ProcessRole:
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         self._ready.clear()
+        started = time.monotonic()
         # Under the lock, after the batches handed over are flushed with the
         # processors they started with; the next batch reloads them from the
         # recovered table.
@@ -402,9 +408,21 @@ class ProcessRole:
             for tp in revoked:
                 if tp.topic == self.input_topic_name and self.core.has_partition(tp.partition):
                     await self.core.drop(tp.partition)
+        # One line per rebalance step at info level: a takeover's time can be
+        # read off the log (docs/ops.md, "Failover").
+        log.info(
+            "rebalance: partitions revoked %s; handled in %.2fs",
+            self._input_partitions(revoked),
+            time.monotonic() - started,
+        )
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         self._ready.clear()
+        self._first_batch_logged = False
+        log.info(
+            "rebalance: partitions assigned %s; recovering the table",
+            self._input_partitions(assigned),
+        )
         if self._core_starting is None:
             # Started in the background, once: Faust awaits its rebalance
             # handlers inside its recovery sequence, and a second's delay there
@@ -433,7 +451,11 @@ class ProcessRole:
         await self.refetcher.close()
 
     async def _on_rebalance_complete(self, sender: Any, **_: Any) -> None:
+        log.info("rebalance: table recovered, processing resumes")
         self._ready.set()
+
+    def _input_partitions(self, tps: set[TP]) -> list[int]:
+        return sorted(tp.partition for tp in tps if tp.topic == self.input_topic_name)
 
     async def _flush(self, result: BatchResult) -> None:
         """Write a batch's result: outputs, their acks, then state (position last).

@@ -177,7 +177,8 @@ class WorkerSettings:
     stuck_seconds: float = 60.0
     #: Consumer-group session timeout and heartbeat: how fast the group notices
     #: a dead worker and hands its partitions to the others (docs/ops.md).
-    session_timeout_seconds: float = 10.0
+    #: 6 s is the broker's default minimum (group.min.session.timeout.ms).
+    session_timeout_seconds: float = 6.0
     heartbeat_interval_seconds: float = 1.0
     #: Honour end-of-input control records on the input topic. Off by default:
     #: any producer allowed to write the input topic could otherwise close every

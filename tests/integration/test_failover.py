@@ -14,14 +14,17 @@ import json
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.control import send_end_of_input
 from pipeline.replay import replay_events
-from pipeline.simulator import SimulatorConfig, generate
+from pipeline.settings import Settings
+from pipeline.simulator import SimItem, SimulatorConfig, generate
 from tests.integration.worker_harness import (
     WorkerProcess,
+    committed_offsets,
     describe_difference,
     end_offsets,
     final_by_key,
@@ -39,6 +42,9 @@ from tests.integration.worker_harness import (
 )
 
 TAKEOVER_LIMIT_SECONDS = 15.0
+#: Two live workers commit 3,000 records in a few seconds; an early run of the
+#: failover test once saw three partitions' commits stay put for 240 s.
+COMMIT_LIMIT_SECONDS = 60.0
 SIM = SimulatorConfig(customers=200, count=3000, seed=17)
 
 
@@ -74,10 +80,8 @@ def wait_until_both_hold_partitions(
     raise AssertionError(f"the two workers did not share the partitions: {held}")
 
 
-def test_a_worker_killed_with_sigkill_is_replaced_by_the_survivor_within_seconds(
-    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
-) -> None:
-    config = {
+def worker_config(kafka_bootstrap: str, unique_prefix: str) -> dict[str, Any]:
+    return {
         "kafka": {"bootstrap": kafka_bootstrap, "topic_prefix": unique_prefix},
         "worker": {
             "clock": "stream",
@@ -86,6 +90,20 @@ def test_a_worker_killed_with_sigkill_is_replaced_by_the_survivor_within_seconds
             "control_records": True,
         },
     }
+
+
+def assert_outputs_equal_the_replay(settings: Settings, items: list[SimItem]) -> None:
+    actual = final_by_key(read_outputs(settings.kafka.bootstrap, settings))
+    events = [item.event for item in items if item.event is not None]
+    expected = final_by_key(normalise(replay_events(events, settings).records))
+    assert len(expected["session"]) > 100
+    assert actual == expected, describe_difference(actual, expected)
+
+
+def test_a_worker_killed_with_sigkill_is_replaced_by_the_survivor_within_seconds(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    config = worker_config(kafka_bootstrap, unique_prefix)
     settings = settings_with_topics(config)
     topic = input_topic(settings)
     partitions = settings.kafka.input_partitions
@@ -105,6 +123,8 @@ def test_a_worker_killed_with_sigkill_is_replaced_by_the_survivor_within_seconds
 
         victim.kill()
         killed_at = time.monotonic()
+        # Wall clock too, to line the kill up with the survivor's log.
+        print(f"killed_at={datetime.now().isoformat(sep=' ', timespec='milliseconds')}")
         send_items(second, settings)
         after_send = end_offsets(kafka_bootstrap, topic)
         assert all(after_send[p] > before_kill[p] for p in victim_partitions)
@@ -127,14 +147,47 @@ def test_a_worker_killed_with_sigkill_is_replaced_by_the_survivor_within_seconds
 
         send_end_of_input(settings.kafka, topic, input_end_ms=input_end(items))
         wait_until_worker_consumed(settings, survivor)
-        actual = final_by_key(read_outputs(kafka_bootstrap, settings))
-        events = [item.event for item in items if item.event is not None]
-        expected = final_by_key(normalise(replay_events(events, settings).records))
-        assert len(expected["session"]) > 100
-        assert actual == expected, describe_difference(actual, expected)
+        assert_outputs_equal_the_replay(settings, items)
         survivor.stop()  # SIGTERM: a clean stop exits 0
         assert survivor.process is not None
         assert survivor.process.returncode == 0, survivor.log_tail()
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def test_two_workers_started_together_commit_every_partition_to_its_end(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """No kill: the second worker joins while the first is processing (a rebalance
+    mid-stream), and the group's committed offsets still reach every log end."""
+    config = worker_config(kafka_bootstrap, unique_prefix)
+    settings = settings_with_topics(config)
+    topic = input_topic(settings)
+    config_file = write_config(tmp_path / "cxstream.yaml", config)
+    items = list(generate(SIM))
+    workers = [
+        WorkerProcess("worker", config_file, tmp_path / f"worker{i}.log", free_port()).start()
+        for i in range(2)
+    ]
+    try:
+        send_items(items, settings)
+        send_end_of_input(settings.kafka, topic, input_end_ms=input_end(items))
+        ends = end_offsets(kafka_bootstrap, topic)
+        deadline = time.monotonic() + COMMIT_LIMIT_SECONDS
+        committed: dict[int, int] = {}
+        while time.monotonic() < deadline:
+            for worker in workers:
+                worker.assert_running()
+            committed = committed_offsets(kafka_bootstrap, process_group(settings), topic)
+            if all(committed.get(p, 0) >= end for p, end in ends.items()):
+                break
+            time.sleep(0.5)
+        assert {p: committed.get(p) for p in ends} == ends, "\n".join(
+            worker.log_tail() for worker in workers
+        )
+        wait_until_both_hold_partitions(workers, settings.kafka.input_partitions)
+        assert_outputs_equal_the_replay(settings, items)
     finally:
         for worker in workers:
             worker.stop()
