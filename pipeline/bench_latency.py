@@ -65,6 +65,7 @@ class LatencyReport:
     latencies: dict[str, list[float]] = field(default_factory=lambda: {WARNING: [], BREACH: []})
     probe_latencies: list[float] = field(default_factory=list)
     probe_breaches: int = 0
+    probes: int = 0
     retractable: int = 0
 
     def observe(self, record: dict[str, Any], read_ms: int) -> None:
@@ -83,14 +84,14 @@ class LatencyReport:
         ):
             self.retractable += 1
 
-    def line(self, *, probes: int, skew_s: float) -> str:
+    def line(self, *, skew_s: float) -> str:
         both = self.latencies[WARNING] + self.latencies[BREACH]
         return (
             f"bench latency breach_latency_p50_s={percentile(both, 50):.2f} "
             f"breach_latency_p99_s={percentile(both, 99):.2f} "
             f"breach_latency_max_s={max(both, default=math.nan):.2f} "
             f"breaches={len(self.latencies[BREACH])} warnings={len(self.latencies[WARNING])} "
-            f"probes={probes} probe_breaches={self.probe_breaches} "
+            f"probes={self.probes} probe_breaches={self.probe_breaches} "
             f"probe_p99_s={percentile(self.probe_latencies, 99):.2f} "
             f"retractable={self.retractable} allowed_skew_s={skew_s:g}"
         )
@@ -212,89 +213,101 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def bench_latency(
     settings: Settings, events: int, *, seconds: float = RUN_SECONDS
 ) -> LatencyReport:
-    """Run the latency benchmark and print its line (see the module docstring)."""
-    from pipeline.broker import LocalKafka, free_port
+    """Run the latency benchmark on a fresh local broker and print its line."""
+    from pipeline.broker import LocalKafka
+
+    with (
+        tempfile.TemporaryDirectory(prefix="cxstream-bench-latency-") as tmp,
+        LocalKafka(Path(tmp) / "kafka") as broker,
+    ):
+        report = measure_latency(settings, broker.start(), Path(tmp), events, seconds=seconds)
+    print(report.line(skew_s=settings.worker.allowed_skew_seconds), flush=True)
+    return report
+
+
+def measure_latency(
+    settings: Settings, bootstrap: str, workdir: Path, events: int, *, seconds: float
+) -> LatencyReport:
+    """Probe for ``seconds`` against the broker at ``bootstrap`` (see the module docstring).
+
+    Topics get a fresh prefix; the worker's and the simulator's config and logs
+    go to ``workdir``. Both child processes are stopped before it returns.
+    """
+    from pipeline.broker import free_port
     from pipeline.producer import EventProducer
     from pipeline.topics import INTERACTIONS, SLA_EVENTS, ensure_topics, project_topics
 
     report = LatencyReport()
     skew_s = settings.worker.allowed_skew_seconds
+    prefix = f"latency{uuid.uuid4().hex[:8]}"
+    kafka = dataclasses.replace(settings.kafka, bootstrap=bootstrap, topic_prefix=prefix)
+    ensure_topics(kafka, project_topics(kafka))
+    web_port = free_port()
+    config_file = workdir / "bench.yaml"
+    config_file.write_text(yaml.safe_dump(bench_config(settings, bootstrap, prefix, web_port)))
+    stop = threading.Event()
+    reader = threading.Thread(
+        target=_read_sla_events,
+        args=(kafka, kafka.topic(SLA_EVENTS), report, stop),
+        daemon=True,
+    )
+    reader.start()
+    run_id = uuid.uuid4().hex[:6]
+    partitions = kafka.input_partitions
     with (
-        tempfile.TemporaryDirectory(prefix="cxstream-bench-latency-") as tmp,
-        LocalKafka(Path(tmp) / "kafka") as broker,
+        (workdir / "worker.log").open("ab") as worker_log,
+        (workdir / "simulate.log").open("ab") as sim_log,
+        EventProducer(kafka, kafka.topic(INTERACTIONS), settings.channels) as producer,
     ):
-        bootstrap = broker.start()
-        prefix = f"latency{uuid.uuid4().hex[:8]}"
-        kafka = dataclasses.replace(settings.kafka, bootstrap=bootstrap, topic_prefix=prefix)
-        ensure_topics(kafka, project_topics(kafka))
-        web_port = free_port()
-        config_file = Path(tmp) / "bench.yaml"
-        config_file.write_text(yaml.safe_dump(bench_config(settings, bootstrap, prefix, web_port)))
-        stop = threading.Event()
-        reader = threading.Thread(
-            target=_read_sla_events,
-            args=(kafka, kafka.topic(SLA_EVENTS), report, stop),
-            daemon=True,
-        )
-        reader.start()
-        run_id = uuid.uuid4().hex[:6]
-        partitions = kafka.input_partitions
-        with (
-            (Path(tmp) / "worker.log").open("ab") as worker_log,
-            (Path(tmp) / "simulate.log").open("ab") as sim_log,
-            EventProducer(kafka, kafka.topic(INTERACTIONS), settings.channels) as producer,
-        ):
-            worker = _cli(config_file, "worker", "--loglevel", "warn", log=worker_log)
-            simulator: subprocess.Popen[bytes] | None = None
-            try:
-                # Ready when the worker has consumed a first (warm-up) probe.
-                producer.send(probe_event(-1, time.time_ns() // 1_000_000, partitions, run_id))
-                producer.flush()
-                ready_by = time.monotonic() + 120
-                while _consumed(web_port) < 1:
-                    if worker.poll() is not None or time.monotonic() > ready_by:
-                        raise RuntimeError(
-                            "bench latency: the worker did not start:\n"
-                            + (Path(tmp) / "worker.log").read_text(errors="replace")[-3000:]
-                        )
-                    time.sleep(0.5)
-                count = min(events, int(SIM_RATE * (seconds + 30)))
-                if count > 0:
-                    simulator = _cli(
-                        config_file,
-                        "simulate",
-                        "--start",
-                        "now",
-                        "--rate",
-                        str(SIM_RATE),
-                        "--count",
-                        str(count),
-                        log=sim_log,
+        worker = _cli(config_file, "worker", "--loglevel", "warn", log=worker_log)
+        simulator: subprocess.Popen[bytes] | None = None
+        try:
+            # Ready when the worker has consumed a first (warm-up) probe.
+            producer.send(probe_event(-1, time.time_ns() // 1_000_000, partitions, run_id))
+            producer.flush()
+            ready_by = time.monotonic() + 120
+            while _consumed(web_port) < 1:
+                if worker.poll() is not None or time.monotonic() > ready_by:
+                    raise RuntimeError(
+                        "bench latency: the worker did not start:\n"
+                        + (workdir / "worker.log").read_text(errors="replace")[-3000:]
                     )
-                print(
-                    f"bench latency worker_ready allowed_skew_s={skew_s:g} "
-                    f"sim_events={count} sim_rate={SIM_RATE:g} seconds={seconds:g} "
-                    f"partitions={partitions}",
-                    flush=True,
+                time.sleep(0.5)
+            count = min(events, int(SIM_RATE * (seconds + 30)))
+            if count > 0:
+                simulator = _cli(
+                    config_file,
+                    "simulate",
+                    "--start",
+                    "now",
+                    "--rate",
+                    str(SIM_RATE),
+                    "--count",
+                    str(count),
+                    log=sim_log,
                 )
-                probes = 1  # the warm-up probe breaches too
-                started = time.monotonic()
-                while time.monotonic() - started < seconds:
-                    producer.send(
-                        probe_event(probes, time.time_ns() // 1_000_000, partitions, run_id)
-                    )
-                    producer.flush()
-                    probes += 1
-                    time.sleep(PROBE_SPACING_S)
-                # The last probe's breach falls due PROBE_TARGET_S after it.
-                time.sleep(PROBE_TARGET_S + skew_s + 5)
-                if worker.poll() is not None:
-                    raise RuntimeError(f"bench latency: the worker exited {worker.returncode}")
-            finally:
-                if simulator is not None:
-                    _stop(simulator)
-                _stop(worker)
-                stop.set()
-                reader.join(timeout=30)
-    print(report.line(probes=probes, skew_s=skew_s), flush=True)
+            print(
+                f"bench latency worker_ready allowed_skew_s={skew_s:g} "
+                f"sim_events={count} sim_rate={SIM_RATE:g} seconds={seconds:g} "
+                f"partitions={partitions}",
+                flush=True,
+            )
+            probes = report.probes = 1  # the warm-up probe breaches too
+            started = time.monotonic()
+            while time.monotonic() - started < seconds:
+                producer.send(probe_event(probes, time.time_ns() // 1_000_000, partitions, run_id))
+                producer.flush()
+                probes += 1
+                report.probes = probes
+                time.sleep(PROBE_SPACING_S)
+            # The last probe's breach falls due PROBE_TARGET_S after it.
+            time.sleep(PROBE_TARGET_S + skew_s + 5)
+            if worker.poll() is not None:
+                raise RuntimeError(f"bench latency: the worker exited {worker.returncode}")
+        finally:
+            if simulator is not None:
+                _stop(simulator)
+            _stop(worker)
+            stop.set()
+            reader.join(timeout=30)
     return report

@@ -55,9 +55,9 @@ def test_report_counts_a_reply_dated_before_the_deadline_as_retractable() -> Non
 
 
 def test_report_line_names_the_figures() -> None:
-    report = LatencyReport()
+    report = LatencyReport(probes=3)
     report.observe(sla("breach"), read_ms=10_700)
-    assert report.line(probes=3, skew_s=0.0) == (
+    assert report.line(skew_s=0.0) == (
         "bench latency breach_latency_p50_s=0.70 breach_latency_p99_s=0.70 "
         "breach_latency_max_s=0.70 breaches=1 warnings=0 probes=3 probe_breaches=0 "
         "probe_p99_s=nan retractable=0 allowed_skew_s=0"

@@ -1,0 +1,31 @@
+"""A live worker emits breaches on quiet partitions within a second of their deadline.
+
+The latency benchmark's measurement (``pipeline.bench_latency.measure_latency``)
+on the test broker, without simulator load: every partition is quiet, so only
+the worker's wall-clock tick fires what is due, and the latency is the skew plus
+up to one tick plus the send. With no skew and a 0.5 s tick it stays under 1 s
+(docs/benchmarks.md, "Breach latency").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.bench_latency import measure_latency
+from pipeline.settings import build_settings
+
+pytestmark = [pytest.mark.integration]
+
+
+def test_probe_breaches_on_quiet_partitions_are_readable_within_a_second_without_skew(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    settings = build_settings({"worker": {"allowed_skew_seconds": 0, "tick_seconds": 0.5}})
+    report = measure_latency(settings, kafka_bootstrap, tmp_path, events=0, seconds=5)
+    # A probe every 0.5 s for 5 s, plus the warm-up probe; each warns, then breaches.
+    assert report.probes == 11
+    assert report.probe_breaches == 11
+    assert len(report.probe_latencies) == 22
+    assert max(report.probe_latencies) <= 1.0, sorted(report.probe_latencies)
