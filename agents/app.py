@@ -19,7 +19,7 @@ from pathlib import Path
 import faust
 import mode
 
-from agents.fetch_wait import use_short_fetch_wait
+from agents.faust_consumer import use_worker_consumer
 from pipeline.kafka_clients import faust_broker_credentials
 from pipeline.settings import Settings
 
@@ -90,6 +90,7 @@ def build_app(
         stream_wait_empty=False,
     )
     # Resumed partitions are fetched at once, not after Faust's 1.5 s long-poll
-    # (agents/fetch_wait.py): up to 3 s of every takeover.
-    use_short_fetch_wait(app)
+    # (up to 3 s of every takeover), and a commit that failed in a rebalance is
+    # not taken for done (agents/faust_consumer.py).
+    use_worker_consumer(app)
     return app

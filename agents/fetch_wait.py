@@ -16,8 +16,8 @@ of a takeover). The same pause/seek/resume penalty is known from other
 clients (confluentinc/confluent-kafka-javascript#285, fixed by a shorter
 wait).
 
-:func:`use_short_fetch_wait` gives the app's transport a consumer class whose
-aiokafka consumer waits :data:`FETCH_MAX_WAIT_MS` instead. The cost is only
+:class:`ShortFetchWaitConsumerThread` builds the aiokafka consumer with
+:data:`FETCH_MAX_WAIT_MS` instead (installed by ``agents/faust_consumer.py``). The cost is only
 when a worker is idle: one empty fetch per broker every 100 ms instead of every
 1.5 s; while records flow a fetch returns as soon as it has data either way.
 Touches Faust's protected consumer-thread factory and aiokafka's
@@ -29,9 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
 #: The broker answers an empty fetch after at most this long (aiokafka's own
 #: default is 500 ms, Faust's 1500 ms).
@@ -46,16 +44,3 @@ class ShortFetchWaitConsumerThread(AIOKafkaConsumerThread):
         # Read once, by start(), to build the fetcher: set before the start.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
-
-
-class ShortFetchWaitConsumer(AIOKafkaConsumer):
-    """Faust's aiokafka consumer with :class:`ShortFetchWaitConsumerThread`."""
-
-    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
-        return ShortFetchWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-def use_short_fetch_wait(app: faust.App) -> None:
-    """Make ``app`` (a ``kafka://`` app, before it starts) fetch with the shorter wait."""
-    # The transport's consumer class is looked up when the consumer is made.
-    app.transport.Consumer = ShortFetchWaitConsumer  # type: ignore[misc]

@@ -184,7 +184,8 @@ def test_two_workers_started_together_commit_every_partition_to_its_end(
                 break
             time.sleep(0.5)
         assert {p: committed.get(p) for p in ends} == ends, "\n".join(
-            worker.log_tail() for worker in workers
+            f"worker {i} /healthz {health(worker)}\n{worker.log_tail()}"
+            for i, worker in enumerate(workers)
         )
         wait_until_both_hold_partitions(workers, settings.kafka.input_partitions)
         assert_outputs_equal_the_replay(settings, items)
