@@ -174,20 +174,25 @@ def produce_file(
     number and never stop the file. Flushes at the end, so a delivery failure
     raises :class:`DeliveryError`.
     """
+    from pipeline.progress import Progress, count_lines
+
     sent = 0
     input_end_ms: int | None = None
     rejected: list[tuple[int, ContractError]] = []
-    for number, parsed, _raw in read_events(path):
-        if isinstance(parsed, ContractError):
-            rejected.append((number, parsed))
-            continue
-        try:
-            producer.send(parsed)
-        except ContractError as exc:
-            rejected.append((number, exc))
-            continue
-        sent += 1
-        if input_end_ms is None or parsed.occurred_at > input_end_ms:
-            input_end_ms = parsed.occurred_at
+    # Progress on stderr (a bar on a terminal); the summary stays on stdout.
+    with Progress("produce", count_lines(path)) as progress:
+        for number, parsed, _raw in read_events(path):
+            progress.advance()
+            if isinstance(parsed, ContractError):
+                rejected.append((number, parsed))
+                continue
+            try:
+                producer.send(parsed)
+            except ContractError as exc:
+                rejected.append((number, exc))
+                continue
+            sent += 1
+            if input_end_ms is None or parsed.occurred_at > input_end_ms:
+                input_end_ms = parsed.occurred_at
     producer.flush(flush_timeout)
     return ProduceReport(sent=sent, rejected=rejected, input_end_ms=input_end_ms)

@@ -244,17 +244,22 @@ def replay_file(
     """
     from pipeline.contract.jsonform import read_events
     from pipeline.contract.validate import validate
+    from pipeline.progress import Progress, count_lines
 
     now_ms = wall_ms()
     max_future_ms = round(settings.limits.max_future_skew_seconds * 1000)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rejected = 0
-    with (out / REJECTED_FILE).open("w", encoding="utf-8") as rejects:
+    with (
+        (out / REJECTED_FILE).open("w", encoding="utf-8") as rejects,
+        Progress("replay", count_lines(path)) as progress,
+    ):
 
         def valid_events() -> Iterator[InteractionEvent]:
             nonlocal rejected
             for line_no, item, raw in read_events(path):
+                progress.advance()
                 error: ContractError | None = None
                 if isinstance(item, ContractError):
                     error = item
