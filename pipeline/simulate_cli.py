@@ -196,9 +196,14 @@ class Progress:
         self.started = clock()
         self.last_print = self.started
         self.counts = {"sent": 0, MALFORMED: 0, DUPLICATE: 0, OUT_OF_ORDER: 0, LATE: 0}
+        # On a terminal: a rich bar (pipeline.progress) instead of periodic lines.
+        self.bar: Any = None
 
     def count(self, item: SimItem) -> None:
         self.counts["sent"] += 1
+        if self.bar is not None:
+            self.bar.advance()
+            return
         if item.delivery in self.counts:
             self.counts[item.delivery] += 1
         if self.every_s > 0 and self.clock() - self.last_print >= self.every_s:
@@ -320,6 +325,7 @@ def simulate_command(
     config = profile(**fields)
 
     sinks: list[ItemSink] = []
+    bar: Any = None
     opened: list[TextIO] = []
     try:
         if output is not None:
@@ -336,6 +342,10 @@ def simulate_command(
         progress = Progress(
             err, progress_every_s, clock, errors=lambda: sum(k.failed for k in kafka_sinks)
         )
+        if progress_every_s > 0 and err.isatty():
+            from pipeline.progress import Progress as Bar
+
+            bar = progress.bar = Bar("simulate", count, stream=err, terminal=True)
         interrupted = _run(
             generate(config),
             sinks,
@@ -346,6 +356,8 @@ def simulate_command(
             sleep=sleep,
         )
     finally:
+        if bar is not None:
+            bar.close()
         errors = sum(sink.close() for sink in sinks)
         for handle in opened:
             handle.close()

@@ -324,3 +324,18 @@ def test_the_simulate_command_line_generates_the_bank_profile(tmp_path: Path) ->
     assert main(["simulate", "--count", "300", "--output", str(target)]) == 0
     expected = [item.to_json_line() for item in generate(bank_profile(count=300, seed=7))]
     assert target.read_text(encoding="utf-8").splitlines() == expected
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_simulate_shows_a_bar_and_still_ends_with_its_summary(
+    tmp_path: Path,
+) -> None:
+    stderr = _Terminal()
+    assert run(output=tmp_path / "t.jsonl", count=300, progress_every_s=2.0, stderr=stderr) == 0
+    shown = stderr.getvalue()
+    assert "300/300" in shown and "100%" in shown
+    assert "simulate done sent=300 " in shown.splitlines()[-1]
