@@ -195,9 +195,15 @@ def bench_pipeline(settings: Settings, events: int) -> dict[str, float]:
         topic = kafka_settings.topic(INTERACTIONS)
         batch = simulated_events(events)
         started = time.perf_counter()
-        with EventProducer(kafka_settings, topic, settings.channels) as producer:
+        from pipeline.progress import Progress
+
+        with (
+            EventProducer(kafka_settings, topic, settings.channels) as producer,
+            Progress("bench preload", len(batch)) as progress,
+        ):
             for event in batch:
                 producer.send(event)
+                progress.advance()
             producer.flush()
         preload_s = time.perf_counter() - started
         print(f"bench pipeline preloaded={len(batch)} events in {preload_s:.1f}s", flush=True)
