@@ -10,6 +10,10 @@ Over many simulator seeds and configurations, through ``replay`` into SQLite:
   the same customer on the same topic (any contact, when it has no topic) started
   after its end and within the repeat window;
 * every applied feedback event is exactly one ``feedback`` row;
+* no final journey holds two consecutive events further apart than the session
+  gap unless a synchronous contact of the customer was open across the gap
+  (started before it, and ended after it or, never ended, within
+  ``session.max_open_contact`` of its start);
 * the same input gives identical tables with 1, 3 and 6 partitions when no event
   arrives behind the clock (the input in event-time order).
 """
@@ -17,6 +21,7 @@ Over many simulator seeds and configurations, through ``replay`` into SQLite:
 from __future__ import annotations
 
 import sqlite3
+from itertools import pairwise
 from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -90,12 +95,22 @@ def _invariant_breaks(
             for flag in ("first_contact_resolved", "contained")
         }
         late_ids = {row[0] for row in db.execute("SELECT event_id FROM late_events")}
+        journeys = db.execute(
+            "SELECT customer_id, session_id, julianday(started_at), julianday(ended_at)"
+            " FROM sessions WHERE status = 'final'"
+        ).fetchall()
+        contact_spans = db.execute(
+            "SELECT customer_id, channel, julianday(started_at), julianday(ended_at) FROM contacts"
+        ).fetchall()
         feedback_rows = sorted(row[0] for row in db.execute("SELECT feedback_id FROM feedback"))
     applied = len({event.event_id for event in events}) - late
     feedback_events = sorted(
         {e.event_id for e in events if e.type == "feedback" and e.score is not None} - late_ids
     )
     return {
+        "gap longer than the session gap with no contact open": _unbridged_gaps(
+            events, late_ids, journeys, contact_spans
+        ),
         "breach without breached contact": breached_not_marked,
         "journey breaches != its contacts' breach events": breaches_differ,
         "journey contacts != its contact rows": contacts_differ,
@@ -111,6 +126,58 @@ def _invariant_breaks(
         if feedback_rows == feedback_events
         else [(len(feedback_rows), len(feedback_events))],
     }
+
+
+DAY_MS = 86_400_000
+_DEFAULTS = build_settings()
+GAP_MS = _DEFAULTS.core.session_gap_seconds * 1000
+MAX_OPEN_MS = _DEFAULTS.core.max_open_contact_seconds * 1000
+SYNCHRONOUS = _DEFAULTS.channels.synchronous
+
+
+def _ms(julian_day: float | None) -> float | None:
+    """SQLite's julianday as epoch milliseconds (julianday 2440587.5 is the epoch)."""
+    return None if julian_day is None else (julian_day - 2440587.5) * DAY_MS
+
+
+def _unbridged_gaps(
+    events: list[InteractionEvent], late_ids: set[str], journeys: list, contact_spans: list
+) -> list[tuple[str, float, float]]:
+    """Gaps over the session gap inside a journey that no open synchronous contact bridges.
+
+    A customer's journeys do not overlap, so the events of a journey are the
+    customer's applied events between its start and end.
+    """
+    times: dict[str, list[float]] = {}
+    seen: set[str] = set()
+    for event in events:
+        if event.event_id in seen or event.event_id in late_ids:
+            continue
+        seen.add(event.event_id)
+        times.setdefault(event.customer_id, []).append(event.occurred_at)
+    open_spans: dict[str, list[tuple[float, float]]] = {}
+    for customer, channel, started, ended in contact_spans:
+        if channel in SYNCHRONOUS:
+            start = _ms(started)
+            end = _ms(ended)
+            open_spans.setdefault(customer, []).append(
+                (start, end if end is not None else start + MAX_OPEN_MS)
+            )
+    breaks = []
+    for customer, session_id, started, ended in journeys:
+        # julianday keeps about a millisecond: widen the window by one either side.
+        first, last = _ms(started) - 1, _ms(ended) + 1
+        inside = sorted(t for t in times.get(customer, []) if first <= t <= last)
+        for before, after in pairwise(inside):
+            if after - before <= GAP_MS:
+                continue
+            bridged = any(
+                start <= before + 1 and end >= after - 1
+                for start, end in open_spans.get(customer, [])
+            )
+            if not bridged:
+                breaks.append((session_id, before, after))
+    return breaks
 
 
 configs = st.builds(
