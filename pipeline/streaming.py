@@ -377,7 +377,9 @@ class StreamHandler:
             event = validate(
                 decoded,
                 self.settings.channels,
-                now_ms=self._wall_ms(),
+                # The batch's wall time, as for the latency histogram: a clock call
+                # per event was measurable, and the skew allowed is minutes.
+                now_ms=self._batch_wall_ms,
                 max_future_ms=self._max_future_ms,
             )
         except ContractError as exc:
