@@ -45,6 +45,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "dedup",
     "partitioning",
     "processor",
+    "retraction",
     "sessions",
     "sla",
     "switches",

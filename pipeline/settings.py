@@ -160,10 +160,13 @@ class SqlSettings:
 class WorkerSettings:
     web_port: int = 6066
     clock: str = "live"
-    allowed_skew_seconds: float = 5.0
+    #: The live clock is max(stream time, wall clock - this). 0: a breach fires on
+    #: time, and a reply dated before it that arrives later retracts it
+    #: (``sla.retraction_window``, pipeline/core/retraction.py).
+    allowed_skew_seconds: float = 0.0
     #: How often the live clock advances to the wall clock and fires what is due
     #: (also the gauges' refresh); a breach on a quiet partition waits up to this.
-    tick_seconds: float = 1.0
+    tick_seconds: float = 0.5
     batch_size: int = 1000
     batch_seconds: float = 0.2
     session_update_seconds: float = 5.0
@@ -218,6 +221,9 @@ class CoreSettings:
     dedup_retention_seconds: float = 86400.0
     # An open synchronous contact holds its journey at most this long after its start.
     max_open_contact_seconds: float = 4 * 3600.0
+    # A reply dated before a fired warning/breach retracts it when it arrives at
+    # most this long (partition clock) after the due time; 0 turns retraction off.
+    retraction_window_seconds: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +403,9 @@ def _build(config: Mapping[str, Any]) -> Settings:
     session = config.get("session", {})
     switch = config.get("switch", {})
     dedup = config.get("dedup", {})
+    retraction_window = parse_duration(config.get("sla", {}).get("retraction_window", "10m"))
+    if retraction_window < 0:
+        raise ConfigError("sla.retraction_window must not be negative")
     core = CoreSettings(
         session_gap_seconds=float(session.get("gap_minutes", 30)) * 60,
         session_grace_seconds=float(session.get("grace_minutes", 5)) * 60,
@@ -404,6 +413,7 @@ def _build(config: Mapping[str, Any]) -> Settings:
         false_resolution_seconds=float(switch.get("false_resolution_days", 7)) * 86400,
         dedup_retention_seconds=float(dedup.get("retention_hours", 24)) * 3600,
         max_open_contact_seconds=parse_duration(session.get("max_open_contact", "4h")),
+        retraction_window_seconds=retraction_window,
     )
     channels = _build_channels(config.get("channels", {}))
     calendars = _build_calendars(config.get("calendars", {}))

@@ -37,6 +37,7 @@ from pipeline.core.records import (
     SessionRecord,
     SlaEvent,
 )
+from pipeline.core.retraction import cancels_breach
 from pipeline.core.sessions import Session, SessionBook
 from pipeline.core.switches import (
     Candidate,
@@ -103,7 +104,9 @@ class SlaClock(Protocol):
     due_ms: int | None
 
     def fire_due(self, clock_ms: int) -> list[SlaEvent]: ...
-    def observe(self, event: InteractionEvent) -> list[SlaEvent]: ...
+    def observe(
+        self, event: InteractionEvent, clock_ms: int | None = None, retraction_window_ms: int = 0
+    ) -> list[SlaEvent]: ...
     def next_due_ms(self) -> int | None: ...
     @property
     def is_idle(self) -> bool: ...
@@ -127,6 +130,9 @@ class CoreRules:
     # us until the contact ends), and for how long at most after the contact's start.
     synchronous: frozenset[str] = frozenset()
     max_open_contact_ms: int = 4 * 3600 * MS
+    # How long after a warning/breach fell due a reply dated before it can still
+    # retract it (pipeline/core/retraction.py); 0: never.
+    retraction_window_ms: int = 0
     # Derived once, read per event: an event this far behind the clock is late,
     # and a session closes this long after its last event.
     late_ms: int = field(init=False, compare=False, repr=False)
@@ -443,7 +449,7 @@ class CustomerState:
                 self._settle_cache = _UNKNOWN
             session.contact_ids[contact_id] = None
         had_topic = contact.topic is not None
-        self._apply_to_contact(contact, event, out)
+        self._apply_to_contact(contact, event, clock_ms, out)
         synchronous = rules.synchronous
         if synchronous and contact.channel in synchronous:
             # The contact may have opened, ended or started earlier: its journey's
@@ -466,7 +472,7 @@ class CustomerState:
         return APPLIED
 
     def _apply_to_contact(
-        self, contact: Contact, event: InteractionEvent, out: list[OutputRecord]
+        self, contact: Contact, event: InteractionEvent, clock_ms: int, out: list[OutputRecord]
     ) -> None:
         at = event.occurred_at
         contact.events += 1
@@ -481,7 +487,7 @@ class CustomerState:
             contact.topic = event.topic
         sla = contact.sla
         was_idle = sla.is_idle
-        fired = sla.observe(event)
+        fired = sla.observe(event, clock_ms, self.rules.retraction_window_ms)
         if fired:
             out.extend(fired)
             # The summary goes again below, with this event in it.
@@ -557,16 +563,20 @@ class CustomerState:
     def _correct_journey(
         self, contact: Contact, fired: list[SlaEvent], out: list[OutputRecord], summary: bool
     ) -> None:
-        """Breaches of a contact whose records were already sent: send them again.
+        """Breaches (or retracted breaches) of a contact whose records were already
+        sent: send them again.
 
         The summary goes again if one was sent; the final record of the journey
         the contact started in goes again if that journey has closed (the
-        journey's ``sla_breaches`` counts the breaches of its own contacts).
+        journey's ``sla_breaches`` counts the breaches of its own contacts, net
+        of retractions).
         """
         breaches = 0
         for record in fired:
             if record.kind == SLA_BREACH:
                 breaches += 1
+            elif cancels_breach(record):
+                breaches -= 1
         if not breaches:
             return
         if summary and contact.version:

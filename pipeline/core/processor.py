@@ -26,6 +26,7 @@ from pipeline.core.customer import APPLIED, DUPLICATE, CoreRules, CustomerState
 from pipeline.core.records import (
     SESSION_FINAL,
     SESSION_SUPERSEDED,
+    SLA_RETRACTED,
     JourneySignal,
     OutputRecord,
     SessionRecord,
@@ -59,6 +60,7 @@ class ProcessorStats:
     sessions_closed: int = 0
     sessions_superseded: int = 0
     sla_events: int = 0
+    sla_retractions: int = 0
     journey_signals: int = 0
     customers_evicted: int = 0
 
@@ -97,6 +99,7 @@ class PartitionProcessor:
             sla_type=sla_type,
             synchronous=frozenset(synchronous_channels),
             max_open_contact_ms=round(core.max_open_contact_seconds * MS),
+            retraction_window_ms=round(core.retraction_window_seconds * MS),
         )
         self.stats = ProcessorStats()
         self._clock = clock_ms
@@ -326,5 +329,7 @@ class PartitionProcessor:
                     stats.sessions_superseded += 1
             elif kind is SlaEvent:
                 stats.sla_events += 1
+                if record.kind == SLA_RETRACTED:  # type: ignore[union-attr]  # kind is SlaEvent
+                    stats.sla_retractions += 1
             elif kind is JourneySignal:
                 stats.journey_signals += 1

@@ -109,6 +109,9 @@ SESSION_SUPERSEDED: Final = "superseded"  # merged into another session; never c
 SLA_WARNING: Final = "warning"
 SLA_BREACH: Final = "breach"
 SLA_COMPLETED: Final = "completed"  # a breached clock whose reply finally arrived
+# A warning or breach taken back: its reply, dated before it, arrived after it
+# fired (pipeline/core/retraction.py). Carries the cancelled record's id.
+SLA_RETRACTED: Final = "retracted"
 
 # SLA metrics.
 FIRST_REPLY: Final = "first_reply"
@@ -232,10 +235,13 @@ class ContactSummary:
 @_slot_setting_init
 @dataclass(frozen=True, slots=True)
 class SlaEvent:
-    """A warning, a breach, or the completion of a breach by a late reply.
+    """A warning, a breach, the completion of a breach by a late reply, or a retraction.
 
     ``sla_event_id`` is ``<contact_id>:<policy>:<metric>:<clock_seq>:<kind>``:
-    stable for the same clock and kind, so a redelivered record upserts.
+    stable for the same clock and kind, so a redelivered record upserts. A
+    ``retracted`` record carries the id of the warning or breach it cancels (the
+    last segment names that kind), so a keyed consumer replaces the one by the
+    other; its ``fired_at`` is the clock when it was retracted.
     """
 
     OUTPUT_NAME: ClassVar[str] = "sla_event"

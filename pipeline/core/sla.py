@@ -23,6 +23,9 @@ Rules (one contact, events in arrival order):
   ``breach`` even if the caller skipped :meth:`ContactSla.fire_due`.
 * ``contact_ended`` stops the running clocks without firing them; no clock
   starts after it.
+* A reply dated before a warning or breach that already fired (it arrived
+  late) retracts it instead (:mod:`pipeline.core.retraction`), when
+  :meth:`ContactSla.observe` is given the partition clock and a window.
 * Policies are chosen per metric by :func:`policies_for` with the contact's
   topic as known so far. When the topic becomes known (or changes), running
   clocks that have not fired yet move to the newly chosen policies; a clock that
@@ -50,9 +53,11 @@ from pipeline.core.records import (
     NEXT_REPLY,
     SLA_BREACH,
     SLA_COMPLETED,
+    SLA_RETRACTED,
     SLA_WARNING,
     SlaEvent,
 )
+from pipeline.core.retraction import retracts
 from pipeline.errors import ConfigError
 from pipeline.settings import PolicySpec
 
@@ -354,10 +359,13 @@ class ContactSla:
         fired_at: int,
         replied_at: int | None = None,
         overrun_seconds: float | None = None,
+        id_kind: str | None = None,
     ) -> SlaEvent:
         spec = clock.policy.spec
+        # A retraction is keyed like the record it cancels (id_kind).
+        key_kind = kind if id_kind is None else id_kind
         return SlaEvent(
-            sla_event_id=f"{self.contact_id}:{spec.name}:{spec.metric}:{clock.seq}:{kind}",
+            sla_event_id=f"{self.contact_id}:{spec.name}:{spec.metric}:{clock.seq}:{key_kind}",
             kind=kind,
             customer_id=self.customer_id,
             contact_id=self.contact_id,
@@ -375,12 +383,16 @@ class ContactSla:
 
     # -- events ----------------------------------------------------------
 
-    def observe(self, event: InteractionEvent) -> list[SlaEvent]:
+    def observe(
+        self, event: InteractionEvent, clock_ms: int | None = None, retraction_window_ms: int = 0
+    ) -> list[SlaEvent]:
         """Apply one event of this contact (arrival order); returns the records it causes.
 
         Only a reply returns records: the due warnings/breaches of the clocks it
-        stops (normally already fired by :meth:`fire_due`) and one ``completed``
-        per stopped breached clock.
+        stops (normally already fired by :meth:`fire_due`), one ``completed``
+        per stopped breached clock, or, given the partition clock ``clock_ms``
+        and a window, one ``retracted`` per fired record the reply is dated
+        before (:mod:`pipeline.core.retraction`).
         """
         if event.topic is not None and event.topic != self.topic:
             self.topic = event.topic
@@ -390,7 +402,7 @@ class ContactSla:
         kind = event.type
         if kind == AGENT_REPLY:
             if event.actor == AGENT or event.actor == BOT:
-                return self._reply(event.actor, event.occurred_at)
+                return self._reply(event.actor, event.occurred_at, clock_ms, retraction_window_ms)
             return []
         if kind == CUSTOMER_MESSAGE:
             self._customer_message(event.occurred_at)
@@ -432,7 +444,9 @@ class ContactSla:
         seqs[policy.spec.name] = seq
         return seq
 
-    def _reply(self, actor: str, at: int) -> list[SlaEvent]:
+    def _reply(
+        self, actor: str, at: int, clock_ms: int | None, retraction_window_ms: int
+    ) -> list[SlaEvent]:
         self._replied_since_customer = True
         if (
             self.first_reply_at is None
@@ -449,6 +463,8 @@ class ContactSla:
                 running.append(clock)
                 continue
             records.extend(self._fire_clock(clock, at))
+            if clock_ms is not None and retraction_window_ms > 0 and clock.has_fired:
+                self._retract(clock, at, clock_ms, retraction_window_ms, records)
             if clock.breached:
                 overrun = clock.policy.calendar.elapsed(clock.deadline, at)
                 records.append(
@@ -457,6 +473,19 @@ class ContactSla:
         self._clocks = running
         self._refresh_due()
         return records
+
+    def _retract(
+        self, clock: _Clock, at: int, clock_ms: int, window_ms: int, records: list[SlaEvent]
+    ) -> None:
+        """Take back the fired records of ``clock`` that a reply dated ``at`` precedes."""
+        if clock.warned and retracts(clock.warning_at, at, clock_ms, window_ms):
+            clock.warned = False
+            records.append(self._event(clock, SLA_RETRACTED, clock_ms, at, None, SLA_WARNING))
+        if clock.breached and retracts(clock.deadline, at, clock_ms, window_ms):
+            clock.breached = False
+            self.breaches -= 1
+            self.breached = self.breaches > 0
+            records.append(self._event(clock, SLA_RETRACTED, clock_ms, at, None, SLA_BREACH))
 
     def _record_first_reply(self, at: int) -> None:
         started = self._first_started_at

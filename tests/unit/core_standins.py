@@ -81,7 +81,10 @@ class StandInSla:
             )
         ]
 
-    def observe(self, event: InteractionEvent) -> list[SlaEvent]:
+    def observe(
+        self, event: InteractionEvent, clock_ms: int | None = None, retraction_window_ms: int = 0
+    ) -> list[SlaEvent]:
+        # The stand-in never retracts: the clock and window are accepted and unused.
         if self.policy is None or self.stopped:
             return []
         if self.started_at is None and event.actor == "customer":
