@@ -38,7 +38,7 @@ from pipeline.errors import ConfigError
 from pipeline.replay import replay_events
 from pipeline.replay_sql import write_records_to_sql
 from pipeline.settings import Settings, build_settings
-from pipeline.sink.store import dump_tables
+from pipeline.sink.store import SqlStore, dump_tables
 from pipeline.streaming import CONTROL_HEADER, END_OF_INPUT, RawRecord, StreamHandler
 
 T0 = 1_772_438_400_000  # 2026-03-02T08:00:00Z
@@ -348,3 +348,51 @@ def test_a_negative_retraction_window_is_refused_by_name():
 def test_a_misspelled_sla_setting_is_refused_by_name():
     with pytest.raises(ConfigError, match="retraction_windw"):
         build_settings({"sla": {"retraction_windw": "5m"}})
+
+
+# -- the SQL sink --------------------------------------------------------------------
+
+
+def _sla_rows(processor_out: list[OutputRecord]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (r.OUTPUT_NAME, r.to_dict())
+        for r in processor_out
+        if isinstance(r, SlaEvent) and r.contact_id == "k1"
+    ]
+
+
+def _breach_stats(url: str) -> list[tuple[str, str, int, int]]:
+    return [
+        (row["bucket_size"], row["channel"], row["sla_warnings"], row["sla_breaches"])
+        for row in dump_tables(url)["channel_stats"]
+    ]
+
+
+@pytest.mark.parametrize("batches", ["one batch", "two batches"])
+def test_the_store_turns_a_retracted_breach_row_into_a_retracted_row_counted_nowhere(
+    tmp_path: Path, batches: str
+):
+    processor = live()
+    fired = _sla_rows(processor.advance(DEADLINE + 400))
+    retracted = _sla_rows(processor.process(reply(WARNING_AT - 1)))
+    store = SqlStore(f"sqlite:///{tmp_path / 'sink.db'}")
+    store.create_schema()
+    if batches == "one batch":
+        store.write(fired + retracted)
+    else:
+        store.write(fired)
+        # The warning (08:00:48) and the breach (08:01:00) fall in two minutes.
+        assert _breach_stats(store.url) == [
+            ("hour", "chat", 1, 1),
+            ("minute", "chat", 1, 0),
+            ("minute", "chat", 0, 1),
+        ]
+        store.write(retracted)
+    rows = dump_tables(store.url)["sla_events"]
+    assert [(r["sla_event_id"], r["kind"], r["replied_at"] is not None) for r in rows] == [
+        (BREACH_ID, SLA_RETRACTED, True),
+        (WARNING_ID, SLA_RETRACTED, True),
+    ]
+    # Minute rows whose counters all fell to zero are deleted (pipeline/sink/stats.py).
+    assert _breach_stats(store.url) == []
+    store.close()

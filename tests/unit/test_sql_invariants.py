@@ -2,7 +2,9 @@
 
 Over many simulator seeds and configurations, through ``replay`` into SQLite:
 
-* every ``breach`` SLA event's contact has ``breached = 1``;
+* every ``breach`` SLA event's contact has ``breached = 1``, and every contact with
+  ``breached = 1`` has a ``breach`` event (a retracted breach is a ``retracted`` row
+  and counts in neither);
 * each final journey's ``sla_breaches`` equals the breach events of its contacts;
 * each final journey's ``contacts`` equals the contact rows that name it, and the
   journeys' ``events`` add up to the events applied (neither duplicate nor late);
@@ -65,6 +67,11 @@ def _invariant_breaks(
             "SELECT e.sla_event_id FROM sla_events e LEFT JOIN contacts c USING (contact_id)"
             " WHERE e.kind = 'breach' AND (c.breached IS NULL OR c.breached = 0)"
         ).fetchall()
+        marked_without_breach = db.execute(
+            "SELECT c.contact_id FROM contacts c WHERE c.breached = 1 AND NOT EXISTS"
+            " (SELECT 1 FROM sla_events e WHERE e.contact_id = c.contact_id"
+            " AND e.kind = 'breach')"
+        ).fetchall()
         breaches_differ = db.execute(
             "SELECT s.session_id, s.sla_breaches, (SELECT count(*) FROM sla_events e"
             " JOIN contacts c USING (contact_id)"
@@ -112,6 +119,7 @@ def _invariant_breaks(
             events, late_ids, journeys, contact_spans
         ),
         "breach without breached contact": breached_not_marked,
+        "breached contact without a breach": marked_without_breach,
         "journey breaches != its contacts' breach events": breaches_differ,
         "journey contacts != its contact rows": contacts_differ,
         "contact of no final journey": contacts_without_final,
