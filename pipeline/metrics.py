@@ -29,6 +29,7 @@ from pipeline.core.records import (
     SESSION_SUPERSEDED,
     SLA_BREACH,
     SLA_COMPLETED,
+    SLA_RETRACTED,
     SLA_WARNING,
     SWITCH_FAILURE,
     ContactSummary,
@@ -92,6 +93,10 @@ def output_effect(record: OutputRecord) -> OutputEffect | None:
     if isinstance(record, SlaEvent):
         if record.kind in (SLA_WARNING, SLA_BREACH, SLA_COMPLETED):
             return (record.kind, (record.channel, record.policy), 1)
+        if record.kind == SLA_RETRACTED:
+            # The last segment of a retraction's id is the kind it takes back.
+            taken_back = record.sla_event_id.rpartition(":")[2]
+            return (SLA_RETRACTED, (record.channel, record.policy, taken_back), 1)
     elif isinstance(record, ContactSummary):
         # A contact's summary is sent again on every later change: its first
         # reply counts on the one summary that first carries it.
@@ -219,6 +224,14 @@ class Metrics:
             "cxstream_sla_completed_total",
             "Breached SLA clocks whose reply finally arrived.",
             ("channel", "policy"),
+        )
+        # Warnings and breaches above are gross: a retracted one stays counted
+        # there and counts here too (net = breaches - retractions{kind="breach"}).
+        self.sla_retractions = counter(
+            "cxstream_sla_retractions_total",
+            "SLA warnings and breaches taken back: a reply dated before them arrived "
+            "after they fired (kind: what was taken back).",
+            ("channel", "policy", "kind"),
         )
         self.first_reply = Histogram(
             "cxstream_first_reply_seconds",
@@ -408,6 +421,9 @@ class Metrics:
             self.sessions_superseded.inc()
         elif series == "late_event":
             self._inc(self.late_events, self._channel(labels[0]))
+        elif series == SLA_RETRACTED:
+            kind = labels[2] if labels[2] in (SLA_WARNING, SLA_BREACH) else "other"
+            self._inc(self.sla_retractions, self._channel(labels[0]), str(labels[1]), kind)
         else:
             counter = {
                 SLA_WARNING: self.sla_warnings,

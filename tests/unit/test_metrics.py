@@ -346,7 +346,7 @@ def test_every_counter_is_exposed_with_a_total_suffix(registry: CollectorRegistr
     exposition = generate_latest(registry).decode()
     counters = re.findall(r"^# TYPE (\S+) counter$", exposition, flags=re.MULTILINE)
     sample_names = set(re.findall(r"^(cxstream_\w+?)(?:\{|\s)", exposition, flags=re.MULTILINE))
-    assert len(counters) == 18
+    assert len(counters) == 19
     assert [name for name in counters if not name.endswith("_total")] == []
     assert set(counters) <= sample_names
 
@@ -390,6 +390,7 @@ def _touch_every_labelled_metric(metrics: Metrics) -> None:
         lambda: metrics.observe_output(sla_event()),
         lambda: metrics.observe_output(sla_event(kind="warning")),
         lambda: metrics.observe_output(sla_event(kind="completed")),
+        lambda: metrics.observe_output(sla_event(kind="retracted")),
         lambda: metrics.observe_output(contact()),
         lambda: metrics.observe_output(signal()),
         lambda: metrics.observe_output(signal(kind="false_resolution")),

@@ -396,3 +396,31 @@ def test_the_store_turns_a_retracted_breach_row_into_a_retracted_row_counted_now
     # Minute rows whose counters all fell to zero are deleted (pipeline/sink/stats.py).
     assert _breach_stats(store.url) == []
     store.close()
+
+
+# -- metrics -------------------------------------------------------------------------
+
+
+def test_a_retraction_counts_in_its_own_series_by_the_kind_it_takes_back():
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.metrics import Metrics
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    processor = live()
+    for record in processor.advance(DEADLINE + 400) + processor.process(reply(WARNING_AT - 1)):
+        metrics.observe_output(record)
+    labels = {"channel": "chat", "policy": "chat_first_reply"}
+
+    def sample(name: str, **extra: str) -> float | None:
+        return registry.get_sample_value(name, {**labels, **extra})
+
+    # The breach and warning counters stay gross; the retractions stand beside them.
+    assert (
+        sample("cxstream_sla_warnings_total"),
+        sample("cxstream_sla_breaches_total"),
+        sample("cxstream_sla_retractions_total", kind="warning"),
+        sample("cxstream_sla_retractions_total", kind="breach"),
+        sample("cxstream_sla_completed_total"),
+    ) == (1.0, 1.0, 1.0, 1.0, None)
