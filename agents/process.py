@@ -275,18 +275,29 @@ class ProcessRole:
         past the last applied offset and that offset has not moved for
         ``STALL_SECONDS``, the rest is read from the broker (records Faust still
         delivers later are then skipped by offset).
+
+        The log ends are asked of the broker, not taken from Faust's consumer:
+        Faust's highwater only moves with its own fetch responses, and its
+        fetcher sometimes stops fetching for about a minute after a takeover
+        (the failover test saw both the takeover and the end-of-input wait 60 s,
+        one run in a few; like faust-streaming#175 and #640, consumers that
+        stop). With a stale highwater this check could not see the stall it
+        exists for.
         """
+        if not partitions:
+            return
         now = time.monotonic()
-        consumer = self.app.consumer
         topic = self.input_topic_name
+        try:
+            log_ends = await self.refetcher.end_offsets(topic, partitions)
+        except Exception as exc:  # the broker is unreachable: the next tick asks again
+            log.debug("stalled-partition check skipped: %s", exc)
+            return
         for partition in partitions:
             applied = self.core.applied_offsets.get(partition)
             if applied is None:
                 continue
-            try:
-                highwater = consumer.highwater(TP(topic, partition))
-            except Exception:  # highwater is unknown until the first fetch response
-                continue
+            highwater = log_ends.get(partition)
             # Read each stretch once: a log that ends in transaction markers has
             # nothing to apply, however often it is asked.
             start = max(applied + 1, self._read_to.get(partition, 0))

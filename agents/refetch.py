@@ -91,6 +91,13 @@ class MissedRecordFetcher:
         ends = await asyncio.wait_for(consumer.end_offsets([tp]), timeout=FETCH_TIMEOUT_SECONDS)
         return int(ends[tp])
 
+    async def end_offsets(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """The log ends of several partitions, in one request to the broker."""
+        consumer = await self._started()
+        tps = [TopicPartition(topic, partition) for partition in partitions]
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout=FETCH_TIMEOUT_SECONDS)
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+
     async def close(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
