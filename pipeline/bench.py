@@ -17,6 +17,8 @@ timings on shared 2-core machines are noisy:
 * ``stream`` (what plain ``cxstream bench`` runs): ``pipeline``, then ``replay``.
 * ``peers``: cxstream's full worker against Kafka Streams on one local broker
   (:mod:`pipeline.bench_peers`).
+* ``runtime``: the runtime options of issue 14 on one broker, each against Kafka
+  Streams exactly-once (:mod:`pipeline.bench_runtime`).
 * ``latency``: seconds from a warning's or breach's deadline to the moment its
   record is readable, live worker under real-time load (:mod:`pipeline.bench_latency`).
 """
@@ -79,6 +81,10 @@ def run(
         from pipeline.bench_peers import bench_peers
 
         bench_peers(settings, events)
+    if what == "runtime":
+        from pipeline.bench_runtime import bench_runtime
+
+        bench_runtime(settings, events)
     if what == "latency":
         from pipeline.bench_latency import bench_latency
 

@@ -352,14 +352,116 @@ def _loadavg() -> str:
         return "n/a"
 
 
+@dataclass(frozen=True)
+class PeerInput:
+    """The preloaded input every engine of a run reads: N events, then the flush events."""
+
+    kafka: KafkaSettings
+    input_topic: str
+    #: Simulator events preloaded (N).
+    events: int
+    #: N plus one flush event per partition: what each engine reads.
+    total: int
+    customers: int
+
+
+def forever_specs(kafka: KafkaSettings) -> dict[str, Any]:
+    """The project's topics under ``kafka``'s prefix, outputs kept forever.
+
+    Outputs carry event time (weeks in the past): with a finite retention the
+    broker may delete them before they are counted.
+    """
+    from pipeline.topics import project_topics
+
+    return {
+        name: dataclasses.replace(spec, retention_ms=-1)
+        for name, spec in project_topics(kafka).items()
+    }
+
+
+def preload_input(settings: Settings, kafka: KafkaSettings, events: int) -> PeerInput:
+    """Create ``kafka``'s project topics and preload N simulator events and the flush events."""
+    from pipeline.bench import simulated_events
+    from pipeline.producer import EventProducer
+    from pipeline.topics import INTERACTIONS, ensure_topics
+
+    ensure_topics(kafka, forever_specs(kafka))
+    input_topic = kafka.topic(INTERACTIONS)
+    batch = simulated_events(events)
+    core = settings.core
+    flush_at = flush_time_ms(
+        batch,
+        gap_ms=round(core.session_gap_seconds * 1000),
+        grace_ms=round(core.session_grace_seconds * 1000),
+        hold_ms=round(core.max_open_contact_seconds * 1000),
+    )
+    flushes = flush_events(flush_at, kafka.input_partitions)
+    with EventProducer(kafka, input_topic, settings.channels) as producer:
+        for event in [*batch, *flushes]:
+            producer.send(event)
+        producer.flush()
+    return PeerInput(
+        kafka=kafka,
+        input_topic=input_topic,
+        events=len(batch),
+        total=len(batch) + len(flushes),
+        customers=len({event.customer_id for event in batch}),
+    )
+
+
+def cxstream_sessions(kafka: KafkaSettings) -> set[Bounds]:
+    """The bounds of the sessions with a ``final`` record on ``kafka``'s sessions topic."""
+    from pipeline.contract.codec import RecordCodec
+    from pipeline.topics import SESSIONS
+
+    codec = RecordCodec("session")
+    finals = cxstream_final_bounds(
+        codec.decode(value) for _key, value in read_topic(kafka, kafka.topic(SESSIONS))
+    )
+    return set(finals.values())
+
+
+def run_kstreams(
+    jar: Path, kafka: KafkaSettings, peer_input: PeerInput, name: str
+) -> tuple[EngineResult, set[Bounds]]:
+    """One Kafka Streams run (``name`` in :data:`KSTREAMS_GUARANTEES`) and its sessions."""
+    from pipeline.topics import TopicSpec, ensure_topics
+
+    output_topic = f"{kafka.topic_prefix}.{name}-sessions"
+    ensure_topics(
+        kafka, {output_topic: TopicSpec(partitions=kafka.output_partitions, retention_ms=-1)}
+    )
+    timeout_s = _RUN_TIMEOUT_BASE_S + peer_input.total / 100
+    report = _run_kstreams(
+        jar,
+        kafka,
+        peer_input.input_topic,
+        output_topic,
+        KSTREAMS_GUARANTEES[name],
+        timeout_s=timeout_s,
+    )
+    if report.get("undecodable"):
+        print(f"bench peers engine={name} skipped undecodable={report['undecodable']}")
+    out = [
+        kstreams_bounds(key, value)
+        for key, value in read_topic(kafka, output_topic)
+        if value is not None
+    ]
+    result = EngineResult(
+        name,
+        events=int(report["events"]),
+        seconds=float(report["seconds"]),
+        cpu_s=float(report["cpu_s"]),
+        sessions_out=len(out),
+    )
+    return result, set(out)
+
+
 def bench_peers(settings: Settings, events: int) -> dict[str, EngineResult]:
     """Run the three engines on one broker and print their lines and the ratios."""
-    from pipeline.bench import _run_bench_worker, simulated_events
+    from pipeline.bench import _run_bench_worker
     from pipeline.broker import LocalKafka
-    from pipeline.contract.codec import RecordCodec
     from pipeline.core import core_mode
-    from pipeline.producer import EventProducer
-    from pipeline.topics import INTERACTIONS, SESSIONS, TopicSpec, ensure_topics, project_topics
 
     jar = build_peer()
     print(f"bench peers load_before={_loadavg()} cpus={os.cpu_count()}", flush=True)
@@ -372,78 +474,31 @@ def bench_peers(settings: Settings, events: int) -> dict[str, EngineResult]:
         bootstrap = broker.start()
         prefix = f"peers{uuid.uuid4().hex[:8]}"
         kafka = dataclasses.replace(settings.kafka, bootstrap=bootstrap, topic_prefix=prefix)
-        # Outputs carry event time (weeks in the past): with a finite retention
-        # the broker may delete them before they are counted.
-        forever = -1
-        specs = {
-            name: dataclasses.replace(spec, retention_ms=forever)
-            for name, spec in project_topics(kafka).items()
-        }
-        ks_outputs = {name: f"{prefix}.{name}-sessions" for name in KSTREAMS_GUARANTEES}
-        for topic in ks_outputs.values():
-            specs[topic] = TopicSpec(partitions=kafka.output_partitions, retention_ms=forever)
-        ensure_topics(kafka, specs)
-        input_topic = kafka.topic(INTERACTIONS)
-        batch = simulated_events(events)
-        core = settings.core
-        flush_at = flush_time_ms(
-            batch,
-            gap_ms=round(core.session_gap_seconds * 1000),
-            grace_ms=round(core.session_grace_seconds * 1000),
-            hold_ms=round(core.max_open_contact_seconds * 1000),
-        )
-        flushes = flush_events(flush_at, kafka.input_partitions)
-        with EventProducer(kafka, input_topic, settings.channels) as producer:
-            for event in [*batch, *flushes]:
-                producer.send(event)
-            producer.flush()
-        total = len(batch) + len(flushes)
-        timeout_s = _RUN_TIMEOUT_BASE_S + total / 100
-        customers = len({event.customer_id for event in batch})
+        peer_input = preload_input(settings, kafka, events)
         print(
-            f"bench peers preloaded events={len(batch)} flush_events={len(flushes)} "
-            f"customers={customers} partitions={kafka.input_partitions} "
+            f"bench peers preloaded events={peer_input.events} "
+            f"flush_events={peer_input.total - peer_input.events} "
+            f"customers={peer_input.customers} partitions={kafka.input_partitions} "
             # The worker runs the compiled core only when its build is current.
             f"cxstream_core={core_mode()}",
             flush=True,
         )
 
         print(f"bench peers engine={CXSTREAM} load_before={_loadavg()}", flush=True)
-        report = _run_bench_worker("full", bootstrap, prefix, total)
-        codec = RecordCodec("session")
-        finals = cxstream_final_bounds(
-            codec.decode(value) for _key, value in read_topic(kafka, kafka.topic(SESSIONS))
-        )
-        bounds[CXSTREAM] = set(finals.values())
+        report = _run_bench_worker("full", bootstrap, prefix, peer_input.total)
+        bounds[CXSTREAM] = cxstream_sessions(kafka)
         results[CXSTREAM] = EngineResult(
             CXSTREAM,
             events=int(report["events"]),
             seconds=float(report["seconds"]),
             cpu_s=float(report["cpu_s"]) + float(report.get("core_cpu_s", 0.0)),
-            sessions_out=len(finals),
+            sessions_out=len(bounds[CXSTREAM]),
         )
         print(results[CXSTREAM].line(), flush=True)
 
-        for name, guarantee in KSTREAMS_GUARANTEES.items():
+        for name in KSTREAMS_GUARANTEES:
             print(f"bench peers engine={name} load_before={_loadavg()}", flush=True)
-            report = _run_kstreams(
-                jar, kafka, input_topic, ks_outputs[name], guarantee, timeout_s=timeout_s
-            )
-            if report.get("undecodable"):
-                print(f"bench peers engine={name} skipped undecodable={report['undecodable']}")
-            out = [
-                kstreams_bounds(key, value)
-                for key, value in read_topic(kafka, ks_outputs[name])
-                if value is not None
-            ]
-            bounds[name] = set(out)
-            results[name] = EngineResult(
-                name,
-                events=int(report["events"]),
-                seconds=float(report["seconds"]),
-                cpu_s=float(report["cpu_s"]),
-                sessions_out=len(out),
-            )
+            results[name], bounds[name] = run_kstreams(jar, kafka, peer_input, name)
             print(results[name].line(), flush=True)
     same = " ".join(
         f"same_bounds_{name}={len(bounds[CXSTREAM] & bounds[name])}" for name in KSTREAMS_GUARANTEES

@@ -341,9 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         nargs="?",
         default="stream",
-        choices=("stream", "codec", "replay", "pipeline", "sink", "peers", "latency"),
+        choices=("stream", "codec", "replay", "pipeline", "sink", "peers", "runtime", "latency"),
         help="stream (the default) = pipeline, then replay: the stream core's two targets; "
         "peers = cxstream against Kafka Streams on one local broker; "
+        "runtime = the runtime options of issue 14 against Kafka Streams exactly-once; "
         "latency = breach emission latency of a live worker (--events caps the simulator)",
     )
     p.add_argument("--events", type=int, default=100_000, help="simulator events to run")

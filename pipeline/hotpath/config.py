@@ -1,0 +1,36 @@
+"""The hot path's settings: one frozen object, built once and passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+#: ``at_least_once``: outputs acknowledged -> state -> offsets committed, each
+#: awaited before the next. ``exactly_once``: the same three in one transaction.
+Guarantee = Literal["at_least_once", "exactly_once"]
+
+AT_LEAST_ONCE: Guarantee = "at_least_once"
+EXACTLY_ONCE: Guarantee = "exactly_once"
+
+
+@dataclass(frozen=True, slots=True)
+class HotPathConfig:
+    """What the loop needs beyond the pipeline's :class:`~pipeline.settings.Settings`."""
+
+    input_topic: str
+    group_id: str
+    #: Compacted topic holding the customers' states and each partition's
+    #: position, one changelog partition per input partition.
+    changelog_topic: str
+    guarantee: Guarantee = AT_LEAST_ONCE
+    #: Names this worker's transactional producer; a restarted worker with the
+    #: same id fences its predecessor and aborts its open transaction.
+    transactional_id: str | None = None
+    #: Records per ``getmany`` call at most: one batch, one commit.
+    max_batch: int = 2000
+    #: How long ``getmany`` waits for records when there are none.
+    poll_timeout_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.guarantee == EXACTLY_ONCE and not self.transactional_id:
+            raise ValueError("exactly_once needs a transactional_id")
