@@ -19,6 +19,16 @@ each with a test that fails once Faust no longer needs the fix.
    60 s, as an early failover run had seen for 240 s). Here a failed commit
    leaves the bookkeeping where it was, so the next commit round (or
    ``ProcessRole._unblock_stuck_commits`` for an idle partition) commits again.
+3. **An offset acknowledged twice does not stall the commit** (robinhood/faust#625,
+   #559; still in faust-streaming 0.15.3). Faust books a gap when its fetcher
+   jumps ahead, and folds the gap's offsets into its acknowledged list at commit
+   time without checking for offsets already there; records of the gap that are
+   delivered after all (after a takeover they are) are acknowledged a second time
+   too. ``_new_offset`` commits only the first run of consecutive offsets, and a
+   duplicate ends the run: the commit then moved one offset per commit round
+   (the failover test saw a partition's committed offset take 60 s to cover 270
+   records the worker had applied). Here the gap is folded in without duplicates
+   and the list is de-duplicated before Faust's own ``_new_offset`` runs.
 """
 
 from __future__ import annotations
@@ -55,6 +65,26 @@ class WorkerConsumer(AIOKafkaConsumer):
                     else:
                         self._committed_offset[tp] = previous
         return did_commit
+
+    def _new_offset(self, tp: TP) -> int | None:
+        acked = self._acked[tp]
+        if acked:
+            self._fold_gap_into_acked(tp, acked)
+            acked[:] = sorted(set(acked))
+        return super()._new_offset(tp)
+
+    def _fold_gap_into_acked(self, tp: TP, acked: list[int]) -> None:
+        """What Faust's ``_new_offset`` does with the gap, without adding an offset twice."""
+        gap = self._gap[tp]
+        if not gap:
+            return
+        max_offset = max(acked)
+        intervals = sorted(gap.overlap(0, max_offset), key=lambda interval: interval.begin)
+        if not intervals:
+            return
+        gap_offsets = [o for interval in intervals for o in range(interval.begin, interval.end)]
+        gap.chop(0, max(gap_offsets[-1], max_offset + 1))
+        acked.extend(gap_offsets)
 
 
 def use_worker_consumer(app: faust.App) -> None:

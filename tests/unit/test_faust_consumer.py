@@ -63,3 +63,36 @@ def test_a_commit_the_broker_accepted_is_booked() -> None:
 def test_faust_itself_still_books_a_refused_commit_so_the_fix_is_needed() -> None:
     """When this fails, Faust has faust#692: agents/faust_consumer.py's fix can go."""
     assert _commit_offset_461_after_413(broker_accepts=False, upstream=True) == 461
+
+
+def _new_offset_with_a_gap_over_acknowledged_offsets(*, upstream: bool = False) -> int | None:
+    """Faust's next commit offset when a booked gap covers offsets also acknowledged.
+
+    Committed 276; offsets 276..280 acknowledged; the gap 277..279 booked as well
+    (Faust books a gap when its fetcher jumps ahead, and those records can still be
+    delivered and acknowledged afterwards, as after a takeover).
+    """
+
+    async def run() -> int | None:
+        app = build_app(build_settings({}), role="process", web_enabled=False)
+        consumer = cast(Consumer, app.consumer)
+        consumer._thread.thread_loop.close()  # the consumer thread's loop; it never runs
+        consumer._committed_offset[TOPIC_PARTITION] = 276
+        consumer._acked[TOPIC_PARTITION] = [276, 277, 278, 279, 280]
+        consumer._acked_index[TOPIC_PARTITION] = {276, 277, 278, 279, 280}
+        await consumer._add_gap(TOPIC_PARTITION, 277, 279)
+        if upstream:
+            return Consumer._new_offset(consumer, TOPIC_PARTITION)
+        return consumer._new_offset(TOPIC_PARTITION)
+
+    return asyncio.run(run())
+
+
+def test_a_gap_over_acknowledged_offsets_commits_past_all_of_them() -> None:
+    assert _new_offset_with_a_gap_over_acknowledged_offsets() == 281
+
+
+def test_faust_itself_still_stops_at_the_duplicate_so_the_fix_is_needed() -> None:
+    """When this fails, Faust no longer duplicates gap offsets in its acknowledged list
+    (robinhood/faust#625, #559): the fold in agents/faust_consumer.py can go."""
+    assert _new_offset_with_a_gap_over_acknowledged_offsets(upstream=True) == 278
