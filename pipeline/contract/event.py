@@ -56,7 +56,10 @@ EPOCH_MS_PER_SECOND: Final = 1000
 class InteractionEvent:
     """One thing that happened in one contact of one customer.
 
-    ``occurred_at`` is UTC epoch milliseconds (event time).
+    ``occurred_at`` is UTC epoch milliseconds (event time). The fields after
+    ``producer`` arrived with contract version 2 and are None on a v1 event. The
+    channel identifier is flat here (``identifier_kind``/``identifier_value``, both
+    set or both None) and a nested ``ChannelIdentifier`` record in Avro and JSON.
     """
 
     event_id: str
@@ -72,6 +75,12 @@ class InteractionEvent:
     score: int | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
     producer: str = "unknown"
+    need_id: str | None = None
+    queue: str | None = None
+    team: str | None = None
+    handling_seconds: float | None = None
+    identifier_kind: str | None = None
+    identifier_value: str | None = None
 
     @property
     def occurred_at_datetime(self) -> datetime:
@@ -93,13 +102,37 @@ class InteractionEvent:
             "score": self.score,
             "attributes": dict(self.attributes),
             "producer": self.producer,
+            "need_id": self.need_id,
+            "queue": self.queue,
+            "team": self.team,
+            "handling_seconds": self.handling_seconds,
+            "identifier": self.identifier,
         }
 
+    @property
+    def identifier(self) -> dict[str, str] | None:
+        """The channel identifier as the v2 record ``{"kind", "value"}``, or None."""
+        if self.identifier_kind is None and self.identifier_value is None:
+            return None
+        return {"kind": self.identifier_kind or "", "value": self.identifier_value or ""}
+
     def to_json_dict(self) -> dict[str, Any]:
-        """The JSON form: schema field names, ``occurred_at`` as ISO-8601 with offset."""
+        """The JSON form: schema field names, ``occurred_at`` as ISO-8601 with offset.
+
+        Version 2 fields are written only when set, so a v1-shaped event keeps its
+        v1 JSON byte for byte (late-event records, DLQ entries and replay files
+        written before v2 do not change).
+        """
         record = self.to_record()
         record["occurred_at"] = ms_to_iso(self.occurred_at)
+        for name in V2_FIELDS:
+            if record[name] is None:
+                del record[name]
         return record
+
+
+# The fields contract version 2 appended after ``producer`` (Avro and JSON names).
+V2_FIELDS: Final = ("need_id", "queue", "team", "handling_seconds", "identifier")
 
 
 def ms_to_datetime(epoch_ms: int) -> datetime:
@@ -139,6 +172,7 @@ def event_from_record(record: Mapping[str, Any]) -> InteractionEvent:
     occurred_at = record["occurred_at"]
     if isinstance(occurred_at, datetime):
         occurred_at = int(occurred_at.timestamp() * EPOCH_MS_PER_SECOND)
+    identifier = record.get("identifier")
     return InteractionEvent(
         event_id=record["event_id"],
         occurred_at=occurred_at,
@@ -153,4 +187,10 @@ def event_from_record(record: Mapping[str, Any]) -> InteractionEvent:
         score=record.get("score"),
         attributes=record.get("attributes") or {},
         producer=record.get("producer") or "unknown",
+        need_id=record.get("need_id"),
+        queue=record.get("queue"),
+        team=record.get("team"),
+        handling_seconds=record.get("handling_seconds"),
+        identifier_kind=identifier["kind"] if identifier else None,
+        identifier_value=identifier["value"] if identifier else None,
     )

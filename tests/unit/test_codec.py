@@ -1,5 +1,5 @@
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -41,8 +41,8 @@ EVENT = InteractionEvent(
 
 
 def _event_like(**changes: object) -> InteractionEvent:
-    """EVENT with some fields changed (built from its record, as a producer would)."""
-    return InteractionEvent(**{**EVENT.to_record(), **changes})
+    """EVENT with some fields changed."""
+    return replace(EVENT, **changes)  # type: ignore[arg-type]  # test helper, any field
 
 
 @pytest.fixture
@@ -174,10 +174,12 @@ def _hand_built_event(
     outcome_index: int = 1,
     fingerprint: bytes | None = None,
     with_attributes: bool = True,
+    v2_fields: bool = True,
 ) -> bytes:
     """EVENT's single-object bytes, field by field, with the given enum indexes.
 
-    ``with_attributes=False`` and an older ``fingerprint`` write a v1 that lacks the field.
+    ``with_attributes=False`` and an older ``fingerprint`` write a version that lacks
+    the field; ``v2_fields=False`` stops after ``producer``, as stored v1 does.
     """
     attributes = _avro_long(1) + _avro_string("queue") + _avro_string("cards") + _avro_long(0)
     body = b"".join(
@@ -195,6 +197,8 @@ def _hand_built_event(
             _avro_long(0),  # score: union branch 0, null
             attributes if with_attributes else b"",
             _avro_string(EVENT.producer),
+            # need_id, queue, team, handling_seconds, identifier: union branch 0, null
+            _avro_long(0) * 5 if v2_fields else b"",
         )
     )
     return MAGIC + (fingerprint or current("interaction_event").fingerprint) + body

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from pipeline.contract.event import InteractionEvent
@@ -103,7 +105,7 @@ def test_unknown_field_is_refused_so_typos_surface():
 
 def test_written_file_reads_back_event_for_event(tmp_path):
     path = tmp_path / "events.jsonl"
-    second = InteractionEvent(**{**EVENT.to_record(), "event_id": "e-3", "outcome": None})
+    second = replace(EVENT, event_id="e-3", outcome=None)
     assert write_events(path, [EVENT, second]) == 2
     read = [(number, event) for number, event, _ in read_events(path)]
     assert read == [(1, EVENT), (2, second)]
