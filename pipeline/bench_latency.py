@@ -13,10 +13,15 @@ minus its due time (``fired_at``: the core stamps a warning or breach with the
 time it fell due, an event time that is wall time for events dated as they are
 produced).
 
-Also counted: ``retractable``, the ``completed`` records whose reply is dated
-before the breached deadline (a reply in flight when the breach fired, which a
-retraction would take back), because that is what a smaller
-``worker.allowed_skew_seconds`` costs.
+Every ``LATE_REPLY_EVERY``-th probe gets a *late reply*: an agent reply dated
+``LATE_REPLY_BEFORE_MS`` before the probe's deadline, sent ``LATE_REPLY_DELAY_S``
+after it (a reply in flight when the breach fired). With the default 0 s skew
+the worker fires the breach on time and the reply retracts it
+(pipeline/core/retraction.py): ``retractions`` counts every ``retracted``
+record read, ``probe_retractions`` those of the probes (one per late reply).
+``retractable`` counts the ``completed`` records whose reply is dated before the
+breached deadline: breaches that stood although their reply was in time (a
+reply that came after the retraction window, or retraction turned off).
 """
 
 from __future__ import annotations
@@ -53,9 +58,15 @@ PROBE_SPACING_S = 0.5
 RUN_SECONDS = 90.0
 #: Simulator events per second (real time).
 SIM_RATE = 50.0
+#: Every this many probes, one gets a reply dated before its deadline that is
+#: sent after it (a reply in flight when the breach fires).
+LATE_REPLY_EVERY = 10
+LATE_REPLY_BEFORE_MS = 100
+LATE_REPLY_DELAY_S = 0.5
 WARNING = "warning"
 BREACH = "breach"
 COMPLETED = "completed"
+RETRACTED = "retracted"
 
 
 @dataclass
@@ -66,6 +77,9 @@ class LatencyReport:
     probe_latencies: list[float] = field(default_factory=list)
     probe_breaches: int = 0
     probes: int = 0
+    late_replies: int = 0
+    retractions: int = 0
+    probe_retractions: int = 0
     retractable: int = 0
 
     def observe(self, record: dict[str, Any], read_ms: int) -> None:
@@ -77,6 +91,9 @@ class LatencyReport:
             if record["policy"] == PROBE_POLICY:
                 self.probe_latencies.append(latency)
                 self.probe_breaches += kind == BREACH
+        elif kind == RETRACTED:
+            self.retractions += 1
+            self.probe_retractions += record["policy"] == PROBE_POLICY
         elif (
             kind == COMPLETED
             and record["replied_at"] is not None
@@ -91,8 +108,10 @@ class LatencyReport:
             f"breach_latency_p99_s={percentile(both, 99):.2f} "
             f"breach_latency_max_s={max(both, default=math.nan):.2f} "
             f"breaches={len(self.latencies[BREACH])} warnings={len(self.latencies[WARNING])} "
+            f"retractions={self.retractions} "
             f"probes={self.probes} probe_breaches={self.probe_breaches} "
             f"probe_p99_s={percentile(self.probe_latencies, 99):.2f} "
+            f"late_replies={self.late_replies} probe_retractions={self.probe_retractions} "
             f"retractable={self.retractable} allowed_skew_s={skew_s:g}"
         )
 
@@ -150,6 +169,21 @@ def probe_event(n: int, at_ms: int, partitions: int, run_id: str) -> Interaction
         contact_id=f"probe-{run_id}-{n}",
         type="customer_message",
         actor="customer",
+        producer="cxstream-bench-latency",
+        topic=PROBE_TOPIC,
+    )
+
+
+def late_reply(probe: InteractionEvent) -> InteractionEvent:
+    """An agent reply to ``probe`` dated ``LATE_REPLY_BEFORE_MS`` before its deadline."""
+    return InteractionEvent(
+        event_id=f"{probe.event_id}-reply",
+        occurred_at=probe.occurred_at + PROBE_TARGET_S * 1000 - LATE_REPLY_BEFORE_MS,
+        customer_id=probe.customer_id,
+        channel=PROBE_CHANNEL,
+        contact_id=probe.contact_id,
+        type="agent_reply",
+        actor="agent",
         producer="cxstream-bench-latency",
         topic=PROBE_TOPIC,
     )
@@ -293,12 +327,23 @@ def measure_latency(
                 flush=True,
             )
             probes = report.probes = 1  # the warm-up probe breaches too
+            # (monotonic time to send, reply) of the late replies still to send.
+            pending: list[tuple[float, InteractionEvent]] = []
             started = time.monotonic()
-            while time.monotonic() - started < seconds:
-                producer.send(probe_event(probes, time.time_ns() // 1_000_000, partitions, run_id))
+            while time.monotonic() - started < seconds or pending:
+                now = time.monotonic()
+                while pending and pending[0][0] <= now:
+                    producer.send(pending.pop(0)[1])
+                if now - started < seconds:
+                    probe = probe_event(probes, time.time_ns() // 1_000_000, partitions, run_id)
+                    producer.send(probe)
+                    if probes % LATE_REPLY_EVERY == 0:
+                        due = now + PROBE_TARGET_S + LATE_REPLY_DELAY_S
+                        pending.append((due, late_reply(probe)))
+                        report.late_replies += 1
+                    probes += 1
+                    report.probes = probes
                 producer.flush()
-                probes += 1
-                report.probes = probes
                 time.sleep(PROBE_SPACING_S)
             # The last probe's breach falls due PROBE_TARGET_S after it.
             time.sleep(PROBE_TARGET_S + skew_s + 5)

@@ -6,9 +6,12 @@ import math
 from datetime import UTC, datetime
 
 from pipeline.bench_latency import (
+    LATE_REPLY_BEFORE_MS,
     PROBE_POLICY,
+    PROBE_TARGET_S,
     LatencyReport,
     bench_config,
+    late_reply,
     percentile,
     probe_event,
 )
@@ -54,14 +57,36 @@ def test_report_counts_a_reply_dated_before_the_deadline_as_retractable() -> Non
     assert report.retractable == 1
 
 
+def test_report_counts_retractions_and_those_of_the_probes() -> None:
+    report = LatencyReport()
+    report.observe(sla("retracted", policy=PROBE_POLICY, replied_at=9_900), read_ms=10_600)
+    report.observe(sla("retracted", replied_at=9_000), read_ms=10_600)
+    assert (report.retractions, report.probe_retractions) == (2, 1)
+    assert report.latencies == {"warning": [], "breach": []}
+
+
 def test_report_line_names_the_figures() -> None:
-    report = LatencyReport(probes=3)
+    report = LatencyReport(probes=3, late_replies=1)
     report.observe(sla("breach"), read_ms=10_700)
+    report.observe(sla("retracted", policy=PROBE_POLICY), read_ms=10_900)
     assert report.line(skew_s=0.0) == (
         "bench latency breach_latency_p50_s=0.70 breach_latency_p99_s=0.70 "
-        "breach_latency_max_s=0.70 breaches=1 warnings=0 probes=3 probe_breaches=0 "
-        "probe_p99_s=nan retractable=0 allowed_skew_s=0"
+        "breach_latency_max_s=0.70 breaches=1 warnings=0 retractions=1 probes=3 "
+        "probe_breaches=0 probe_p99_s=nan late_replies=1 probe_retractions=1 retractable=0 "
+        "allowed_skew_s=0"
     )
+
+
+def test_a_late_reply_is_dated_just_before_its_probes_deadline_on_the_same_contact() -> None:
+    probe = probe_event(7, 1_000, 6, "run")
+    reply = late_reply(probe)
+    assert (reply.customer_id, reply.contact_id, reply.type, reply.actor) == (
+        probe.customer_id,
+        probe.contact_id,
+        "agent_reply",
+        "agent",
+    )
+    assert reply.occurred_at == 1_000 + PROBE_TARGET_S * 1000 - LATE_REPLY_BEFORE_MS
 
 
 def test_bench_config_runs_live_on_the_bench_broker_with_the_probe_policy() -> None:
