@@ -3,8 +3,10 @@
 One event per line, an object with the Avro schema's field names; ``occurred_at``
 is ISO-8601 with an explicit UTC offset (``2026-03-02T10:15:00.250+02:00``).
 Optional fields (``outcome``, ``topic``, ``agent_id``, ``score``, ``attributes``,
-``producer``) may be left out. Unknown field names are refused, so a typo such as
-``"outcom"`` is caught rather than silently dropped.
+``producer``, and the version 2 fields ``need_id``, ``queue``, ``team``,
+``handling_seconds``, ``identifier``) may be left out; the identifier is an object
+``{"kind": ..., "value": ...}`` as in the Avro schema. Unknown field names are
+refused, so a typo such as ``"outcom"`` is caught rather than silently dropped.
 
 Parsing checks the *shape* (fields present, JSON types); the business rules are
 :func:`pipeline.contract.validate.validate`.
@@ -21,10 +23,19 @@ from pipeline.contract.event import InteractionEvent, iso_to_ms
 from pipeline.errors import ContractError, DecodeError, ValidationError
 
 REQUIRED_STRINGS = ("event_id", "customer_id", "channel", "contact_id", "type", "actor")
-OPTIONAL_STRINGS = ("outcome", "topic", "agent_id", "producer")
+OPTIONAL_STRINGS = ("outcome", "topic", "agent_id", "producer", "need_id", "queue", "team")
 KNOWN_FIELDS = frozenset(
-    (*REQUIRED_STRINGS, *OPTIONAL_STRINGS, "occurred_at", "score", "attributes")
+    (
+        *REQUIRED_STRINGS,
+        *OPTIONAL_STRINGS,
+        "occurred_at",
+        "score",
+        "attributes",
+        "handling_seconds",
+        "identifier",
+    )
 )
+IDENTIFIER_FIELDS = frozenset(("kind", "value"))
 
 
 def event_to_json_line(event: InteractionEvent) -> str:
@@ -50,6 +61,31 @@ def _required_string(obj: Mapping[str, Any], name: str) -> str:
     if value is None:
         raise ValidationError(f"{name}: required field is missing", field=name)
     return value
+
+
+def _handling_seconds(obj: Mapping[str, Any]) -> float | None:
+    value = obj.get("handling_seconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _type_error("handling_seconds", "a number of seconds or null", value)
+    return float(value)
+
+
+def _identifier(obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``(kind, value)`` of the v2 ``identifier`` object, or ``(None, None)``."""
+    value = obj.get("identifier")
+    if value is None:
+        return None, None
+    if (
+        not isinstance(value, Mapping)
+        or set(value) != IDENTIFIER_FIELDS
+        or not all(isinstance(part, str) for part in value.values())
+    ):
+        raise _type_error(
+            "identifier", 'an object {"kind": string, "value": string} or null', value
+        )
+    return value["kind"], value["value"]
 
 
 def event_from_json(obj: Mapping[str, Any]) -> InteractionEvent:
@@ -79,6 +115,7 @@ def event_from_json(obj: Mapping[str, Any]) -> InteractionEvent:
         isinstance(value, str) for value in attributes.values()
     ):
         raise _type_error("attributes", "an object of strings", attributes)
+    identifier_kind, identifier_value = _identifier(obj)
     return InteractionEvent(
         event_id=strings["event_id"],
         occurred_at=iso_to_ms(occurred),
@@ -93,6 +130,12 @@ def event_from_json(obj: Mapping[str, Any]) -> InteractionEvent:
         score=score,
         attributes=dict(attributes),
         producer=optional["producer"] or "unknown",
+        need_id=optional["need_id"],
+        queue=optional["queue"],
+        team=optional["team"],
+        handling_seconds=_handling_seconds(obj),
+        identifier_kind=identifier_kind,
+        identifier_value=identifier_value,
     )
 
 

@@ -15,6 +15,7 @@ characters (code points), as ``len`` does.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -51,6 +52,10 @@ MAX_ATTRIBUTE_VALUE_CHARS: Final = 1024
 #: Most characters in ``attributes``, keys and values together. With the limits
 #: above, an encoded event stays under about 40 KB even in 4-byte UTF-8.
 MAX_ATTRIBUTES_TOTAL_CHARS: Final = 8192
+#: Longest handling time a channel may report (v2 ``handling_seconds``): 7 days.
+#: A contact is never handled that long; a larger value is a unit bug
+#: (milliseconds sent as seconds) that would swamp every handling-time sum.
+MAX_HANDLING_SECONDS: Final = 7 * 24 * 3600.0
 
 # Fields checked as ids or labels: (name, longest, required).
 _STRING_FIELDS: Final = (
@@ -61,6 +66,16 @@ _STRING_FIELDS: Final = (
     ("channel", MAX_LABEL_CHARS, True),
     ("topic", MAX_LABEL_CHARS, False),
     ("agent_id", MAX_ID_CHARS, False),
+)
+# Contract v2 strings: optional, but when set they must say something (an empty
+# need_id would merge every need of a customer into one), and the same length
+# and character rules apply. The identifier is flat in Python, one field in Avro.
+_V2_STRING_FIELDS: Final = (
+    ("need_id", "need_id", MAX_ID_CHARS),
+    ("queue", "queue", MAX_LABEL_CHARS),
+    ("team", "team", MAX_LABEL_CHARS),
+    ("identifier_kind", "identifier.kind", MAX_LABEL_CHARS),
+    ("identifier_value", "identifier.value", MAX_ID_CHARS),
 )
 # C0 controls, DEL, C1 controls and lone surrogates (never valid UTF-8). Ids and
 # labels may hold none of them; free text (attribute values) keeps tab, newline
@@ -204,6 +219,37 @@ def _check_attributes(attributes: Mapping[str, str]) -> None:
         )
 
 
+def _check_v2_fields(event: InteractionEvent) -> None:
+    """The rules for the fields contract version 2 added; raise naming the field."""
+    if (event.identifier_kind is None) != (event.identifier_value is None):
+        raise _fail("identifier", "kind and value must be given together")
+    for attribute, name, longest in _V2_STRING_FIELDS:
+        value = getattr(event, attribute)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise _fail(name, "must be a non-empty string when set")
+        if len(value) > longest:
+            raise _fail(name, f"{len(value)} characters, over the limit of {longest}")
+        bad = _forbidden(value, _NOT_IN_IDS)
+        if bad:
+            raise _fail(name, f"{bad}; ids and labels must not contain control characters")
+    seconds = event.handling_seconds
+    if seconds is not None:
+        if event.type != CONTACT_ENDED:
+            raise _fail(
+                "handling_seconds", f"is only allowed on contact_ended, not on {event.type}"
+            )
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise _fail("handling_seconds", f"must be a number of seconds, not {seconds!r}")
+        if not math.isfinite(seconds) or not 0 <= seconds <= MAX_HANDLING_SECONDS:
+            raise _fail(
+                "handling_seconds",
+                f"{seconds!r} is outside 0..{MAX_HANDLING_SECONDS:.0f} (7 days); "
+                "is it in milliseconds instead of seconds?",
+            )
+
+
 def validate(
     event: InteractionEvent,
     channels: ChannelRegistry,
@@ -265,4 +311,13 @@ def validate(
         )
     if event.attributes:
         _check_attributes(event.attributes)
+    if (
+        event.need_id is not None
+        or event.queue is not None
+        or event.team is not None
+        or event.handling_seconds is not None
+        or event.identifier_kind is not None
+        or event.identifier_value is not None
+    ):
+        _check_v2_fields(event)
     return event

@@ -6,9 +6,9 @@ from pipeline.contract.compat import (
     check_pair,
     compat_command,
 )
-from pipeline.contract.schemas import SCHEMAS_DIR, current
+from pipeline.contract.schemas import SCHEMAS_DIR, load_versions
 
-EVENT_V1 = current("interaction_event").raw
+EVENT_V1 = load_versions("interaction_event")[0].raw
 
 
 def _with_field(schema: dict, field: dict) -> dict:
