@@ -8,14 +8,17 @@ then the channel_stats re-derivation (:func:`pipeline.sink.stats.recompute_touch
 For a table that feeds channel_stats, the upsert is wrapped in one statement
 with the lookup of the rows it replaces::
 
-    WITH old AS (SELECT <bucket columns> FROM base WHERE key IN stage FOR UPDATE),
+    SELECT ... FROM base WHERE key IN stage FOR UPDATE;
+    WITH old AS (SELECT <bucket columns> FROM base WHERE key IN stage),
          up  AS (INSERT INTO base SELECT * FROM stage ON CONFLICT ...),
          s   AS (SELECT ... FROM old UNION ALL SELECT ... FROM stage)
     INSERT INTO cx_touched <the minute buckets of s>
 
 All parts of one statement see the same snapshot, so ``old`` holds the rows as
-they were before the upsert (``FOR UPDATE`` waits for, and then reads, a
-concurrent writer's committed version). The old and new bucket positions never
+they were before the upsert. The lock is taken by the statement before (it waits
+for a concurrent writer; the next statement's snapshot then reads its committed
+version): a ``FOR UPDATE`` inside the WITH would skip the rows the upsert of the
+same statement had already modified. The old and new bucket positions never
 travel to Python and back: a separate ``SELECT ... WHERE key = ANY(...)`` per
 table plus the Python bucket arithmetic was the largest server and client cost.
 
@@ -117,11 +120,18 @@ def upsert_sql(table: Table) -> str:
     key = table.primary_key.columns.values()[0].name
     columns = table_columns(table.name)
     listed = ", ".join(columns)
+    # ANY(ARRAY(...)) rather than a join: always a primary-key index lookup,
+    # never a hash join over the whole base table when the stage looks big.
+    rows_of_stage = f"FROM {table.name} b WHERE b.{key} = ANY(ARRAY(SELECT {key} FROM {stage}))"
     return (
-        f"WITH old AS (SELECT {', '.join(f'b.{c}' for c in (key, *columns))} FROM {table.name} b "
-        # ANY(ARRAY(...)) rather than a join: always a primary-key index lookup,
-        # never a hash join over the whole base table when the stage looks big.
-        f"WHERE b.{key} = ANY(ARRAY(SELECT {key} FROM {stage})) FOR UPDATE OF b), "
+        # Lock first, in a statement of its own: FOR UPDATE inside the WITH below
+        # skips every row the upsert of the same statement has already updated
+        # (PostgreSQL ignores tuples the current command modified), so `old` lost
+        # rows at random and their old buckets kept counting (a retracted breach
+        # stayed in channel_stats). Once locked, the next statement's snapshot
+        # holds the latest committed rows and no other writer can move them.
+        f"SELECT count(*) FROM (SELECT 1 {rows_of_stage} FOR UPDATE OF b) locked; "
+        f"WITH old AS (SELECT {', '.join(f'b.{c}' for c in (key, *columns))} {rows_of_stage}), "
         f"up AS ({_insert_sql(table, (key, *columns))}), "
         # Rows the upsert left alone (equal, or an older version that lost) keep their
         # buckets: only written rows move counts, from where they were to where they are.
