@@ -13,7 +13,8 @@ from io import BytesIO
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from pipeline.contract.codec import HEADER_LENGTH, MAGIC, EventCodec
+from pipeline.contract.bench import sample_events
+from pipeline.contract.codec import HEADER_LENGTH, MAGIC, EventCodec, appended_null_fields
 from pipeline.contract.compat import check_all, check_versions, compat_command
 from pipeline.contract.event import V2_FIELDS, InteractionEvent
 from pipeline.contract.jsonform import event_from_json, event_to_json_line, parse_json_line
@@ -272,3 +273,48 @@ def test_json_form_refuses_a_v2_field_of_the_wrong_shape_naming_it(name, value):
     with pytest.raises(ValidationError) as caught:
         event_from_json(obj)
     assert caught.value.field == name
+
+
+def test_v1_is_a_prefix_of_v2_whose_appended_fields_all_default_to_null():
+    assert appended_null_fields(V1.raw, V2.raw) == V2_FIELDS
+    assert appended_null_fields(V2.raw, V2.raw) == ()
+
+
+def test_a_version_that_differs_before_its_end_is_not_a_prefix():
+    without_topic = json.loads(json.dumps(V1.raw))
+    without_topic["fields"] = [f for f in without_topic["fields"] if f["name"] != "topic"]
+    assert appended_null_fields(without_topic, V2.raw) is None
+    retyped = json.loads(json.dumps(V1.raw))
+    _field(retyped, "score")["type"] = ["null", "long"]
+    assert appended_null_fields(retyped, V2.raw) is None
+
+
+def test_an_appended_field_with_a_non_null_default_is_not_a_null_prefix():
+    v3 = json.loads(json.dumps(V2.raw))
+    v3["fields"].append(
+        {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []}
+    )
+    assert appended_null_fields(V1.raw, v3) is None
+
+
+def test_only_docs_may_differ_between_a_version_and_the_prefix_of_the_next():
+    redocumented = json.loads(json.dumps(V1.raw))
+    _field(redocumented, "topic")["doc"] = "rewritten"
+    assert appended_null_fields(redocumented, V2.raw) == V2_FIELDS
+
+
+def test_v1_bytes_decode_to_what_fastavro_schema_resolution_gives():
+    """The v1 fast path (read v1, append nulls) equals Avro resolution into v2."""
+    v1_writer = EventCodec([V1])
+    codec = EventCodec()
+    for event in sample_events(600):
+        data = v1_writer.encode(event)
+        resolved = schemaless_reader(
+            BytesIO(data[HEADER_LENGTH:]), parse_schema(V1.raw), parse_schema(V2.raw)
+        )
+        decoded = codec.decode(data)
+        assert decoded.to_record() == {
+            **resolved,
+            "occurred_at": int(resolved["occurred_at"].timestamp() * 1000),
+        }
+        assert decoded == event
