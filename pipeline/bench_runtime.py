@@ -134,12 +134,18 @@ class Timing:
             self._done(self.report)
 
 
-def _child_settings(bootstrap: str, prefix: str) -> Settings:
+def _child_settings(
+    bootstrap: str, prefix: str, *, batch_size: int | None = None, control_records: bool = False
+) -> Settings:
     from pipeline.settings import build_settings
 
-    # As the bench worker runs: stream clock, everything else the defaults.
+    # As the bench worker runs: stream clock, everything else the defaults
+    # (the restart test ends its input with end-of-input control records).
+    worker: dict[str, Any] = {"clock": "stream", "control_records": control_records}
+    if batch_size is not None:
+        worker["batch_size"] = batch_size
     return build_settings(
-        {"kafka": {"bootstrap": bootstrap, "topic_prefix": prefix}, "worker": {"clock": "stream"}}
+        {"kafka": {"bootstrap": bootstrap, "topic_prefix": prefix}, "worker": worker}
     )
 
 
@@ -174,9 +180,16 @@ def run_child(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--guarantee", choices=("at_least_once", "exactly_once"), required=True)
     parser.add_argument("--host", choices=("faust", "asyncio"), default="faust")
     parser.add_argument("--events", type=int, default=0)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--control-records", action="store_true")
     args = parser.parse_args(argv)
     tune_garbage_collector()
-    settings = _child_settings(args.bootstrap, args.prefix)
+    settings = _child_settings(
+        args.bootstrap,
+        args.prefix,
+        batch_size=args.batch_size,
+        control_records=args.control_records,
+    )
     config = _child_config(settings, args.input_topic, args.guarantee)
     metrics = Metrics(CollectorRegistry())
 
