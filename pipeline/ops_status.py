@@ -21,6 +21,7 @@ OPEN_SESSIONS = "cxstream_open_sessions"
 CONSUMER_LAG = "cxstream_consumer_lag"
 SLA_BREACHES = "cxstream_sla_breaches_total"
 SLA_WARNINGS = "cxstream_sla_warnings_total"
+SLA_RETRACTIONS = "cxstream_sla_retractions_total"
 OLDEST_UNANSWERED = "cxstream_oldest_unanswered_seconds"
 OLDEST_UNANSWERED_RATIO = "cxstream_sla_oldest_unanswered_deadline_ratio"
 SWITCH_FAILURES = "cxstream_channel_switch_failures_total"
@@ -73,6 +74,17 @@ def totals_by_label(samples: Iterable[SampleLike], name: str, label: str) -> dic
         if sample.name == name:
             key = sample.labels.get(label, "")
             totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
+
+
+def net_of_retractions(samples: list[SampleLike], name: str, kind: str) -> dict[str, float]:
+    """Per channel, the gross counter ``name`` less the retractions of ``kind``
+    (a warning or breach taken back counts in both: docs/sql.md, "Retraction")."""
+    totals = totals_by_label(samples, name, "channel")
+    for sample in samples:
+        if sample.name == SLA_RETRACTIONS and sample.labels.get("kind") == kind:
+            key = sample.labels.get("channel", "")
+            totals[key] = totals.get(key, 0.0) - sample.value
     return totals
 
 
@@ -168,11 +180,12 @@ def build_status(
     the customer left. Times are unix seconds.
 
     Counter figures are totals since ``started_at`` (the values ``/metrics`` shows,
-    summed over the labels the page does not split by).
+    summed over the labels the page does not split by); warnings and breaches net
+    of their retractions.
     """
     samples = list(samples)
-    breaches = totals_by_label(samples, SLA_BREACHES, "channel")
-    warnings = totals_by_label(samples, SLA_WARNINGS, "channel")
+    breaches = net_of_retractions(samples, SLA_BREACHES, "breach")
+    warnings = net_of_retractions(samples, SLA_WARNINGS, "warning")
     oldest = _max_by_label(samples, OLDEST_UNANSWERED, "channel")
     ratios = _max_by_label(samples, OLDEST_UNANSWERED_RATIO, "channel")
     switches = switch_failure_totals(samples)

@@ -424,3 +424,25 @@ def test_a_retraction_counts_in_its_own_series_by_the_kind_it_takes_back():
         sample("cxstream_sla_retractions_total", kind="breach"),
         sample("cxstream_sla_completed_total"),
     ) == (1.0, 1.0, 1.0, 1.0, None)
+
+
+def test_the_ops_page_shows_warnings_and_breaches_net_of_their_retractions():
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.metrics import Metrics
+    from pipeline.ops_status import ChannelView, build_status, flatten
+
+    metrics = Metrics(CollectorRegistry())
+    processor = live()
+    for record in processor.advance(DEADLINE + 400) + processor.process(reply(DEADLINE - 1)):
+        metrics.observe_output(record)
+    status = build_status(
+        flatten(metrics.registry.collect()),
+        [ChannelView("chat", "Chat", 0.8)],
+        switch_failures_last_hour={},
+        generated_at=1.0,
+        started_at=0.0,
+    )
+    (card,) = status["channels"]
+    # The breach was retracted, the warning (the reply came after it) stands.
+    assert (card["sla_breaches"], card["sla_warnings"]) == (0.0, 1.0)
