@@ -7,7 +7,8 @@ of the whole input (so a breach due before the input's last event fires whicheve
 partition its customer hashes to; mid-stream each partition's clock is its own,
 as in Kafka Streams). Partitions are
 independent, so a large replay runs them in several processes (one per usable
-CPU core by default, :mod:`pipeline.forked`) and merges their records back into
+CPU core by default; the standard library's ``ProcessPoolExecutor``, forked so
+the children inherit the input in memory) and merges their records back into
 the one-process order. Only :func:`replay_file` touches files.
 """
 
@@ -15,14 +16,16 @@ from __future__ import annotations
 
 import heapq
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from pipeline import forked
 from pipeline.contract.event import InteractionEvent
 from pipeline.core.partitioning import partition_for
 from pipeline.core.processor import PartitionProcessor, ProcessorStats
@@ -34,7 +37,7 @@ from pipeline.core.records import (
     SessionRecord,
     SlaEvent,
 )
-from pipeline.errors import ContractError
+from pipeline.errors import ContractError, CxstreamError
 from pipeline.settings import Settings
 
 OUTPUT_FILES: dict[str, str] = {
@@ -114,13 +117,77 @@ def replay_events(
     if processes == 1:
         shares = [_replay_share(events, settings, count, None)]
     else:
-
-        def run_share(share: int) -> _Share:
-            mine = frozenset(p for p in range(count) if p % processes == share)
-            return _replay_share(events, settings, count, mine)
-
-        shares = forked.map_forked(run_share, processes)
+        shares = _replay_in_processes(events, settings, count, processes)
     return _merge(shares)
+
+
+class ReplayShareFailed(CxstreamError):
+    """A share of the partitions failed in its own process, or the process died."""
+
+
+def can_fork() -> bool:
+    """Whether this platform can fork (not Windows): the shares inherit the input."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+# What a forked share inherits: set once per parallel replay, read in the child.
+_Input = tuple[Sequence[InteractionEvent], Settings, int, int]
+_inherited: _Input | None = None
+
+
+def _inherit(job: _Input) -> None:
+    """The pool's initializer. With the fork start method its arguments are not
+    pickled: the child gets the parent's objects as they are in memory."""
+    global _inherited
+    _inherited = job
+
+
+def _child_share(share: int) -> _Share:
+    assert _inherited is not None, "a share runs only in a process forked by the pool"
+    events, settings, count, processes = _inherited
+    return _replay_share(events, settings, count, _partitions_of(share, count, processes))
+
+
+def _partitions_of(share: int, count: int, processes: int) -> frozenset[int]:
+    return frozenset(p for p in range(count) if p % processes == share)
+
+
+def _replay_in_processes(
+    events: Sequence[InteractionEvent], settings: Settings, count: int, processes: int
+) -> list[_Share]:
+    """Share 0 here, shares 1..processes-1 in forked pool processes; in share order.
+
+    A share that raises in its process, or a process that dies, stops the replay
+    with :class:`ReplayShareFailed` before anything is written. If this process's
+    own share raises, its error propagates once the children have finished
+    (``ProcessPoolExecutor`` has no public way to kill a running task before 3.14).
+    """
+    with ProcessPoolExecutor(
+        max_workers=processes - 1,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_inherit,
+        initargs=((events, settings, count, processes),),
+    ) as pool:
+        futures = [pool.submit(_child_share, share) for share in range(1, processes)]
+        shares = [_replay_share(events, settings, count, _partitions_of(0, count, processes))]
+        for share, future in enumerate(futures, start=1):
+            try:
+                shares.append(future.result())
+            except Exception as exc:  # the child's exception, or BrokenProcessPool
+                for waiting in futures:
+                    waiting.cancel()
+                raise ReplayShareFailed(
+                    f"replay share {share} failed in its process: {type(exc).__name__}: {exc}"
+                ) from exc
+    return shares
 
 
 def replay_processes(
@@ -133,13 +200,13 @@ def replay_processes(
     """Processes a replay of ``events`` events runs in: ``requested``, else the
     ``replay.workers`` setting, where 0 is auto; never more than the partitions,
     and one where the platform cannot fork."""
-    if not forked.can_fork():
+    if not can_fork():
         return 1  # the shares are forked; without fork the replay stays in one process
     wanted = settings.replay.workers if requested is None else requested
     if wanted == 0:  # auto
         if events < PARALLEL_MIN_EVENTS:
             return 1
-        wanted = forked.usable_cores()
+        wanted = usable_cores()
     return max(1, min(wanted, partitions or settings.kafka.input_partitions))
 
 

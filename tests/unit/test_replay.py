@@ -1,6 +1,7 @@
 """The offline replay: routing, end of input, collapse and the file round trip."""
 
 import json
+import os
 
 import pytest
 
@@ -9,13 +10,14 @@ from pipeline.contract.event import AGENT_REPLY, CONTACT_ENDED, CONTACT_STARTED
 from pipeline.contract.jsonform import write_events
 from pipeline.core.partitioning import partition_for
 from pipeline.errors import ConfigError
-from pipeline.forked import usable_cores
 from pipeline.replay import (
     PARALLEL_MIN_EVENTS,
+    ReplayShareFailed,
     collapse,
     replay_events,
     replay_file,
     replay_processes,
+    usable_cores,
 )
 from pipeline.settings import build_settings, load_settings
 from tests.unit.core_standins import HOUR, MINUTE, T0, ev
@@ -158,8 +160,58 @@ def test_a_replay_workers_setting_that_is_not_a_count_is_refused(bad):
 
 
 def test_a_platform_without_fork_replays_in_one_process(monkeypatch):
-    monkeypatch.setattr("pipeline.forked.can_fork", lambda: False)
+    monkeypatch.setattr("pipeline.replay.can_fork", lambda: False)
     assert replay_processes(build_settings({"replay": {"workers": 4}}), 100_000) == 1
+
+
+# -- a share that fails in its process stops the replay ------------------------------
+
+
+def _failing_in_other_processes(monkeypatch, fail) -> None:
+    """Make every share that does not hold partition 0 (so not this process's) call ``fail``.
+
+    The pool forks after the patch, so its processes inherit it.
+    """
+    from pipeline import replay
+
+    real = replay._replay_share
+
+    def share(events, settings, count, mine):
+        if mine is not None and 0 not in mine:
+            fail()
+        return real(events, settings, count, mine)
+
+    monkeypatch.setattr(replay, "_replay_share", share)
+
+
+def test_a_share_that_raises_in_its_process_stops_the_replay_with_its_error(monkeypatch, simulated):
+    def fail():
+        raise ValueError("partition 3 has a bad event")
+
+    _failing_in_other_processes(monkeypatch, fail)
+    with pytest.raises(ReplayShareFailed) as failure:
+        replay_events(simulated, build_settings(), workers=2)
+    assert str(failure.value) == (
+        "replay share 1 failed in its process: ValueError: partition 3 has a bad event"
+    )
+    assert isinstance(failure.value.__cause__, ValueError)
+
+
+def test_a_share_whose_process_dies_stops_the_replay(monkeypatch, simulated):
+    _failing_in_other_processes(monkeypatch, lambda: os._exit(3))
+    with pytest.raises(ReplayShareFailed, match="replay share 1 failed in its process: Broken"):
+        replay_events(simulated, build_settings(), workers=2)
+
+
+def test_a_failing_share_leaves_no_outputs_written(monkeypatch, tmp_path, simulated):
+    source = tmp_path / "events.jsonl"
+    write_events(source, simulated)
+    _failing_in_other_processes(monkeypatch, lambda: os._exit(3))
+    out = tmp_path / "out"
+    with pytest.raises(ReplayShareFailed):
+        replay_file(source, build_settings({"replay": {"workers": 2}}), out)
+    assert sorted(path.name for path in out.iterdir()) == ["rejected.jsonl"]
+    assert (out / "rejected.jsonl").read_text() == ""
 
 
 # -- end of input closes the same way for any partition count (issue 13, defect 5) --------
