@@ -34,6 +34,7 @@ each with a test that fails once Faust no longer needs the fix.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -69,22 +70,24 @@ class WorkerConsumer(AIOKafkaConsumer):
     def _new_offset(self, tp: TP) -> int | None:
         acked = self._acked[tp]
         if acked:
-            self._fold_gap_into_acked(tp, acked)
+            _fold_gap_into_acked(self._gap[tp], acked)
             acked[:] = sorted(set(acked))
         return super()._new_offset(tp)
 
-    def _fold_gap_into_acked(self, tp: TP, acked: list[int]) -> None:
-        """What Faust's ``_new_offset`` does with the gap, without adding an offset twice."""
-        gap = self._gap[tp]
-        if not gap:
-            return
-        max_offset = max(acked)
-        intervals = sorted(gap.overlap(0, max_offset), key=lambda interval: interval.begin)
-        if not intervals:
-            return
-        gap_offsets = [o for interval in intervals for o in range(interval.begin, interval.end)]
-        gap.chop(0, max(gap_offsets[-1], max_offset + 1))
-        acked.extend(gap_offsets)
+
+def _fold_gap_into_acked(gap: Any, acked: list[int]) -> None:
+    """What Faust's ``_new_offset`` does with a partition's gap (an ``IntervalTree``),
+    without adding an offset twice. A function, not a method: a private method of
+    our own on Faust's consumer class could shadow one of Faust's."""
+    if not gap:
+        return
+    max_offset = max(acked)
+    intervals = sorted(gap.overlap(0, max_offset), key=lambda interval: interval.begin)
+    if not intervals:
+        return
+    gap_offsets = [o for interval in intervals for o in range(interval.begin, interval.end)]
+    gap.chop(0, max(gap_offsets[-1], max_offset + 1))
+    acked.extend(gap_offsets)
 
 
 def use_worker_consumer(app: faust.App) -> None:
