@@ -9,13 +9,17 @@ failures in the last hour -- comes from counter snapshots a timer takes every fe
 seconds into a :class:`~pipeline.ops_status.CounterWindow`.
 
 Each worker shows its own partitions, like its ``/metrics``: with several workers,
-the Grafana dashboard is the view of the whole group.
+the Grafana dashboard is the view of the whole group. The fleet-wide wall
+(``/ops/wall``, :mod:`pipeline.wall`) shows the whole group from the SQL store and
+Kafka, so every worker serves the same figures (docs/ops.md, "The fleet-wide wall").
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from importlib import resources
+from typing import Any
 
 import faust
 
@@ -28,6 +32,7 @@ from pipeline.ops_status import (
     switch_failure_totals,
 )
 from pipeline.settings import Settings
+from pipeline.wall import LANGUAGES, read_wall, wall_config
 
 SNAPSHOT_SECONDS = 5.0
 
@@ -91,4 +96,46 @@ def register_ops_pages(app: faust.App, metrics: Metrics, settings: Settings) -> 
         )
         return web.json(status, headers={"Cache-Control": "no-store"})
 
+    register_wall_pages(app, metrics, settings)
     return window
+
+
+def register_wall_pages(app: faust.App, metrics: Metrics, settings: Settings) -> None:
+    """``/ops/wall`` and ``/ops/wall.json``: the fleet-wide wall (:mod:`pipeline.wall`).
+
+    The SQL engine is made at the first request, so a worker whose database is
+    absent still starts; the wall then answers 503 until the store is there.
+    """
+    html = resources.files("pipeline.static").joinpath("wall.html").read_bytes()
+    config = wall_config(settings)
+    engines: list[Any] = []
+
+    def document() -> dict[str, Any]:
+        if not engines:
+            from sqlalchemy import create_engine
+
+            engines.append(create_engine(settings.sql.url))
+        oldest: dict[str, float] = {}
+        for sample in flatten(metrics.registry.collect()):
+            if sample.name == "cxstream_oldest_unanswered_seconds":
+                key = sample.labels.get("channel", "")
+                oldest[key] = max(sample.value, oldest.get(key, 0.0))
+        return read_wall(
+            engines[0], config, settings.kafka, oldest_unanswered=oldest, served_by="worker"
+        )
+
+    @app.page("/ops/wall")
+    async def wall_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return web.bytes(html, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+    @app.page("/ops/wall.json")
+    async def wall_json(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        try:
+            # SQL and Kafka reads block: keep them off the event loop.
+            body = await asyncio.to_thread(document)
+        except Exception as exc:  # the store is down or not created yet
+            return web.json({"error": str(exc)}, status=503, headers={"Cache-Control": "no-store"})
+        lang = request.query.get("lang")
+        if lang in LANGUAGES:
+            body["lang"] = lang
+        return web.json(body, headers={"Cache-Control": "no-store"})

@@ -177,6 +177,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_wall(args: argparse.Namespace) -> int:
+    from pipeline.wall import wall_config
+    from pipeline.wall_server import serve_wall
+    from pipeline.wall_windows import parse_shifts
+
+    settings = _settings(args)
+    try:
+        config = wall_config(settings, lang=args.lang, shifts=parse_shifts(args.shifts))
+    except ValueError as exc:
+        raise ConfigError(f"wall: {exc}") from exc
+    kafka = None if args.no_kafka else settings.kafka
+    return serve_wall(settings.sql.url, config, kafka, args.bind, args.port)
+
+
 def cmd_ops(args: argparse.Namespace) -> int:
     from pipeline.ops_config import ops_command
 
@@ -361,6 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--webhook-base", default="http://alert-webhook:8080", help="receivers' webhook URL base"
     )
     p.set_defaults(func=cmd_ops)
+
+    p = common(sub.add_parser("wall", help="the fleet-wide ops wall, apart from the workers"))
+    p.add_argument("--db", help="SQLAlchemy URL of the sink's store (overrides sql.url)")
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=6070, help="port to listen on (0: a free one)")
+    p.add_argument("--lang", default="en", choices=("en", "fi"), help="label language")
+    p.add_argument(
+        "--shifts", default="07:00,15:00,23:00", help="local shift start times, comma-separated"
+    )
+    p.add_argument("--no-kafka", action="store_true", help="do not read lag and workers from Kafka")
+    p.set_defaults(func=cmd_wall)
 
     p = common(sub.add_parser("demo", help="the whole pipeline on the embedded default"))
     p.add_argument("--rate", type=float, default=40.0, help="simulated events/s")

@@ -1,0 +1,127 @@
+"""The wall document and the standalone ``cxstream wall`` server, on SQLite rows."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import create_engine, insert
+
+from pipeline.cli import build_parser
+from pipeline.settings import build_settings
+from pipeline.sink.store import SqlStore
+from pipeline.wall import read_wall, wall_config
+from pipeline.wall_queries import CONTACTS, SLA_EVENTS
+from pipeline.wall_server import WallServer
+from tests.unit.test_wall_queries import contact, sla_event
+
+
+def filled_store(tmp_path: Path, now: datetime) -> str:
+    url = f"sqlite:///{tmp_path / 'wall.db'}"
+    store = SqlStore(url)
+    store.create_schema()
+    store.dispose()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(CONTACTS),
+            [
+                # phone target 3 min: one within 5 min ago, one too slow 2 h ago (today
+                # only: 12:00 UTC is 14:00 in Helsinki), one abandoned 10 min ago.
+                contact("p1", "phone", now - timedelta(minutes=5), first_reply_seconds=60.0),
+                contact("p2", "phone", now - timedelta(hours=2), first_reply_seconds=600.0),
+                contact("p3", "phone", now - timedelta(minutes=10), outcome="abandoned"),
+            ],
+        )
+        conn.execute(
+            insert(SLA_EVENTS),
+            [
+                sla_event("p2", "breach", "phone", now - timedelta(hours=2)),  # before 15:00 shift
+                sla_event("p4", "warning", "phone", now - timedelta(minutes=30)),
+            ],
+        )
+    engine.dispose()
+    return url
+
+
+def test_the_wall_document_holds_every_figure_per_channel(tmp_path: Path) -> None:
+    settings = build_settings({})
+    url = filled_store(tmp_path, datetime.now(UTC))
+    engine = create_engine(url)
+    doc = read_wall(engine, wall_config(settings), None)
+    engine.dispose()
+
+    cards = {card["channel"]: card for card in doc["channels"]}
+    assert [c["channel"] for c in doc["channels"]] == [
+        "web_message",
+        "branch",
+        "phone",
+        "chat",
+        "web_meeting",
+    ]
+    phone = cards["phone"]
+    assert phone["target_seconds"] == 180.0
+    assert phone["recent"]["answered"] == 1 and phone["recent"]["abandoned"] == 1
+    assert phone["recent"]["service_level"] == 0.5
+    assert phone["recent"]["average_speed_of_answer"] == 60.0
+    assert phone["recent"]["abandonment"] == 0.5
+    assert doc["health"] == {"consumer_lag": None, "workers": None}
+    assert phone["oldest_unanswered_seconds"] is None  # no worker serves it
+    assert cards["branch"]["recent"]["service_level"] is None
+    assert len(phone["trend_contacts"]) == 8
+
+
+def test_the_standalone_server_serves_the_page_and_the_document(tmp_path: Path) -> None:
+    settings = build_settings({})
+    url = filled_store(tmp_path, datetime.now(UTC))
+    engine = create_engine(url)
+    server = WallServer(("127.0.0.1", 0), engine, wall_config(settings, lang="fi"), None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        with urllib.request.urlopen(base + "/ops/wall", timeout=5) as response:
+            page = response.read().decode()
+        with urllib.request.urlopen(base + "/ops/wall.json", timeout=5) as response:
+            doc = json.loads(response.read())
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.dispose()
+    assert "<title>cxstream · ops wall</title>" in page
+    assert "http://" not in page.replace('xmlns="http://', "")  # nothing from a CDN
+    assert doc["lang"] == "fi"
+    assert {c["channel"] for c in doc["channels"]} >= {"phone", "chat"}
+
+
+def test_a_store_without_tables_answers_503(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    server = WallServer(("127.0.0.1", 0), engine, wall_config(build_settings({})), None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ops/wall.json"
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            status = 200
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+    finally:
+        server.shutdown()
+        server.server_close()
+        engine.dispose()
+    assert status == 503
+
+
+def test_the_wall_command_binds_loopback_by_default() -> None:
+    args = build_parser().parse_args(["wall", "--db", "sqlite:///x.db"])
+    assert (args.bind, args.port, args.lang, args.shifts) == (
+        "127.0.0.1",
+        6070,
+        "en",
+        "07:00,15:00,23:00",
+    )
