@@ -7,7 +7,10 @@ timings on shared 2-core machines are noisy:
 * ``replay``: the stream core without a broker (pure logic) events/s, with the
   core this process runs (``core=compiled`` or ``core=interpreted``); the other
   core runs the same events in a subprocess (``CXSTREAM_CORE``), and
-  ``speedup = compiled / interpreted`` is printed when both ran.
+  ``speedup = compiled / interpreted`` is printed when both ran. Then
+  ``cxstream replay`` end to end on the same events written as a JSON Lines
+  file (decode, validate, the core, the output files), in one process and as
+  configured (``replay end_to_end``).
 * ``pipeline``: on the local broker, N preloaded simulator events consumed by
   (a) a no-op Faust agent and (b) the full stream-core agent, each in its own
   worker process and consumer group, same batching; prints both rates and
@@ -77,6 +80,8 @@ def run(
         bench_pipeline(settings, events)
     if what in ("replay", "stream"):
         bench_replay_both_cores(settings, events, config=config)
+    if what == "replay":
+        bench_replay_end_to_end(settings, events)
     if what == "peers":
         from pipeline.bench_peers import bench_peers
 
@@ -118,6 +123,39 @@ def bench_replay_both_cores(
         f"replay speedup={speedup:.2f} compiled_events_per_s={rates[native.COMPILED]:.0f} "
         f"interpreted_events_per_s={rates[native.INTERPRETED]:.0f}"
     )
+    return rates
+
+
+def bench_replay_end_to_end(settings: Settings, events: int) -> dict[int, float]:
+    """``replay_file`` of ``events`` simulator events: processes -> events/s.
+
+    One process, then the configured processes (``replay.workers``) when that is
+    more than one; each prints a line. Reading the file, validating, the core
+    and writing the outputs are all inside the timing; the interpreter's start
+    and the imports are not.
+    """
+    from pipeline.contract.jsonform import write_events
+    from pipeline.replay import replay_file, replay_processes
+
+    batch = simulated_events(events)
+    rates: dict[int, float] = {}
+    with tempfile.TemporaryDirectory(prefix="cxstream-bench-replay-") as tmp:
+        source = Path(tmp) / "events.jsonl"
+        write_events(source, batch)
+        for processes in sorted({1, replay_processes(settings, len(batch))}):
+            run_settings = dataclasses.replace(
+                settings, replay=dataclasses.replace(settings.replay, workers=processes)
+            )
+            started = time.perf_counter()
+            result = replay_file(source, run_settings, Path(tmp) / f"out{processes}")
+            seconds = time.perf_counter() - started
+            rates[processes] = len(batch) / seconds
+            print(
+                f"replay end_to_end processes={processes} events={len(batch)} "
+                f"rejected={result.rejected} seconds={seconds:.3f} "
+                f"events_per_s={rates[processes]:.0f}",
+                flush=True,
+            )
     return rates
 
 

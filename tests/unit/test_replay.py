@@ -294,3 +294,17 @@ def test_replay_uses_the_configured_skew(tmp_path):
     settings = build_settings({"limits": {"max_future_skew": "1m"}})
     result = replay_file(source, settings, tmp_path / "out", wall_ms=lambda: wall)
     assert result.rejected == 1
+
+
+# -- the end-to-end replay benchmark (issue 14 part 5) ---------------------------------
+
+
+def test_the_end_to_end_replay_benchmark_prints_events_per_second_per_process_count(capsys):
+    from pipeline.bench import bench_replay_end_to_end
+
+    rates = bench_replay_end_to_end(build_settings({"replay": {"workers": 2}}), 3000)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "replay end_to_end" in line]
+    assert sorted(rates) == [1, 2]
+    assert [line.split()[2] for line in lines] == ["processes=1", "processes=2"]
+    assert all("events=3000 rejected=0 " in line for line in lines)
+    assert all(rate > 0 for rate in rates.values())
