@@ -115,6 +115,54 @@ class PolicySpec:
     warning_share: float = 0.8
     human_only: bool = True
     topic: str | None = None
+    #: The policy's version: an explicit ``version:`` key, else a short digest of
+    #: its definition (:func:`policy_digest`). Every SLA event records the
+    #: version of the policy its clock started under.
+    version: str | None = None
+
+    @property
+    def effective_version(self) -> str:
+        return self.version if self.version else policy_digest(self)
+
+
+def policy_digest(spec: PolicySpec) -> str:
+    """8 hex digits of SHA-256 over the fields that decide a clock (not ``version``)."""
+    definition = {
+        "name": spec.name,
+        "channel": spec.channel,
+        "metric": spec.metric,
+        "target_seconds": spec.target_seconds,
+        "calendar": spec.calendar,
+        "warning_share": spec.warning_share,
+        "human_only": spec.human_only,
+        "topic": spec.topic,
+    }
+    canonical = json.dumps(definition, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSettings:
+    """The queues and teams that may appear as Prometheus label values.
+
+    Any other queue or team is counted under ``other`` (:func:`bounded_label`),
+    so a producer sending free text cannot grow the label set; agents never
+    appear as labels.
+    """
+
+    queues: tuple[str, ...] = ()
+    teams: tuple[str, ...] = ()
+
+
+OTHER_LABEL = "other"
+NO_LABEL = "none"
+
+
+def bounded_label(value: str | None, allowed: tuple[str, ...]) -> str:
+    """``value`` if configured, ``none`` if absent, else ``other``."""
+    if value is None:
+        return NO_LABEL
+    return value if value in allowed else OTHER_LABEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +285,7 @@ class Settings:
     policies: tuple[PolicySpec, ...]
     replay: ReplaySettings = field(default_factory=ReplaySettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    labels: LabelSettings = field(default_factory=LabelSettings)
     source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -399,6 +448,7 @@ def _build(config: Mapping[str, Any]) -> Settings:
         raise ConfigError(f"worker.clock must be 'live' or 'stream', not {worker.clock!r}")
     replay = _build_replay(config.get("replay", {}))
     limits = _build_limits(config.get("limits", {}))
+    labels = _build_labels(config.get("labels", {}))
     _check_kafka_security(kafka)
     session = config.get("session", {})
     switch = config.get("switch", {})
@@ -433,6 +483,7 @@ def _build(config: Mapping[str, Any]) -> Settings:
         policies=policies,
         replay=replay,
         limits=limits,
+        labels=labels,
         source=config,
     )
 
@@ -481,6 +532,18 @@ def _build_limits(raw: Mapping[str, Any]) -> LimitSettings:
     if isinstance(size, bool) or not isinstance(size, int) or size < 10_000:
         raise ConfigError(f"limits.max_record_bytes must be a number >= 10000, not {size!r}")
     return LimitSettings(max_future_skew_seconds=skew, max_record_bytes=size)
+
+
+def _build_labels(raw: Mapping[str, Any]) -> LabelSettings:
+    values: dict[str, tuple[str, ...]] = {}
+    for key in ("queues", "teams"):
+        names = raw.get(key) or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"labels.{key} must be a list of names, not {names!r}")
+        if OTHER_LABEL in names or NO_LABEL in names:
+            raise ConfigError(f"labels.{key}: {OTHER_LABEL!r} and {NO_LABEL!r} are reserved")
+        values[key] = tuple(names)
+    return LabelSettings(queues=values["queues"], teams=values["teams"])
 
 
 def _build_channels(raw: Mapping[str, Any]) -> ChannelRegistry:
@@ -544,6 +607,7 @@ def _build_policy(
         warning_share=float(raw.get("warning_share", 0.8)),
         human_only=bool(raw.get("human_only", True)),
         topic=raw.get("topic"),
+        version=None if raw.get("version") is None else str(raw["version"]),
     )
     where = f"sla_policies.{policy.name}"
     if policy.channel not in channels:

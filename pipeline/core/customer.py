@@ -99,6 +99,10 @@ class SlaClock(Protocol):
     first_reply_business_seconds: float | None
     breached: bool
     breaches: int
+    # The latest queue and team the contact's events named (kept with the clocks,
+    # which stamp them on every SLA record).
+    queue: str | None
+    team: str | None
 
     # The earliest unfired due time (None: nothing to fire), kept current.
     due_ms: int | None
@@ -255,6 +259,8 @@ class Contact:
             bot_only=self.bot_only,
             contained=contained,
             contained_new=contained_new,
+            queue=sla.queue,
+            team=sla.team,
         )
 
     def to_row(self) -> list[Any]:

@@ -223,6 +223,9 @@ class ContactSummary:
     bot_only: bool = False
     contained: bool | None = None
     contained_new: bool = False
+    # The latest queue and team the contact's events named (None: none did).
+    queue: str | None = None
+    team: str | None = None
 
     @property
     def key(self) -> str:
@@ -260,6 +263,11 @@ class SlaEvent:
     fired_at: int
     replied_at: int | None = None
     overrun_seconds: float | None = None
+    # The version of the policy the clock started under (PolicySpec.version), and
+    # the contact's queue and team when its events carried them.
+    policy_version: str | None = None
+    queue: str | None = None
+    team: str | None = None
 
     @property
     def key(self) -> str:

@@ -26,6 +26,12 @@ Rules (one contact, events in arrival order):
 * A reply dated before a warning or breach that already fired (it arrived
   late) retracts it instead (:mod:`pipeline.core.retraction`), when
   :meth:`ContactSla.observe` is given the partition clock and a window.
+* A clock keeps the policy version and target it started under
+  (``policy_version`` on every record). A worker restarted with a changed
+  policy restores the running clocks with their stored deadline, version and
+  target; only clocks that start after the change use the new definition.
+* The contact's ``queue`` and ``team`` are the latest non-null ones its events
+  named (arrival order); every record carries them.
 * Policies are chosen per metric by :func:`policies_for` with the contact's
   topic as known so far. When the topic becomes known (or changes), running
   clocks that have not fired yet move to the newly chosen policies; a clock that
@@ -76,9 +82,11 @@ class Policy:
     warning_ms: int = field(init=False, compare=False, repr=False)
     target_ms: int = field(init=False, compare=False, repr=False)
     wall_time: bool = field(init=False, compare=False, repr=False)
+    version: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         spec = self.spec
+        object.__setattr__(self, "version", spec.effective_version)
         object.__setattr__(
             self, "warning_ms", duration_ms(spec.warning_share * spec.target_seconds)
         )
@@ -160,7 +168,17 @@ def _select(policies: Sequence[Policy], channel: str, topic: str | None) -> _Sel
 class _Clock:
     """One running clock of one policy; ``warned``/``breached`` say what has fired."""
 
-    __slots__ = ("breached", "deadline", "policy", "seq", "start", "warned", "warning_at")
+    __slots__ = (
+        "breached",
+        "deadline",
+        "policy",
+        "seq",
+        "start",
+        "target_seconds",
+        "version",
+        "warned",
+        "warning_at",
+    )
 
     def __init__(
         self,
@@ -171,6 +189,8 @@ class _Clock:
         deadline: int,
         warned: bool = False,
         breached: bool = False,
+        version: str | None = None,
+        target_seconds: float | None = None,
     ) -> None:
         self.policy = policy
         self.seq = seq
@@ -179,6 +199,12 @@ class _Clock:
         self.deadline = deadline
         self.warned = warned
         self.breached = breached
+        # What the clock started under; differs from ``policy`` only when the
+        # policy changed while the clock ran (restored from state).
+        self.version: str = policy.version if version is None else version
+        self.target_seconds: float = (
+            policy.spec.target_seconds if target_seconds is None else target_seconds
+        )
 
     @classmethod
     def started(cls, policy: Policy, seq: int, start: int) -> _Clock:
@@ -241,6 +267,8 @@ class ContactSla:
         "first_reply_business_seconds",
         "first_reply_seconds",
         "is_idle",
+        "queue",
+        "team",
         "topic",
     )
 
@@ -259,6 +287,8 @@ class ContactSla:
         self.business_calendar = business_calendar
         self._policies = policies
         self.topic: str | None = None
+        self.queue: str | None = None
+        self.team: str | None = None
         self._selection = _select(policies, channel, None)
         self._clocks: list[_Clock] = []
         # The earliest unfired warning or deadline of the running clocks (None:
@@ -374,11 +404,14 @@ class ContactSla:
             metric=spec.metric,
             clock_started_at=clock.start,
             deadline=clock.deadline,
-            target_seconds=spec.target_seconds,
+            target_seconds=clock.target_seconds,
             calendar=clock.policy.calendar.name,
             fired_at=fired_at,
             replied_at=replied_at,
             overrun_seconds=overrun_seconds,
+            policy_version=clock.version,
+            queue=self.queue,
+            team=self.team,
         )
 
     # -- events ----------------------------------------------------------
@@ -399,6 +432,10 @@ class ContactSla:
             self._selection = _select(self._policies, self.channel, self.topic)
             if self._clocks:
                 self._move_to_chosen_policies()
+        if event.queue is not None:
+            self.queue = event.queue
+        if event.team is not None:
+            self.team = event.team
         kind = event.type
         if kind == AGENT_REPLY:
             if event.actor == AGENT or event.actor == BOT:
@@ -571,6 +608,9 @@ class ContactSla:
             self.first_reply_seconds,
             self.first_reply_business_seconds,
             self.breaches,
+            self.queue,
+            self.team,
+            [[clock.version, clock.target_seconds] for clock in self._clocks],
         ]
 
     @classmethod
@@ -596,14 +636,33 @@ class ContactSla:
         sla.topic = topic
         if topic is not None:
             sla._selection = _select(policies, channel, topic)
+        # Rows written before policy versions (10 fields) restore their clocks
+        # under the current version and target.
+        started_under: list[Any] = row[12] if len(row) > 12 else []
+        if len(row) > 10:
+            sla.queue, sla.team = row[10], row[11]
         if clocks:
             by_name = {p.spec.name: p for p in policies if p.spec.channel == channel}
             for index in range(0, len(clocks), 7):
                 name, seq, start, warning_at, deadline, warned, breached = clocks[index : index + 7]
                 policy = by_name.get(name)
                 if policy is not None:
+                    version: str | None = None
+                    target: float | None = None
+                    if index // 7 < len(started_under):
+                        version, target = started_under[index // 7]
                     sla._clocks.append(
-                        _Clock(policy, seq, start, warning_at, deadline, warned, breached)
+                        _Clock(
+                            policy,
+                            seq,
+                            start,
+                            warning_at,
+                            deadline,
+                            warned,
+                            breached,
+                            version,
+                            target,
+                        )
                     )
         if seqs:
             sla._seqs = dict(seqs)

@@ -37,6 +37,9 @@ class StandInSla:
         self.first_reply_business_seconds: float | None = None
         self.breached = False
         self.breaches = 0
+        # The real clocks carry the contact's queue and team; the stand-in has none.
+        self.queue: str | None = None
+        self.team: str | None = None
 
     @classmethod
     def open(cls, *, customer_id, contact_id, channel, policies, business_calendar):

@@ -103,14 +103,14 @@ RICH_POLICIES: dict[str, Any] = {
 # The replay digests again for issue 17 (retraction): the totals gained a
 # sla_retractions counter (0 on these seeds; the records are unchanged).
 EXPECTED_REPLAY: dict[tuple[str, int], str] = {
-    ("default", 11): "041ad392ada260f0d4f6c0fe06883f90d218aef9e60afa1c645549e9d850b412",
-    ("default", 23): "c28393c966e29edc5401a0dd2edc44d7386221ff42e98b3e61e2bea2942399de",
-    ("rich", 11): "fd7b7a97c47970cc25f1ef527b182d2679ffaeef9acdd90c5dc64898e36ebcf4",
-    ("rich", 37): "e393f1fc98d393505a4d7383a32d482a077937621c2753b87bda5a6860baccb8",
+    ("default", 11): "1822c2791790be3a3aed9b322d72504a6e7c1259971c396924f371ac6170b44c",
+    ("default", 23): "5f01d41bdaa7cbcc519e924d20bdfd88f646931f0259808ee2d1130a6eb0a18b",
+    ("rich", 11): "1d17d3b809bc4790213af4bb7dd01d2dce92c459f3e3394ae944cb441927af6b",
+    ("rich", 37): "a1762d3a27f416a305591c73656e9833d36d6bdfede2e4f28c42fb478d2c8581",
 }
 EXPECTED_RESTARTS: dict[tuple[str, int], str] = {
-    ("default", 11): "f2e8141d37057e24afd2013a322180368e213e805f0b76eedde41efc6c418f75",
-    ("rich", 23): "e1ee6e42f97850c4869a8c6be25ee351af559307629fa474a5f2d48801937d57",
+    ("default", 11): "42f17b51cae32f78bad8f5c86f1127e8083f7544be4ce3e24a0fdedf5afa3832",
+    ("rich", 23): "f5a491aaf67fab9ed462b2fac9eff48b6fe2b871b5cd7033a88ab5c56ed0775f",
 }
 
 

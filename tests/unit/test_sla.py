@@ -178,6 +178,8 @@ def test_without_a_reply_warning_and_breach_fire_from_fire_due_alone(policies, c
         target_seconds=7200.0,
         calendar="24x7",
         fired_at=T0 + 2 * HOUR_MS,
+        # The digest of this policy's definition (no explicit version in the fixture).
+        policy_version="68cc5cd8",
     )
     assert sla.next_due_ms() is None
     assert (sla.breached, sla.breaches, sla.is_idle) == (True, 1, False)
