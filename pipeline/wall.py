@@ -151,7 +151,12 @@ def build_wall(
             "shift_start": w.shift.timestamp(),
             "trend_start": w.trend.timestamp(),
         },
-        "health": {"consumer_lag": fleet.consumer_lag, "workers": fleet.workers},
+        "health": {
+            "consumer_lag": fleet.consumer_lag,
+            "workers": fleet.workers,
+            "dead_letters_per_minute": fleet.dead_letters_per_minute,
+        },
+        "dead_letter_top_reason": fleet.top_reason,
         "groups": groups,
         "channels": cards,
     }

@@ -11,22 +11,30 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.contract.event import iso_to_ms
+from pipeline.dlq import ERROR_CLASS, STAGE, TIME, parse_dead_letter_headers
 from pipeline.kafka_clients import kafka_python_options
 from pipeline.settings import KafkaSettings
-from pipeline.topics import INTERACTIONS
+from pipeline.topics import DLQ, INTERACTIONS
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 5.0
+#: The wall reads at most this many of the newest dead letters, so the rate it
+#: shows caps here (a flood above it reads as "at least" this).
+DEAD_LETTER_SCAN = 1000
 
 
 @dataclass(frozen=True, slots=True)
 class FleetFigures:
     consumer_lag: int | None  # records in the input topic past the group's commits
     workers: int | None  # members of the process group
+    dead_letters_per_minute: int | None = None  # dead letters stamped in the last 60 s
+    top_reason: str | None = None  # their most common "stage: error class"
 
 
 def process_group(kafka: KafkaSettings) -> str:
@@ -37,6 +45,27 @@ def process_group(kafka: KafkaSettings) -> str:
 def lag_from_offsets(ends: dict[int, int], committed: dict[int, int]) -> int:
     """Sum over partitions of end minus committed (a partition never committed: all of it)."""
     return sum(max(0, end - committed.get(partition, 0)) for partition, end in ends.items())
+
+
+def dead_letter_rate(
+    headers: list[list[tuple[str, bytes | None]]], now_ms: int
+) -> tuple[int, str | None]:
+    """Dead letters stamped (header ``cx.dlq.time``) in the 60 s before ``now_ms``,
+    and their most common reason ``stage: error class`` (ties: alphabetical)."""
+    reasons: dict[str, int] = {}
+    for record_headers in headers:
+        parsed = parse_dead_letter_headers(record_headers)
+        try:
+            stamped = iso_to_ms(parsed.get(TIME, ""))
+        except Exception:  # no or a malformed stamp: not counted in a rate
+            continue
+        if now_ms - 60_000 <= stamped <= now_ms:
+            reason = f"{parsed.get(STAGE, '?')}: {parsed.get(ERROR_CLASS, '?')}"
+            reasons[reason] = reasons.get(reason, 0) + 1
+    if not reasons:
+        return 0, None
+    top = min(reasons, key=lambda r: (-reasons[r], r))
+    return sum(reasons.values()), top
 
 
 def _read(kafka: KafkaSettings) -> FleetFigures:
@@ -57,9 +86,34 @@ def _read(kafka: KafkaSettings) -> FleetFigures:
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = {tp.partition: end for tp, end in consumer.end_offsets(partitions).items()}
+        now_ms = int(time.time() * 1000)
+        letters = _newest_headers(consumer, kafka.topic(DLQ))
     finally:
         consumer.close()
-    return FleetFigures(lag_from_offsets(ends, committed), workers)
+    rate, reason = dead_letter_rate(letters, now_ms)
+    return FleetFigures(lag_from_offsets(ends, committed), workers, rate, reason)
+
+
+def _newest_headers(consumer: Any, topic: str) -> list[list[tuple[str, bytes | None]]]:
+    """Headers of the newest ``DEAD_LETTER_SCAN`` records of each partition of ``topic``."""
+    from kafka import TopicPartition
+
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    if not partitions:
+        return []
+    ends = consumer.end_offsets(partitions)
+    starts = consumer.beginning_offsets(partitions)
+    consumer.assign(partitions)
+    for tp in partitions:
+        consumer.seek(tp, max(starts[tp], ends[tp] - DEAD_LETTER_SCAN))
+    headers: list[list[tuple[str, bytes | None]]] = []
+    deadline = time.monotonic() + TIMEOUT_SECONDS / 2
+    while any(consumer.position(tp) < ends[tp] for tp in partitions):
+        if time.monotonic() > deadline:
+            break
+        for records in consumer.poll(timeout_ms=200).values():
+            headers.extend(list(record.headers or []) for record in records)
+    return headers
 
 
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="wall-kafka")

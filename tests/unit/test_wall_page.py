@@ -69,7 +69,7 @@ def test_the_wall_document_holds_every_figure_per_channel(tmp_path: Path) -> Non
     assert phone["recent"]["service_level"] == 0.5
     assert phone["recent"]["average_speed_of_answer"] == 60.0
     assert phone["recent"]["abandonment"] == 0.5
-    assert doc["health"] == {"consumer_lag": None, "workers": None}
+    assert doc["health"] == {"consumer_lag": None, "workers": None, "dead_letters_per_minute": None}
     assert phone["oldest_unanswered_seconds"] is None  # no worker serves it
     assert cards["branch"]["recent"]["service_level"] is None
     assert len(phone["trend_contacts"]) == 8
@@ -125,3 +125,31 @@ def test_the_wall_command_binds_loopback_by_default() -> None:
         "en",
         "07:00,15:00,23:00",
     )
+
+
+def test_dead_letters_per_minute_count_the_last_60_seconds_and_name_the_top_reason() -> None:
+    from pipeline.contract.event import ms_to_iso
+    from pipeline.wall_kafka import dead_letter_rate, lag_from_offsets
+
+    now_ms = 1_772_440_000_000
+
+    def letter(age_ms: int, stage: str, error: str) -> list[tuple[str, bytes | None]]:
+        return [
+            ("cx.dlq.time", ms_to_iso(now_ms - age_ms).encode()),
+            ("cx.dlq.stage", stage.encode()),
+            ("cx.dlq.error.class", error.encode()),
+            ("other", b"x"),
+        ]
+
+    letters = [
+        letter(1_000, "decode", "ContractError"),
+        letter(59_000, "decode", "ContractError"),
+        letter(30_000, "validate", "ValidationError"),
+        letter(61_000, "validate", "ValidationError"),  # older than a minute
+        letter(61_000, "validate", "ValidationError"),
+        [("cx.dlq.stage", b"decode")],  # no stamp: not in a rate
+    ]
+    assert dead_letter_rate(letters, now_ms) == (3, "decode: ContractError")
+    assert dead_letter_rate([], now_ms) == (0, None)
+    # end minus committed per partition; a partition never committed counts whole.
+    assert lag_from_offsets({0: 10, 1: 5, 2: 7}, {0: 4, 1: 5}) == 6 + 0 + 7
