@@ -1,4 +1,4 @@
-"""The stream-core agent: input topic -> StreamHandler -> output topics + state table.
+"""The stream-core agent: input topic -> StreamHandler -> output topics + state changelog.
 
 Thin by design: every rule lives in ``pipeline.streaming`` and ``pipeline.core``.
 This module loops over batches and hands them to the stream core, which runs in
@@ -9,8 +9,8 @@ Two tasks share the work. The agent hands batch N to the core and goes back to
 Faust for batch N+1 without waiting; the flusher (:meth:`ProcessRole._flush_in_order`)
 takes the results in the order the batches were handed over and, for each,
 makes sure the outputs were sent and acknowledged before the state was written
-(``pipeline/streaming.py``: outputs before state, position last), updates the
-table's local copy, the metrics and the gauges. At most :data:`BATCHES_AHEAD`
+(``pipeline/streaming.py``: outputs before state, position last), and updates
+the metrics and the gauges. At most :data:`BATCHES_AHEAD`
 results wait to be flushed. A revocation and shutdown first wait until every
 result handed over is flushed.
 """
@@ -29,6 +29,7 @@ from faust.types import TP
 from agents.batch_send import BatchSender, send_result
 from agents.core_client import CoreClient, CoreProcessFailed, record_fields
 from agents.refetch import MissedRecordFetcher
+from agents.state_store import latest_values, state_changelog_topic
 from pipeline.core_process import BatchResult, replay_metrics
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
@@ -37,7 +38,6 @@ from pipeline.topics import INTERACTIONS
 
 log = logging.getLogger(__name__)
 
-STATE_TABLE = "customer-state"
 #: A partition whose last applied offset has not moved for this long while its
 #: log goes on is read from the broker (see ``_fill_stalled_partitions``).
 STALL_SECONDS = 3.0
@@ -47,7 +47,7 @@ BATCHES_AHEAD = 2
 
 
 class ProcessRole:
-    """Registers the process agent, its table and its timer on a Faust app."""
+    """Registers the process agent, its flusher and its timer on a Faust app."""
 
     def __init__(
         self,
@@ -83,13 +83,10 @@ class ProcessRole:
         self.input_topic = app.topic(
             self.input_topic_name, key_serializer="raw", value_serializer="raw"
         )
-        self.table = app.Table(
-            STATE_TABLE,
-            partitions=settings.kafka.input_partitions,
-            # bytes in, bytes out: the core serializes its own state compactly.
-            key_type=bytes,
-            value_type=bytes,
-        )
+        # No Faust table: the stream core writes each customer's state to the
+        # changelog itself and a partition's state is read from the broker when
+        # the partition is loaded (agents/state_store.py says why).
+        self.state_topic = state_changelog_topic(settings.kafka)
         # The oldest unanswered item is compared with the channel's tightest target.
         self._tightest_target: dict[str, float] = {}
         for policy in settings.policies:
@@ -104,13 +101,9 @@ class ProcessRole:
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
         app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
-        # A partition's processor may only be built from the table once the
-        # table is fully recovered: a processor built from a half-restored
-        # changelog holds older state than the committed input offsets, and
-        # events applied to it lose the effects of earlier ones. Faust sends
-        # on_rebalance_complete after recovery; until then neither the agent
-        # (which may still hold a batch taken before the rebalance) nor the
-        # timer touches the table.
+        # Between a revocation and Faust's on_rebalance_complete neither the
+        # agent (which may still hold a batch taken before the rebalance) nor
+        # the timer hands records to the core: the assignment is not settled.
         self._ready = asyncio.Event()
         #: The first batch after each assignment is logged (the takeover's last step).
         self._first_batch_logged = False
@@ -362,23 +355,26 @@ class ProcessRole:
         """Input partitions actively assigned to this worker right now."""
         return {
             tp.partition
-            for tp in self.app.assignor.assigned_actives()
+            for tp in self.app.consumer.assignment()
             if tp.topic == self.input_topic_name
         }
 
     async def _load(self, partition: int) -> None:
-        """Build a partition's processor from the state table."""
+        """Build a partition's processor from its state changelog partition, read to its end.
+
+        Everything this worker wrote there before is acknowledged (a revocation
+        flushes first), and a previous owner either flushed in its revocation
+        or is dead, so the end read here is the state's last word.
+        """
         await self._start_core()
-        # Copied in one go: nothing writes to the table while this runs.
+        stored = latest_values(await self.refetcher.read_partition(self.state_topic, partition))
         items = list(
-            items_of_partition(
-                partition, self.table.data.items(), self.settings.kafka.input_partitions
-            )
+            items_of_partition(partition, stored.items(), self.settings.kafka.input_partitions)
         )
         restored = await self.core.load(partition, items)
         self._stalled_since.pop(partition, None)
         self._read_to.pop(partition, None)
-        log.info("partition %s: restored %s customers from the state table", partition, restored)
+        log.info("partition %s: restored %s customers from its state", partition, restored)
         if not await self._position_matches_the_log(partition):
             # Skipping "redelivered" records by offset would drop the new log's
             # records; event-id deduplication still guards against repeats.
@@ -413,7 +409,7 @@ class ProcessRole:
         started = time.monotonic()
         # Under the lock, after the batches handed over are flushed with the
         # processors they started with; the next batch reloads them from the
-        # recovered table.
+        # state changelog.
         async with self.lock:
             await self._settle()
             for tp in revoked:
@@ -431,7 +427,7 @@ class ProcessRole:
         self._ready.clear()
         self._first_batch_logged = False
         log.info(
-            "rebalance: partitions assigned %s; recovering the table",
+            "rebalance: partitions assigned %s",
             self._input_partitions(assigned),
         )
         if self._core_starting is None:
@@ -462,7 +458,7 @@ class ProcessRole:
         await self.refetcher.close()
 
     async def _on_rebalance_complete(self, sender: Any, **_: Any) -> None:
-        log.info("rebalance: table recovered, processing resumes")
+        log.info("rebalance: complete, processing resumes")
         self._ready.set()
 
     def _input_partitions(self, tps: set[TP]) -> list[int]:
@@ -475,20 +471,12 @@ class ProcessRole:
         otherwise they go to Faust's aiokafka producer as record batches
         (``agents/batch_send.py``): the topic-level ``send`` wraps every record
         in promise objects and callbacks, which cost more than the stream core
-        itself in the pipeline benchmark. Either way the table's local copy is
-        updated here: a partition loaded again after a rebalance reads it.
+        itself in the pipeline benchmark.
         """
         if not result.sent:
             # The aiokafka driver's producer; ProducerT does not declare the accessor.
             sender = BatchSender(self.app.producer._ensure_producer())  # type: ignore[attr-defined]
-            await send_result(sender, result, self._changelog_topic)
-        store = self.table.data
-        for changes in result.state.values():
-            for key, value in changes.items():
-                if value is None:
-                    store.pop(key.encode(), None)
-                else:
-                    store[key.encode()] = value
+            await send_result(sender, result, self.state_topic)
         replay_metrics(result, self.metrics)
         if result.gauges is not None:
             self._update_gauges(result.gauges)
@@ -509,11 +497,7 @@ class ProcessRole:
             "compression_type": conf.producer_compression_type,
             "request_timeout_ms": int(conf.producer_request_timeout * 1000),
         }
-        await self.core.start(producer_config, self._changelog_topic)
-
-    @property
-    def _changelog_topic(self) -> str:
-        return str(self.table.changelog_topic.get_topic_name())
+        await self.core.start(producer_config, self.state_topic)
 
     def _update_gauges(self, gauges: dict[int, PartitionGauge]) -> None:
         self.metrics.set_open_sessions(sum(g.open_sessions for g in gauges.values()))

@@ -84,6 +84,30 @@ class MissedRecordFetcher:
                 break
         return records
 
+    async def read_partition(
+        self, topic: str, partition: int
+    ) -> list[tuple[bytes | None, bytes | None]]:
+        """Every (key, value) of one partition from its start to its end now, in offset order."""
+        consumer = await self._started()
+        tp = TopicPartition(topic, partition)
+        end = await self.end_offset(topic, partition)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        records: list[tuple[bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + FETCH_TIMEOUT_SECONDS
+        while await consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"could not read {topic}[{partition}] to its end ({end}) "
+                    f"within {FETCH_TIMEOUT_SECONDS:.0f}s"
+                )
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            for message in batch.get(tp, []):
+                if message.offset >= end:
+                    break
+                records.append((message.key, message.value))
+        return records
+
     async def end_offset(self, topic: str, partition: int) -> int:
         """The offset the next record of the partition will get (its log end)."""
         consumer = await self._started()

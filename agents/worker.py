@@ -20,6 +20,7 @@ from agents.app import build_app
 from agents.crash_exit import exit_when_crashed
 from agents.health import ProgressWatch
 from agents.log_limits import install_repeat_filter
+from agents.state_store import state_changelog_spec, state_changelog_topic
 from pipeline import __version__
 from pipeline.core import core_mode
 from pipeline.metrics import Metrics
@@ -139,7 +140,10 @@ class QuietWorker(faust.Worker):
 def run_worker(
     settings: Settings, role: str, *, loglevel: str = "info", web_port: int | None = None
 ) -> None:
-    ensure_topics(settings.kafka, project_topics(settings.kafka))
+    topics = project_topics(settings.kafka)
+    if role == "process":
+        topics[state_changelog_topic(settings.kafka)] = state_changelog_spec(settings.kafka)
+    ensure_topics(settings.kafka, topics)
     app = create_role_app(settings, role, web_port=web_port)
     logging.basicConfig(level=loglevel.upper())
     logging.getLogger(__name__).info(
