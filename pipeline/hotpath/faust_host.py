@@ -29,6 +29,8 @@ def build_host(
     """A Faust app whose one task runs a :class:`HotPath`, and that hot path."""
     import faust
 
+    from pipeline.kafka_clients import faust_broker_credentials
+
     kafka = settings.kafka
     app_id = f"{config.group_id}-host"
     datadir = Path("var") / "faust" / app_id
@@ -37,6 +39,7 @@ def build_host(
         app_id,
         datadir=str(datadir),
         broker=f"kafka://{kafka.bootstrap.replace(',', ';kafka://')}",
+        broker_credentials=faust_broker_credentials(kafka),
         store="memory://",
         web_enabled=web_enabled,
         web_port=settings.worker.web_port,
