@@ -90,6 +90,33 @@ def _answers(figures: AnswerFigures | None) -> dict[str, Any]:
     }
 
 
+def _group_rows(
+    conn: Connection,
+    recent: datetime,
+    today: datetime,
+    now: datetime,
+    targets: Mapping[str, float],
+    group: str,
+) -> list[dict[str, Any]]:
+    """One row per queue (or team) seen today: service level 15 min and today, breaches today.
+
+    Rows with no queue (older events, or a channel without queues) are the group ``""``.
+    """
+    recent_figures = answer_figures(conn, recent, now, targets, group)
+    today_figures = answer_figures(conn, today, now, targets, group)
+    breaches = sla_counts(conn, today, now, group)
+    names = sorted(set(recent_figures) | set(today_figures) | set(breaches))
+    return [
+        {
+            "name": name,
+            "recent": _answers(recent_figures.get(name)),
+            "today": _answers(today_figures.get(name)),
+            "breaches_today": breaches.get(name, {}).get("breach", 0),
+        }
+        for name in names
+    ]
+
+
 def build_wall(
     conn: Connection,
     config: WallConfig,
@@ -113,6 +140,9 @@ def build_wall(
     switches = switch_failures(conn, w.last_hour, w.now)
     trend = hourly_trend(conn, w.trend, config.trend_hours)
     groups = [g for g in group_columns(conn) if g != "channel"]
+    by_group = {
+        group: _group_rows(conn, w.recent, w.today, w.now, targets, group) for group in groups
+    }
 
     known = [c.key for c in config.channels]
     seen = set(recent) | set(today) | set(today_sla) | set(switches) | set(trend)
@@ -157,7 +187,7 @@ def build_wall(
             "dead_letters_per_minute": fleet.dead_letters_per_minute,
         },
         "dead_letter_top_reason": fleet.top_reason,
-        "groups": groups,
+        "groups": by_group,
         "channels": cards,
     }
 
