@@ -23,6 +23,7 @@ from pipeline.wall_kafka import FleetFigures, fleet_figures
 from pipeline.wall_queries import (
     AnswerFigures,
     answer_figures,
+    bounces,
     group_columns,
     hourly_trend,
     sla_counts,
@@ -138,6 +139,7 @@ def build_wall(
     shift_sla = sla_counts(conn, w.shift, w.now)
     today_sla = sla_counts(conn, w.today, w.now)
     switches = switch_failures(conn, w.last_hour, w.now)
+    bounced = bounces(conn, w.last_hour, w.now)
     trend = hourly_trend(conn, w.trend, config.trend_hours)
     groups = [g for g in group_columns(conn) if g != "channel"]
     by_group = {
@@ -163,6 +165,8 @@ def build_wall(
                 "warnings_today": today_sla.get(channel.key, zero)["warning"],
                 "breaches_today": today_sla.get(channel.key, zero)["breach"],
                 "switch_failures_last_hour": switches.get(channel.key, 0),
+                # None: the store has no bounce table yet (the page leaves the row out).
+                "bounces_last_hour": None if bounced is None else bounced.get(channel.key, 0),
                 "trend_contacts": [p.contacts_started for p in points] or [0] * config.trend_hours,
                 "trend_breaches": [p.sla_breaches for p in points] or [0] * config.trend_hours,
                 "oldest_unanswered_seconds": None

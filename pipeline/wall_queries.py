@@ -16,7 +16,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Integer, and_, case, column, func, inspect, literal, select
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Integer,
+    and_,
+    case,
+    column,
+    func,
+    inspect,
+    literal,
+    select,
+    table,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from pipeline.sink.models import ChannelStatsRow, ContactRow, SlaEventRow, SwitchFailureRow
@@ -160,6 +172,23 @@ def switch_failures(conn: Connection, start: datetime, end: datetime) -> dict[st
         select(f.from_channel, func.count().label("n"))
         .where(f.occurred_at >= start, f.occurred_at < end)
         .group_by(f.from_channel)
+    )
+    return {row.from_channel: int(row.n) for row in conn.execute(statement)}
+
+
+def bounces(conn: Connection, start: datetime, end: datetime) -> dict[str, int] | None:
+    """Bounces (``bounce_signals`` rows, migration 0004) in ``[start, end)`` by the
+    channel of the need's first contact; None when the database has no such table."""
+    if not inspect(conn).has_table("bounce_signals"):
+        return None
+    # Named by hand: the table is newer than some databases the wall reads.
+    signals = table(
+        "bounce_signals", column("from_channel"), column("occurred_at", DateTime(timezone=True))
+    )
+    statement = (
+        select(signals.c.from_channel, func.count().label("n"))
+        .where(signals.c.occurred_at >= start, signals.c.occurred_at < end)
+        .group_by(signals.c.from_channel)
     )
     return {row.from_channel: int(row.n) for row in conn.execute(statement)}
 

@@ -20,6 +20,7 @@ from pipeline.wall_queries import (
     AnswerFigures,
     TrendPoint,
     answer_figures,
+    bounces,
     group_columns,
     hourly_trend,
     sla_counts,
@@ -210,3 +211,43 @@ def test_the_schema_without_queue_columns_groups_by_channel_only(conn: Connectio
 def test_an_unknown_group_is_refused(conn: Connection) -> None:
     with pytest.raises(ValueError, match="unknown wall group"):
         answer_figures(conn, T0, T0, TARGETS, group="desk")
+
+
+def test_bounces_count_by_first_channel_and_are_absent_without_the_table(
+    conn: Connection, tmp_path: Path
+) -> None:
+    from sqlalchemy import inspect, text
+
+    if not inspect(conn).has_table("bounce_signals"):  # before migration 0004 lands
+        conn.execute(
+            text(
+                "CREATE TABLE bounce_signals (signal_id VARCHAR PRIMARY KEY,"
+                " from_channel VARCHAR, occurred_at DATETIME)"
+            )
+        )
+    fmt = "%Y-%m-%d %H:%M:%S.%f"
+    for sid, channel, at in (
+        ("1", "chat", T0 + timedelta(minutes=10)),
+        ("2", "chat", T0 + timedelta(minutes=20)),
+        ("3", "phone", T0 - timedelta(minutes=1)),  # before the window
+    ):
+        columns = {c["name"] for c in inspect(conn).get_columns("bounce_signals")}
+        values = {"signal_id": sid, "from_channel": channel, "occurred_at": at.strftime(fmt)}
+        # The real table has more NOT NULL columns: fill them with plain values.
+        filler = {c: "x" for c in columns - set(values) - {"gap_seconds"}}
+        if "gap_seconds" in columns:
+            filler["gap_seconds"] = "0"
+        row = {**values, **filler}
+        names = ", ".join(row)
+        conn.execute(
+            text(
+                f"INSERT INTO bounce_signals ({names}) VALUES ({', '.join(':' + n for n in row)})"
+            ),
+            row,
+        )
+    assert bounces(conn, T0, T0 + timedelta(hours=1)) == {"chat": 2}
+
+    empty = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with empty.connect() as old:
+        assert bounces(old, T0, T0 + timedelta(hours=1)) is None
+    empty.dispose()
