@@ -178,3 +178,29 @@ def test_queues_get_their_own_rows_when_the_schema_has_the_columns(tmp_path: Pat
     assert rows["cards"]["recent"]["service_level"] == 0.5
     assert rows["cards"]["breaches_today"] == 0
     assert rows["loans"]["recent"]["answered"] == 0
+
+
+def test_cxstream_wall_serves_a_database_from_the_command_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = filled_store(tmp_path, datetime.now(UTC))
+    command = [sys.executable, "-m", "pipeline.cli", "wall", "--db", url, "--port", "0"]
+    process = subprocess.Popen(
+        [*command, "--no-kafka", "--lang", "fi"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # "wall serving url=http://127.0.0.1:PORT/ops/wall"
+        assert line.startswith("wall serving url=http://127.0.0.1:"), line
+        address = line.strip().split("url=", 1)[1]
+        with urllib.request.urlopen(address + ".json", timeout=10) as response:
+            doc = json.loads(response.read())
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert doc["lang"] == "fi"
+    assert doc["health"]["workers"] is None  # --no-kafka
+    assert {c["channel"]: c for c in doc["channels"]}["phone"]["recent"]["answered"] == 1
