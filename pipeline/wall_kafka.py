@@ -119,11 +119,22 @@ def _newest_headers(consumer: Any, topic: str) -> list[list[tuple[str, bytes | N
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="wall-kafka")
 
 
+#: Every open wall polls every few seconds; one reading serves them all this long.
+CACHE_SECONDS = 2.0
+_cache: dict[KafkaSettings, tuple[float, FleetFigures]] = {}
+
+
 def fleet_figures(kafka: KafkaSettings, timeout: float = TIMEOUT_SECONDS) -> FleetFigures:
-    """Lag and worker count, or ``None`` figures when the broker does not answer in time."""
+    """Lag, workers and dead letters, or ``None`` figures when the broker does not
+    answer in time; a reading younger than ``CACHE_SECONDS`` is reused."""
+    cached = _cache.get(kafka)
+    if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+        return cached[1]
     future = _pool.submit(_read, kafka)
     try:
-        return future.result(timeout=timeout)
+        figures = future.result(timeout=timeout)
     except Exception as exc:  # any broker failure: the page says "unknown"
         log.warning("wall: Kafka figures unavailable: %s", exc)
         return FleetFigures(None, None)
+    _cache[kafka] = (time.monotonic(), figures)
+    return figures

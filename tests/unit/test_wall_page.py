@@ -204,3 +204,27 @@ def test_cxstream_wall_serves_a_database_from_the_command_line(tmp_path: Path) -
     assert doc["lang"] == "fi"
     assert doc["health"]["workers"] is None  # --no-kafka
     assert {c["channel"]: c for c in doc["channels"]}["phone"]["recent"]["answered"] == 1
+
+
+def test_one_kafka_reading_serves_every_wall_for_two_seconds_and_failures_read_unknown(
+    monkeypatch,
+) -> None:
+    from pipeline import wall_kafka
+    from pipeline.settings import KafkaSettings
+
+    calls: list[str] = []
+
+    def read(kafka: KafkaSettings) -> wall_kafka.FleetFigures:
+        calls.append(kafka.topic_prefix)
+        if kafka.topic_prefix == "down":
+            raise OSError("broker down")
+        return wall_kafka.FleetFigures(5, 2, 0, None)
+
+    monkeypatch.setattr(wall_kafka, "_read", read)
+    monkeypatch.setattr(wall_kafka, "_cache", {})
+    up = KafkaSettings(topic_prefix="up")
+    assert wall_kafka.fleet_figures(up) == wall_kafka.FleetFigures(5, 2, 0, None)
+    assert wall_kafka.fleet_figures(up) == wall_kafka.FleetFigures(5, 2, 0, None)
+    assert calls == ["up"]
+    down = KafkaSettings(topic_prefix="down")
+    assert wall_kafka.fleet_figures(down) == wall_kafka.FleetFigures(None, None)
