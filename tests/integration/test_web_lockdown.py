@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from agents.worker import create_role_app
+from pipeline.sink.store import SqlStore
 from tests.integration.ops_harness import wait_for_page
 from tests.integration.worker_harness import (
     WorkerProcess,
@@ -84,9 +85,11 @@ def test_every_route_refuses_writes_and_faust_views_are_gone(
     }
     paths = served_paths(config, "process" if role == "worker" else "sink")
     expected = {"/", "/healthz", "/metrics"} | (
-        {"/ops", "/ops/status.json"} if role == "worker" else set()
+        {"/ops", "/ops/status.json", "/ops/wall", "/ops/wall.json"} if role == "worker" else set()
     )
     assert set(paths) == expected
+    # The wall reads the sink's tables; a store without them answers 503 (not readable).
+    SqlStore(config["sql"]["url"]).create_schema()
 
     config_file = write_config(tmp_path / "cxstream.yaml", config)
     port = free_port()
