@@ -43,6 +43,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "calendar",
     "customer",
     "dedup",
+    "needs",
     "partitioning",
     "processor",
     "retraction",

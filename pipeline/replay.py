@@ -33,6 +33,7 @@ from pipeline.core.records import (
     ContactSummary,
     JourneySignal,
     LateEvent,
+    NeedRecord,
     OutputRecord,
     SessionRecord,
     SlaEvent,
@@ -46,6 +47,7 @@ OUTPUT_FILES: dict[str, str] = {
     SlaEvent.OUTPUT_NAME: "sla_events.jsonl",
     JourneySignal.OUTPUT_NAME: "journey_signals.jsonl",
     LateEvent.OUTPUT_NAME: "late_events.jsonl",
+    NeedRecord.OUTPUT_NAME: "needs.jsonl",
 }
 REJECTED_FILE = "rejected.jsonl"
 HELD_SAMPLE_EVENTS = 1000

@@ -272,6 +272,12 @@ class CoreSettings:
     # A reply dated before a fired warning/breach retracts it when it arrives at
     # most this long (partition clock) after the due time; 0 turns retraction off.
     retraction_window_seconds: float = 600.0
+    # Needs: a need closes this long after its last contact; a need with at least
+    # bounce_min_contacts contacts over bounce_min_channels channels before it is
+    # resolved is bounced (pipeline/core/needs.py).
+    need_window_seconds: float = 7 * 86400.0
+    bounce_min_contacts: int = 3
+    bounce_min_channels: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,6 +470,9 @@ def _build(config: Mapping[str, Any]) -> Settings:
         dedup_retention_seconds=float(dedup.get("retention_hours", 24)) * 3600,
         max_open_contact_seconds=parse_duration(session.get("max_open_contact", "4h")),
         retraction_window_seconds=retraction_window,
+        need_window_seconds=parse_duration(config.get("needs", {}).get("window", "7d")),
+        bounce_min_contacts=int(config.get("bounce", {}).get("min_contacts", 3)),
+        bounce_min_channels=int(config.get("bounce", {}).get("min_channels", 2)),
     )
     channels = _build_channels(config.get("channels", {}))
     calendars = _build_calendars(config.get("calendars", {}))

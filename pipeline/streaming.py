@@ -49,6 +49,7 @@ from pipeline.core.records import (
     ContactSummary,
     JourneySignal,
     LateEvent,
+    NeedRecord,
     OutputRecord,
     SessionRecord,
     SlaEvent,
@@ -63,6 +64,7 @@ from pipeline.topics import (
     INTERACTIONS,
     JOURNEY_SIGNALS,
     LATE_EVENTS,
+    NEEDS,
     SESSIONS,
     SLA_EVENTS,
 )
@@ -82,6 +84,7 @@ OUTPUT_TOPIC_SUFFIX: Mapping[type[OutputRecord], str] = {
     SlaEvent: SLA_EVENTS,
     JourneySignal: JOURNEY_SIGNALS,
     LateEvent: LATE_EVENTS,
+    NeedRecord: NEEDS,
 }
 
 

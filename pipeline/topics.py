@@ -25,8 +25,9 @@ SESSIONS = "sessions"
 CONTACTS = "contacts"
 SLA_EVENTS = "sla-events"
 JOURNEY_SIGNALS = "journey-signals"
+NEEDS = "needs"
 
-OUTPUT_SUFFIXES = (SESSIONS, CONTACTS, SLA_EVENTS, JOURNEY_SIGNALS)
+OUTPUT_SUFFIXES = (SESSIONS, CONTACTS, SLA_EVENTS, JOURNEY_SIGNALS, NEEDS)
 
 # Rejected events stay at least this long: a producer team has to notice, fix and
 # replay them, which takes longer than the normal retention of a busy input topic.

@@ -23,6 +23,7 @@ from pipeline.contract.event import (
     InteractionEvent,
 )
 from pipeline.core.dedup import DedupWindow
+from pipeline.core.needs import NeedBook, NeedRules
 from pipeline.core.records import (
     FALSE_RESOLUTION,
     REPEAT,
@@ -72,6 +73,7 @@ _RANK_SETTLE: Final = 1
 _RANK_CLOSE: Final = 2
 _RANK_DROP: Final = 3
 _RANK_PRUNE: Final = 4
+_RANK_NEED: Final = 5  # a need closes after all else due at its millisecond
 _UNKNOWN = object()
 
 
@@ -137,6 +139,12 @@ class CoreRules:
     # How long after a warning/breach fell due a reply dated before it can still
     # retract it (pipeline/core/retraction.py); 0: never.
     retraction_window_ms: int = 0
+    # Needs (pipeline/core/needs.py): the window after a need's last contact, and
+    # the bounce threshold.
+    need_window_ms: int = 7 * 86400 * MS
+    bounce_min_contacts: int = 3
+    bounce_min_channels: int = 2
+    need_rules: NeedRules = field(init=False, compare=False, repr=False)
     # Derived once, read per event: an event this far behind the clock is late,
     # and a session closes this long after its last event.
     late_ms: int = field(init=False, compare=False, repr=False)
@@ -145,6 +153,16 @@ class CoreRules:
     def __post_init__(self) -> None:
         object.__setattr__(self, "late_ms", self.gap_ms + self.grace_ms)
         object.__setattr__(self, "close_after_ms", self.gap_ms + self.grace_ms + 1)
+        object.__setattr__(
+            self,
+            "need_rules",
+            NeedRules(
+                self.need_window_ms,
+                self.grace_ms,
+                self.bounce_min_contacts,
+                self.bounce_min_channels,
+            ),
+        )
 
     @property
     def contact_retention_ms(self) -> int:
@@ -342,6 +360,7 @@ class CustomerState:
         "dedup",
         "due_hint",
         "finals",
+        "needs",
         "rules",
         "wake",
     )
@@ -356,6 +375,7 @@ class CustomerState:
         # session id -> the last final record of a closed journey one of whose
         # contacts is still held: a breach of that contact corrects the journey.
         self.finals: dict[str, SessionRecord] = {}
+        self.needs = NeedBook(rules.need_rules)
         # The due time this customer is registered under in the processor's
         # timer heap (None: not registered). Not state: rebuilt on load.
         self.wake: int | None = None
@@ -431,6 +451,7 @@ class CustomerState:
             # Feedback often comes after the contact ended, even in a later
             # session: it scores the session but neither opens nor joins a contact.
             session.note_feedback(event.score, at, event.event_id, contact_id, event.channel)
+            self.needs.note_feedback(contact_id, event.score)
             if contact is None:
                 self.due_hint = hint
                 return APPLIED
@@ -456,6 +477,11 @@ class CustomerState:
             session.contact_ids[contact_id] = None
         had_topic = contact.topic is not None
         self._apply_to_contact(contact, event, clock_ms, out)
+        need_due = self.needs.place(
+            self.customer_id, contact, event.need_id, event.handling_seconds, out
+        )
+        if need_due is not None and need_due < hint:
+            hint = need_due
         synchronous = rules.synchronous
         if synchronous and contact.channel in synchronous:
             # The contact may have opened, ended or started earlier: its journey's
@@ -645,6 +671,11 @@ class CustomerState:
             due = book.closed_expiry(closed[0] if len(closed) == 1 else min(closed, key=_end))
             if not found or _before(due, _RANK_PRUNE, "closed", best_due, best_rank, best_key):
                 found, best_due, best_rank, best_key = True, due, _RANK_PRUNE, "closed"
+        need_next = self.needs.next_close() if self.needs.open else None
+        if need_next is not None:
+            due, key = need_next
+            if not found or _before(due, _RANK_NEED, key, best_due, best_rank, best_key):
+                found, best_due, best_rank, best_key = True, due, _RANK_NEED, key
         expiry = self.dedup.expiry_ms
         if expiry is not None and (
             not found or _before(expiry, _RANK_PRUNE, "dedup", best_due, best_rank, best_key)
@@ -733,6 +764,7 @@ class CustomerState:
                 fired_sla = contact.sla.fire_due(due)
                 out.extend(fired_sla)
                 self._correct_journey(contact, fired_sla, out, True)
+                self.needs.refresh(contact)
                 if contact.sla.is_idle:
                     contact.sla_since = None
             elif rank == _RANK_SETTLE:
@@ -744,6 +776,8 @@ class CustomerState:
                         break
             elif rank == _RANK_DROP:
                 self._drop_contact(key)
+            elif rank == _RANK_NEED:
+                self.needs.close(self.customer_id, key, due, out)
             elif key == "closed":
                 self.book.prune_closed(due)
             else:
@@ -769,6 +803,7 @@ class CustomerState:
             out.append(signal)
             if candidate.kind == SWITCH_FAILURE:
                 self.contacts[nxt.contact_id].switched_into = True
+                self.needs.refresh(nxt)
 
     def _need_pending(self, contact_id: str) -> bool:
         """The contact's need waits for its repeat check (it is held until then)."""
@@ -786,6 +821,7 @@ class CustomerState:
         if contact is None:
             return  # a state of an earlier version did not hold it: nothing to correct
         contact.repeated = repeated
+        self.needs.refresh(contact)
         customer_id = self.customer_id
         out.append(contact.summary(customer_id))
         final = self.finals.get(contact.session_id) if self.finals else None
@@ -852,6 +888,7 @@ class CustomerState:
                 self._settle(key, out)
         for session in list(self.book.open):
             self._close(session, out)
+        self.needs.finish(self.customer_id, out)
 
     # -- records and queries -------------------------------------------------------
 
@@ -960,6 +997,7 @@ class CustomerState:
             or self.contacts
             or self.candidates
             or self.finals
+            or self.needs.open
             or len(self.dedup)
         )
 
@@ -978,6 +1016,8 @@ class CustomerState:
             "w": [c.to_state() for c in self.candidates.values()],
             "d": self.dedup.to_state(),
             "f": [final.to_dict() for final in self.finals.values()],
+            # Open needs; a state written before needs has none (still version 3).
+            "n": self.needs.to_state(),
         }
 
     @classmethod
@@ -1012,6 +1052,7 @@ class CustomerState:
         for raw in state.get("f", ()):
             final = SessionRecord(**raw)
             customer.finals[final.session_id] = final
+        customer.needs = NeedBook.from_state(state.get("n", []), rules.need_rules)
         if rules.synchronous:
             for session in customer.book.open:
                 customer._hold(session)

@@ -100,6 +100,9 @@ class PartitionProcessor:
             synchronous=frozenset(synchronous_channels),
             max_open_contact_ms=round(core.max_open_contact_seconds * MS),
             retraction_window_ms=round(core.retraction_window_seconds * MS),
+            need_window_ms=round(core.need_window_seconds * MS),
+            bounce_min_contacts=core.bounce_min_contacts,
+            bounce_min_channels=core.bounce_min_channels,
         )
         self.stats = ProcessorStats()
         self._clock = clock_ms

@@ -120,6 +120,9 @@ NEXT_REPLY: Final = "next_reply"
 # Journey signal kinds.
 SWITCH_FAILURE: Final = "switch_failure"
 FALSE_RESOLUTION: Final = "false_resolution"
+# A need reached bounce.min_contacts contacts over bounce.min_channels channels
+# before it was resolved (pipeline/core/needs.py); one signal per need.
+BOUNCED: Final = "bounced"
 # A candidate kind that gives no signal: a contact whose need is checked for a
 # repeat (bot-only, or resolved without a topic) without being a false resolution.
 REPEAT: Final = "repeat"
@@ -336,11 +339,69 @@ class LateEvent:
         return _shallow_dict(self)
 
 
-OutputRecord = SessionRecord | ContactSummary | SlaEvent | JourneySignal | LateEvent
+# Need status values.
+NEED_OPEN: Final = "open"
+NEED_FINAL: Final = "final"
+
+
+@_slot_setting_init
+@dataclass(frozen=True, slots=True)
+class NeedRecord:
+    """A customer's need (case): every contact on one need key within the need window.
+
+    The key is the producer's ``need_id`` when its events carry one, else the
+    contact's ``topic``; a contact with neither belongs to no need. Sent as an
+    ``open`` update at every contact end of the need and as ``final`` when the
+    window (``needs.window`` after ``last_contact_at``) passed with no further
+    contact; the newest ``version`` wins. ``channels`` lists each contact's
+    channel by start time; ``channel_switches`` counts the changes between
+    neighbours. ``first_contact_resolved`` is the FCR decision of the need's first
+    contact (None: not decided yet); ``resolved`` the outcome of its last-ended
+    contact. ``customer_wait_seconds`` sums the contacts' first-reply waits,
+    ``handling_seconds`` the handling times the events carried (None: none did).
+    ``bounced_at`` is the start of the contact that crossed the bounce threshold.
+    """
+
+    OUTPUT_NAME: ClassVar[str] = "need"
+
+    need_id: str
+    customer_id: str
+    topic: str | None
+    status: str
+    opened_at: int
+    last_contact_at: int
+    closed_at: int | None
+    contacts: int
+    channels: list[str]
+    channel_switches: int
+    switch_failures: int
+    first_contact_resolved: bool | None
+    resolved: bool
+    customer_wait_seconds: float
+    handling_seconds: float | None
+    sla_breaches: int
+    feedback_count: int
+    feedback_average: float | None
+    bounced: bool
+    bounced_at: int | None
+    first_channel: str
+    contact_ids: list[str] = field(default_factory=list)
+    version: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.need_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return _shallow_dict(self)
+
+
+OutputRecord = SessionRecord | ContactSummary | SlaEvent | JourneySignal | LateEvent | NeedRecord
 OUTPUT_TYPES: tuple[type[OutputRecord], ...] = (
     SessionRecord,
     ContactSummary,
     SlaEvent,
     JourneySignal,
     LateEvent,
+    NeedRecord,
 )

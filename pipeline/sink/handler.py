@@ -28,6 +28,7 @@ from pipeline.core.records import (
     ContactSummary,
     JourneySignal,
     LateEvent,
+    NeedRecord,
     SessionRecord,
     SlaEvent,
 )
@@ -38,7 +39,15 @@ from pipeline.settings import Settings
 from pipeline.sink.isolate import IsolatedWrite, write_isolating
 from pipeline.sink.rows import Batch, Record
 from pipeline.sink.store import Sink
-from pipeline.topics import CONTACTS, DLQ, JOURNEY_SIGNALS, LATE_EVENTS, SESSIONS, SLA_EVENTS
+from pipeline.topics import (
+    CONTACTS,
+    DLQ,
+    JOURNEY_SIGNALS,
+    LATE_EVENTS,
+    NEEDS,
+    SESSIONS,
+    SLA_EVENTS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,7 @@ SINK_TOPICS = {
     SLA_EVENTS: SlaEvent.OUTPUT_NAME,
     JOURNEY_SIGNALS: JourneySignal.OUTPUT_NAME,
     LATE_EVENTS: LateEvent.OUTPUT_NAME,
+    NEEDS: NeedRecord.OUTPUT_NAME,
 }
 # Short cap: a local database outage should end in seconds, not half a minute.
 MAX_BACKOFF_SECONDS = 5.0

@@ -183,6 +183,46 @@ class FalseResolutionRow(_SignalColumns, Base):
     __tablename__ = "false_resolutions"
 
 
+class BounceSignalRow(_SignalColumns, Base):
+    """A need reached the bounce threshold (``bounced`` journey signals, migration
+    0004): from its first contact to the contact that crossed the threshold."""
+
+    __tablename__ = "bounce_signals"
+
+
+class NeedRow(Base):
+    """A customer's need (``NeedRecord``, migration 0004); the newest version wins."""
+
+    __tablename__ = "needs"
+
+    need_id: Mapped[str] = mapped_column(String(400), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(200), index=True)
+    topic: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[datetime] = mapped_column(_utc())
+    last_contact_at: Mapped[datetime] = mapped_column(_utc())
+    closed_at: Mapped[datetime | None] = mapped_column(_utc())
+    contacts: Mapped[int] = mapped_column(Integer)
+    channel_path: Mapped[str] = mapped_column(Text)
+    first_channel: Mapped[str] = mapped_column(String(64))
+    channels: Mapped[int] = mapped_column(Integer)
+    channel_switches: Mapped[int] = mapped_column(Integer)
+    switch_failures: Mapped[int] = mapped_column(Integer)
+    # NULL while the first contact's FCR is undecided.
+    first_contact_resolved: Mapped[bool | None] = mapped_column(Boolean)
+    resolved: Mapped[bool] = mapped_column(Boolean)
+    customer_wait_seconds: Mapped[float] = mapped_column(Float)
+    handling_seconds: Mapped[float | None] = mapped_column(Float)
+    sla_breaches: Mapped[int] = mapped_column(Integer)
+    feedback_count: Mapped[int] = mapped_column(Integer)
+    feedback_average: Mapped[float | None] = mapped_column(Float)
+    bounced: Mapped[bool] = mapped_column(Boolean)
+    bounced_at: Mapped[datetime | None] = mapped_column(_utc())
+    version: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index(None, "first_channel", "opened_at"), Index(None, "topic", "opened_at"))
+
+
 class FeedbackRow(Base):
     """One score a customer gave (one feedback event), with the contact it is about
     and the journey it was given in (migration 0003)."""
@@ -308,8 +348,14 @@ def contact_wins_sql(current: Any, excluded: Any) -> Any:
 
 #: Tables whose rows carry a version, with the rule (Python, and SQL for the upsert's
 #: ``WHERE``) that says when a new row replaces the stored one; other tables: always.
-ROW_WINS = {"sessions": session_wins, "contacts": contact_wins}
-_ROW_WINS_SQL = {"sessions": session_wins_sql, "contacts": contact_wins_sql}
+# A need's records only grow in version (its final record is its last), so a
+# need row follows the contact rule.
+ROW_WINS = {"sessions": session_wins, "contacts": contact_wins, "needs": contact_wins}
+_ROW_WINS_SQL = {
+    "sessions": session_wins_sql,
+    "contacts": contact_wins_sql,
+    "needs": contact_wins_sql,
+}
 
 
 def row_wins_sql(table: Table, excluded: Any) -> Any | None:

@@ -15,15 +15,17 @@ from typing import Any
 
 from sqlalchemy import Table
 
-from pipeline.core.records import FALSE_RESOLUTION, SESSION_SUPERSEDED, SWITCH_FAILURE
+from pipeline.core.records import BOUNCED, FALSE_RESOLUTION, SESSION_SUPERSEDED, SWITCH_FAILURE
 from pipeline.errors import SinkRejectedError
 from pipeline.sink.models import (
     ROW_WINS,
     Base,
+    BounceSignalRow,
     ContactRow,
     FalseResolutionRow,
     FeedbackRow,
     LateEventRow,
+    NeedRow,
     SessionRow,
     SlaEventRow,
     SwitchFailureRow,
@@ -147,6 +149,35 @@ def _signal_row(record: Record, now: datetime) -> Row:
     )
 
 
+def _need_row(record: Record, now: datetime) -> Row:
+    channels = record["channels"]
+    return (
+        record["need_id"],
+        record["customer_id"],
+        record.get("topic"),
+        record["status"],
+        ms_to_utc(record["opened_at"]),
+        ms_to_utc(record["last_contact_at"]),
+        _optional_time(record.get("closed_at")),
+        record["contacts"],
+        ">".join(channels),
+        record["first_channel"],
+        len(set(channels)),
+        record["channel_switches"],
+        record["switch_failures"],
+        record.get("first_contact_resolved"),
+        record["resolved"],
+        record["customer_wait_seconds"],
+        record.get("handling_seconds"),
+        record["sla_breaches"],
+        record["feedback_count"],
+        record.get("feedback_average"),
+        record["bounced"],
+        _optional_time(record.get("bounced_at")),
+        record["version"],
+    )
+
+
 def _late_row(record: Record, now: datetime) -> Row:
     return (
         record["event_id"],
@@ -182,6 +213,13 @@ _BUILDER_COLUMNS: dict[Builder, tuple[str, ...]] = {
         "to_contact_id", "to_channel", "gap_seconds", "topic", "occurred_at",
     ),
     _late_row: ("event_id", "customer_id", "occurred_at", "clock_at", "reason", "event_json"),
+    _need_row: (
+        "need_id", "customer_id", "topic", "status", "opened_at", "last_contact_at",
+        "closed_at", "contacts", "channel_path", "first_channel", "channels",
+        "channel_switches", "switch_failures", "first_contact_resolved", "resolved",
+        "customer_wait_seconds", "handling_seconds", "sla_breaches", "feedback_count",
+        "feedback_average", "bounced", "bounced_at", "version",
+    ),
 }  # fmt: skip
 
 _BUILDERS: dict[str, tuple[Table, Builder]] = {
@@ -189,10 +227,12 @@ _BUILDERS: dict[str, tuple[Table, Builder]] = {
     "contact": (ContactRow.__table__, _contact_row),
     "sla_event": (SlaEventRow.__table__, _sla_row),
     "late_event": (LateEventRow.__table__, _late_row),
+    "need": (NeedRow.__table__, _need_row),
 }
 _SIGNAL_TABLES: dict[str, Table] = {
     SWITCH_FAILURE: SwitchFailureRow.__table__,
     FALSE_RESOLUTION: FalseResolutionRow.__table__,
+    BOUNCED: BounceSignalRow.__table__,
 }
 _COLUMNS_BY_TABLE: dict[str, tuple[str, ...]] = {
     table.name: _BUILDER_COLUMNS[build]
@@ -209,6 +249,7 @@ for _name, _columns in _COLUMNS_BY_TABLE.items():
 _VERSIONED_COLUMNS = {
     "sessions": _BUILDER_COLUMNS[_session_row],
     "contacts": _BUILDER_COLUMNS[_contact_row],
+    "needs": _BUILDER_COLUMNS[_need_row],
 }
 
 

@@ -136,6 +136,7 @@ def test_the_stored_schemas_pass_the_gate():
         "interaction_event": [],
         "journey_signal": [],
         "late_event": [],
+        "need": [],
         "session": [],
         "sla_event": [],
     }

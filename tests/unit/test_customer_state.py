@@ -11,7 +11,14 @@ import pytest
 from pipeline.bench import simulated_events
 from pipeline.core.customer import STATE_VERSION, CustomerState
 from pipeline.core.processor import PartitionProcessor
-from pipeline.core.records import ContactSummary, OutputRecord, SessionRecord
+from pipeline.core.records import (
+    BOUNCED,
+    ContactSummary,
+    JourneySignal,
+    NeedRecord,
+    OutputRecord,
+    SessionRecord,
+)
 from pipeline.errors import CxstreamError
 from pipeline.settings import build_settings
 from tests.unit.test_core_golden import RICH_POLICIES
@@ -79,13 +86,16 @@ def _v2_state(customer: CustomerState) -> dict[str, Any]:
 def _not_versioned(records: list[OutputRecord]) -> list[OutputRecord]:
     """What versions 1 and 2 knew enough to restore: all but contact summaries (their
     counts), corrections of journeys that closed before the restart, and a journey's
-    FCR by need (the repeat checks of contacts were not stored: rows of 12 fields)."""
+    FCR by need (the repeat checks of contacts were not stored: rows of 12 fields), and
+    needs (open needs were not stored, so neither their records nor bounce signals)."""
     return [
         replace(r, first_contact_resolved=False, fcr_undecided=False)
         if isinstance(r, SessionRecord)
         else r
         for r in records
-        if not isinstance(r, ContactSummary) and not (isinstance(r, SessionRecord) and r.correction)
+        if not isinstance(r, ContactSummary | NeedRecord)
+        and not (isinstance(r, SessionRecord) and r.correction)
+        and not (isinstance(r, JourneySignal) and r.kind == BOUNCED)
     ]
 
 

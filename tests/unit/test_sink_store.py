@@ -81,8 +81,9 @@ def test_migrations_create_every_table_on_a_fresh_database(tmp_path: Path) -> No
     tables = set(inspect(engine).get_table_names())
     engine.dispose()
     assert tables == {
-        "alembic_version", "channel_stats", "channel_switch_failures", "contacts",
-        "false_resolutions", "feedback", "late_events", "sessions", "sla_events",
+        "alembic_version", "bounce_signals", "channel_stats", "channel_switch_failures",
+        "contacts", "false_resolutions", "feedback", "late_events", "needs", "sessions",
+        "sla_events",
     }  # fmt: skip
 
 

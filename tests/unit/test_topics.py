@@ -15,6 +15,7 @@ def test_project_topics_names_every_topic_under_the_prefix() -> None:
         "bank.contacts",
         "bank.sla-events",
         "bank.journey-signals",
+        "bank.needs",
     ]
 
 
@@ -31,6 +32,7 @@ def test_input_uses_input_partitions_and_outputs_use_output_partitions() -> None
         "cx.contacts": 3,
         "cx.sla-events": 3,
         "cx.journey-signals": 3,
+        "cx.needs": 3,
     }
 
 
