@@ -24,7 +24,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from pipeline.contract.event import EVENT_TYPES, UNKNOWN_TYPE
 from pipeline.core.records import (
+    BOUNCED,
     FALSE_RESOLUTION,
+    NEED_FINAL,
     SESSION_FINAL,
     SESSION_SUPERSEDED,
     SLA_BREACH,
@@ -35,6 +37,7 @@ from pipeline.core.records import (
     ContactSummary,
     JourneySignal,
     LateEvent,
+    NeedRecord,
     OutputRecord,
     SessionRecord,
     SlaEvent,
@@ -111,6 +114,15 @@ def output_effect(record: OutputRecord) -> OutputEffect | None:
             return ("switch_failure", (record.from_channel, record.to_channel), 1)
         if record.kind == FALSE_RESOLUTION:
             return ("false_resolution", (record.from_channel,), 1)
+        if record.kind == BOUNCED:
+            # from_channel is the need's first channel.
+            return ("need_bounced", (record.from_channel,), 1)
+    elif isinstance(record, NeedRecord):
+        # A need's first record (version 1) opens it; its final record closes it.
+        if record.status == NEED_FINAL:
+            return ("need_closed", (record.first_channel, str(record.bounced).lower()), 1)
+        if record.version == 1:
+            return ("need_opened", (record.first_channel,), 1)
     elif isinstance(record, SessionRecord):
         if record.status == SESSION_FINAL and not record.correction:
             # A correction re-sends a journey already counted as closed.
@@ -261,6 +273,24 @@ class Metrics:
             "cxstream_false_resolutions_total",
             "Contacts marked resolved whose customer came back on the same topic.",
             ("channel",),
+        )
+        self.needs_opened = counter(
+            "cxstream_needs_opened_total",
+            "Needs (a customer's contacts on one need id or topic) seen for the first time, "
+            "by the channel of their first contact.",
+            ("first_channel",),
+        )
+        self.needs_closed = counter(
+            "cxstream_needs_closed_total",
+            "Needs closed (their window passed with no further contact), by first channel "
+            "and whether they bounced.",
+            ("first_channel", "bounced"),
+        )
+        self.needs_bounced = counter(
+            "cxstream_needs_bounced_total",
+            "Needs that crossed the bounce threshold (bounce.min_contacts contacts over "
+            "bounce.min_channels channels before resolved), counted at the crossing contact.",
+            ("first_channel",),
         )
         self.bot_contacts = counter(
             "cxstream_bot_contacts_total",
@@ -413,6 +443,12 @@ class Metrics:
             self._inc(self.switch_failures, self._channel(labels[0]), self._channel(labels[1]))
         elif series == "false_resolution":
             self._inc(self.false_resolutions, self._channel(labels[0]))
+        elif series == "need_opened":
+            self._inc(self.needs_opened, self._channel(labels[0]))
+        elif series == "need_closed":
+            self._inc(self.needs_closed, self._channel(labels[0]), str(labels[1]))
+        elif series == "need_bounced":
+            self._inc(self.needs_bounced, self._channel(labels[0]))
         elif series == "bot_contact":
             self._inc(self.bot_contacts, self._channel(labels[0]), str(labels[1]))
         elif series == "session_closed":

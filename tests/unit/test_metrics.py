@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -346,7 +347,7 @@ def test_every_counter_is_exposed_with_a_total_suffix(registry: CollectorRegistr
     exposition = generate_latest(registry).decode()
     counters = re.findall(r"^# TYPE (\S+) counter$", exposition, flags=re.MULTILINE)
     sample_names = set(re.findall(r"^(cxstream_\w+?)(?:\{|\s)", exposition, flags=re.MULTILINE))
-    assert len(counters) == 19
+    assert len(counters) == 22
     assert [name for name in counters if not name.endswith("_total")] == []
     assert set(counters) <= sample_names
 
@@ -394,6 +395,9 @@ def _touch_every_labelled_metric(metrics: Metrics) -> None:
         lambda: metrics.observe_output(contact()),
         lambda: metrics.observe_output(signal()),
         lambda: metrics.observe_output(signal(kind="false_resolution")),
+        lambda: metrics.observe_output(signal(kind="bounced")),
+        lambda: metrics.apply_output_effect(("need_opened", ("chat",), 1)),
+        lambda: metrics.apply_output_effect(("need_closed", ("chat", "false"), 1)),
         lambda: metrics.observe_output(
             contact(first_reply_new=False, bot_only=True, contained=True, contained_new=True)
         ),
@@ -406,3 +410,40 @@ def _touch_every_labelled_metric(metrics: Metrics) -> None:
     ]
     for call in calls:
         call()
+
+
+def test_need_records_and_bounce_signals_move_the_need_counters_by_first_channel():
+    from pipeline.core.records import JourneySignal, NeedRecord
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    need = NeedRecord(
+        need_id="n1", customer_id="c1", topic="card", status="open", opened_at=0,
+        last_contact_at=0, closed_at=None, contacts=1, channels=["chat"], channel_switches=0,
+        switch_failures=0, first_contact_resolved=None, resolved=False,
+        customer_wait_seconds=0.0, handling_seconds=None, sla_breaches=0, feedback_count=0,
+        feedback_average=None, bounced=False, bounced_at=None, first_channel="chat", version=1,
+    )  # fmt: skip
+    signal = JourneySignal(
+        signal_id="n1:bounced", kind="bounced", customer_id="c1", from_contact_id="k1",
+        from_channel="chat", from_outcome=None, to_contact_id="k3", to_channel="phone",
+        gap_seconds=60.0, topic="card", occurred_at=60_000,
+    )  # fmt: skip
+    for record in (
+        need,
+        replace(need, version=2),  # a later open update: not a new need
+        signal,
+        replace(need, status="final", bounced=True, version=3),
+    ):
+        metrics.observe_output(record)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("cxstream_needs_opened_total", first_channel="chat") == 1.0
+    assert value("cxstream_needs_bounced_total", first_channel="chat") == 1.0
+    assert value("cxstream_needs_closed_total", first_channel="chat", bounced="true") == 1.0
+    assert (
+        value("cxstream_channel_switch_failures_total", from_channel="chat", to_channel="phone")
+        is None
+    )
