@@ -128,6 +128,9 @@ class ContactRow(Base):
     first_contact_resolved: Mapped[bool | None] = mapped_column(Boolean)
     bot_only: Mapped[bool] = mapped_column(Boolean, server_default=false())
     contained: Mapped[bool | None] = mapped_column(Boolean)
+    # Migration 0005: the latest queue and team the contact's events named.
+    queue: Mapped[str | None] = mapped_column(String(200))
+    team: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         Index(None, "channel", "started_at"),
@@ -152,6 +155,11 @@ class SlaEventRow(Base):
     fired_at: Mapped[datetime] = mapped_column(_utc())
     replied_at: Mapped[datetime | None] = mapped_column(_utc())
     overrun_seconds: Mapped[float | None] = mapped_column(Float)
+    # Migration 0005: the policy version the clock started under (NULL: written
+    # before versions), the contact's queue and team.
+    policy_version: Mapped[str | None] = mapped_column(String(64))
+    queue: Mapped[str | None] = mapped_column(String(200))
+    team: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (Index(None, "channel", "fired_at"),)
 

@@ -91,6 +91,8 @@ def _contact_row(record: Record, now: datetime) -> Row:
         record.get("first_contact_resolved"),
         bool(record.get("bot_only", False)),
         record.get("contained"),
+        record.get("queue"),
+        record.get("team"),
     )
 
 
@@ -131,6 +133,9 @@ def _sla_row(record: Record, now: datetime) -> Row:
         ms_to_utc(record["fired_at"]),
         _optional_time(record.get("replied_at")),
         record.get("overrun_seconds"),
+        record.get("policy_version"),
+        record.get("queue"),
+        record.get("team"),
     )
 
 
@@ -202,11 +207,12 @@ _BUILDER_COLUMNS: dict[Builder, tuple[str, ...]] = {
         "contact_id", "customer_id", "session_id", "channel", "started_at", "ended_at",
         "outcome", "topic", "first_reply_seconds", "first_reply_business_seconds",
         "breached", "events", "version", "first_contact_resolved", "bot_only", "contained",
+        "queue", "team",
     ),
     _sla_row: (
         "sla_event_id", "kind", "customer_id", "contact_id", "channel", "policy", "metric",
         "clock_started_at", "deadline", "target_seconds", "calendar", "fired_at",
-        "replied_at", "overrun_seconds",
+        "replied_at", "overrun_seconds", "policy_version", "queue", "team",
     ),
     _signal_row: (
         "signal_id", "customer_id", "from_contact_id", "from_channel", "from_outcome",
