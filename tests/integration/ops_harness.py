@@ -130,8 +130,13 @@ def ops_figures_from_metrics(text: str, channels: Iterable[str]) -> dict[str, fl
         "consumer_lag": total("cxstream_consumer_lag"),
     }
     for channel in channels:
-        figures[f"sla_breaches@{channel}"] = total("cxstream_sla_breaches_total", channel=channel)
-        figures[f"sla_warnings@{channel}"] = total("cxstream_sla_warnings_total", channel=channel)
+        # The page shows warnings and breaches net of their retractions (docs/ops.md).
+        figures[f"sla_breaches@{channel}"] = total(
+            "cxstream_sla_breaches_total", channel=channel
+        ) - total("cxstream_sla_retractions_total", channel=channel, kind="breach")
+        figures[f"sla_warnings@{channel}"] = total(
+            "cxstream_sla_warnings_total", channel=channel
+        ) - total("cxstream_sla_retractions_total", channel=channel, kind="warning")
         figures[f"oldest_unanswered_seconds@{channel}"] = total(
             "cxstream_oldest_unanswered_seconds", channel=channel
         )
