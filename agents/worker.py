@@ -39,7 +39,7 @@ def create_role_app(settings: Settings, role: str, *, web_port: int | None = Non
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
     registry = CollectorRegistry()
-    metrics = Metrics(registry)
+    metrics = Metrics(registry, queues=settings.labels.queues, teams=settings.labels.teams)
     metrics.set_worker_info(__version__, settings.config_hash, core_mode())
     app = build_app(settings, role=role, web_port=web_port)
     progress: Callable[[], Progress]

@@ -42,6 +42,7 @@ from pipeline.core.records import (
     SessionRecord,
     SlaEvent,
 )
+from pipeline.settings import bounded_label
 
 OTHER = "other"
 
@@ -94,12 +95,14 @@ OutputEffect = tuple[str, tuple[str | None, ...], float]
 def output_effect(record: OutputRecord) -> OutputEffect | None:
     """The series an output record moves, or None (open-session updates move none)."""
     if isinstance(record, SlaEvent):
+        # Queue and team ride last; apply_output_effect bounds them to labels.*.
         if record.kind in (SLA_WARNING, SLA_BREACH, SLA_COMPLETED):
-            return (record.kind, (record.channel, record.policy), 1)
+            return (record.kind, (record.channel, record.policy, record.queue, record.team), 1)
         if record.kind == SLA_RETRACTED:
             # The last segment of a retraction's id is the kind it takes back.
             taken_back = record.sla_event_id.rpartition(":")[2]
-            return (SLA_RETRACTED, (record.channel, record.policy, taken_back), 1)
+            labels = (record.channel, record.policy, taken_back, record.queue, record.team)
+            return (SLA_RETRACTED, labels, 1)
     elif isinstance(record, ContactSummary):
         # A contact's summary is sent again on every later change: its first
         # reply counts on the one summary that first carries it.
@@ -159,13 +162,23 @@ class Metrics:
 
     ``channels``: the configured channel keys; any other channel value is reported
     as ``other``. ``None`` accepts every value (tests, tools that know no settings).
+    ``queues``, ``teams``: ``labels.queues``/``labels.teams``; any other queue or
+    team is ``other``, none at all ``none`` (settings.bounded_label), so producers
+    cannot grow the label set and agents never become labels.
     """
 
     def __init__(
-        self, registry: CollectorRegistry, *, channels: Iterable[str] | None = None
+        self,
+        registry: CollectorRegistry,
+        *,
+        channels: Iterable[str] | None = None,
+        queues: Iterable[str] = (),
+        teams: Iterable[str] = (),
     ) -> None:
         self.registry = registry
         self._channels = frozenset(channels) if channels is not None else None
+        self._queues = tuple(queues)
+        self._teams = tuple(teams)
         self._event_types = frozenset(EVENT_TYPES)
         self._children: dict[tuple[object, ...], Any] = {}
 
@@ -244,6 +257,12 @@ class Metrics:
             "SLA warnings and breaches taken back: a reply dated before them arrived "
             "after they fired (kind: what was taken back).",
             ("channel", "policy", "kind"),
+        )
+        self.sla_by_team = counter(
+            "cxstream_sla_queue_team_events_total",
+            "SLA warnings, breaches, completions and retractions (kind) per queue and team "
+            "of the contact; queue/team outside labels.queues/teams read other, absent none.",
+            ("channel", "queue", "team", "kind"),
         )
         self.first_reply = Histogram(
             "cxstream_first_reply_seconds",
@@ -460,6 +479,7 @@ class Metrics:
         elif series == SLA_RETRACTED:
             kind = labels[2] if labels[2] in (SLA_WARNING, SLA_BREACH) else "other"
             self._inc(self.sla_retractions, self._channel(labels[0]), str(labels[1]), kind)
+            self._inc_queue_team(labels[0], labels[3:5], SLA_RETRACTED)
         else:
             counter = {
                 SLA_WARNING: self.sla_warnings,
@@ -467,6 +487,16 @@ class Metrics:
                 SLA_COMPLETED: self.sla_completed,
             }[series]
             self._inc(counter, self._channel(labels[0]), str(labels[1]))
+            self._inc_queue_team(labels[0], labels[2:4], series)
+
+    def _inc_queue_team(
+        self, channel: str | None, queue_team: tuple[str | None, ...], kind: str
+    ) -> None:
+        """Count an SLA effect per queue and team; an effect without them (built by
+        an older caller) counts as ``none``."""
+        queue = bounded_label(queue_team[0] if queue_team else None, self._queues)
+        team = bounded_label(queue_team[1] if len(queue_team) > 1 else None, self._teams)
+        self._inc(self.sla_by_team, self._channel(channel), queue, team, kind)
 
     # -- gauges --------------------------------------------------------------------
 
