@@ -104,6 +104,10 @@ DEFAULT_JOURNEY_WEIGHTS: Mapping[str, float] = {
     "web_meeting": 0.05,
     "branch_visit": 0.04,
     "false_resolution": 0.08,
+    # Off by default, so the traffic of existing seeds and weights is unchanged (a
+    # zero weight at the end never changes what rng.choices picks): a need bounced
+    # over days, for tests of needs (issue 15).
+    "bounced_over_days": 0.0,
 }
 
 # Service hours (local Helsinki time, weekday index 0=Mon -> (open, close) hours).
@@ -127,6 +131,7 @@ _AFFINITY: Mapping[str, Mapping[str, float]] = {
     "web_meeting": {"office": 1.0, "evening": 0.0, "weekend": 0.0, "night": 0.0},
     "branch_visit": {"office": 1.0, "evening": 0.0, "weekend": 0.0, "night": 0.0},
     "false_resolution": {"office": 1.0, "evening": 1.0, "weekend": 1.0, "night": 1.0},
+    "bounced_over_days": {"office": 1.0, "evening": 1.0, "weekend": 1.0, "night": 1.0},
 }
 
 
@@ -550,6 +555,18 @@ def _false_resolution(j: _Journey, at: int) -> int:
     return _chat_escalated(j, back, feedback=0.4)
 
 
+def _bounced_over_days(j: _Journey, at: int) -> int:
+    """Bounced ("pompottelu"): the bot cannot help on chat, again a day or two later,
+    and the customer phones one to three days after that, all on one need."""
+    for _ in range(2):
+        c = j.contact("chat")
+        c.add(at, CONTACT_STARTED, CUSTOMER)
+        at = _bot_chat(j, c, at, j.rng.randint(1, 3))
+        ended = c.end(at + j.uniform_ms(5_000, 60_000), UNRESOLVED, BOT, mood="upset", feedback=0.1)
+        at = ended + j.uniform_ms(24 * HOUR_MS, 48 * HOUR_MS)
+    return _phone_call(j, at, mood="upset", feedback=0.5)
+
+
 _SCRIPTS: Mapping[str, Callable[[_Journey, int], int]] = {
     "chat_bot_resolved": _chat_bot_resolved,
     "chat_escalated": _chat_escalated,
@@ -559,6 +576,7 @@ _SCRIPTS: Mapping[str, Callable[[_Journey, int], int]] = {
     "web_meeting": _web_meeting,
     "branch_visit": _branch_visit,
     "false_resolution": _false_resolution,
+    "bounced_over_days": _bounced_over_days,
 }
 
 

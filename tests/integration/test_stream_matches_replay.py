@@ -18,7 +18,7 @@ from pipeline.control import send_end_of_input
 from pipeline.dlq import parse_dead_letter_headers
 from pipeline.replay import replay_events
 from pipeline.settings import Settings
-from pipeline.simulator import SimItem, SimulatorConfig, generate
+from pipeline.simulator import DEFAULT_JOURNEY_WEIGHTS, SimItem, SimulatorConfig, generate
 from pipeline.topics import DLQ, project_topics
 from tests.integration.worker_harness import (
     WorkerProcess,
@@ -42,6 +42,14 @@ from tests.integration.worker_harness import (
 )
 
 SIM = SimulatorConfig(customers=120, count=2500, seed=5)
+# Needs over several days and needs bounced over 3 contacts and 2 channels (issue 15).
+SIM_NEEDS = SimulatorConfig(
+    customers=60,
+    count=2500,
+    seed=7,
+    arrival_rate_per_hour=3.0,
+    journey_weights={**DEFAULT_JOURNEY_WEIGHTS, "bounced_over_days": 0.15},
+)
 
 
 @pytest.fixture
@@ -154,6 +162,33 @@ def test_worker_killed_mid_stream_and_restarted_gives_the_same_results(
     wait_until_worker_consumed(settings, restarted)
 
     _assert_outputs_equal_the_replay(items, settings)
+
+
+def test_needs_over_days_and_bounced_needs_equal_the_replay_across_a_sigkill(
+    settings: Settings, worker_factory
+) -> None:
+    items = list(generate(SIM_NEEDS))
+    first, second = items[: len(items) // 2], items[len(items) // 2 :]
+    worker = worker_factory()
+    send_items(first, settings)
+    wait_until_worker_consumed(settings, worker)
+    send_items(second, settings)
+    time.sleep(0.5)  # let it get part-way into the second half
+    worker.kill()
+
+    restarted = worker_factory()
+    send_end_of_input(settings.kafka, input_topic(settings), input_end_ms=input_end(items))
+    wait_until_worker_consumed(settings, restarted)
+
+    _assert_outputs_equal_the_replay(items, settings)
+    needs = _expected(items, settings)["need"].values()
+    day_ms = 86_400_000
+    assert sum(1 for n in needs if n["last_contact_at"] - n["opened_at"] > 2 * day_ms) >= 5
+    assert sum(1 for n in needs if n["bounced"]) >= 5
+    bounces = _expected(items, settings)["journey_signal"].values()
+    assert sum(1 for s in bounces if s["kind"] == "bounced") == sum(
+        1 for n in needs if n["bounced"]
+    )
 
 
 @pytest.mark.parametrize(

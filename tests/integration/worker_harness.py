@@ -297,6 +297,7 @@ _KEY_FIELDS = {
     "sla_event": "sla_event_id",
     "journey_signal": "signal_id",
     "late_event": "event_id",
+    "need": "need_id",
 }
 
 

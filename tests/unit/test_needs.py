@@ -254,3 +254,27 @@ def test_a_state_written_before_needs_still_loads():
     out = run(second, _call(T0 + HOUR, "p2", "phone"))
 
     assert [n["contact_ids"] for n in _needs(out).values()] == [["p2"]]
+
+
+def test_the_simulator_bounces_needs_over_days_when_asked_and_not_by_default():
+    from pipeline.replay import replay_events
+    from pipeline.settings import build_settings
+    from pipeline.simulator import DEFAULT_JOURNEY_WEIGHTS, SimulatorConfig, generate
+
+    def needs(config: SimulatorConfig) -> list[dict]:
+        events = [item.event for item in generate(config) if item.event is not None]
+        return list(collapse(replay_events(events, build_settings()).records)["need"].values())
+
+    asked = needs(
+        SimulatorConfig(
+            customers=30,
+            count=1500,
+            seed=3,
+            arrival_rate_per_hour=1.0,
+            journey_weights={**DEFAULT_JOURNEY_WEIGHTS, "bounced_over_days": 1.0},
+        )
+    )
+    spanning = [n for n in asked if n["bounced"] and n["last_contact_at"] - n["opened_at"] > DAY]
+    assert len(spanning) >= 3
+    assert ("chat", "chat", "phone") in {tuple(n["channels"]) for n in spanning}
+    assert DEFAULT_JOURNEY_WEIGHTS["bounced_over_days"] == 0.0
