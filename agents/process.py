@@ -504,7 +504,10 @@ class ProcessRole:
         # Ages are measured on each partition's clock (event time), so a replay
         # or a time-lapse simulation shows the same ages as live traffic.
         oldest_age: dict[str, float] = {}
+        waiting: dict[str, int] = {}
         for gauge in gauges.values():
+            for channel, count in gauge.waiting_contacts.items():
+                waiting[channel] = waiting.get(channel, 0) + count
             if gauge.clock_ms is None:
                 continue
             for channel, started in gauge.oldest_open_sla_clock.items():
@@ -515,6 +518,7 @@ class ProcessRole:
             target = self._tightest_target.get(channel)
             ratio = age / target if target else 0.0
             self.metrics.set_oldest_unanswered(channel, age, ratio)
+            self.metrics.set_waiting_contacts(channel, waiting.get(channel, 0))
         consumer = self.app.consumer
         for partition, gauge in gauges.items():
             tp = TP(self.input_topic_name, partition)

@@ -281,6 +281,11 @@ class Metrics:
             "Oldest running SLA clock's elapsed time divided by its target (1 = breach).",
             ("channel",),
         )
+        self.waiting_contacts = gauge(
+            "cxstream_waiting_contacts",
+            "Contacts whose customer waits for a reply now (running SLA clock), per channel.",
+            ("channel",),
+        )
 
         # Journeys.
         self.switch_failures = counter(
@@ -512,6 +517,10 @@ class Metrics:
         label = self._channel(channel)
         self._set(self.oldest_unanswered, label, value=seconds)
         self._set(self.oldest_unanswered_ratio, label, value=ratio)
+
+    def set_waiting_contacts(self, channel: str, count: int) -> None:
+        """Contacts of the channel waiting for a reply now, over this worker's partitions."""
+        self._set(self.waiting_contacts, self._channel(channel), value=count)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self._set(self.consumer_lag, topic, str(partition), value=lag)

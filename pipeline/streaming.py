@@ -191,6 +191,8 @@ class PartitionGauge(NamedTuple):
     oldest_open_sla_clock: dict[str, int]
     #: The partition's clock; None before its first event.
     clock_ms: int | None
+    #: channel -> contacts with a running SLA clock (customer waiting for a reply).
+    waiting_contacts: Mapping[str, int] = {}
 
 
 def record_crc(key: bytes | None, value: bytes | None) -> int:
@@ -455,7 +457,10 @@ class StreamHandler:
                 gauges[partition] = PartitionGauge(0, {}, None)
             else:
                 gauges[partition] = PartitionGauge(
-                    processor.open_sessions(), processor.oldest_open_sla_clock(), processor.clock_ms
+                    processor.open_sessions(),
+                    processor.oldest_open_sla_clock(),
+                    processor.clock_ms,
+                    processor.waiting_contacts(),
                 )
         return gauges
 

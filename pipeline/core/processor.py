@@ -281,6 +281,14 @@ class PartitionProcessor:
                     oldest[channel] = since
         return oldest
 
+    def waiting_contacts(self) -> dict[str, int]:
+        """channel -> contacts whose customer waits for a reply now (a running SLA clock)."""
+        waiting: dict[str, int] = {}
+        for customer in self._customers.values():
+            for channel, _since in customer.running_sla_clocks():
+                waiting[channel] = waiting.get(channel, 0) + 1
+        return waiting
+
     # -- internals ------------------------------------------------------------------
 
     def _schedule(self, customer: CustomerState, due: int | None = None) -> None:
