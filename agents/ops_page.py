@@ -107,7 +107,7 @@ def register_wall_pages(app: faust.App, metrics: Metrics, settings: Settings) ->
     absent still starts; the wall then answers 503 until the store is there.
     """
     html = resources.files("pipeline.static").joinpath("wall.html").read_bytes()
-    config = wall_config(settings)
+    config = wall_config(settings, lang=settings.ops.wall_language)
     engines: list[Any] = []
 
     def document() -> dict[str, Any]:
@@ -116,12 +116,21 @@ def register_wall_pages(app: faust.App, metrics: Metrics, settings: Settings) ->
 
             engines.append(create_engine(settings.sql.url))
         oldest: dict[str, float] = {}
+        waiting: dict[str, float] = {}
         for sample in flatten(metrics.registry.collect()):
+            key = sample.labels.get("channel", "")
             if sample.name == "cxstream_oldest_unanswered_seconds":
-                key = sample.labels.get("channel", "")
                 oldest[key] = max(sample.value, oldest.get(key, 0.0))
+            elif sample.name == "cxstream_waiting_contacts":
+                waiting[key] = waiting.get(key, 0.0) + sample.value
         return read_wall(
-            engines[0], config, settings.kafka, oldest_unanswered=oldest, served_by="worker"
+            engines[0],
+            config,
+            settings.kafka,
+            oldest_unanswered=oldest,
+            waiting_now=waiting,
+            served_by="worker",
+            prometheus_url=settings.ops.prometheus_url,
         )
 
     @app.page("/ops/wall")

@@ -184,11 +184,13 @@ def cmd_wall(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     try:
-        config = wall_config(settings, lang=args.lang, shifts=parse_shifts(args.shifts))
+        lang = args.lang or settings.ops.wall_language
+        config = wall_config(settings, lang=lang, shifts=parse_shifts(args.shifts))
     except ValueError as exc:
         raise ConfigError(f"wall: {exc}") from exc
     kafka = None if args.no_kafka else settings.kafka
-    return serve_wall(settings.sql.url, config, kafka, args.bind, args.port)
+    prometheus = args.prometheus or settings.ops.prometheus_url
+    return serve_wall(settings.sql.url, config, kafka, args.bind, args.port, prometheus)
 
 
 def cmd_ops(args: argparse.Namespace) -> int:
@@ -380,11 +382,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="SQLAlchemy URL of the sink's store (overrides sql.url)")
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=6070, help="port to listen on (0: a free one)")
-    p.add_argument("--lang", default="en", choices=("en", "fi"), help="label language")
+    p.add_argument(
+        "--lang", choices=("en", "fi"), help="label language (default: ops.wall_language)"
+    )
     p.add_argument(
         "--shifts", default="07:00,15:00,23:00", help="local shift start times, comma-separated"
     )
     p.add_argument("--no-kafka", action="store_true", help="do not read lag and workers from Kafka")
+    p.add_argument(
+        "--prometheus",
+        help="Prometheus URL scraping the workers: waiting now and oldest wait fleet-wide "
+        "(default: ops.prometheus_url; none: not shown)",
+    )
     p.set_defaults(func=cmd_wall)
 
     p = common(sub.add_parser("demo", help="the whole pipeline on the embedded default"))

@@ -154,6 +154,17 @@ class LabelSettings:
     teams: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class OpsSettings:
+    """The ops wall served by every worker (docs/ops.md, "The fleet-wide wall")."""
+
+    #: Prometheus scraping the workers: the wall sums their waiting-now and oldest
+    #: wait from it; None: the serving worker's own figures, labelled so.
+    prometheus_url: str | None = None
+    #: The wall's label language, ``en`` or ``fi`` (``?lang=`` overrides per screen).
+    wall_language: str = "en"
+
+
 OTHER_LABEL = "other"
 NO_LABEL = "none"
 
@@ -292,6 +303,7 @@ class Settings:
     replay: ReplaySettings = field(default_factory=ReplaySettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     labels: LabelSettings = field(default_factory=LabelSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
     source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -455,6 +467,9 @@ def _build(config: Mapping[str, Any]) -> Settings:
     replay = _build_replay(config.get("replay", {}))
     limits = _build_limits(config.get("limits", {}))
     labels = _build_labels(config.get("labels", {}))
+    ops = _section(OpsSettings, "ops", config.get("ops", {}))
+    if ops.wall_language not in ("en", "fi"):
+        raise ConfigError(f"ops.wall_language must be 'en' or 'fi', not {ops.wall_language!r}")
     _check_kafka_security(kafka)
     session = config.get("session", {})
     switch = config.get("switch", {})
@@ -493,6 +508,7 @@ def _build(config: Mapping[str, Any]) -> Settings:
         replay=replay,
         limits=limits,
         labels=labels,
+        ops=ops,
         source=config,
     )
 
@@ -506,7 +522,7 @@ def _build_replay(raw: Mapping[str, Any]) -> ReplaySettings:
     return ReplaySettings(workers=workers)
 
 
-SECTION_TYPES.update(kafka=KafkaSettings, sql=SqlSettings, worker=WorkerSettings)
+SECTION_TYPES.update(kafka=KafkaSettings, sql=SqlSettings, worker=WorkerSettings, ops=OpsSettings)
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")

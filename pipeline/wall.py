@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine
 
 from pipeline.settings import KafkaSettings, Settings
 from pipeline.wall_kafka import FleetFigures, fleet_figures
+from pipeline.wall_prometheus import WallLive, wall_live
 from pipeline.wall_queries import (
     AnswerFigures,
     answer_figures,
@@ -126,12 +127,23 @@ def build_wall(
     *,
     oldest_unanswered: Mapping[str, float] | None = None,
     served_by: str = "wall",
+    live: WallLive | None = None,
 ) -> dict[str, Any]:
     """The wall document for ``now`` (aware).
 
-    ``oldest_unanswered``: per channel, from the serving worker's own metrics (its
-    partitions only); None on the standalone wall, where no worker serves it.
+    ``live``: contacts waiting now and the oldest wait per channel, fleet-wide
+    (Prometheus) or the serving worker's own (:func:`pipeline.wall_prometheus.wall_live`).
+    Without it, ``oldest_unanswered`` (the serving worker's, None on the standalone
+    wall) as before.
     """
+    if live is None:
+        live = WallLive(
+            None if oldest_unanswered is None else "worker",
+            None if oldest_unanswered is None else {},
+            None if oldest_unanswered is None else dict(oldest_unanswered),
+        )
+    oldest_unanswered = live.oldest_seconds
+    waiting_now = live.waiting
     w = wall_windows(now, config.timezone, config.shifts, config.trend_hours)
     targets = config.targets
     recent = answer_figures(conn, w.recent, w.now, targets)
@@ -172,12 +184,16 @@ def build_wall(
                 "oldest_unanswered_seconds": None
                 if oldest_unanswered is None
                 else oldest_unanswered.get(channel.key, 0.0),
+                "waiting_now": None if waiting_now is None else waiting_now.get(channel.key, 0.0),
             }
         )
     return {
         "generated_at": w.now.timestamp(),
         "lang": config.lang,
         "served_by": served_by,
+        # Whose waiting-now and oldest wait: "fleet", "worker" or None (not shown).
+        "live_scope": live.scope,
+        "live_note": live.note,
         "timezone": config.timezone,
         "windows": {
             "recent_start": w.recent.timestamp(),
@@ -202,17 +218,25 @@ def read_wall(
     kafka: KafkaSettings | None,
     *,
     oldest_unanswered: Mapping[str, float] | None = None,
+    waiting_now: Mapping[str, float] | None = None,
     served_by: str = "wall",
+    prometheus_url: str | None = None,
 ) -> dict[str, Any]:
     """One wall document now: one read transaction for every SQL figure, so the
-    figures are one consistent reading; Kafka figures unknown without ``kafka``."""
+    figures are one consistent reading; Kafka figures unknown without ``kafka``;
+    waiting-now and oldest wait fleet-wide from ``prometheus_url`` when it answers."""
     fleet = fleet_figures(kafka) if kafka is not None else FleetFigures(None, None)
+    live = wall_live(
+        prometheus_url,
+        None if oldest_unanswered is None else dict(oldest_unanswered),
+        None if waiting_now is None else dict(waiting_now),
+    )
     with engine.connect() as conn, conn.begin():
         return build_wall(
             conn,
             config,
             datetime.now(UTC),
             fleet,
-            oldest_unanswered=oldest_unanswered,
             served_by=served_by,
+            live=live,
         )

@@ -36,10 +36,12 @@ class WallServer(ThreadingHTTPServer):
         engine: Engine,
         config: WallConfig,
         kafka: KafkaSettings | None,
+        prometheus_url: str | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
         self.kafka = kafka
+        self.prometheus_url = prometheus_url
         self.html = wall_html()
         super().__init__(address, WallHandler)
 
@@ -53,7 +55,12 @@ class WallHandler(BaseHTTPRequestHandler):
             self._send(200, "text/html; charset=utf-8", self.server.html)
         elif path == "/ops/wall.json":
             try:
-                document = read_wall(self.server.engine, self.server.config, self.server.kafka)
+                document = read_wall(
+                    self.server.engine,
+                    self.server.config,
+                    self.server.kafka,
+                    prometheus_url=self.server.prometheus_url,
+                )
             except Exception as exc:  # the database is down: say so, keep serving
                 log.warning("wall: SQL store unavailable: %s", exc)
                 self._send(503, "application/json", json.dumps({"error": str(exc)}).encode())
@@ -77,11 +84,16 @@ class WallHandler(BaseHTTPRequestHandler):
 
 
 def serve_wall(
-    url: str, config: WallConfig, kafka: KafkaSettings | None, bind: str, port: int
+    url: str,
+    config: WallConfig,
+    kafka: KafkaSettings | None,
+    bind: str,
+    port: int,
+    prometheus_url: str | None = None,
 ) -> int:
     """Serve until interrupted; prints the address it listens on."""
     engine = create_engine(url)
-    server = WallServer((bind, port), engine, config, kafka)
+    server = WallServer((bind, port), engine, config, kafka, prometheus_url)
     host, bound = server.server_address[:2]
     print(f"wall serving url=http://{host!s}:{bound}/ops/wall", flush=True)
     try:

@@ -119,11 +119,13 @@ def test_a_store_without_tables_answers_503(tmp_path: Path) -> None:
 
 def test_the_wall_command_binds_loopback_by_default() -> None:
     args = build_parser().parse_args(["wall", "--db", "sqlite:///x.db"])
-    assert (args.bind, args.port, args.lang, args.shifts) == (
+    # No --lang or --prometheus: ops.wall_language ("en") and ops.prometheus_url (none).
+    assert (args.bind, args.port, args.lang, args.shifts, args.prometheus) == (
         "127.0.0.1",
         6070,
-        "en",
+        None,
         "07:00,15:00,23:00",
+        None,
     )
 
 
