@@ -6,10 +6,11 @@ second. Customers write on chat and web messages and get no reply (their SLA
 clocks run); on phone they are answered. The wall served by one worker, whose
 ``ops.prometheus_url`` names that Prometheus, must show per channel the sum of
 both workers' ``cxstream_waiting_contacts``, which is the number of customers
-waiting; with Prometheus stopped it must fall back to its own worker's figure and
+waiting, in its JSON and on the page in headless Chromium (English and Finnish
+labels); with Prometheus stopped it must fall back to its own worker's figure and
 say so. The SQL store is an empty real SQLite schema (the wall's history figures
-are tested in test_wall_page.py). Without the ``prometheus`` binary the test skips
-on a laptop and fails under CI (``CI`` set).
+are tested in test_wall_page.py). Without the ``prometheus`` binary or Chromium the
+test skips on a laptop and fails under CI (``CI`` set).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pipeline.contract.event import AGENT, AGENT_REPLY, CUSTOMER, CUSTOMER_MESSA
 from pipeline.sim_delivery import SimItem
 from pipeline.sink.store import SqlStore
 from tests.integration.ops_harness import base_url, fetch, required_binary, wait_for_page
+from tests.integration.test_ops_page import browser  # noqa: F401 (a fixture)
 from tests.integration.worker_harness import (
     WorkerProcess,
     free_port,
@@ -37,7 +39,7 @@ from tests.integration.worker_harness import (
     write_config,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.prometheus]
+pytestmark = [pytest.mark.integration, pytest.mark.prometheus, pytest.mark.browser]
 
 WAITING = {"chat": 7, "web_message": 4}  # customers left without a reply
 ANSWERED = {"phone": 3}  # customers answered: not waiting
@@ -148,8 +150,32 @@ def poll(what: str, check: Callable[[], Any], timeout: float, logs: Callable[[],
     raise AssertionError(f"{what} within {timeout}s (last: {last!r})\n{logs()}")
 
 
+def page_rows(driver: Any, url: str, channel: str) -> dict[str, str]:
+    """The chat card's waiting rows as the page shows them: label -> value."""
+    driver.get(url)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = driver.execute_script(
+            """const m = document.querySelector(
+                 `[data-metric=waiting_now][data-channel=${arguments[0]}]`);
+               if (!m) return null;
+               return Array.from(m.closest('table').querySelectorAll('tr')).map(tr =>
+                 Array.from(tr.querySelectorAll('td')).map(td => td.textContent));""",
+            channel,
+        )
+        if rows:
+            return {
+                r[0]: r[-1] for r in rows if len(r) == 3 and r[0].startswith(("Wait", "Odottaa"))
+            }
+        time.sleep(0.25)
+    raise AssertionError(f"no waiting-now row on {url}")
+
+
 def test_the_wall_shows_waiting_now_summed_over_two_workers_by_prometheus(
-    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+    kafka_bootstrap: str,
+    unique_prefix: str,
+    tmp_path: Path,
+    browser,  # noqa: F811
 ) -> None:
     binary = required_binary("/usr/bin/prometheus", "install Debian's prometheus package")
     db_url = f"sqlite:///{tmp_path / 'cxstream.db'}"
@@ -213,6 +239,10 @@ def test_the_wall_shows_waiting_now_summed_over_two_workers_by_prometheus(
             "phone": 0.0,
         }
         assert shown["waiting"]["branch"] == 0.0  # a channel nobody waits on
+        # The page labels the figure as the fleet's, in either language.
+        page = base_url(workers[0]) + "/ops/wall"
+        assert page_rows(browser, page, "chat") == {"Waiting now": "7"}
+        assert page_rows(browser, page + "?lang=fi", "chat") == {"Odottaa nyt": "7"}
 
         # Prometheus gone: the worker's own figures, labelled, with a note.
         prometheus.stop()
