@@ -71,10 +71,9 @@ def dead_letter_rate(
 def _read(kafka: KafkaSettings) -> FleetFigures:
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-    options: dict[str, Any] = kafka_python_options(kafka)
     group = process_group(kafka)
     topic = kafka.topic(INTERACTIONS)
-    admin = KafkaAdminClient(**options)
+    admin = KafkaAdminClient(**kafka_python_options(kafka))
     try:
         offsets = admin.list_group_offsets(group).get(group) or {}
         committed = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
@@ -82,7 +81,7 @@ def _read(kafka: KafkaSettings) -> FleetFigures:
         workers = len(described.get("members") or [])
     finally:
         admin.close()
-    consumer = KafkaConsumer(**options)
+    consumer = KafkaConsumer(**kafka_python_options(kafka))
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = {tp.partition: end for tp, end in consumer.end_offsets(partitions).items()}
