@@ -135,6 +135,7 @@ def test_make_topics_without_suffixes_creates_every_project_topic(
             "contacts",
             "sla-events",
             "journey-signals",
+            "needs",
         )
     )
     assert _topic_names(kafka_bootstrap) >= set(names)
