@@ -81,14 +81,35 @@ def _without_docs(schema: Any) -> Any:
     return schema
 
 
+def _widened_enum(older: Any, newer: Any) -> bool:
+    """Whether ``newer`` is the enum ``older`` (or a union around it) with symbols added.
+
+    Everything but the symbols must be equal, and every symbol of ``older`` must
+    be in ``newer``: then Avro resolution reads each old symbol as itself.
+    """
+    if isinstance(older, list) and isinstance(newer, list) and len(older) == len(newer):
+        return all(
+            old == new or _widened_enum(old, new) for old, new in zip(older, newer, strict=True)
+        )
+    if not (isinstance(older, dict) and isinstance(newer, dict)):
+        return False
+    if older.get("type") != "enum" or newer.get("type") != "enum":
+        return False
+    rest_old = {key: value for key, value in older.items() if key != "symbols"}
+    rest_new = {key: value for key, value in newer.items() if key != "symbols"}
+    return rest_old == rest_new and set(older["symbols"]) <= set(newer["symbols"])
+
+
 def appended_null_fields(older: Any, newer: Any) -> tuple[str, ...] | None:
     """Names of the fields ``newer`` appends to ``older`` if that is all it changes.
 
     None unless ``older``'s fields are, docs aside, exactly the first fields of
-    ``newer`` and every appended field defaults to null. Then Avro resolution of
-    ``older`` data into ``newer`` is "read ``older``, set the appended fields to
-    None", which the codec does without fastavro's second, resolving read: that
-    read halves decode throughput for producers still on an older version.
+    ``newer`` (an enum field may have gained symbols, as ``type`` did in v3) and
+    every appended field defaults to null. Then Avro resolution of ``older`` data
+    into ``newer`` is "read ``older``, set the appended fields to None" (an old
+    enum symbol reads as itself), which the codec does without fastavro's second,
+    resolving read: that read halves decode throughput for producers still on an
+    older version.
     """
     old, new = _without_docs(older), _without_docs(newer)
     old_fields, new_fields = old.get("fields"), new.get("fields")
@@ -97,8 +118,16 @@ def appended_null_fields(older: Any, newer: Any) -> tuple[str, ...] | None:
     rest = {key: value for key, value in old.items() if key != "fields"}
     if rest != {key: value for key, value in new.items() if key != "fields"}:
         return None
-    if new_fields[: len(old_fields)] != old_fields:
+    if len(new_fields) < len(old_fields):
         return None
+    for old_field, new_field in zip(old_fields, new_fields, strict=False):
+        if old_field == new_field:
+            continue
+        same_but_type = {k: v for k, v in old_field.items() if k != "type"} == {
+            k: v for k, v in new_field.items() if k != "type"
+        }
+        if not (same_but_type and _widened_enum(old_field["type"], new_field["type"])):
+            return None
     appended = new_fields[len(old_fields) :]
     if not all("default" in field and field["default"] is None for field in appended):
         return None

@@ -26,6 +26,7 @@ TRANSFERRED: Final = "transferred"
 CONTACT_ENDED: Final = "contact_ended"
 FEEDBACK: Final = "feedback"
 UNKNOWN_TYPE: Final = "unknown"
+#: The types the stream core processes (a customer's contact).
 EVENT_TYPES = (
     CONTACT_STARTED,
     CUSTOMER_MESSAGE,
@@ -34,6 +35,19 @@ EVENT_TYPES = (
     CONTACT_ENDED,
     FEEDBACK,
 )
+# Contract v3: identity events. ``identified``: the identifier belongs to the
+# customer from ``occurred_at`` on; ``unlinked``: that link was wrong. Both carry
+# ``customer_id`` and the identifier, and go to the identity processor
+# (pipeline/core/identity.py), never to the stream core.
+IDENTIFIED: Final = "identified"
+UNLINKED: Final = "unlinked"
+IDENTITY_EVENT_TYPES = (IDENTIFIED, UNLINKED)
+#: Every type a producer may send.
+CONTRACT_EVENT_TYPES = (*EVENT_TYPES, *IDENTITY_EVENT_TYPES)
+#: ``customer_id`` of an event whose channel does not know the customer yet
+#: (contract v3; the identifier is then set). Empty, not None: the Avro field is a
+#: string in every version, so readers on v1 and v2 still read v3 bytes.
+NO_CUSTOMER: Final = ""
 
 # Actors.
 CUSTOMER: Final = "customer"
@@ -60,6 +74,8 @@ class InteractionEvent:
     ``producer`` arrived with contract version 2 and are None on a v1 event. The
     channel identifier is flat here (``identifier_kind``/``identifier_value``, both
     set or both None) and a nested ``ChannelIdentifier`` record in Avro and JSON.
+    Since version 3 ``customer_id`` is :data:`NO_CUSTOMER` (empty) when the channel
+    knows the customer only by the identifier (:func:`needs_identity`).
     """
 
     event_id: str
@@ -125,6 +141,8 @@ class InteractionEvent:
         """
         record = self.to_record()
         record["occurred_at"] = ms_to_iso(self.occurred_at)
+        if self.customer_id == NO_CUSTOMER:
+            record["customer_id"] = None  # v3: not known yet; JSON says so with null
         for name in V2_FIELDS:
             if record[name] is None:
                 del record[name]
@@ -133,6 +151,16 @@ class InteractionEvent:
 
 # The fields contract version 2 appended after ``producer`` (Avro and JSON names).
 V2_FIELDS: Final = ("need_id", "queue", "team", "handling_seconds", "identifier")
+
+
+def needs_identity(event: InteractionEvent) -> bool:
+    """Whether ``event`` is for the identity processor, not (yet) for a customer.
+
+    True for an event without a customer (contract v3, identifier only) and for
+    ``identified`` and ``unlinked``. Events with a customer and an identifier
+    beside it are ordinary events of that customer.
+    """
+    return event.customer_id == NO_CUSTOMER or event.type in IDENTITY_EVENT_TYPES
 
 
 def ms_to_datetime(epoch_ms: int) -> datetime:

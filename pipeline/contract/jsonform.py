@@ -5,7 +5,9 @@ is ISO-8601 with an explicit UTC offset (``2026-03-02T10:15:00.250+02:00``).
 Optional fields (``outcome``, ``topic``, ``agent_id``, ``score``, ``attributes``,
 ``producer``, and the version 2 fields ``need_id``, ``queue``, ``team``,
 ``handling_seconds``, ``identifier``) may be left out; the identifier is an object
-``{"kind": ..., "value": ...}`` as in the Avro schema. Unknown field names are
+``{"kind": ..., "value": ...}`` as in the Avro schema. Since version 3
+``customer_id`` may be null or left out when ``identifier`` is given (the customer
+is not known yet); it is then written as null. Unknown field names are
 refused, so a typo such as ``"outcom"`` is caught rather than silently dropped.
 
 Parsing checks the *shape* (fields present, JSON types); the business rules are
@@ -19,14 +21,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.contract.event import InteractionEvent, iso_to_ms
+from pipeline.contract.event import NO_CUSTOMER, InteractionEvent, iso_to_ms
 from pipeline.errors import ContractError, DecodeError, ValidationError
 
-REQUIRED_STRINGS = ("event_id", "customer_id", "channel", "contact_id", "type", "actor")
+REQUIRED_STRINGS = ("event_id", "channel", "contact_id", "type", "actor")
 OPTIONAL_STRINGS = ("outcome", "topic", "agent_id", "producer", "need_id", "queue", "team")
 KNOWN_FIELDS = frozenset(
     (
         *REQUIRED_STRINGS,
+        "customer_id",
         *OPTIONAL_STRINGS,
         "occurred_at",
         "score",
@@ -116,10 +119,15 @@ def event_from_json(obj: Mapping[str, Any]) -> InteractionEvent:
     ):
         raise _type_error("attributes", "an object of strings", attributes)
     identifier_kind, identifier_value = _identifier(obj)
+    customer_id = _optional_string(obj, "customer_id")
+    if customer_id is None:
+        if identifier_kind is None:
+            raise ValidationError("customer_id: required field is missing", field="customer_id")
+        customer_id = NO_CUSTOMER  # v3: known only by the identifier so far
     return InteractionEvent(
         event_id=strings["event_id"],
         occurred_at=iso_to_ms(occurred),
-        customer_id=strings["customer_id"],
+        customer_id=customer_id,
         channel=strings["channel"],
         contact_id=strings["contact_id"],
         type=strings["type"],

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from pipeline.contract.codec import HEADER_LENGTH, MAGIC, EventCodec
 from pipeline.contract.event import CUSTOMER_MESSAGE, InteractionEvent
+from pipeline.contract.schemas import current
 from pipeline.simulator import SimItem
 from pipeline.streaming import CONTROL_HEADER, END_OF_INPUT
 
@@ -66,9 +67,13 @@ ONE_MIB = 1 << 20
 CONTROL_CHARACTERS = 300_000
 FAR_FUTURE_MS = int(datetime(2099, 12, 31, 12, tzinfo=UTC).timestamp() * 1000)
 IN_1970_MS = 86_400_000  # 1970-01-02: seconds-vs-milliseconds territory
-# Negative enum index -5 in a 7-symbol enum: fastavro reads symbols[-5], which
-# is "agent_reply", a real symbol, so the defect is invisible after decoding.
-NEGATIVE_TYPE_INDEX = -5
+# A negative enum index that plain fastavro reads as symbols[index], which is
+# "agent_reply", a real symbol, so the defect is invisible after decoding (-5 in
+# the 7 symbols of v1/v2, -7 in the 9 of v3: counted from the current schema).
+_TYPE_SYMBOLS = next(
+    f["type"]["symbols"] for f in current("interaction_event").raw["fields"] if f["name"] == "type"
+)
+NEGATIVE_TYPE_INDEX = _TYPE_SYMBOLS.index("agent_reply") - len(_TYPE_SYMBOLS)
 
 
 @dataclass(frozen=True)

@@ -224,8 +224,8 @@ def test_hand_built_bytes_with_valid_indexes_equal_the_codec_output(codec):
 @pytest.mark.parametrize(
     ("field", "symbols", "index"),
     [
-        ("type", 7, -1),
-        ("type", 7, 7),
+        ("type", 9, -1),
+        ("type", 9, 9),
         ("actor", 4, -1),
         ("actor", 4, -4),
         ("actor", 4, 4),

@@ -157,4 +157,4 @@ def test_compat_command_prints_problems_and_exits_1_for_a_breaking_version(tmp_p
 
 def test_compat_command_exits_0_for_the_stored_schemas_by_default(capsys):
     assert compat_command(None) == 0
-    assert "interaction_event: ok (2 versions, FULL_TRANSITIVE)" in capsys.readouterr().out
+    assert "interaction_event: ok (3 versions, FULL_TRANSITIVE)" in capsys.readouterr().out

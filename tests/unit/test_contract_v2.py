@@ -24,7 +24,9 @@ from pipeline.errors import ValidationError
 from pipeline.settings import build_settings
 
 CHANNELS = build_settings().channels
-V1, V2 = load_versions("interaction_event")
+V1, V2, *_LATER = load_versions("interaction_event")
+#: What a cxstream release on contract v2 wrote (the codec writes the newest version).
+V2_CODEC = EventCodec([V1, V2])
 
 V1_EVENT = InteractionEvent(
     event_id="0f8fad5b-d9cb-469f-a165-70867728950e",
@@ -73,9 +75,10 @@ def test_the_stored_versions_are_v1_then_v2_with_the_fields_appended_after_produ
     assert all(f["default"] is None for f in V2.raw["fields"][len(V1_FIELD_NAMES) :])
 
 
-def test_the_codec_writes_v2_by_default():
-    data = EventCodec().encode(V2_EVENT)
+def test_a_codec_that_knows_v1_and_v2_writes_v2():
+    data = V2_CODEC.encode(V2_EVENT)
     assert data[:HEADER_LENGTH] == MAGIC + V2.fingerprint
+    assert EventCodec().decode(data) == V2_EVENT
 
 
 def test_v2_event_with_every_new_field_round_trips_through_the_codec():
@@ -110,7 +113,7 @@ def test_v1_producer_bytes_equal_what_the_codec_pinned_to_v1_writes():
 
 def test_v2_bytes_read_by_a_consumer_on_the_v1_reader_schema_give_the_v1_fields():
     """A consumer still on v1 resolves the writer's v2 into its v1 reader schema."""
-    data = EventCodec().encode(V2_EVENT)
+    data = V2_CODEC.encode(V2_EVENT)
     assert data[2:HEADER_LENGTH] == V2.fingerprint
     body = BytesIO(data[HEADER_LENGTH:])
     record = schemaless_reader(body, parse_schema(V2.raw), parse_schema(V1.raw))
@@ -122,7 +125,7 @@ def test_v2_bytes_read_by_a_consumer_on_the_v1_reader_schema_give_the_v1_fields(
 def test_v2_bytes_read_field_by_field_with_the_v1_schema_give_the_v1_fields_then_the_rest():
     """A reader that knows only v1 and stops after its fields (the Kafka Streams peer
     does) still reads every v1 field right, because v2 only appends."""
-    data = EventCodec().encode(V2_EVENT)
+    data = V2_CODEC.encode(V2_EVENT)
     body = BytesIO(data[HEADER_LENGTH:])
     record = schemaless_reader(body, parse_schema(V1.raw), None)
     record["occurred_at"] = int(record["occurred_at"].timestamp() * 1000)
@@ -135,12 +138,14 @@ def test_the_compatibility_gate_passes_v1_to_v2_full_transitive():
     assert check_all()["interaction_event"] == []
 
 
-def _store_v3(tmp_path, change) -> object:
+def _store_next(tmp_path, change) -> object:
+    """A copy of the stored versions plus a next version changed by ``change``."""
     folder = tmp_path / "interaction_event"
     shutil.copytree(SCHEMAS_DIR / "interaction_event", folder)
-    v3 = json.loads(json.dumps(V2.raw))
-    change(v3)
-    (folder / "v3.avsc").write_text(json.dumps(v3), encoding="utf-8")
+    newest = load_versions("interaction_event")[-1]
+    following = json.loads(json.dumps(newest.raw))
+    change(following)
+    (folder / f"v{newest.version + 1}.avsc").write_text(json.dumps(following), encoding="utf-8")
     return tmp_path
 
 
@@ -148,26 +153,28 @@ def _field(schema: dict, name: str) -> dict:
     return next(f for f in schema["fields"] if f["name"] == name)
 
 
-def test_the_gate_rejects_a_v3_that_turns_handling_seconds_into_a_string(tmp_path, capsys):
+def test_the_gate_rejects_a_next_version_that_turns_handling_seconds_into_a_string(
+    tmp_path, capsys
+):
     def change(schema: dict) -> None:
         _field(schema, "handling_seconds")["type"] = ["null", "string"]
 
-    schemas_dir = _store_v3(tmp_path, change)
+    schemas_dir = _store_next(tmp_path, change)
     problems = check_all(schemas_dir)["interaction_event"]
     assert problems
     assert all("handling_seconds" in problem for problem in problems)
-    assert any("v2" in problem and "v3" in problem for problem in problems)
+    assert any("v2" in problem and "v4" in problem for problem in problems)
     assert compat_command(schemas_dir) == 1
     assert "interaction_event" in capsys.readouterr().out
 
 
-def test_the_gate_rejects_a_v3_that_makes_need_id_required(tmp_path):
+def test_the_gate_rejects_a_next_version_that_makes_need_id_required(tmp_path):
     def change(schema: dict) -> None:
         need = _field(schema, "need_id")
         need["type"] = "string"
         del need["default"]
 
-    problems = check_all(_store_v3(tmp_path, change))["interaction_event"]
+    problems = check_all(_store_next(tmp_path, change))["interaction_event"]
     assert any("need_id" in problem and "no default" in problem for problem in problems)
 
 
