@@ -22,10 +22,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from pipeline.contract.event import EVENT_TYPES, UNKNOWN_TYPE
+from pipeline.contract.event import ABANDONED, EVENT_TYPES, UNKNOWN_TYPE
 from pipeline.core.records import (
     BOUNCED,
     FALSE_RESOLUTION,
+    FIRST_REPLY,
     NEED_FINAL,
     SESSION_FINAL,
     SESSION_SUPERSEDED,
@@ -97,7 +98,10 @@ def output_effect(record: OutputRecord) -> OutputEffect | None:
     if isinstance(record, SlaEvent):
         # Queue and team ride last; apply_output_effect bounds them to labels.*.
         if record.kind in (SLA_WARNING, SLA_BREACH, SLA_COMPLETED):
-            return (record.kind, (record.channel, record.policy, record.queue, record.team), 1)
+            # The metric rides after queue and team: a completed first-reply clock
+            # is an answer that came after its breach (service level).
+            fired = (record.channel, record.policy, record.queue, record.team, record.metric)
+            return (record.kind, fired, 1)
         if record.kind == SLA_RETRACTED:
             # The last segment of a retraction's id is the kind it takes back.
             taken_back = record.sla_event_id.rpartition(":")[2]
@@ -107,11 +111,17 @@ def output_effect(record: OutputRecord) -> OutputEffect | None:
         # A contact's summary is sent again on every later change: its first
         # reply counts on the one summary that first carries it.
         if record.first_reply_new and record.first_reply_seconds is not None:
-            return ("first_reply", (record.channel,), record.first_reply_seconds)
+            answered = (record.channel, record.queue, record.team)
+            return ("first_reply", answered, record.first_reply_seconds)
         # Never on the same summary as a first reply: containment is decided by
         # timed work (the repeat window), a first reply arrives with an event.
         if record.contained_new and record.contained is not None:
             return ("bot_contact", (record.channel, str(record.contained).lower()), 1)
+        # Abandoned unanswered: counted on the summary its end sends. The one other
+        # summary an ended contact normally sends again is the containment decision
+        # of a bot-only contact, which returned above (docs/ops.md "Service level").
+        if record.outcome == ABANDONED and record.first_reply_seconds is None:
+            return ("abandoned", (record.channel, record.queue, record.team), 1)
     elif isinstance(record, JourneySignal):
         if record.kind == SWITCH_FAILURE:
             return ("switch_failure", (record.from_channel, record.to_channel), 1)
@@ -263,6 +273,26 @@ class Metrics:
             "SLA warnings, breaches, completions and retractions (kind) per queue and team "
             "of the contact; queue/team outside labels.queues/teams read other, absent none.",
             ("channel", "queue", "team", "kind"),
+        )
+        # Service level = (answered - answered_late) / (answered + abandoned), per
+        # channel, queue and team: the SQL views service_level* (docs/ops.md).
+        self.sla_answered = counter(
+            "cxstream_sla_answered_total",
+            "Contacts whose first reply came (counted once, when it came), per queue and team "
+            "of the contact; queue/team outside labels.queues/teams read other, absent none.",
+            ("channel", "queue", "team"),
+        )
+        self.sla_answered_late = counter(
+            "cxstream_sla_answered_late_total",
+            "First replies that came after their first-reply clock had breached (a completed "
+            "first-reply clock), per queue and team like cxstream_sla_answered_total.",
+            ("channel", "queue", "team"),
+        )
+        self.sla_abandoned = counter(
+            "cxstream_sla_abandoned_total",
+            "Contacts that ended abandoned with no first reply, per queue and team like "
+            "cxstream_sla_answered_total.",
+            ("channel", "queue", "team"),
         )
         self.first_reply = Histogram(
             "cxstream_first_reply_seconds",
@@ -463,6 +493,9 @@ class Metrics:
         series, labels, value = effect
         if series == "first_reply":
             self._child(self.first_reply, self._channel(labels[0])).observe(value)
+            self._inc(self.sla_answered, *self._channel_queue_team(labels[0], labels[1:3]))
+        elif series == "abandoned":
+            self._inc(self.sla_abandoned, *self._channel_queue_team(labels[0], labels[1:3]))
         elif series == "switch_failure":
             self._inc(self.switch_failures, self._channel(labels[0]), self._channel(labels[1]))
         elif series == "false_resolution":
@@ -493,15 +526,24 @@ class Metrics:
             }[series]
             self._inc(counter, self._channel(labels[0]), str(labels[1]))
             self._inc_queue_team(labels[0], labels[2:4], series)
+            if series == SLA_COMPLETED and labels[4:5] == (FIRST_REPLY,):
+                answer = self._channel_queue_team(labels[0], labels[2:4])
+                self._inc(self.sla_answered_late, *answer)
 
     def _inc_queue_team(
         self, channel: str | None, queue_team: tuple[str | None, ...], kind: str
     ) -> None:
         """Count an SLA effect per queue and team; an effect without them (built by
         an older caller) counts as ``none``."""
+        self._inc(self.sla_by_team, *self._channel_queue_team(channel, queue_team), kind)
+
+    def _channel_queue_team(
+        self, channel: str | None, queue_team: tuple[str | None, ...]
+    ) -> tuple[str, str, str]:
+        """Bounded channel, queue and team labels; missing queue/team read ``none``."""
         queue = bounded_label(queue_team[0] if queue_team else None, self._queues)
         team = bounded_label(queue_team[1] if len(queue_team) > 1 else None, self._teams)
-        self._inc(self.sla_by_team, self._channel(channel), queue, team, kind)
+        return self._channel(channel), queue, team
 
     # -- gauges --------------------------------------------------------------------
 

@@ -347,8 +347,9 @@ def test_every_counter_is_exposed_with_a_total_suffix(registry: CollectorRegistr
     exposition = generate_latest(registry).decode()
     counters = re.findall(r"^# TYPE (\S+) counter$", exposition, flags=re.MULTILINE)
     sample_names = set(re.findall(r"^(cxstream_\w+?)(?:\{|\s)", exposition, flags=re.MULTILINE))
-    # 22 + cxstream_sla_queue_team_events_total (issue 15 part 4)
-    assert len(counters) == 23
+    # 22 + cxstream_sla_queue_team_events_total and the three service-level
+    # counters answered, answered_late, abandoned (issue 15 part 4)
+    assert len(counters) == 26
     assert [name for name in counters if not name.endswith("_total")] == []
     assert set(counters) <= sample_names
 
@@ -401,6 +402,9 @@ def _touch_every_labelled_metric(metrics: Metrics) -> None:
         lambda: metrics.apply_output_effect(("need_closed", ("chat", "false"), 1)),
         lambda: metrics.observe_output(
             contact(first_reply_new=False, bot_only=True, contained=True, contained_new=True)
+        ),
+        lambda: metrics.observe_output(
+            contact(first_reply_new=False, first_reply_seconds=None, outcome="abandoned")
         ),
         lambda: metrics.set_oldest_unanswered("chat", 1.0, 0.1),
         lambda: metrics.set_lag("cx.interactions", 0, 1),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from pipeline.core.records import SlaEvent
+from pipeline.core.records import ContactSummary, SlaEvent
 from pipeline.metrics import Metrics
 
 T0 = 1_772_438_400_000
@@ -75,3 +75,51 @@ def test_without_configured_labels_every_queue_and_team_is_other_or_none() -> No
     metrics.observe_output(_sla("breach", None, None, contact="k2"))
     assert _value(registry, "other", "other", "breach") == 1.0
     assert _value(registry, "none", "none", "breach") == 1.0
+
+
+def _contact(outcome: str, replied: bool, queue: str | None, **flags: bool) -> ContactSummary:
+    return ContactSummary(
+        contact_id="k1",
+        customer_id="c1",
+        channel="chat",
+        session_id="s1",
+        started_at=T0,
+        ended_at=T0 + 300_000,
+        outcome=outcome,
+        topic=None,
+        first_reply_seconds=30.0 if replied else None,
+        first_reply_business_seconds=30.0 if replied else None,
+        breached=False,
+        events=3,
+        first_reply_new=replied,
+        queue=queue,
+        team="alpha",
+        **flags,
+    )
+
+
+def _service(registry: CollectorRegistry, name: str, queue: str) -> float | None:
+    labels = {"channel": "chat", "queue": queue, "team": "alpha"}
+    return registry.get_sample_value(f"cxstream_sla_{name}_total", labels)
+
+
+def test_service_level_counters_count_answers_late_answers_and_abandoned_per_queue_and_team() -> (
+    None
+):
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, channels=["chat"], queues=["cards"], teams=["alpha"])
+    for record in (
+        _contact("resolved", True, "cards"),
+        _contact("resolved", True, "mortgage-vip"),
+        _contact("abandoned", False, "cards"),
+        # A bot-only contact's containment decision sends its summary again: not twice.
+        _contact("abandoned", False, "cards", bot_only=True, contained=True, contained_new=True),
+        # An abandoned contact that had its first reply counts as answered only.
+        _contact("abandoned", True, "cards"),
+        _sla("completed", "cards", "alpha"),
+    ):
+        metrics.observe_output(record)
+    assert _service(registry, "answered", "cards") == 2.0
+    assert _service(registry, "answered", "other") == 1.0
+    assert _service(registry, "answered_late", "cards") == 1.0
+    assert _service(registry, "abandoned", "cards") == 1.0
