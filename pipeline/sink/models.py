@@ -227,6 +227,9 @@ class NeedRow(Base):
     bounced: Mapped[bool] = mapped_column(Boolean)
     bounced_at: Mapped[datetime | None] = mapped_column(_utc())
     version: Mapped[int] = mapped_column(Integer)
+    # Migration 0006: the need's first contact (by start time); the view
+    # need_queue_team gives the need that contact's queue and team.
+    first_contact_id: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (Index(None, "first_channel", "opened_at"), Index(None, "topic", "opened_at"))
 

@@ -180,6 +180,8 @@ def _need_row(record: Record, now: datetime) -> Row:
         record["bounced"],
         _optional_time(record.get("bounced_at")),
         record["version"],
+        # contact_ids lists the need's contacts by start time.
+        next(iter(record.get("contact_ids") or ()), None),
     )
 
 
@@ -224,7 +226,7 @@ _BUILDER_COLUMNS: dict[Builder, tuple[str, ...]] = {
         "closed_at", "contacts", "channel_path", "first_channel", "channels",
         "channel_switches", "switch_failures", "first_contact_resolved", "resolved",
         "customer_wait_seconds", "handling_seconds", "sla_breaches", "feedback_count",
-        "feedback_average", "bounced", "bounced_at", "version",
+        "feedback_average", "bounced", "bounced_at", "version", "first_contact_id",
     ),
 }  # fmt: skip
 
