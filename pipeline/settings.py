@@ -292,6 +292,20 @@ class CoreSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    """Identity continuity (issue 16, pipeline/core/identity.py), in event-time seconds."""
+
+    #: Events of an identifier not linked to a customer wait at most this long
+    #: after the first of them; then they go on as the anonymous customer.
+    hold_seconds: float = 900.0
+    #: ... and at most this many of them per identifier.
+    max_held: int = 200
+    #: Events released through identity are kept this long, so that an unlink or
+    #: a late identification can re-attribute them; older ones stay where they are.
+    unlink_window_seconds: float = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     kafka: KafkaSettings
     sql: SqlSettings
@@ -304,6 +318,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     labels: LabelSettings = field(default_factory=LabelSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -489,6 +504,7 @@ def _build(config: Mapping[str, Any]) -> Settings:
         bounce_min_contacts=int(config.get("bounce", {}).get("min_contacts", 3)),
         bounce_min_channels=int(config.get("bounce", {}).get("min_channels", 2)),
     )
+    identity = _build_identity(config.get("identity", {}), core)
     channels = _build_channels(config.get("channels", {}))
     calendars = _build_calendars(config.get("calendars", {}))
     policies = tuple(
@@ -509,6 +525,7 @@ def _build(config: Mapping[str, Any]) -> Settings:
         limits=limits,
         labels=labels,
         ops=ops,
+        identity=identity,
         source=config,
     )
 
@@ -520,6 +537,35 @@ def _build_replay(raw: Mapping[str, Any]) -> ReplaySettings:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigError(f"replay.workers must be auto or a number of processes, not {workers!r}")
     return ReplaySettings(workers=workers)
+
+
+def _build_identity(raw: Mapping[str, Any], core: CoreSettings) -> IdentitySettings:
+    """The ``identity`` section; the hold must end before a released event is late."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"identity must be a mapping of settings, not {raw!r}")
+    hold = parse_duration(raw.get("hold", "15m"))
+    max_held = raw.get("max_held", 200)
+    unlink_window = parse_duration(raw.get("unlink_window", "7d"))
+    if hold <= 0:
+        raise ConfigError("identity.hold must be positive")
+    # A held event reaches its customer's processor up to the hold after its own
+    # time; past session.gap + session.grace it would be late there and dropped.
+    lateness = core.session_gap_seconds + core.session_grace_seconds
+    if hold >= lateness:
+        raise ConfigError(
+            f"identity.hold ({hold:g} s) must be shorter than session.gap_minutes + "
+            f"session.grace_minutes ({lateness:g} s): events released after a longer "
+            "hold would be late for their customer"
+        )
+    if isinstance(max_held, bool) or not isinstance(max_held, int) or max_held < 1:
+        raise ConfigError(
+            f"identity.max_held must be a whole number of events >= 1, not {max_held!r}"
+        )
+    if unlink_window < 0:
+        raise ConfigError("identity.unlink_window must not be negative")
+    return IdentitySettings(
+        hold_seconds=hold, max_held=max_held, unlink_window_seconds=unlink_window
+    )
 
 
 SECTION_TYPES.update(kafka=KafkaSettings, sql=SqlSettings, worker=WorkerSettings, ops=OpsSettings)
