@@ -38,18 +38,27 @@ from pipeline.errors import CxstreamError
 #: The modules mypyc compiles (the one list; the Makefile rebuilds on any
 #: ``pipeline/core/*.py`` change and ``build()`` skips the work when these
 #: sources are unchanged). records.py stays interpreted: its frozen records are
-#: built through slot descriptors, and the bench modules are not per-event code.
+#: built through slot descriptors, and the bench modules are not per-event code;
+#: logic.py only states the customer state machine's protocol (types, no code).
 COMPILED_MODULES: tuple[str, ...] = (
     "calendar",
+    "contact",
     "customer",
     "dedup",
+    "journey",
     "needs",
+    "pairing",
     "partitioning",
     "processor",
     "retraction",
+    "rules",
     "sessions",
     "sla",
+    "sla_clock",
+    "sla_policy",
+    "state_codec",
     "switches",
+    "timed_work",
 )
 PACKAGE = "pipeline.core"
 #: mypyc names the shared library ``<group>__mypyc``: ``pipeline.core._native``

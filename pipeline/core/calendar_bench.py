@@ -22,7 +22,8 @@ from pipeline.contract.event import (
     InteractionEvent,
 )
 from pipeline.core.calendar import Calendar, build_calendars
-from pipeline.core.sla import ContactSla, resolve_policies
+from pipeline.core.sla import ContactSla
+from pipeline.core.sla_policy import resolve_policies
 from pipeline.settings import build_settings
 
 _WEEK_MS = 7 * 86_400_000

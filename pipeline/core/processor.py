@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Final
 
 from pipeline.contract.event import InteractionEvent
-from pipeline.core.customer import APPLIED, DUPLICATE, CoreRules, CustomerState
+from pipeline.core.customer import APPLIED, DUPLICATE, CustomerState
 from pipeline.core.records import (
     SESSION_FINAL,
     SESSION_SUPERSEDED,
@@ -32,11 +32,13 @@ from pipeline.core.records import (
     SessionRecord,
     SlaEvent,
 )
+from pipeline.core.rules import CoreRules
 from pipeline.settings import CoreSettings, Settings
 
 if TYPE_CHECKING:
     from pipeline.core.calendar import Calendar
-    from pipeline.core.sla import Policy
+    from pipeline.core.logic import CustomerLogic, CustomerLogicType
+    from pipeline.core.sla_policy import Policy
 
 MS: Final = 1000
 BUSINESS_CALENDAR: Final = "banking_hours"
@@ -82,7 +84,10 @@ class PartitionProcessor:
         clock_ms: int | None = None,
         sla_type: Any = None,
         synchronous_channels: frozenset[str] = frozenset(),
+        logic: CustomerLogicType | None = None,
     ) -> None:
+        """``logic`` makes each customer's state machine (:mod:`pipeline.core.logic`);
+        by default a :class:`CustomerState`."""
         if sla_type is None:
             from pipeline.core.sla import ContactSla
 
@@ -104,10 +109,11 @@ class PartitionProcessor:
             bounce_min_contacts=core.bounce_min_contacts,
             bounce_min_channels=core.bounce_min_channels,
         )
+        self.logic: CustomerLogicType = CustomerState if logic is None else logic
         self.stats = ProcessorStats()
         self._clock = clock_ms
         self._max_event_ms: int | None = None
-        self._customers: dict[str, CustomerState] = {}
+        self._customers: dict[str, CustomerLogic] = {}
         self._timers: list[tuple[int, str]] = []
         self._dirty: dict[str, None] = {}
         self._updated: set[str] = set()
@@ -123,7 +129,7 @@ class PartitionProcessor:
         cached = _RESOLVED.get(id(settings))
         if cached is None or cached[0] is not settings:
             from pipeline.core.calendar import build_calendars
-            from pipeline.core.sla import resolve_policies
+            from pipeline.core.sla_policy import resolve_policies
 
             calendars = build_calendars(settings.calendars)
             business = calendars.get(BUSINESS_CALENDAR) or calendars["24x7"]
@@ -165,7 +171,7 @@ class PartitionProcessor:
         customer_id = event.customer_id
         customer = self._customers.get(customer_id)
         if customer is None:
-            customer = self._customers[customer_id] = CustomerState(customer_id, self.rules)
+            customer = self._customers[customer_id] = self.logic(customer_id, self.rules)
         outcome = customer.apply(event, clock, out)
         if outcome == DUPLICATE:
             stats.duplicates += 1
@@ -217,7 +223,7 @@ class PartitionProcessor:
             self._drain(end, out)
         for customer_id in sorted(self._customers):
             customer = self._customers[customer_id]
-            if customer.book.open or customer.candidates:
+            if customer.has_open_work:
                 customer.finish(out)
                 self._touched(customer)
         self._count(out)
@@ -251,7 +257,7 @@ class PartitionProcessor:
 
     def load_state(self, customer_id: str, data: bytes) -> None:
         """Restore one customer (after a restart) and rebuild its timers."""
-        customer = CustomerState.from_state(customer_id, json.loads(data), self.rules)
+        customer = self.logic.from_state(customer_id, json.loads(data), self.rules)
         self._customers[customer_id] = customer
         self._schedule(customer)
         if customer.has_pending:
@@ -267,7 +273,7 @@ class PartitionProcessor:
     # -- gauges ---------------------------------------------------------------------
 
     def open_sessions(self) -> int:
-        return sum(len(c.book.open) for c in self._customers.values())
+        return sum(c.open_session_count for c in self._customers.values())
 
     def customers(self) -> int:
         return len(self._customers)
@@ -291,14 +297,14 @@ class PartitionProcessor:
 
     # -- internals ------------------------------------------------------------------
 
-    def _schedule(self, customer: CustomerState, due: int | None = None) -> None:
+    def _schedule(self, customer: CustomerLogic, due: int | None = None) -> None:
         if due is None:
             due = customer.next_due()
         if due is not None and (customer.wake is None or due < customer.wake):
             customer.wake = due
             heapq.heappush(self._timers, (due, customer.customer_id))
 
-    def _touched(self, customer: CustomerState, next_due: int | None = None) -> None:
+    def _touched(self, customer: CustomerLogic, next_due: int | None = None) -> None:
         """After a change: reschedule, note for persistence and updates, or evict."""
         customer_id = customer.customer_id
         self._dirty[customer_id] = None

@@ -16,9 +16,12 @@ plus ``session.max_open_contact``) counts as if an event happened then.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Container
 from typing import Any
 
 from pipeline.core.records import NPS
+
+_NO_CONTACTS: frozenset[str] = frozenset()
 
 
 def _feedback_order(item: list[Any]) -> tuple[int, str]:
@@ -155,6 +158,15 @@ class SessionBook:
         # (started_at, ended_at) of closed sessions, kept until no event can
         # fall within their gap without being late by the clock rule anyway.
         self.closed: list[tuple[int, int]] = []
+
+    def contacts_in_open(self) -> Container[str]:
+        """The contact ids of the open sessions."""
+        open_sessions = self.open
+        if len(open_sessions) == 1:
+            return open_sessions[0].contact_ids  # the common case: no set to build
+        if not open_sessions:
+            return _NO_CONTACTS
+        return {cid for s in open_sessions for cid in s.contact_ids}
 
     def close_due(self, session: Session) -> int:
         """The first clock value at which ``session`` is closed."""

@@ -32,16 +32,16 @@ Rules (one contact, events in arrival order):
   target; only clocks that start after the change use the new definition.
 * The contact's ``queue`` and ``team`` are the latest non-null ones its events
   named (arrival order); every record carries them.
-* Policies are chosen per metric by :func:`policies_for` with the contact's
-  topic as known so far. When the topic becomes known (or changes), running
+* Policies are chosen per metric by
+  :func:`pipeline.core.sla_policy.policies_for` with the contact's topic as
+  known so far. When the topic becomes known (or changes), running
   clocks that have not fired yet move to the newly chosen policies; a clock that
   has fired keeps its policy, so an emitted record is never contradicted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Final
 
 from pipeline.contract.event import (
@@ -53,9 +53,8 @@ from pipeline.contract.event import (
     CUSTOMER_MESSAGE,
     InteractionEvent,
 )
-from pipeline.core.calendar import AlwaysOpen, Calendar, duration_ms
+from pipeline.core.calendar import Calendar
 from pipeline.core.records import (
-    FIRST_REPLY,
     NEXT_REPLY,
     SLA_BREACH,
     SLA_COMPLETED,
@@ -64,185 +63,11 @@ from pipeline.core.records import (
     SlaEvent,
 )
 from pipeline.core.retraction import retracts
-from pipeline.errors import ConfigError
-from pipeline.settings import PolicySpec
+from pipeline.core.sla_clock import Clock
+from pipeline.core.sla_policy import Policy, selection_for
 
 MS_PER_SECOND: Final = 1000
 STATE_VERSION: Final = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """A :class:`PolicySpec` with its :class:`Calendar` object."""
-
-    spec: PolicySpec
-    calendar: Calendar
-    # Derived once: the warning and the target in whole ms, and whether open
-    # time is wall time (then a deadline is a sum, not a calendar walk).
-    warning_ms: int = field(init=False, compare=False, repr=False)
-    target_ms: int = field(init=False, compare=False, repr=False)
-    wall_time: bool = field(init=False, compare=False, repr=False)
-    version: str = field(init=False, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        spec = self.spec
-        object.__setattr__(self, "version", spec.effective_version)
-        object.__setattr__(
-            self, "warning_ms", duration_ms(spec.warning_share * spec.target_seconds)
-        )
-        object.__setattr__(self, "target_ms", duration_ms(spec.target_seconds))
-        object.__setattr__(self, "wall_time", type(self.calendar) is AlwaysOpen)
-
-
-def resolve_policies(
-    specs: Sequence[PolicySpec], calendars: Mapping[str, Calendar]
-) -> tuple[Policy, ...]:
-    """Attach calendars to policy specs; :class:`ConfigError` if a calendar is missing."""
-    resolved = []
-    for spec in specs:
-        calendar = calendars.get(spec.calendar)
-        if calendar is None:
-            raise ConfigError(
-                f"sla_policies.{spec.name}.calendar {spec.calendar!r} is not a configured calendar"
-            )
-        resolved.append(Policy(spec=spec, calendar=calendar))
-    return tuple(resolved)
-
-
-def policies_for(policies: Sequence[Policy], channel: str, topic: str | None) -> list[Policy]:
-    """The policies that apply to a contact, in configuration order.
-
-    Per metric, the policies for exactly this topic win over the generic ones
-    (``spec.topic is None``); a policy for another topic never applies.
-    """
-    on_channel = [p for p in policies if p.spec.channel == channel]
-    specific_metrics = {
-        p.spec.metric for p in on_channel if topic is not None and p.spec.topic == topic
-    }
-    chosen = []
-    for policy in on_channel:
-        if policy.spec.topic is None:
-            if policy.spec.metric not in specific_metrics:
-                chosen.append(policy)
-        elif policy.spec.topic == topic:
-            chosen.append(policy)
-    return chosen
-
-
-@dataclass(frozen=True, slots=True)
-class _Selection:
-    """The policies one (channel, topic) gets, split by metric."""
-
-    first: tuple[Policy, ...]
-    next: tuple[Policy, ...]
-    # A bot reply is the first reply only when every first-reply target accepts a
-    # bot; with no target at all a human reply counts (the PolicySpec default).
-    first_needs_human: bool
-
-
-# observe() runs per event and contacts are opened per contact, so the choice is
-# cached per policy set (by identity; the entry keeps the set alive, so an id is
-# never reused while its entry exists).
-_SELECTIONS: dict[tuple[int, str, str | None], tuple[Sequence[Policy], _Selection]] = {}
-_MAX_SELECTIONS: Final = 4096
-
-
-def _select(policies: Sequence[Policy], channel: str, topic: str | None) -> _Selection:
-    key = (id(policies), channel, topic)
-    cached = _SELECTIONS.get(key)
-    if cached is not None and cached[0] is policies:
-        return cached[1]
-    chosen = policies_for(policies, channel, topic)
-    first = tuple(p for p in chosen if p.spec.metric == FIRST_REPLY)
-    selection = _Selection(
-        first=first,
-        next=tuple(p for p in chosen if p.spec.metric == NEXT_REPLY),
-        first_needs_human=not first or any(p.spec.human_only for p in first),
-    )
-    if len(_SELECTIONS) >= _MAX_SELECTIONS:
-        _SELECTIONS.clear()  # topics are open-ended; bound the memory
-    _SELECTIONS[key] = (policies, selection)
-    return selection
-
-
-class _Clock:
-    """One running clock of one policy; ``warned``/``breached`` say what has fired."""
-
-    __slots__ = (
-        "breached",
-        "deadline",
-        "policy",
-        "seq",
-        "start",
-        "target_seconds",
-        "version",
-        "warned",
-        "warning_at",
-    )
-
-    def __init__(
-        self,
-        policy: Policy,
-        seq: int,
-        start: int,
-        warning_at: int,
-        deadline: int,
-        warned: bool = False,
-        breached: bool = False,
-        version: str | None = None,
-        target_seconds: float | None = None,
-    ) -> None:
-        self.policy = policy
-        self.seq = seq
-        self.start = start
-        self.warning_at = warning_at
-        self.deadline = deadline
-        self.warned = warned
-        self.breached = breached
-        # What the clock started under; differs from ``policy`` only when the
-        # policy changed while the clock ran (restored from state).
-        self.version: str = policy.version if version is None else version
-        self.target_seconds: float = (
-            policy.spec.target_seconds if target_seconds is None else target_seconds
-        )
-
-    @classmethod
-    def started(cls, policy: Policy, seq: int, start: int) -> _Clock:
-        if policy.wall_time:
-            return cls(policy, seq, start, start + policy.warning_ms, start + policy.target_ms)
-        spec, calendar = policy.spec, policy.calendar
-        return cls(
-            policy,
-            seq,
-            start,
-            warning_at=calendar.add(start, spec.warning_share * spec.target_seconds),
-            deadline=calendar.add(start, spec.target_seconds),
-        )
-
-    @property
-    def has_fired(self) -> bool:
-        return self.warned or self.breached
-
-    def next_due(self) -> int | None:
-        if not self.warned:
-            return self.warning_at
-        if not self.breached:
-            return self.deadline
-        return None
-
-    def stopped_by(self, actor: str) -> bool:
-        return actor == AGENT or (actor == BOT and not self.policy.spec.human_only)
-
-    def to_state(self) -> list[Any]:
-        return [
-            self.policy.spec.name,
-            self.seq,
-            self.start,
-            self.warning_at,
-            self.deadline,
-            self.warned,
-            self.breached,
-        ]
 
 
 class ContactSla:
@@ -289,8 +114,8 @@ class ContactSla:
         self.topic: str | None = None
         self.queue: str | None = None
         self.team: str | None = None
-        self._selection = _select(policies, channel, None)
-        self._clocks: list[_Clock] = []
+        self._selection = selection_for(policies, channel, None)
+        self._clocks: list[Clock] = []
         # The earliest unfired warning or deadline of the running clocks (None:
         # nothing to fire). The customer's scan for timed work reads it per
         # wake-up, so it is kept current by every change of the clocks
@@ -370,7 +195,7 @@ class ContactSla:
             fired.sort(key=lambda event: (event.fired_at, event.kind == SLA_BREACH, event.policy))
         return fired
 
-    def _fire_clock(self, clock: _Clock, clock_ms: int) -> list[SlaEvent]:
+    def _fire_clock(self, clock: Clock, clock_ms: int) -> list[SlaEvent]:
         fired: list[SlaEvent] = []
         if not clock.warned and clock.warning_at <= clock_ms:
             clock.warned = True
@@ -384,7 +209,7 @@ class ContactSla:
 
     def _event(
         self,
-        clock: _Clock,
+        clock: Clock,
         kind: str,
         fired_at: int,
         replied_at: int | None = None,
@@ -429,7 +254,7 @@ class ContactSla:
         """
         if event.topic is not None and event.topic != self.topic:
             self.topic = event.topic
-            self._selection = _select(self._policies, self.channel, self.topic)
+            self._selection = selection_for(self._policies, self.channel, self.topic)
             if self._clocks:
                 self._move_to_chosen_policies()
         if event.queue is not None:
@@ -465,12 +290,12 @@ class ContactSla:
     def _start_first_reply(self, at: int) -> None:
         self._first_started_at = at
         for policy in self._selection.first:
-            self._clocks.append(_Clock.started(policy, 0, at))
+            self._clocks.append(Clock.started(policy, 0, at))
         self._refresh_due()
 
     def _start_next_reply(self, at: int) -> None:
         for policy in self._selection.next:
-            self._clocks.append(_Clock.started(policy, self._next_seq(policy), at))
+            self._clocks.append(Clock.started(policy, self._next_seq(policy), at))
         self._refresh_due()
 
     def _next_seq(self, policy: Policy) -> int:
@@ -494,7 +319,7 @@ class ContactSla:
         if not self._clocks:
             return []
         records: list[SlaEvent] = []
-        running: list[_Clock] = []
+        running: list[Clock] = []
         for clock in self._clocks:
             if not clock.stopped_by(actor):
                 running.append(clock)
@@ -512,7 +337,7 @@ class ContactSla:
         return records
 
     def _retract(
-        self, clock: _Clock, at: int, clock_ms: int, window_ms: int, records: list[SlaEvent]
+        self, clock: Clock, at: int, clock_ms: int, window_ms: int, records: list[SlaEvent]
     ) -> None:
         """Take back the fired records of ``clock`` that a reply dated ``at`` precedes."""
         if clock.warned and retracts(clock.warning_at, at, clock_ms, window_ms):
@@ -535,7 +360,7 @@ class ContactSla:
         """Re-home unfired clocks on the policies chosen for the (new) topic."""
         chosen = (*self._selection.first, *self._selection.next)
         chosen_names = {p.spec.name for p in chosen}
-        kept: list[_Clock] = []
+        kept: list[Clock] = []
         moved: dict[str, tuple[int, int]] = {}  # metric -> (start, seq) of the replaced clocks
         for clock in self._clocks:
             spec = clock.policy.spec
@@ -553,7 +378,7 @@ class ContactSla:
             start, seq = moved[spec.metric]
             if spec.metric == NEXT_REPLY:
                 seq = self._next_seq(policy)
-            kept.append(_Clock.started(policy, seq, start))
+            kept.append(Clock.started(policy, seq, start))
         self._clocks = kept
         self._refresh_due()
 
@@ -635,7 +460,7 @@ class ContactSla:
         topic, clocks, seqs = row[0], row[1], row[2]
         sla.topic = topic
         if topic is not None:
-            sla._selection = _select(policies, channel, topic)
+            sla._selection = selection_for(policies, channel, topic)
         # Rows written before policy versions (10 fields) restore their clocks
         # under the current version and target.
         started_under: list[Any] = row[12] if len(row) > 12 else []
@@ -652,7 +477,7 @@ class ContactSla:
                     if index // 7 < len(started_under):
                         version, target = started_under[index // 7]
                     sla._clocks.append(
-                        _Clock(
+                        Clock(
                             policy,
                             seq,
                             start,
@@ -696,12 +521,12 @@ class ContactSla:
         )
         by_name = {p.spec.name: p for p in policies if p.spec.channel == sla.channel}
         sla.topic = state["topic"]
-        sla._selection = _select(policies, sla.channel, sla.topic)
+        sla._selection = selection_for(policies, sla.channel, sla.topic)
         for name, seq, start, warning_at, deadline, warned, breached in state["clocks"]:
             policy = by_name.get(name)
             if policy is not None:
                 sla._clocks.append(
-                    _Clock(policy, seq, start, warning_at, deadline, warned, breached)
+                    Clock(policy, seq, start, warning_at, deadline, warned, breached)
                 )
         if state["seqs"]:
             sla._seqs = dict(state["seqs"])

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pipeline.bench import simulated_events
-from pipeline.core.customer import STATE_VERSION, CustomerState
+from pipeline.core.customer import CustomerState
 from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import (
     BOUNCED,
@@ -19,6 +19,7 @@ from pipeline.core.records import (
     OutputRecord,
     SessionRecord,
 )
+from pipeline.core.state_codec import STATE_VERSION
 from pipeline.errors import CxstreamError
 from pipeline.settings import build_settings
 from tests.unit.test_core_golden import RICH_POLICIES

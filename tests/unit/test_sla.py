@@ -25,7 +25,8 @@ from pipeline.contract.event import (
 )
 from pipeline.core.calendar import Calendar, build_calendars
 from pipeline.core.records import SlaEvent
-from pipeline.core.sla import ContactSla, Policy, policies_for, resolve_policies
+from pipeline.core.sla import ContactSla
+from pipeline.core.sla_policy import Policy, policies_for, resolve_policies
 from pipeline.errors import ConfigError
 from pipeline.settings import PolicySpec, build_settings
 

@@ -1,0 +1,64 @@
+"""Which contact settles each of a customer's journey candidates, and when.
+
+A candidate (:mod:`pipeline.core.switches`) settles at the start of the next
+contact that can pair with it, or expires when its window passes. The customer
+keeps each candidate's ``(due, next contact)`` in a dict keyed like its
+candidates and updates it as contacts come, go or learn their topic, rather than
+pairing every candidate with every contact again per change: these functions
+build, update and read that dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pipeline.core.contact import Contact
+from pipeline.core.rules import CoreRules
+from pipeline.core.switches import Candidate, can_pair, next_contact
+
+
+def pair(
+    candidate: Candidate, contacts: Iterable[Contact], rules: CoreRules
+) -> tuple[int, Contact | None]:
+    """(due, next contact): settle at the next contact's start plus grace, or
+    expire at the end of the window plus grace if there is none."""
+    grace = rules.grace_ms
+    nxt = next_contact(candidate, contacts)
+    if nxt is not None:
+        return nxt.started_at + grace + 1, nxt
+    return candidate.ended_at + rules.window_ms(candidate.kind) + grace + 1, None
+
+
+def earliest(pairs: dict[str, tuple[int, Contact | None]]) -> tuple[int, str] | None:
+    """(due, key) of the earliest settlement or expiry (ties: key); None if no pair."""
+    found = False
+    best_due, best_key = 0, ""
+    for key, (due, _) in pairs.items():
+        if not found or due < best_due or (due == best_due and key < best_key):
+            found, best_due, best_key = True, due, key
+    return (best_due, best_key) if found else None
+
+
+def offer_as_next(
+    pairs: dict[str, tuple[int, Contact | None]],
+    candidates: dict[str, Candidate],
+    contact: Contact,
+    grace_ms: int,
+) -> bool:
+    """A new contact, or one that just learnt its topic, may become the next contact
+    of some candidates: the next contact is the earliest that can pair, so it
+    replaces a candidate's next if it starts earlier (ties: contact id).
+
+    Returns whether any pair changed.
+    """
+    changed = False
+    started = contact.started_at
+    order = (started, contact.contact_id)
+    for key, (_, nxt) in pairs.items():
+        if nxt is contact or not can_pair(candidates[key], contact):
+            continue
+        if nxt is None or order < (nxt.started_at, nxt.contact_id):
+            # Replacing the value of an existing key is safe while iterating.
+            pairs[key] = (started + grace_ms + 1, contact)
+            changed = True
+    return changed
