@@ -2,9 +2,11 @@
 
 Two roles, two consumer groups, two processes:
 
-* ``process`` (``cxstream worker``): the stream core. Consumes the input topic,
-  keeps per-customer state in a changelogged table, emits sessions, contact
-  summaries, SLA events and journey signals.
+* ``process`` (``cxstream worker``): the stream core. The app hosts the batch
+  loop of ``pipeline/runtime`` (agents/process.py), which consumes the input
+  topic in the group ``cxstream-<prefix>-process``, keeps per-customer state in
+  a compacted changelog topic, and emits sessions, contact summaries, SLA
+  events and journey signals. The app itself is ``...-process-host``.
 * ``sink`` (``cxstream sink``): consumes the output topics and upserts them into
   SQL in batches.
 
@@ -30,7 +32,9 @@ def build_app(
     """A configured, agent-less Faust app; agents are registered by the role modules."""
     kafka = settings.kafka
     worker = settings.worker
-    app_id = f"cxstream-{kafka.topic_prefix}-{role}"
+    # The process role's records are read by its loop's own consumer, in the
+    # group cxstream-<prefix>-process; the app must not join that group.
+    app_id = f"cxstream-{kafka.topic_prefix}-{role}" + ("-host" if role == "process" else "")
     faust_dirs = Path("var") / "faust"
     faust_dirs.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(

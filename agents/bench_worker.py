@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from agents.app import build_app
 from agents.worker import QuietWorker
 from pipeline.metrics import Metrics
-from pipeline.runtime import tune_garbage_collector
+from pipeline.runtime.tuning import tune_garbage_collector
 from pipeline.settings import build_settings
 from pipeline.topics import INTERACTIONS
 
@@ -115,8 +115,7 @@ def main() -> None:
     else:
         from agents.process import ProcessRole
 
-        role_impl = ProcessRole(app, settings, Metrics(CollectorRegistry()), on_batch=progress.add)
-        progress.core_pid = role_impl.core.pid
+        ProcessRole(app, settings, Metrics(CollectorRegistry()), on_batch=progress.add)
     QuietWorker(app, loglevel="warn", quiet=True).execute_from_commandline()
 
 

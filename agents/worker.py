@@ -20,10 +20,10 @@ from agents.app import build_app
 from agents.crash_exit import exit_when_crashed
 from agents.health import ProgressWatch
 from agents.log_limits import install_repeat_filter
-from agents.state_store import state_changelog_spec, state_changelog_topic
 from pipeline import __version__
 from pipeline.core import core_mode
 from pipeline.metrics import Metrics
+from pipeline.runtime.changelog import state_changelog_spec, state_changelog_topic
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics, project_topics
 

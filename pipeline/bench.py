@@ -20,8 +20,8 @@ timings on shared 2-core machines are noisy:
 * ``stream`` (what plain ``cxstream bench`` runs): ``pipeline``, then ``replay``.
 * ``peers``: cxstream's full worker against Kafka Streams on one local broker
   (:mod:`pipeline.bench_peers`).
-* ``runtime``: the runtime options of issue 14 on one broker, each against Kafka
-  Streams exactly-once (:mod:`pipeline.bench_runtime`).
+* ``scaling``: the real ``cxstream worker`` on one broker, one worker and then two
+  in one consumer group, and the ratio of their rates (:mod:`pipeline.bench_scaling`).
 * ``latency``: seconds from a warning's or breach's deadline to the moment its
   record is readable, live worker under real-time load (:mod:`pipeline.bench_latency`).
 """
@@ -86,10 +86,10 @@ def run(
         from pipeline.bench_peers import bench_peers
 
         bench_peers(settings, events)
-    if what == "runtime":
-        from pipeline.bench_runtime import bench_runtime
+    if what == "scaling":
+        from pipeline.bench_scaling import bench_scaling
 
-        bench_runtime(settings, events)
+        bench_scaling(settings, events)
     if what == "latency":
         from pipeline.bench_latency import bench_latency
 
@@ -311,7 +311,7 @@ def _replay_child(argv: Sequence[str] | None = None) -> int:
     ``cxstream`` command (same settings loading and collector tuning).
     """
     from pipeline.core.bench import bench_replay
-    from pipeline.runtime import tune_garbage_collector
+    from pipeline.runtime.tuning import tune_garbage_collector
     from pipeline.settings import load_settings
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline import __version__
 from pipeline.errors import ConfigError, CxstreamError, InputFileError
-from pipeline.runtime import tune_garbage_collector
+from pipeline.runtime.tuning import tune_garbage_collector
 from pipeline.settings import Settings, load_settings
 
 
@@ -357,10 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         nargs="?",
         default="stream",
-        choices=("stream", "codec", "replay", "pipeline", "sink", "peers", "runtime", "latency"),
+        choices=("stream", "codec", "replay", "pipeline", "sink", "peers", "scaling", "latency"),
         help="stream (the default) = pipeline, then replay: the stream core's two targets; "
         "peers = cxstream against Kafka Streams on one local broker; "
-        "runtime = the runtime options of issue 14 against Kafka Streams exactly-once; "
+        "scaling = one worker, then two in one group, and the ratio of their rates; "
         "latency = breach emission latency of a live worker (--events caps the simulator)",
     )
     p.add_argument("--events", type=int, default=100_000, help="simulator events to run")

@@ -15,9 +15,7 @@ tuple build each time.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -148,25 +146,6 @@ def output_effect(record: OutputRecord) -> OutputEffect | None:
     return None
 
 
-@dataclass(slots=True)
-class LatencyCounts:
-    """Processing latencies counted per bucket of ``cxstream_processing_latency_seconds``."""
-
-    #: One count per bucket of PROCESSING_LATENCY_BUCKETS, then one for +Inf.
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(PROCESSING_LATENCY_BUCKETS) + 1))
-    total: float = 0.0
-
-    def add(self, seconds: float) -> None:
-        """Count one latency; negative values (clock skew) count as 0, as observed."""
-        seconds = max(seconds, 0.0)
-        # Buckets are upper bounds, inclusive: bisect_left finds the first bound >= value.
-        self.buckets[bisect_left(PROCESSING_LATENCY_BUCKETS, seconds)] += 1
-        self.total += seconds
-
-    def __bool__(self) -> bool:
-        return any(self.buckets)
-
-
 class Metrics:
     """The metrics of one process (worker or sink).
 
@@ -227,11 +206,6 @@ class Metrics:
             "cxstream_redelivered_records_total",
             "Input records delivered again after a restart and skipped: the state already "
             "held their effects.",
-        )
-        self.refetched_records = counter(
-            "cxstream_refetched_records_total",
-            "Input records the consumer skipped over (a hole in the offsets) that the worker "
-            "read from the broker itself.",
         )
 
         # Sessions.
@@ -455,26 +429,9 @@ class Metrics:
     def redelivered_record(self) -> None:
         self.redelivered_records.inc()
 
-    def refetched(self, count: int) -> None:
-        self.refetched_records.inc(count)
-
     def observe_processing_latency(self, seconds: float) -> None:
         """Record event time -> processed; negative values (clock skew) count as 0."""
         self.processing_latency.observe(max(seconds, 0.0))
-
-    def add_processing_latencies(self, counts: LatencyCounts) -> None:
-        """Add latencies counted per bucket elsewhere (:class:`LatencyCounts`).
-
-        The stream core's process counts its latencies per bucket; adding them
-        here equals observing each value (tests/unit/test_metrics.py checks the
-        exposition). prometheus_client observes one value per call, so this
-        adds to the histogram's bucket and sum values directly.
-        """
-        histogram = self.processing_latency
-        for index, count in enumerate(counts.buckets):
-            if count:
-                histogram._buckets[index].inc(count)
-        histogram._sum.inc(counts.total)
 
     # -- outputs -------------------------------------------------------------------
 

@@ -226,11 +226,17 @@ class WorkerSettings:
     #: How often the live clock advances to the wall clock and fires what is due
     #: (also the gauges' refresh); a breach on a quiet partition waits up to this.
     tick_seconds: float = 0.5
+    #: Records per batch at most: one batch, one commit (pipeline/runtime/loop.py).
     batch_size: int = 1000
-    batch_seconds: float = 0.2
     session_update_seconds: float = 5.0
-    #: Run the stream core in a child process beside Faust's event loop.
-    core_process: bool = True
+    #: ``at_least_once``: outputs acknowledged, then state, then offsets, each
+    #: awaited before the next; ``exactly_once``: the three in one Kafka
+    #: transaction per batch (pipeline/runtime/checkpoint.py).
+    guarantee: str = "at_least_once"
+    #: Exactly once: this worker's transactional id. A restarted worker must
+    #: reuse it (it fences its predecessor); two live workers must not share it.
+    #: Default: ``<group>-<host name>-<web port>``.
+    transactional_id: str | None = None
     #: Address the worker's and the sink's web server binds to (/metrics,
     #: /healthz, /ops). Loopback by default; containers set 0.0.0.0 explicitly.
     web_bind: str = "127.0.0.1"
@@ -479,6 +485,12 @@ def _build(config: Mapping[str, Any]) -> Settings:
     worker = _section(WorkerSettings, "worker", config.get("worker", {}))
     if worker.clock not in ("live", "stream"):
         raise ConfigError(f"worker.clock must be 'live' or 'stream', not {worker.clock!r}")
+    if worker.guarantee not in ("at_least_once", "exactly_once"):
+        raise ConfigError(
+            f"worker.guarantee must be 'at_least_once' or 'exactly_once', not {worker.guarantee!r}"
+        )
+    if worker.batch_size < 1:
+        raise ConfigError("worker.batch_size must be at least 1")
     replay = _build_replay(config.get("replay", {}))
     limits = _build_limits(config.get("limits", {}))
     labels = _build_labels(config.get("labels", {}))

@@ -4,18 +4,18 @@ Faust pays its consumer, conductor, channel, stream and acknowledgement machiner
 once per message (docs/architecture.md, "Runtime options measured"). Here the
 input is read per batch by an aiokafka consumer in a consumer group, handed to
 :class:`pipeline.streaming.StreamHandler` as it is, and each batch's results are
-written by one function, :func:`pipeline.hotpath.checkpoint.commit`, in one order:
+written by one function, :func:`pipeline.runtime.checkpoint.commit`, in one order:
 outputs acknowledged, then state, then input positions. With Kafka transactions
 the three are one atomic write.
 
 Layout, one concept per module:
 
-* :mod:`~pipeline.hotpath.config`: the frozen runtime settings;
-* :mod:`~pipeline.hotpath.batch`: consumed records to :class:`RawRecord`, and the
+* :mod:`~pipeline.runtime.config`: the frozen runtime settings;
+* :mod:`~pipeline.runtime.batch`: consumed records to :class:`RawRecord`, and the
   positions a batch moves to;
-* :mod:`~pipeline.hotpath.checkpoint`: the commit order, written once;
-* :mod:`~pipeline.hotpath.changelog`: state restored from the compacted changelog;
-* :mod:`~pipeline.hotpath.loop`: the consumer loop and the partition lifecycle.
+* :mod:`~pipeline.runtime.checkpoint`: the commit order, written once;
+* :mod:`~pipeline.runtime.changelog`: state restored from the compacted changelog;
+* :mod:`~pipeline.runtime.loop`: the consumer loop and the partition lifecycle.
 
 Not wired into ``cxstream worker`` yet: ``cxstream bench runtime`` measures it.
 """

@@ -1,7 +1,14 @@
 """State restored from the compacted changelog topic the commit function writes.
 
+Why not a Faust table: the worker used one only as a place to keep bytes its
+stream core wrote to the changelog itself, and Faust's table recovery was where
+a takeover hung (about one failover run in five waited for changelog records it
+never received, for 30 s to minutes; faust-streaming#74, #155, #176 and #651 are
+the same family). The loop reads the changelog itself when a partition is
+assigned, with its own group-less consumer.
+
 Input partition ``p``'s customer states and position live on changelog
-partition ``p`` (:mod:`pipeline.hotpath.checkpoint`); a newly assigned input
+partition ``p`` (:mod:`pipeline.runtime.checkpoint`); a newly assigned input
 partition reads its changelog partition from the start to its end, the last
 value per key winning and a tombstone deleting. With exactly once the reader
 is ``read_committed``: an aborted batch's state is not restored, as its
@@ -15,9 +22,36 @@ from collections.abc import Iterable
 from typing import Any
 
 from pipeline.errors import BrokerError
+from pipeline.settings import KafkaSettings
+from pipeline.topics import TopicSpec
 
 #: How long one restore may take before the worker gives up (a broker gone).
 RESTORE_TIMEOUT_S = 120.0
+
+
+def process_group(kafka: KafkaSettings) -> str:
+    """The stream core's consumer group: ``cxstream-<topic prefix>-process``."""
+    return f"cxstream-{kafka.topic_prefix}-process"
+
+
+def state_changelog_topic(kafka: KafkaSettings) -> str:
+    """The compacted topic that holds each customer's state and each partition's position.
+
+    The name is the one Faust gave the worker's state table's changelog when the
+    worker had one, so a deployment's existing state is read as before.
+    """
+    return f"{process_group(kafka)}-customer-state-changelog"
+
+
+def state_changelog_spec(kafka: KafkaSettings) -> TopicSpec:
+    """One partition per input partition (state partition p belongs to input partition p),
+    compacted and never deleted by age: the latest value of every key is the state."""
+    return TopicSpec(
+        partitions=kafka.input_partitions,
+        retention_ms=-1,
+        cleanup_policy="compact",
+        replication_factor=kafka.replication_factor,
+    )
 
 
 def fold(

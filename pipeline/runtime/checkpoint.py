@@ -16,20 +16,52 @@ the same way):
   the restart reads from the committed offsets against the state of the same
   transaction, so nothing is skipped, re-read or sent twice (for readers with
   ``isolation.level=read_committed``).
+
+A record the broker refuses for good (too large for the topic, corrupt, a
+timestamp out of range) must not stop the worker: it would be refused again
+after every restart (issue 12). At least once, each such output is replaced by
+a headers-only dead letter (stage ``send``) and the rest of the checkpoint goes
+on. Exactly once, a refusal the client sees before the record joins the
+transaction (its own size check) is handled the same way; a refusal from the
+broker fails the transaction, which is aborted, and the worker stops: the
+stream core's size cap (``limits.max_record_bytes``) keeps records below the
+broker's default limit, so this needs a topic configured below that cap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pipeline.hotpath.config import EXACTLY_ONCE, Guarantee
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
+
+from pipeline.dlq import build_unsent_dead_letter
+from pipeline.runtime.config import EXACTLY_ONCE, Guarantee
 from pipeline.streaming import Outgoing
 
 log = logging.getLogger(__name__)
+
+#: Failures that concern a record, not the connection or the cluster: sending the
+#: same bytes again cannot succeed. Kafka's INVALID_RECORD (87, e.g. a null key
+#: on a compacted topic) is not among them: aiokafka 0.12 maps codes it does not
+#: know to UnknownError and drops the code, so it cannot be told from a broker fault.
+RECORD_ERRORS: tuple[type[Exception], ...] = (
+    MessageSizeTooLargeError,  # MESSAGE_TOO_LARGE (10)
+    RecordListTooLargeError,  # RECORD_LIST_TOO_LARGE (18)
+    RecordTooLargeError,  # the client's own check
+    CorruptRecordException,  # CORRUPT_MESSAGE (2)
+    InvalidTimestampError,  # INVALID_TIMESTAMP (32)
+)
 
 #: input partition -> {state key -> value; None deletes}. The position key is last.
 StateChanges = Mapping[int, Mapping[str, bytes | None]]
@@ -50,7 +82,7 @@ class Checkpoint:
 
 
 class Outputs(Protocol):
-    """The producer side of the commit; :class:`pipeline.hotpath.clients.KafkaOutputs`."""
+    """The producer side of the commit; :class:`pipeline.runtime.clients.KafkaOutputs`."""
 
     async def send(
         self,
@@ -75,7 +107,7 @@ class Outputs(Protocol):
 
 
 class Positions(Protocol):
-    """The group's committed input offsets; :class:`pipeline.hotpath.clients.KafkaPositions`."""
+    """The group's committed input offsets; :class:`pipeline.runtime.clients.KafkaPositions`."""
 
     async def commit(self, offsets: Mapping[int, int]) -> None: ...
 
@@ -87,6 +119,8 @@ async def commit(
     positions: Positions,
     changelog_topic: str,
     guarantee: Guarantee,
+    dead_letter_topic: str | None = None,
+    now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
 ) -> None:
     """Write ``checkpoint``: outputs acknowledged -> state -> positions (see the module).
 
@@ -101,32 +135,92 @@ async def commit(
         try:
             # Inside a transaction the order among the three does not matter:
             # all are in one flight, and none is visible before the commit.
-            pending = await _send_outputs(outputs, checkpoint.outgoing)
+            refused = Refusals(dead_letter_topic, now_ms)
+            sent = await _send_outputs(outputs, checkpoint.outgoing, refused)
+            await refused.send(outputs)
+            pending = [ack for _, ack in sent]
             pending += await _send_state(outputs, checkpoint.state, changelog_topic)
+            # A refusal from the broker fails this gather: the whole batch aborts.
             await _acknowledged(pending)
             await outputs.commit_transaction(checkpoint.offsets)
         except BaseException:
             await _abort(outputs)
             raise
         return
-    await _acknowledged(await _send_outputs(outputs, checkpoint.outgoing))
+    refused = Refusals(dead_letter_topic, now_ms)
+    sent = await _send_outputs(outputs, checkpoint.outgoing, refused)
+    await refused.acknowledged(sent)
+    await refused.send(outputs)
     await _acknowledged(await _send_state(outputs, checkpoint.state, changelog_topic))
     if checkpoint.offsets:
         await positions.commit(checkpoint.offsets)
 
 
-async def _send_outputs(outputs: Outputs, outgoing: Sequence[Outgoing]) -> list[Awaitable[Any]]:
-    return [
-        await outputs.send(
+class Refusals:
+    """Outputs the broker or the client refused for good, to be dead-lettered."""
+
+    def __init__(self, dead_letter_topic: str | None, now_ms: Callable[[], int]) -> None:
+        self.topic = dead_letter_topic
+        self.now_ms = now_ms
+        self.records: list[tuple[Outgoing, BaseException]] = []
+
+    def take(self, record: Outgoing, error: BaseException) -> None:
+        """Keep ``record`` for a dead letter, or re-raise when it cannot be one."""
+        if self.topic is None or not isinstance(error, RECORD_ERRORS):
+            raise error
+        log.warning(
+            "an output to %s was refused (%r); a headers-only dead letter stands for it",
             record.topic,
-            record.key,
-            record.value,
-            partition=record.partition,
-            timestamp_ms=record.timestamp_ms,
-            headers=record.headers,
+            error,
         )
-        for record in outgoing
-    ]
+        self.records.append((record, error))
+
+    async def acknowledged(self, sent: Sequence[tuple[Outgoing, Awaitable[Any]]]) -> None:
+        """Await every acknowledgement; a refused record is kept, any other failure raises."""
+        outcomes = await asyncio.gather(*(ack for _, ack in sent), return_exceptions=True)
+        for (record, _), outcome in zip(sent, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                self.take(record, outcome)
+
+    async def send(self, outputs: Outputs) -> None:
+        """Send one dead letter per refused record and await them."""
+        if not self.records or self.topic is None:
+            return
+        pending = []
+        for record, error in self.records:
+            letter = build_unsent_dead_letter(
+                topic=record.topic,
+                partition=record.partition,
+                key=record.key,
+                value=record.value,
+                error=error,
+                stage="send",
+                now_ms=self.now_ms(),
+            )
+            pending.append(await outputs.send(self.topic, letter.key, None, headers=letter.headers))
+        self.records = []
+        await _acknowledged(pending)
+
+
+async def _send_outputs(
+    outputs: Outputs, outgoing: Sequence[Outgoing], refused: Refusals
+) -> list[tuple[Outgoing, Awaitable[Any]]]:
+    sent = []
+    for record in outgoing:
+        try:
+            ack = await outputs.send(
+                record.topic,
+                record.key,
+                record.value,
+                partition=record.partition,
+                timestamp_ms=record.timestamp_ms,
+                headers=record.headers,
+            )
+        except Exception as exc:  # refused by the client's own checks, before sending
+            refused.take(record, exc)
+            continue
+        sent.append((record, ack))
+    return sent
 
 
 async def _send_state(outputs: Outputs, state: StateChanges, topic: str) -> list[Awaitable[Any]]:
@@ -144,8 +238,14 @@ async def _acknowledged(pending: list[Awaitable[Any]]) -> None:
         await asyncio.gather(*pending)
 
 
+#: How long an abort may take. aiokafka 0.14 waits for the end of an abort on a
+#: producer whose sender died (fenced by a successor with the same
+#: transactional id) without end; the worker must stop instead.
+ABORT_TIMEOUT_S = 10.0
+
+
 async def _abort(outputs: Outputs) -> None:
     try:
-        await outputs.abort_transaction()
+        await asyncio.wait_for(outputs.abort_transaction(), timeout=ABORT_TIMEOUT_S)
     except Exception as exc:  # a fenced or broken producer: the caller's error says more
         log.warning("aborting the transaction failed too: %r", exc)

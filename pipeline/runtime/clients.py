@@ -1,12 +1,15 @@
-"""aiokafka behind the commit function's two seams (:mod:`pipeline.hotpath.checkpoint`).
+"""aiokafka behind the commit function's two seams (:mod:`pipeline.runtime.checkpoint`).
 
 Public aiokafka API only: ``send``, the transaction calls, ``commit``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class KafkaOutputs:
@@ -52,14 +55,27 @@ class KafkaOutputs:
 
 
 class KafkaPositions:
-    """An ``AIOKafkaConsumer`` in a group as :class:`Positions`."""
+    """An ``AIOKafkaConsumer`` in a group as :class:`Positions`.
+
+    At least once, the group's committed offsets are a hint, not the truth: a
+    partition resumes from the position stored with its state
+    (:meth:`pipeline.runtime.loop.StreamLoop.on_assigned`). So a commit the group
+    refuses because it moved on (this worker was too slow and lost its
+    partitions, or a rebalance started) is logged, not raised: the partitions'
+    new owner resumes from the state, and nothing is lost or applied twice.
+    """
 
     def __init__(self, consumer: Any, *, input_topic: str) -> None:
         self._consumer = consumer
         self._input_topic = input_topic
 
     async def commit(self, offsets: Mapping[int, int]) -> None:
-        await self._consumer.commit(_topic_partitions(self._input_topic, offsets))
+        from aiokafka.errors import CommitFailedError, IllegalStateError
+
+        try:
+            await self._consumer.commit(_topic_partitions(self._input_topic, offsets))
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("the group refused an offset commit (%s); the state holds it", exc)
 
 
 def _topic_partitions(topic: str, offsets: Mapping[int, int]) -> dict[Any, int]:

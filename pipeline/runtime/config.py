@@ -1,9 +1,13 @@
-"""The hot path's settings: one frozen object, built once and passed in."""
+"""The stream loop's settings: one frozen object, built once and passed in."""
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Literal
+
+from pipeline.settings import Settings
+from pipeline.topics import INTERACTIONS
 
 #: ``at_least_once``: outputs acknowledged -> state -> offsets committed, each
 #: awaited before the next. ``exactly_once``: the same three in one transaction.
@@ -14,7 +18,7 @@ EXACTLY_ONCE: Guarantee = "exactly_once"
 
 
 @dataclass(frozen=True, slots=True)
-class HotPathConfig:
+class LoopConfig:
     """What the loop needs beyond the pipeline's :class:`~pipeline.settings.Settings`."""
 
     input_topic: str
@@ -34,3 +38,22 @@ class HotPathConfig:
     def __post_init__(self) -> None:
         if self.guarantee == EXACTLY_ONCE and not self.transactional_id:
             raise ValueError("exactly_once needs a transactional_id")
+
+
+def loop_config(settings: Settings) -> LoopConfig:
+    """The worker's loop configuration, from the one settings object."""
+    from pipeline.runtime.changelog import process_group, state_changelog_topic
+
+    kafka = settings.kafka
+    worker = settings.worker
+    group = process_group(kafka)
+    guarantee: Guarantee = EXACTLY_ONCE if worker.guarantee == EXACTLY_ONCE else AT_LEAST_ONCE
+    return LoopConfig(
+        input_topic=kafka.topic(INTERACTIONS),
+        group_id=group,
+        changelog_topic=state_changelog_topic(kafka),
+        guarantee=guarantee,
+        transactional_id=worker.transactional_id
+        or f"{group}-{socket.gethostname()}-{worker.web_port}",
+        max_batch=worker.batch_size,
+    )

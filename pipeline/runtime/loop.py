@@ -1,41 +1,52 @@
 """The batch loop: read a batch from the group, apply it, commit it, once per batch.
 
 One process, one event loop, three aiokafka clients: the group consumer of the
-input topic, one producer (transactional for exactly once) for outputs, state
-and (with transactions) offsets, and a group-less consumer that restores state
-from the changelog. :class:`pipeline.streaming.StreamHandler` does the work in
-between, unchanged. One lock orders the three things that touch the handler:
-a batch, a timer tick and a rebalance; each batch or tick is written by
-:func:`pipeline.hotpath.checkpoint.commit` before the lock is released, so a
+input topic, one producer (idempotent; transactional for exactly once) for
+outputs, state and (with transactions) offsets, and a group-less consumer that
+restores state from the changelog and checks stored positions against the input
+log. :class:`pipeline.streaming.StreamHandler` does the work in between. One
+lock orders the three things that touch the handler: a batch, a timer tick and
+a rebalance; each batch or tick is written by
+:func:`pipeline.runtime.checkpoint.commit` before the lock is released, so a
 revocation never finds results unwritten.
+
+Where a partition resumes: from the position stored with its state (the offset
+after the last record whose effects the state holds), not from the group's
+committed offset. At least once, the offsets are committed after the state, so
+the two differ only when a worker died in between (the state is ahead: the
+records in between are not applied twice) or when someone moved the group's
+offsets (the state is behind: the records in between are applied, not
+skipped). Exactly once, the two are written in one transaction and agree.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
-from pipeline.hotpath.batch import ConsumedRecord, next_offsets, raw_records
-from pipeline.hotpath.changelog import ChangelogReader
-from pipeline.hotpath.checkpoint import Checkpoint, commit
-from pipeline.hotpath.clients import KafkaOutputs, KafkaPositions
-from pipeline.hotpath.config import EXACTLY_ONCE, HotPathConfig
 from pipeline.kafka_clients import aiokafka_options
+from pipeline.runtime.batch import ConsumedRecord, next_offsets, raw_records
+from pipeline.runtime.changelog import ChangelogReader
+from pipeline.runtime.checkpoint import Checkpoint, commit
+from pipeline.runtime.clients import KafkaOutputs, KafkaPositions
+from pipeline.runtime.config import EXACTLY_ONCE, LoopConfig
 from pipeline.settings import Settings
-from pipeline.streaming import MetricsSink, StreamHandler
+from pipeline.streaming import MetricsSink, PartitionGauge, StreamHandler, record_crc
+from pipeline.topics import DLQ
 
 log = logging.getLogger(__name__)
 
 
-class HotPath:
+class StreamLoop:
     """The worker's consume-apply-commit loop over one :class:`StreamHandler`."""
 
     def __init__(
         self,
         settings: Settings,
-        config: HotPathConfig,
+        config: LoopConfig,
         *,
         metrics: MetricsSink | None = None,
         on_batch: Callable[[int], None] | None = None,
@@ -44,11 +55,14 @@ class HotPath:
         self.config = config
         self.handler = StreamHandler(settings, metrics=metrics)
         self._on_batch = on_batch
+        self._dead_letter_topic = settings.kafka.topic(DLQ)
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         #: Input partitions whose state is loaded into the handler.
         self.loaded: set[int] = set()
         self.batches = 0
+        #: Set after the first batch following an assignment was logged.
+        self._first_batch_logged = False
         self._consumer: Any = None
         self._producer: Any = None
         self._restorer: Any = None
@@ -75,10 +89,15 @@ class HotPath:
         isolation = "read_committed" if exactly_once else "read_uncommitted"
         self._producer = AIOKafkaProducer(
             **aiokafka_options(kafka),
-            client_id=f"{config.group_id}-hotpath",
+            client_id=f"{config.group_id}-producer",
             acks="all",
+            # Retries keep a partition's order and never write a record twice.
+            enable_idempotence=True,
             linger_ms=5,
             max_batch_size=256 * 1024,
+            # Room for the largest record the stream core sends (its size cap)
+            # with its headers; the broker's own limit still applies.
+            max_request_size=max(1_048_576, self.settings.limits.max_record_bytes + 65_536),
             transactional_id=config.transactional_id if exactly_once else None,
         )
         await self._producer.start()
@@ -93,26 +112,31 @@ class HotPath:
         self._outputs = KafkaOutputs(
             self._producer, input_topic=config.input_topic, group_id=config.group_id
         )
+        session_timeout_ms = int(worker.session_timeout_seconds * 1000)
         self._consumer = AIOKafkaConsumer(
             **aiokafka_options(kafka),
             group_id=config.group_id,
-            client_id=f"{config.group_id}-hotpath",
+            client_id=f"{config.group_id}-consumer",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level=isolation,
-            session_timeout_ms=int(worker.session_timeout_seconds * 1000),
+            # Failover (docs/ops.md): the group notices a dead worker after the
+            # session timeout, and a member killed during a rebalance is dropped
+            # after the rebalance timeout, so it is the same.
+            session_timeout_ms=session_timeout_ms,
+            rebalance_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=int(worker.heartbeat_interval_seconds * 1000),
             fetch_max_wait_ms=100,
         )
         self._positions = KafkaPositions(self._consumer, input_topic=config.input_topic)
-        hot_path = self
+        stream_loop = self
 
         class Listener(ConsumerRebalanceListener):
             async def on_partitions_revoked(self, revoked: Any) -> None:
-                await hot_path.on_revoked(tp.partition for tp in revoked)
+                await stream_loop.on_revoked(tp.partition for tp in revoked)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
-                await hot_path.on_assigned(tp.partition for tp in assigned)
+                await stream_loop.on_assigned(tp.partition for tp in assigned)
 
         await self._consumer.start()
         self._consumer.subscribe([config.input_topic], listener=Listener())
@@ -127,6 +151,7 @@ class HotPath:
                 await self.process(batch)
 
     def stop(self) -> None:
+        """Let :meth:`run` return after the batch in hand is committed."""
         self._stopping.set()
 
     async def close(self) -> None:
@@ -141,26 +166,63 @@ class HotPath:
     async def process(self, batch: Mapping[Any, Sequence[ConsumedRecord]]) -> int:
         """Apply one ``getmany`` result and commit it; returns the records applied."""
         async with self._lock:
-            # A batch fetched before a revocation may hold records of a
-            # partition this worker no longer owns: its new owner applies them.
-            loaded = self.loaded
-            records = raw_records({tp: rs for tp, rs in batch.items() if tp.partition in loaded})
+            records = raw_records(self._applicable(batch))
             handle = self.handler.handle
             for record in records:
                 handle(record)
             drained = self.handler.drain()
             await self._commit(Checkpoint(drained.outgoing, drained.state, next_offsets(records)))
             self.batches += 1
+            if not self._first_batch_logged:
+                self._first_batch_logged = True
+                log.info("rebalance: first batch after it, %s events", len(records))
         if self._on_batch is not None:
             self._on_batch(len(records))
         return len(records)
 
-    async def tick(self) -> None:
-        """Advance the loaded partitions' clocks to wall time (live mode) and commit."""
+    def _applicable(
+        self, batch: Mapping[Any, Sequence[ConsumedRecord]]
+    ) -> dict[Any, Sequence[ConsumedRecord]]:
+        """The part of a ``getmany`` result this worker may apply now.
+
+        A batch can be fetched before a rebalance and applied after it (it waits
+        for the lock while the partitions are restored). Records of a partition
+        this worker no longer owns are left to its new owner. Records that start
+        past the state's position were fetched from an older position (the
+        group's committed offset, before :meth:`on_assigned` moved it): the
+        partition is moved back to the state's position and read again, so no
+        record in between is skipped.
+        """
+        applicable: dict[Any, Sequence[ConsumedRecord]] = {}
+        for tp, consumed in batch.items():
+            if tp.partition not in self.loaded or not consumed:
+                continue
+            hole = self.handler.missing_before(tp.partition, consumed[0].offset)
+            if hole is not None:
+                log.info(
+                    "partition %s: a batch starting at %s was fetched before the move to "
+                    "the state's position %s; reading from there",
+                    tp.partition,
+                    consumed[0].offset,
+                    hole[0],
+                )
+                self._consumer.seek(tp, hole[0])
+                continue
+            applicable[tp] = consumed
+        return applicable
+
+    async def tick(self) -> dict[int, PartitionGauge]:
+        """Advance the loaded partitions' clocks to wall time (live mode) and commit.
+
+        Also writes what the handler holds back between batches (throttled
+        open-session updates). Returns the loaded partitions' gauges.
+        """
         async with self._lock:
-            self.handler.tick(sorted(self.loaded))
+            partitions = sorted(self.loaded)
+            self.handler.tick(partitions)
             drained = self.handler.drain()
             await self._commit(Checkpoint(drained.outgoing, drained.state))
+            return self.handler.gauges(partitions)
 
     async def _commit(self, checkpoint: Checkpoint) -> None:
         assert self._outputs is not None and self._positions is not None, "start() first"
@@ -170,24 +232,120 @@ class HotPath:
             positions=self._positions,
             changelog_topic=self.config.changelog_topic,
             guarantee=self.config.guarantee,
+            dead_letter_topic=self._dead_letter_topic,
         )
 
     # -- partition lifecycle ----------------------------------------------------
 
     async def on_assigned(self, partitions: Iterable[int]) -> None:
-        """Restore newly assigned partitions from the changelog before their first batch."""
+        """Restore newly assigned partitions and resume each from its state's position."""
         assert self._changelog is not None, "start() first"
+        from aiokafka import TopicPartition
+
+        started = time.monotonic()
         async with self._lock:
             new = sorted(set(partitions) - self.loaded)
             restored = await self._changelog.read(new)
+            handler = self.handler
             for partition in new:
-                customers = self.handler.load_partition(partition, restored[partition].items())
+                customers = handler.load_partition(partition, restored[partition].items())
                 self.loaded.add(partition)
-                log.info("partition %s: restored %s customers", partition, customers)
+                if not await self._position_matches_the_log(partition):
+                    log.error(
+                        "partition %s: the record at the state's position (offset %s) is not "
+                        "in %s any more: the input topic was recreated or truncated; its "
+                        "records are processed as new",
+                        partition,
+                        handler.applied_offsets.get(partition),
+                        self.config.input_topic,
+                    )
+                    handler.forget_position(partition)
+                applied = handler.applied_offsets.get(partition)
+                if applied is not None:
+                    self._consumer.seek(
+                        TopicPartition(self.config.input_topic, partition), applied + 1
+                    )
+                log.info(
+                    "partition %s: restored %s customers, resuming at offset %s",
+                    partition,
+                    customers,
+                    "committed" if applied is None else applied + 1,
+                )
+            self._first_batch_logged = False
+        log.info(
+            "rebalance: partitions assigned %s; restored in %.2fs",
+            new,
+            time.monotonic() - started,
+        )
 
     async def on_revoked(self, partitions: Iterable[int]) -> None:
         """Forget revoked partitions; every batch taken is already committed."""
+        started = time.monotonic()
         async with self._lock:
-            for partition in partitions:
+            revoked = sorted(partitions)
+            for partition in revoked:
                 self.handler.drop_partition(partition)
                 self.loaded.discard(partition)
+        # One line per rebalance step at info level: a takeover's time can be
+        # read off the log (docs/ops.md, "Failover").
+        log.info(
+            "rebalance: partitions revoked %s; handled in %.2fs",
+            revoked,
+            time.monotonic() - started,
+        )
+
+    async def _position_matches_the_log(self, partition: int) -> bool:
+        """Is the record the state was last applied to still at that offset?
+
+        A deleted and recreated input topic starts its offsets again from 0; a
+        stored position would then skip its first records as redeliveries.
+        """
+        from aiokafka import TopicPartition
+
+        applied = self.handler.applied_offsets.get(partition)
+        crc = self.handler.applied_crcs.get(partition)
+        if applied is None or crc is None:
+            return True  # nothing stored, or stored by a version without the checksum
+        tp = TopicPartition(self.config.input_topic, partition)
+        restorer = self._restorer
+        restorer.assign([tp])
+        if (await restorer.end_offsets([tp]))[tp] <= applied:
+            return False
+        restorer.seek(tp, applied)
+        batch = await restorer.getmany(tp, timeout_ms=5000, max_records=1)
+        found = batch.get(tp, [])
+        # Read committed, an offset can hold a transaction marker instead of a
+        # record: the first record found is then past it, and not ours.
+        return (
+            bool(found)
+            and found[0].offset == applied
+            and (record_crc(found[0].key, found[0].value) == crc)
+        )
+
+    # -- what the worker's pages read -------------------------------------------
+
+    def progress(self) -> tuple[dict[Hashable, int | None], dict[Hashable, int | None]]:
+        """Positions and log ends of the input partitions held, for ``/healthz``.
+
+        A position is the offset after the last record applied (``None``: none
+        yet); an end is unknown (``None``) until the partition was fetched once.
+        """
+        positions: dict[Hashable, int | None] = {}
+        ends: dict[Hashable, int | None] = {}
+        for partition in sorted(self.loaded):
+            applied = self.handler.applied_offsets.get(partition)
+            positions[partition] = applied + 1 if applied is not None else None
+            ends[partition] = self.log_end(partition)
+        return positions, ends
+
+    def log_end(self, partition: int) -> int | None:
+        """The input partition's end as last fetched (aiokafka's ``highwater``)."""
+        if self._consumer is None:
+            return None
+        from aiokafka import TopicPartition
+
+        try:
+            end = self._consumer.highwater(TopicPartition(self.config.input_topic, partition))
+        except Exception:  # not assigned any more: unknown
+            return None
+        return int(end) if end is not None else None

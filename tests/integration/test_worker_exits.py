@@ -1,59 +1,58 @@
 """A worker is either working or gone: a failed part ends the whole process, non-zero.
 
-The real ``cxstream worker`` runs against the real broker; its stream-core child
-process is killed with SIGKILL (what the kernel's OOM killer does), and the
-worker must exit with a non-zero code within seconds, so that an orchestrator
-restarts it, instead of staying up with ``/healthz`` 200 and consuming nothing.
+The real ``cxstream worker`` runs against the real broker. Its batch loop's
+writes fail for good when another worker takes over its transactional id (a
+worker started twice by mistake, exactly once): the first worker's producer is
+fenced. It must then exit with a non-zero code within seconds, so that an
+orchestrator sees it, instead of staying up with ``/healthz`` 200 and consuming
+nothing; and the second worker finishes the input exactly.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
+from kafka import KafkaAdminClient
 
+from pipeline.control import send_end_of_input
+from pipeline.replay import replay_events
 from pipeline.simulator import SimulatorConfig, generate
 from tests.integration.worker_harness import (
     WorkerProcess,
+    describe_difference,
+    final_by_key,
     free_port,
+    input_end,
+    input_topic,
+    normalise,
+    process_group,
+    read_outputs,
     send_items,
     settings_with_topics,
     wait_until_worker_consumed,
     write_config,
 )
 
-#: How long a worker may take from the child's death to its own exit.
-EXIT_WITHIN_SECONDS = 20.0
+#: How long a fenced worker may take to exit once the other one is up.
+EXIT_WITHIN_SECONDS = 30.0
 
 
-def child_pids(pid: int) -> list[int]:
-    """Direct children of ``pid`` (Linux /proc)."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        children.extend(int(child) for child in text)
-    return children
-
-
-def core_child_pid(worker: WorkerProcess, timeout: float = 30.0) -> int:
-    """The pid of the worker's ``agents.core_child`` process, once it runs."""
-    assert worker.process is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        worker.assert_running()
-        for pid in child_pids(worker.process.pid):
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except FileNotFoundError:
-                continue
-            if b"agents.core_child" in cmdline:
-                return pid
-        time.sleep(0.2)
-    raise AssertionError(f"no stream core child within {timeout}s:\n{worker.log_tail()}")
+def wait_for_members(bootstrap: str, group: str, count: int, worker: WorkerProcess) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            worker.assert_running()
+            described = admin.describe_groups([group]).get(group) or {}
+            members = described.get("members") or []
+            if len(members) >= count and described.get("group_state") == "Stable":
+                return
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    raise AssertionError(f"{group} did not have {count} members within 60s")
 
 
 def wait_for_exit(worker: WorkerProcess, timeout: float) -> int | None:
@@ -64,39 +63,52 @@ def wait_for_exit(worker: WorkerProcess, timeout: float) -> int | None:
         return None
 
 
-@pytest.mark.parametrize("traffic", ["starting", "idle", "busy"])
-def test_a_worker_whose_core_child_is_killed_exits_non_zero_within_seconds(
-    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, traffic: str
+def test_a_worker_whose_transactional_id_is_taken_over_exits_non_zero_and_nothing_is_lost(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
 ) -> None:
     config = {
         "kafka": {"bootstrap": kafka_bootstrap, "topic_prefix": unique_prefix},
-        "worker": {"clock": "stream", "batch_size": 200, "session_update_seconds": 0.2},
+        "worker": {
+            "clock": "stream",
+            "batch_size": 100,
+            "session_update_seconds": 0.2,
+            "guarantee": "exactly_once",
+            # Both workers get the same id, as a worker started twice would.
+            "transactional_id": f"{unique_prefix}-worker",
+            # The input is ended with an end-of-input record, as the replay ends it.
+            "control_records": True,
+        },
     }
     settings = settings_with_topics(config)
     config_file = write_config(tmp_path / "cxstream.yaml", config)
-    items = list(generate(SimulatorConfig(customers=50, count=600, seed=3)))
-    if traffic == "starting":
-        send_items(items, settings)  # a backlog: the child dies during the first batches
-    worker = WorkerProcess("worker", config_file, tmp_path / "worker.log", free_port()).start()
+    items = list(generate(SimulatorConfig(customers=50, count=1500, seed=3)))
+    first = WorkerProcess("worker", config_file, tmp_path / "first.log", free_port()).start()
+    second = WorkerProcess("worker", config_file, tmp_path / "second.log", free_port())
     try:
-        if traffic != "starting":
-            send_items(items[:300], settings)
-            wait_until_worker_consumed(settings, worker, timeout=120.0)
-        child = core_child_pid(worker)
-        if traffic == "busy":
-            send_items(items[300:], settings)
-        killed_at = time.monotonic()
-        os.kill(child, signal.SIGKILL)
+        send_items(items[:500], settings)
+        wait_until_worker_consumed(settings, first, timeout=120.0)
 
-        code = wait_for_exit(worker, EXIT_WITHIN_SECONDS)
-        took = time.monotonic() - killed_at
+        second.start()
+        # The second worker's producer takes the transactional id before its
+        # consumer joins the group: once both are members, the first is fenced.
+        wait_for_members(settings.kafka.bootstrap, process_group(settings), 2, second)
+        started_at = time.monotonic()
+        send_items(items[500:], settings)  # the first worker tries to write, fenced
+        code = wait_for_exit(first, EXIT_WITHIN_SECONDS)
+        took = time.monotonic() - started_at
         print(f"exit_code={code} exit_seconds={took:.1f}")
 
         assert code is not None, (
-            f"the worker still runs {EXIT_WITHIN_SECONDS:.0f}s after its core child was "
-            f"killed:\n{worker.log_tail()}"
+            f"the fenced worker still runs {EXIT_WITHIN_SECONDS:.0f}s after the second one "
+            f"started:\n{first.log_tail()}"
         )
-        assert code != 0, worker.log_tail()
-        assert took <= EXIT_WITHIN_SECONDS
+        assert code != 0, first.log_tail()
+        send_end_of_input(settings.kafka, input_topic(settings), input_end_ms=input_end(items))
+        wait_until_worker_consumed(settings, second, timeout=120.0)
+        events = [item.event for item in items if item.event is not None]
+        expected = final_by_key(normalise(replay_events(events, settings).records))
+        actual = final_by_key(read_outputs(settings.kafka.bootstrap, settings))
+        assert actual == expected, describe_difference(actual, expected)
     finally:
-        worker.stop()
+        first.stop()
+        second.stop()

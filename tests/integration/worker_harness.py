@@ -205,9 +205,10 @@ def wait_until_worker_consumed(
 ) -> None:
     """Wait until the worker applied every record now in the input topic.
 
-    Committed offsets alone are not proof: the consumer may commit past records
-    it skipped, which the worker then reads itself (``agents/refetch.py``). Its
-    lag gauge counts from the last record whose effects are in its state.
+    Committed offsets alone are not proof: a partition resumes from the position
+    stored with its state, which can be behind an offset someone else committed.
+    The worker's lag gauge counts from the last record whose effects are in its
+    state.
     """
     deadline = time.monotonic() + timeout
     topic = input_topic(settings)
@@ -249,11 +250,17 @@ def input_end(items: Iterable[SimItem]) -> int | None:
 
 
 def read_topic(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list[Any]:
-    """Every record of ``topic`` from the beginning, in per-partition order."""
+    """Every record of ``topic`` from the beginning, in per-partition order.
+
+    Read committed, as the sink and every downstream reader must read a worker
+    that runs exactly once (``worker.guarantee``); without transactions it is
+    the same as read uncommitted.
+    """
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        isolation_level="read_committed",
         consumer_timeout_ms=int(idle_seconds * 1000),
     )
     try:

@@ -253,14 +253,13 @@ def test_late_event_counts_on_the_channel_of_the_raw_event(
     assert registry.get_sample_value("cxstream_late_events_total", {"channel": "branch"}) == 1.0
 
 
-def test_dead_letters_duplicates_rekeys_redeliveries_and_refetches_are_counted(
+def test_dead_letters_duplicates_rekeys_and_redeliveries_are_counted(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
     metrics.dead_letter("decode", "DecodeError")
     metrics.duplicate_event("chat")
     metrics.rekeyed_event()
     metrics.redelivered_record()
-    metrics.refetched(3)
 
     values = (
         registry.get_sample_value(
@@ -269,9 +268,8 @@ def test_dead_letters_duplicates_rekeys_redeliveries_and_refetches_are_counted(
         registry.get_sample_value("cxstream_duplicate_events_total", {"channel": "chat"}),
         registry.get_sample_value("cxstream_rekeyed_events_total"),
         registry.get_sample_value("cxstream_redelivered_records_total"),
-        registry.get_sample_value("cxstream_refetched_records_total"),
     )
-    assert values == (1.0, 1.0, 1.0, 1.0, 3.0)
+    assert values == (1.0, 1.0, 1.0, 1.0)
 
 
 def test_gauges_hold_the_last_value_set(metrics: Metrics, registry: CollectorRegistry) -> None:
@@ -349,7 +347,7 @@ def test_every_counter_is_exposed_with_a_total_suffix(registry: CollectorRegistr
     sample_names = set(re.findall(r"^(cxstream_\w+?)(?:\{|\s)", exposition, flags=re.MULTILINE))
     # 22 + cxstream_sla_queue_team_events_total and the three service-level
     # counters answered, answered_late, abandoned (issue 15 part 4)
-    assert len(counters) == 26
+    assert len(counters) == 25
     assert [name for name in counters if not name.endswith("_total")] == []
     assert set(counters) <= sample_names
 

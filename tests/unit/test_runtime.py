@@ -10,7 +10,7 @@ import mode
 from agents.app import build_app
 from agents.crash_exit import exit_when_crashed
 from pipeline.cli import main
-from pipeline.runtime import GC_THRESHOLDS
+from pipeline.runtime.tuning import GC_THRESHOLDS
 from pipeline.settings import build_settings
 
 

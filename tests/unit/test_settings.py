@@ -37,7 +37,7 @@ def test_a_bool_setting_refuses_a_string() -> None:
 
 
 def test_a_number_setting_takes_an_integer_where_it_wants_a_float() -> None:
-    assert build_settings({"worker": {"batch_seconds": 1}}).worker.batch_seconds == 1.0
+    assert build_settings({"worker": {"tick_seconds": 1}}).worker.tick_seconds == 1.0
 
 
 def test_an_environment_override_of_the_wrong_type_names_the_variable() -> None:

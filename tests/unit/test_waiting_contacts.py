@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from agents.process import ProcessRole
 from pipeline.contract.event import AGENT_REPLY
 from pipeline.metrics import Metrics
+from pipeline.runtime.gauges import update_gauges
 from pipeline.streaming import PartitionGauge
 from tests.unit.core_standins import MINUTE, T0, StandInPolicy, ev, make_processor
 
@@ -35,33 +34,29 @@ def test_processor_counts_each_contact_with_a_running_clock_once_per_channel() -
     assert processor.waiting_contacts() == {"chat": 2}
 
 
-def role_with(metrics: Metrics, channels: tuple[str, ...]) -> ProcessRole:
-    """The role's gauge update alone: no app, no core, no broker (lag is skipped)."""
-    role = ProcessRole.__new__(ProcessRole)
-    role.metrics = metrics
-    role.settings = SimpleNamespace(channels=SimpleNamespace(keys=channels))  # type: ignore[assignment]
-    role._tightest_target = {"chat": 120.0}
-    role.input_topic_name = "cx.interactions"
-
-    def no_highwater(tp: Any) -> int:
-        raise RuntimeError("no broker in a unit test")
-
-    role.app = SimpleNamespace(consumer=SimpleNamespace(highwater=no_highwater))  # type: ignore[assignment]
-    role.core = SimpleNamespace(applied_offsets={})  # type: ignore[assignment]
-    return role
+def update(metrics: Metrics, channels: tuple[str, ...], gauges: dict[int, PartitionGauge]) -> None:
+    """The worker's gauge update alone: no app, no loop, no broker (lag unknown)."""
+    update_gauges(
+        metrics,
+        SimpleNamespace(channels=SimpleNamespace(keys=channels)),  # type: ignore[arg-type]
+        gauges,
+        input_topic="cx.interactions",
+        applied_offsets={},
+        log_end=lambda partition: None,
+        targets={"chat": 120.0},
+    )
 
 
 def test_worker_gauge_sums_waiting_contacts_over_its_partitions_and_zeroes_the_rest() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry, channels=("chat", "email", "phone"))
-    role = role_with(metrics, ("chat", "email", "phone"))
     gauges = {
         0: PartitionGauge(1, {"chat": T0}, T0 + 60_000, {"chat": 2, "email": 1}),
         1: PartitionGauge(1, {"chat": T0 + 30_000}, T0 + 90_000, {"chat": 3}),
         2: PartitionGauge(0, {}, None),
     }
 
-    role._update_gauges(gauges)
+    update(metrics, ("chat", "email", "phone"), gauges)
 
     def waiting(channel: str) -> float | None:
         return registry.get_sample_value("cxstream_waiting_contacts", {"channel": channel})
@@ -71,5 +66,5 @@ def test_worker_gauge_sums_waiting_contacts_over_its_partitions_and_zeroes_the_r
         registry.get_sample_value("cxstream_oldest_unanswered_seconds", {"channel": "chat"}) == 60.0
     )
 
-    role._update_gauges({0: PartitionGauge(0, {}, T0 + 120_000, {})})
+    update(metrics, ("chat", "email", "phone"), {0: PartitionGauge(0, {}, T0 + 120_000, {})})
     assert waiting("chat") == 0.0
