@@ -1,12 +1,12 @@
 """One side of ``cxstream bench pipeline``, run in its own process.
 
-``--mode noop``: a Faust agent that only counts the input records, batched
-exactly like the real agent. ``--mode full``: the real stream-core agent
-(:class:`agents.process.ProcessRole`) in stream-clock mode. Both time from the
-first record received to the N-th record done and print one JSON line, with
-the CPU seconds this process spent meanwhile (``cpu_s``; equal to ``seconds``
-when the side is bound by its one Python thread) and, for the full agent with
-its stream core in a child process, the child's (``core_cpu_s``).
+``--mode noop``: a Faust agent that only counts the input records (Faust's own
+per-message cost, the yardstick of the first runtime). ``--mode full``: the
+real stream-core role (:class:`agents.process.ProcessRole`, the batch loop of
+``pipeline/runtime``) in stream-clock mode, with ``--guarantee``. Both time from
+the first record received to the N-th record done (its batch committed) and
+print one JSON line, with the CPU seconds this process spent meanwhile
+(``cpu_s``; equal to ``seconds`` when bound by its one Python thread).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from pathlib import Path
 
 import faust
 from prometheus_client import CollectorRegistry
@@ -32,12 +30,6 @@ from pipeline.settings import build_settings
 from pipeline.topics import INTERACTIONS
 
 
-def _process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class _Progress:
     def __init__(self, target: int) -> None:
         self.target = target
@@ -45,9 +37,6 @@ class _Progress:
         self.batches = 0
         self.first: float | None = None
         self.first_cpu = 0.0
-        #: The stream core's child process, when there is one.
-        self.core_pid: Callable[[], int | None] = lambda: None
-        self.first_core_cpu = 0.0
         # CXSTREAM_BENCH_PROFILE=FILE writes a cProfile of the timed part to FILE.
         self.profile_file = os.environ.get("CXSTREAM_BENCH_PROFILE")
         self.profiler: cProfile.Profile | None = None
@@ -56,9 +45,6 @@ class _Progress:
         if self.first is None:
             self.first = time.perf_counter()
             self.first_cpu = time.process_time()
-            core_pid = self.core_pid()
-            if core_pid is not None:
-                self.first_core_cpu = _process_cpu_seconds(core_pid)
             if self.profile_file:
                 self.profiler = cProfile.Profile()
                 self.profiler.enable()
@@ -76,9 +62,6 @@ class _Progress:
                 "cpu_s": time.process_time() - self.first_cpu,
                 "batches": self.batches,
             }
-            core_pid = self.core_pid()
-            if core_pid is not None:
-                report["core_cpu_s"] = _process_cpu_seconds(core_pid) - self.first_core_cpu
             print(json.dumps(report), flush=True)
             sys.stdout.flush()
             os._exit(0)
@@ -90,13 +73,25 @@ def main() -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--events", type=int, required=True)
+    parser.add_argument(
+        "--input-topic",
+        help="read this topic (default: <prefix>.interactions); outputs, "
+        "state and group stay under --prefix, so runs on one input do not meet",
+    )
+    parser.add_argument(
+        "--guarantee", choices=("at_least_once", "exactly_once"), default="at_least_once"
+    )
     args = parser.parse_args()
     # As ``cxstream worker`` does (pipeline/cli.py), for both sides of the ratio.
     tune_garbage_collector()
     settings = build_settings(
         {
             "kafka": {"bootstrap": args.bootstrap, "topic_prefix": args.prefix},
-            "worker": {"clock": "stream"},
+            "worker": {
+                "clock": "stream",
+                "guarantee": args.guarantee,
+                "transactional_id": f"{args.prefix}-bench",
+            },
         }
     )
     progress = _Progress(args.events)
@@ -114,8 +109,18 @@ def main() -> None:
                 progress.add(len(events))
     else:
         from agents.process import ProcessRole
+        from pipeline.runtime.changelog import state_changelog_spec, state_changelog_topic
+        from pipeline.topics import ensure_topics
 
-        ProcessRole(app, settings, Metrics(CollectorRegistry()), on_batch=progress.add)
+        kafka = settings.kafka
+        ensure_topics(kafka, {state_changelog_topic(kafka): state_changelog_spec(kafka)})
+        ProcessRole(
+            app,
+            settings,
+            Metrics(CollectorRegistry()),
+            on_batch=progress.add,
+            input_topic=args.input_topic,
+        )
     QuietWorker(app, loglevel="warn", quiet=True).execute_from_commandline()
 
 

@@ -14,6 +14,7 @@ consumer group (``...-process-host``) subscribes to nothing of ours.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -42,11 +43,17 @@ class ProcessRole:
         metrics: Metrics,
         *,
         on_batch: Callable[[int], None] | None = None,
+        input_topic: str | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.metrics = metrics
-        self.config = loop_config(settings)
+        config = loop_config(settings)
+        # A benchmark reads one shared input in several runs, each with its own
+        # outputs, state and group (agents/bench_worker.py).
+        self.config = (
+            dataclasses.replace(config, input_topic=input_topic) if input_topic else config
+        )
         self.loop = StreamLoop(settings, self.config, metrics=metrics, on_batch=on_batch)
         self._targets = tightest_targets(settings)
         self._started = asyncio.Event()

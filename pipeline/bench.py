@@ -256,14 +256,11 @@ def bench_pipeline(settings: Settings, events: int) -> dict[str, float]:
             results[mode] = _run_bench_worker(mode, bootstrap, prefix, len(batch))
             report = results[mode]
             # CPU seconds show which side is bound by its one Python thread.
-            core_cpu = (
-                f" core_process_cpu_s={report['core_cpu_s']:.2f}" if "core_cpu_s" in report else ""
-            )
             print(
                 f"bench pipeline mode={mode} events={len(batch)} "
                 f"seconds={report['seconds']:.2f} "
                 f"events_per_s={report['events_per_s']:.0f} "
-                f"batches={report['batches']} cpu_s={report['cpu_s']:.2f}{core_cpu}",
+                f"batches={report['batches']} cpu_s={report['cpu_s']:.2f}",
                 flush=True,
             )
     ratio = results["full"]["events_per_s"] / results["noop"]["events_per_s"]
@@ -274,7 +271,16 @@ def bench_pipeline(settings: Settings, events: int) -> dict[str, float]:
     return {"ratio": ratio, **{f"{k}_events_per_s": v["events_per_s"] for k, v in results.items()}}
 
 
-def _run_bench_worker(mode: str, bootstrap: str, prefix: str, events: int) -> dict[str, float]:
+def _run_bench_worker(
+    mode: str,
+    bootstrap: str,
+    prefix: str,
+    events: int,
+    *,
+    input_topic: str | None = None,
+    guarantee: str = "at_least_once",
+) -> dict[str, float]:
+    extra = ["--input-topic", input_topic] if input_topic else []
     completed = subprocess.run(
         [
             sys.executable,
@@ -288,6 +294,9 @@ def _run_bench_worker(mode: str, bootstrap: str, prefix: str, events: int) -> di
             prefix,
             "--events",
             str(events),
+            "--guarantee",
+            guarantee,
+            *extra,
         ],
         capture_output=True,
         text=True,

@@ -6,10 +6,11 @@ past) and then one *flush event* per partition. Three engines then read that
 input in turn, each in its own consumer group, with fresh state and its own
 output topics:
 
-* ``cxstream``: the full pipeline worker exactly as ``cxstream bench pipeline``
-  runs it (``agents/bench_worker.py --mode full``), timed from the first batch
-  handed back to the last, each batch's outputs and state acknowledged by the
-  broker; CPU is its Faust process plus its stream-core child process;
+* ``cxstream`` and ``cxstream_eos``: the worker's stream-core role exactly as
+  ``cxstream worker`` runs it (``agents/bench_worker.py --mode full``), at least
+  once and exactly once, timed from the first batch committed to the batch
+  holding the N-th record committed (outputs and state acknowledged, offsets
+  committed, or one transaction); CPU is its one process's;
 * ``kstreams_eos`` and ``kstreams_alos``: the Kafka Streams application in
   ``pipeline/peers/kstreams`` (session windows, 30 min gap, 5 min grace,
   ``suppress(untilWindowCloses)``, RocksDB, one stream thread) with
@@ -63,6 +64,13 @@ from pipeline.errors import BrokerError
 from pipeline.settings import KafkaSettings, Settings
 
 CXSTREAM = "cxstream"
+#: cxstream's worker with ``worker.guarantee: exactly_once`` (a transaction per batch).
+CXSTREAM_EOS = "cxstream_eos"
+#: The cxstream runs and the guarantee each one uses.
+CXSTREAM_GUARANTEES: Mapping[str, str] = {
+    CXSTREAM: "at_least_once",
+    CXSTREAM_EOS: "exactly_once",
+}
 KSTREAMS_EOS = "kstreams_eos"
 KSTREAMS_ALOS = "kstreams_alos"
 #: The Kafka Streams runs and the guarantee each one uses.
@@ -149,13 +157,22 @@ def parse_report(output: str) -> dict[str, Any]:
 
 
 def ratios(results: Mapping[str, EngineResult]) -> dict[str, float]:
-    """cxstream's events/s over each Kafka Streams run's (1.0: as fast)."""
+    """cxstream's events/s over each Kafka Streams run's (1.0: as fast).
+
+    ``ratio_vs_*`` is cxstream at least once against each Kafka Streams run;
+    ``ratio_eos_vs_kstreams_eos`` compares exactly once with exactly once.
+    """
     mine = results[CXSTREAM].events_per_s
-    return {
+    out = {
         f"ratio_vs_{name}": mine / results[name].events_per_s
         for name in (KSTREAMS_EOS, KSTREAMS_ALOS)
         if name in results
     }
+    if CXSTREAM_EOS in results and KSTREAMS_EOS in results:
+        out["ratio_eos_vs_kstreams_eos"] = (
+            results[CXSTREAM_EOS].events_per_s / results[KSTREAMS_EOS].events_per_s
+        )
+    return out
 
 
 def ratio_line(results: Mapping[str, EngineResult]) -> str:
@@ -462,6 +479,7 @@ def bench_peers(settings: Settings, events: int) -> dict[str, EngineResult]:
     from pipeline.bench import _run_bench_worker
     from pipeline.broker import LocalKafka
     from pipeline.core import core_mode
+    from pipeline.topics import ensure_topics
 
     jar = build_peer()
     print(f"bench peers load_before={_loadavg()} cpus={os.cpu_count()}", flush=True)
@@ -484,24 +502,36 @@ def bench_peers(settings: Settings, events: int) -> dict[str, EngineResult]:
             flush=True,
         )
 
-        print(f"bench peers engine={CXSTREAM} load_before={_loadavg()}", flush=True)
-        report = _run_bench_worker("full", bootstrap, prefix, peer_input.total)
-        bounds[CXSTREAM] = cxstream_sessions(kafka)
-        results[CXSTREAM] = EngineResult(
-            CXSTREAM,
-            events=int(report["events"]),
-            seconds=float(report["seconds"]),
-            cpu_s=float(report["cpu_s"]) + float(report.get("core_cpu_s", 0.0)),
-            sessions_out=len(bounds[CXSTREAM]),
-        )
-        print(results[CXSTREAM].line(), flush=True)
+        for name, guarantee in CXSTREAM_GUARANTEES.items():
+            # Each run its own outputs, state and group; all read the one input.
+            run_kafka = dataclasses.replace(kafka, topic_prefix=f"{prefix}{name.replace('_', '')}")
+            ensure_topics(run_kafka, forever_specs(run_kafka))
+            print(f"bench peers engine={name} load_before={_loadavg()}", flush=True)
+            report = _run_bench_worker(
+                "full",
+                bootstrap,
+                run_kafka.topic_prefix,
+                peer_input.total,
+                input_topic=peer_input.input_topic,
+                guarantee=guarantee,
+            )
+            bounds[name] = cxstream_sessions(run_kafka)
+            results[name] = EngineResult(
+                name,
+                events=int(report["events"]),
+                seconds=float(report["seconds"]),
+                cpu_s=float(report["cpu_s"]),
+                sessions_out=len(bounds[name]),
+            )
+            print(results[name].line(), flush=True)
 
         for name in KSTREAMS_GUARANTEES:
             print(f"bench peers engine={name} load_before={_loadavg()}", flush=True)
             results[name], bounds[name] = run_kstreams(jar, kafka, peer_input, name)
             print(results[name].line(), flush=True)
     same = " ".join(
-        f"same_bounds_{name}={len(bounds[CXSTREAM] & bounds[name])}" for name in KSTREAMS_GUARANTEES
+        f"same_bounds_{name}={len(bounds[CXSTREAM] & bounds[name])}"
+        for name in (CXSTREAM_EOS, *KSTREAMS_GUARANTEES)
     )
     print(f"bench peers {ratio_line(results)} {same} load_after={_loadavg()}", flush=True)
     return results

@@ -168,3 +168,12 @@ def test_cxstream_sessions_count_once_per_final_and_never_open_or_superseded() -
     ]
 
     assert cxstream_final_bounds(records) == {"s1": ("c-1", 1, 5), "s4": ("c-1", 7, 8)}
+
+
+def test_exactly_once_is_also_compared_with_exactly_once() -> None:
+    results = {
+        name: EngineResult(name, events=1000, seconds=seconds, cpu_s=0.1, sessions_out=1)
+        for name, seconds in (("cxstream", 1.0), ("cxstream_eos", 2.0), ("kstreams_eos", 1.6))
+    }
+
+    assert ratios(results) == {"ratio_vs_kstreams_eos": 1.6, "ratio_eos_vs_kstreams_eos": 0.8}
