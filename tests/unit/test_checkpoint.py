@@ -1,0 +1,192 @@
+"""The one commit function (pipeline/runtime/checkpoint.py): its order and its refusals.
+
+The Kafka clients are replaced by recorders of what was asked of them, in order:
+the commit order is logic of its own, and the integration tests
+(test_worker_guarantees, test_stream_matches_replay, test_failover) run it on a
+real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, RecordTooLargeError
+
+from pipeline.dlq import TARGET_TOPIC
+from pipeline.runtime.checkpoint import Checkpoint, commit
+from pipeline.streaming import Outgoing
+
+DLQ = "cx.dlq"
+CHANGELOG = "cx-state"
+
+
+class RecordingOutputs:
+    """Outputs that log every call; ``refuse``: value -> error of its acknowledgement."""
+
+    def __init__(self, refuse: Mapping[bytes, BaseException] = {}, raise_on_send: Any = None):
+        self.calls: list[tuple[Any, ...]] = []
+        self.refuse = refuse
+        self.raise_on_send = raise_on_send
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]:
+        if self.raise_on_send is not None and value == self.raise_on_send[0]:
+            raise self.raise_on_send[1]
+        self.calls.append(("send", topic, key, value, tuple(headers or ())))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if value in self.refuse:
+            future.set_exception(self.refuse[value])
+        else:
+            future.set_result(None)
+        calls = self.calls
+
+        async def acknowledged() -> Any:
+            calls.append(("ack", topic, value))
+            return await future
+
+        return acknowledged()
+
+    async def begin_transaction(self) -> None:
+        self.calls.append(("begin",))
+
+    async def commit_transaction(self, offsets: Mapping[int, int]) -> None:
+        self.calls.append(("commit_transaction", dict(offsets)))
+
+    async def abort_transaction(self) -> None:
+        self.calls.append(("abort",))
+
+
+class RecordingPositions:
+    def __init__(self, calls: list[tuple[Any, ...]]) -> None:
+        self.calls = calls
+
+    async def commit(self, offsets: Mapping[int, int]) -> None:
+        self.calls.append(("offsets", dict(offsets)))
+
+
+def checkpoint() -> Checkpoint:
+    return Checkpoint(
+        outgoing=[Outgoing("cx.sessions", b"s1", b"out-1"), Outgoing("cx.sla", b"k1", b"out-2")],
+        state={0: {"c1": b"state-1", "__clock__0": b"position"}},
+        offsets={0: 42},
+    )
+
+
+def run(outputs: RecordingOutputs, guarantee: str, cp: Checkpoint | None = None) -> None:
+    asyncio.run(
+        commit(
+            cp or checkpoint(),
+            outputs=outputs,
+            positions=RecordingPositions(outputs.calls),
+            changelog_topic=CHANGELOG,
+            guarantee=guarantee,  # type: ignore[arg-type]
+            dead_letter_topic=DLQ,
+            now_ms=lambda: 1_000,
+        )
+    )
+
+
+def kinds(calls: list[tuple[Any, ...]]) -> list[str]:
+    return [f"{c[0]}:{c[1]}" if c[0] in ("send", "ack") else c[0] for c in calls]
+
+
+def test_at_least_once_writes_outputs_acknowledged_then_state_then_offsets() -> None:
+    outputs = RecordingOutputs()
+
+    run(outputs, "at_least_once")
+
+    assert kinds(outputs.calls) == [
+        "send:cx.sessions",
+        "send:cx.sla",
+        "ack:cx.sessions",
+        "ack:cx.sla",
+        f"send:{CHANGELOG}",
+        f"send:{CHANGELOG}",
+        f"ack:{CHANGELOG}",
+        f"ack:{CHANGELOG}",
+        "offsets",
+    ]
+    # The position is the last state entry written.
+    state_values = [c[3] for c in outputs.calls if c[0] == "send" and c[1] == CHANGELOG]
+    assert state_values == [b"state-1", b"position"]
+    assert outputs.calls[-1] == ("offsets", {0: 42})
+
+
+def test_an_output_the_broker_refuses_for_good_becomes_a_dead_letter_and_the_rest_is_written() -> (
+    None
+):
+    outputs = RecordingOutputs(refuse={b"out-1": MessageSizeTooLargeError("too large")})
+
+    run(outputs, "at_least_once")
+
+    letters = [c for c in outputs.calls if c[0] == "send" and c[1] == DLQ]
+    assert len(letters) == 1
+    _, _, key, value, headers = letters[0]
+    assert value is None  # headers only: the value is what could not be sent
+    assert key is not None and key.startswith(b"cx.sessions/any/sha256:")
+    assert (TARGET_TOPIC, b"cx.sessions") in headers
+    assert ("offsets", {0: 42}) in outputs.calls
+    assert [c[3] for c in outputs.calls if c[0] == "send" and c[1] == CHANGELOG] == [
+        b"state-1",
+        b"position",
+    ]
+
+
+def test_an_output_the_client_refuses_before_sending_becomes_a_dead_letter() -> None:
+    outputs = RecordingOutputs(raise_on_send=(b"out-2", RecordTooLargeError("over max")))
+
+    run(outputs, "at_least_once")
+
+    letters = [c for c in outputs.calls if c[0] == "send" and c[1] == DLQ]
+    assert len(letters) == 1 and (TARGET_TOPIC, b"cx.sla") in letters[0][4]
+    assert outputs.calls[-1] == ("offsets", {0: 42})
+
+
+def test_a_failure_that_is_not_the_records_fails_the_commit_before_state_and_offsets() -> None:
+    outputs = RecordingOutputs(refuse={b"out-2": KafkaConnectionError("broker gone")})
+
+    with pytest.raises(KafkaConnectionError):
+        run(outputs, "at_least_once")
+
+    assert not [c for c in outputs.calls if c[0] == "send" and c[1] in (CHANGELOG, DLQ)]
+    assert not [c for c in outputs.calls if c[0] == "offsets"]
+
+
+def test_exactly_once_writes_all_three_in_one_transaction() -> None:
+    outputs = RecordingOutputs()
+
+    run(outputs, "exactly_once")
+
+    assert outputs.calls[0] == ("begin",)
+    assert outputs.calls[-1] == ("commit_transaction", {0: 42})
+    assert not [c for c in outputs.calls if c[0] in ("offsets", "abort")]
+    assert len([c for c in outputs.calls if c[0] == "send"]) == 4
+
+
+def test_exactly_once_a_refusal_by_the_broker_aborts_the_whole_batch() -> None:
+    outputs = RecordingOutputs(refuse={b"out-1": MessageSizeTooLargeError("too large")})
+
+    with pytest.raises(MessageSizeTooLargeError):
+        run(outputs, "exactly_once")
+
+    assert outputs.calls[-1] == ("abort",)
+    assert not [c for c in outputs.calls if c[0] == "commit_transaction"]
+
+
+def test_an_empty_checkpoint_writes_nothing() -> None:
+    outputs = RecordingOutputs()
+
+    run(outputs, "exactly_once", Checkpoint())
+
+    assert outputs.calls == []
