@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Written by `cxstream native build` after the mypyc build; the module list lives
-# in pipeline/native.py, which skips the compile when the listed sources are unchanged.
+# in pipeline/tools/native.py, which skips the compile when the listed sources are unchanged.
 NATIVE := pipeline/core/_native.json
 
 .DEFAULT_GOAL := help
@@ -31,7 +31,7 @@ setup: $(STAMP) system-deps kafka ## everything the tests and the demo need
 
 native: $(NATIVE) ## compile the stream core with mypyc (needs gcc and the Python headers)
 
-$(NATIVE): $(STAMP) pipeline/native.py $(wildcard pipeline/core/*.py)
+$(NATIVE): $(STAMP) pipeline/tools/native.py $(wildcard pipeline/core/*.py)
 	$(BIN)/cxstream native build
 
 # The demo does not need the compiled core: without a C compiler it runs the sources.
@@ -66,7 +66,7 @@ bench: setup native ## all benchmarks (codec, replay, pipeline on the local brok
 	$(BIN)/cxstream bench pipeline --events 100000
 	$(BIN)/cxstream bench sink
 
-# Maven builds the Kafka Streams peer on first use (pipeline/peers/kstreams, online once).
+# Maven builds the Kafka Streams peer on first use (pipeline/tools/peers/kstreams, online once).
 bench-peers: $(STAMP) kafka native ## cxstream against Kafka Streams (exactly-once, at-least-once) on one local broker
 	$(BIN)/cxstream bench peers --events 100000
 

@@ -43,7 +43,7 @@ def _input_file(path: Path) -> Path:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from pipeline.broker import broker_command
+    from pipeline.tools.broker import broker_command
 
     return broker_command(args.data_dir, args.port, args.fetch_only)
 
@@ -74,7 +74,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from pipeline.simulate_cli import simulate_command
+    from pipeline.tools.simulate_cli import simulate_command
 
     settings = _settings(args)
     return simulate_command(
@@ -150,20 +150,20 @@ def cmd_schema_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pipeline import bench
+    from pipeline.tools import bench
 
     settings = _settings(args)
     return bench.run(args.what, settings, events=args.events, db=args.db, config=args.config)
 
 
 def cmd_native(args: argparse.Namespace) -> int:
-    from pipeline.native import native_command
+    from pipeline.tools.native import native_command
 
     return native_command(args.native_command, force=getattr(args, "force", False))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import run_demo
+    from pipeline.tools.demo import run_demo
 
     return run_demo(
         _settings(args),
@@ -231,12 +231,12 @@ class _Subcommands:
         return parser
 
 
-# pipeline.simulator.BANK_PROFILE["customers"] and pipeline.demo.DEFAULT_CUSTOMERS,
+# pipeline.tools.simulator.BANK_PROFILE["customers"] and pipeline.tools.demo.DEFAULT_CUSTOMERS,
 # written out for the same reason as LAPSE_DEFAULT_SECONDS (a test keeps them equal).
 SIMULATE_CUSTOMERS_DEFAULT = 50_000
 DEMO_CUSTOMERS_DEFAULT = 200_000
 
-# pipeline.simulate_cli.DEFAULT_LAPSE_SECONDS, written out so that parsing the
+# pipeline.tools.simulate_cli.DEFAULT_LAPSE_SECONDS, written out so that parsing the
 # command line does not import the simulator (a test keeps the two equal).
 LAPSE_DEFAULT_SECONDS = 1800.0
 LAPSE_HELP = (

@@ -1,6 +1,6 @@
 """The Kafka topics cxstream uses, and their explicit creation.
 
-Broker-side auto-creation is off (see ``pipeline.broker``), so every topic the
+Broker-side auto-creation is off (see ``pipeline.tools.broker``), so every topic the
 pipeline reads or writes is declared by :func:`project_topics` and created by
 :func:`ensure_topics` before producers or workers start. Faust's own internal
 topics (table changelogs, repartitions) are declared by Faust itself.

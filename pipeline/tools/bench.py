@@ -19,11 +19,11 @@ timings on shared 2-core machines are noisy:
   ``--db`` is given).
 * ``stream`` (what plain ``cxstream bench`` runs): ``pipeline``, then ``replay``.
 * ``peers``: cxstream's full worker against Kafka Streams on one local broker
-  (:mod:`pipeline.bench_peers`).
+  (:mod:`pipeline.tools.bench_peers`).
 * ``scaling``: the real ``cxstream worker`` on one broker, one worker and then two
-  in one consumer group, and the ratio of their rates (:mod:`pipeline.bench_scaling`).
+  in one consumer group, and the ratio of their rates (:mod:`pipeline.tools.bench_scaling`).
 * ``latency``: seconds from a warning's or breach's deadline to the moment its
-  record is readable, live worker under real-time load (:mod:`pipeline.bench_latency`).
+  record is readable, live worker under real-time load (:mod:`pipeline.tools.bench_latency`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def simulated_events(
     count: int, *, seed: int = 11, customers: int | None = None
 ) -> list[InteractionEvent]:
     """``count`` valid simulator events in delivery order (malformed ones left out)."""
-    from pipeline.simulator import SimulatorConfig, generate
+    from pipeline.tools.simulator import SimulatorConfig, generate
 
     config = SimulatorConfig(
         customers=customers or max(100, count // 20),
@@ -83,15 +83,15 @@ def run(
     if what == "replay":
         bench_replay_end_to_end(settings, events)
     if what == "peers":
-        from pipeline.bench_peers import bench_peers
+        from pipeline.tools.bench_peers import bench_peers
 
         bench_peers(settings, events)
     if what == "scaling":
-        from pipeline.bench_scaling import bench_scaling
+        from pipeline.tools.bench_scaling import bench_scaling
 
         bench_scaling(settings, events)
     if what == "latency":
-        from pipeline.bench_latency import bench_latency
+        from pipeline.tools.bench_latency import bench_latency
 
         bench_latency(settings, events)
     return 0
@@ -106,8 +106,8 @@ def bench_replay_both_cores(
     the speedup is read from one run rather than across runs. The other core is
     skipped, with the reason, when it cannot run here (nothing built).
     """
-    from pipeline import native
     from pipeline.core import core_mode
+    from pipeline.tools import native
 
     here = core_mode()
     rates = {here: _replay_in_process(settings, events)}
@@ -166,9 +166,9 @@ def _replay_in_process(settings: Settings, events: int) -> float:
 
 
 def _replay_in_subprocess(core: str, events: int, config: Path | None) -> float:
-    from pipeline.native import ENV_VAR
+    from pipeline.tools.native import ENV_VAR
 
-    command = [sys.executable, "-m", "pipeline.bench", "--events", str(events)]
+    command = [sys.executable, "-m", "pipeline.tools.bench", "--events", str(events)]
     if config is not None:
         command += ["--config", str(config)]
     completed = subprocess.run(
@@ -194,13 +194,13 @@ def _replay_in_subprocess(core: str, events: int, config: Path | None) -> float:
 
 def bench_sink_command(db: str | None, *, rows: int, batch: int = 1000) -> None:
     """Sink throughput into ``db``, or into a throw-away local PostgreSQL server."""
-    from pipeline.broker import free_port
     from pipeline.sink.bench import bench_sink
+    from pipeline.tools.broker import free_port
 
     if db:
         bench_sink(db, rows=rows, batch=batch)
         return
-    script = Path(__file__).resolve().parents[1] / "deploy" / "postgres" / "local-postgres.sh"
+    script = Path(__file__).resolve().parents[2] / "deploy" / "postgres" / "local-postgres.sh"
     with tempfile.TemporaryDirectory(prefix="cxstream-bench-pg-") as data_dir:
         # The server runs as the postgres user, which must be able to enter it.
         os.chmod(data_dir, 0o755)
@@ -222,8 +222,8 @@ def bench_sink_command(db: str | None, *, rows: int, batch: int = 1000) -> None:
 
 def bench_pipeline(settings: Settings, events: int) -> dict[str, float]:
     """Preload ``events`` into a fresh topic on a local broker; time no-op vs full agent."""
-    from pipeline.broker import LocalKafka
     from pipeline.producer import EventProducer
+    from pipeline.tools.broker import LocalKafka
     from pipeline.topics import INTERACTIONS, ensure_topics, project_topics
 
     with (
@@ -314,7 +314,7 @@ def _run_bench_worker(
 
 
 def _replay_child(argv: Sequence[str] | None = None) -> int:
-    """``python -m pipeline.bench --events N``: one replay, its line, then its report as JSON.
+    """``python -m pipeline.tools.bench --events N``: one replay, its line, then its report as JSON.
 
     The other-core side of :func:`bench_replay_both_cores`; set up like the
     ``cxstream`` command (same settings loading and collector tuning).
@@ -323,7 +323,7 @@ def _replay_child(argv: Sequence[str] | None = None) -> int:
     from pipeline.runtime.tuning import tune_garbage_collector
     from pipeline.settings import load_settings
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.bench")
     parser.add_argument("--events", type=int, required=True)
     parser.add_argument("--config", type=Path)
     args = parser.parse_args(argv)

@@ -248,7 +248,7 @@ def bench_latency(
     settings: Settings, events: int, *, seconds: float = RUN_SECONDS
 ) -> LatencyReport:
     """Run the latency benchmark on a fresh local broker and print its line."""
-    from pipeline.broker import LocalKafka
+    from pipeline.tools.broker import LocalKafka
 
     with (
         tempfile.TemporaryDirectory(prefix="cxstream-bench-latency-") as tmp,
@@ -267,8 +267,8 @@ def measure_latency(
     Topics get a fresh prefix; the worker's and the simulator's config and logs
     go to ``workdir``. Both child processes are stopped before it returns.
     """
-    from pipeline.broker import free_port
     from pipeline.producer import EventProducer
+    from pipeline.tools.broker import free_port
     from pipeline.topics import INTERACTIONS, SLA_EVENTS, ensure_topics, project_topics
 
     report = LatencyReport()

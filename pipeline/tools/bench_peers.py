@@ -12,7 +12,7 @@ output topics:
   holding the N-th record committed (outputs and state acknowledged, offsets
   committed, or one transaction); CPU is its one process's;
 * ``kstreams_eos`` and ``kstreams_alos``: the Kafka Streams application in
-  ``pipeline/peers/kstreams`` (session windows, 30 min gap, 5 min grace,
+  ``pipeline/tools/peers/kstreams`` (session windows, 30 min gap, 5 min grace,
   ``suppress(untilWindowCloses)``, RocksDB, one stream thread) with
   ``exactly_once_v2`` and ``at_least_once``, timed from the first record's
   timestamp extraction until the group's committed input offsets reach the end
@@ -398,8 +398,8 @@ def forever_specs(kafka: KafkaSettings) -> dict[str, Any]:
 
 def preload_input(settings: Settings, kafka: KafkaSettings, events: int) -> PeerInput:
     """Create ``kafka``'s project topics and preload N simulator events and the flush events."""
-    from pipeline.bench import simulated_events
     from pipeline.producer import EventProducer
+    from pipeline.tools.bench import simulated_events
     from pipeline.topics import INTERACTIONS, ensure_topics
 
     ensure_topics(kafka, forever_specs(kafka))
@@ -476,9 +476,9 @@ def run_kstreams(
 
 def bench_peers(settings: Settings, events: int) -> dict[str, EngineResult]:
     """Run the three engines on one broker and print their lines and the ratios."""
-    from pipeline.bench import _run_bench_worker
-    from pipeline.broker import LocalKafka
     from pipeline.core import core_mode
+    from pipeline.tools.bench import _run_bench_worker
+    from pipeline.tools.broker import LocalKafka
     from pipeline.topics import ensure_topics
 
     jar = build_peer()
@@ -538,12 +538,12 @@ def bench_peers(settings: Settings, events: int) -> dict[str, EngineResult]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pipeline.bench_peers [--events N]`` (the same as ``cxstream bench peers``)."""
+    """``python -m pipeline.tools.bench_peers [--events N]``, as ``cxstream bench peers``."""
     import argparse
 
     from pipeline.settings import load_settings
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_peers")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.bench_peers")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--config", type=Path)
     args = parser.parse_args(argv)

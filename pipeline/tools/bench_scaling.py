@@ -168,12 +168,12 @@ def run_workers(
     settings: Settings, kafka: KafkaSettings, workers: int, events: int, tmp: Path
 ) -> ScalingRun:
     """One run: ``workers`` worker processes in one group over N preloaded events."""
-    from pipeline.bench_peers import preload_input
     from pipeline.runtime.changelog import (
         process_group,
         state_changelog_spec,
         state_changelog_topic,
     )
+    from pipeline.tools.bench_peers import preload_input
     from pipeline.topics import ensure_topics, project_topics
 
     topics = dict(project_topics(kafka))
@@ -226,8 +226,8 @@ def run_workers(
 
 def bench_scaling(settings: Settings, events: int) -> tuple[ScalingRun, ScalingRun]:
     """One worker, then two, on one broker; prints each run and the ratio."""
-    from pipeline.broker import LocalKafka
     from pipeline.core import core_mode
+    from pipeline.tools.broker import LocalKafka
 
     print(f"bench scaling load_before={_loadavg()} cpus={os.cpu_count()} core={core_mode()}")
     runs: dict[int, ScalingRun] = {}
@@ -248,12 +248,12 @@ def bench_scaling(settings: Settings, events: int) -> tuple[ScalingRun, ScalingR
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.bench_scaling [--events N]``, as ``cxstream bench scaling``."""
+    """``python -m pipeline.tools.bench_scaling [--events N]``, as ``cxstream bench scaling``."""
     import argparse
 
     from pipeline.settings import load_settings
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_scaling")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.bench_scaling")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--config", type=Path)
     args = parser.parse_args(argv)

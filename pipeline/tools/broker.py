@@ -47,7 +47,7 @@ from pipeline.errors import BrokerError
 
 KAFKA_VERSION = "4.1.1"
 
-_POM = Path(__file__).parents[1] / "deploy" / "kafka" / "pom.xml"
+_POM = Path(__file__).parents[2] / "deploy" / "kafka" / "pom.xml"
 _LOG_CONFIG = _POM.with_name("log4j2.properties")
 _MAVEN_TIMEOUT_SECONDS = 600
 _LOG_TAIL_LINES = 40

@@ -23,9 +23,9 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import make_url
 
-from pipeline.broker import LocalKafka
 from pipeline.settings import Settings
-from pipeline.simulate_cli import DEFAULT_LAPSE_SECONDS
+from pipeline.tools.broker import LocalKafka
+from pipeline.tools.simulate_cli import DEFAULT_LAPSE_SECONDS
 from pipeline.topics import ensure_topics, project_topics
 
 STATUS_EVERY_SECONDS = 2.0
@@ -38,7 +38,7 @@ PR_SET_PDEATHSIG = 1
 # limits.max_future_skew ahead); after that, traffic follows the wall clock.
 # ``--lapse`` sets how long the fast part lasts (DEFAULT_LAPSE_SECONDS).
 DEFAULT_RATE = 40.0
-# The bank profile's population is 50,000 (pipeline.simulator.BANK_PROFILE); the
+# The bank profile's population is 50,000 (pipeline.tools.simulator.BANK_PROFILE); the
 # time-lapse packs 15 hours of a busy day into 30 minutes, so a larger population
 # keeps repeat contacts as rare as a bank's.
 DEFAULT_CUSTOMERS = 200_000

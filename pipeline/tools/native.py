@@ -66,7 +66,7 @@ PACKAGE = "pipeline.core"
 GROUP_NAME = f"{PACKAGE}._native"
 OPT_LEVEL = "3"
 
-CORE_DIR = Path(__file__).resolve().parent / "core"
+CORE_DIR = Path(__file__).resolve().parents[1] / "core"
 MANIFEST_NAME = "_native.json"
 ENV_VAR = "CXSTREAM_CORE"
 MODES = ("auto", "interpreted", "compiled")

@@ -1,6 +1,6 @@
 """Stage 2 of the simulator: a producer's delivery order, and broken records.
 
-The event-time stream of :mod:`pipeline.simulator` is perturbed the way real
+The event-time stream of :mod:`pipeline.tools.simulator` is perturbed the way real
 producers do it: a few events arrive after later ones (within the grace
 period), a few arrive very late (beyond session gap + grace), some are sent
 twice with the same ``event_id``, and some items are broken (bad JSON or
@@ -25,7 +25,7 @@ from pipeline.contract.event import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.simulator import SimulatorConfig
+    from pipeline.tools.simulator import SimulatorConfig
 
 SECOND_MS = 1_000
 MINUTE_MS = 60 * SECOND_MS

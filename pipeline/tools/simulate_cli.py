@@ -1,6 +1,6 @@
 """``cxstream simulate``: send simulator traffic to a JSONL file, stdout or Kafka.
 
-The generation itself is :mod:`pipeline.simulator` (pure); this module adds the
+The generation itself is :mod:`pipeline.tools.simulator` (pure); this module adds the
 I/O: where items go, how fast (pacing), and progress lines on stderr.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Protocol, TextIO
 from pipeline.contract.event import iso_to_ms
 from pipeline.errors import ConfigError, ContractError, DeliveryError
 from pipeline.settings import Settings
-from pipeline.simulator import (
+from pipeline.tools.simulator import (
     BANK_EVENTS_PER_JOURNEY,
     DUPLICATE,
     LATE,
@@ -296,7 +296,7 @@ def simulate_command(
     ``producer_factory`` (default ``EventProducer``) is the seam
     tests use to stand in for Kafka. ``profile`` turns the fields given here
     into a :class:`SimulatorConfig`: the bank profile by default
-    (:data:`pipeline.simulator.BANK_PROFILE`), ``SimulatorConfig`` itself for
+    (:data:`pipeline.tools.simulator.BANK_PROFILE`), ``SimulatorConfig`` itself for
     its small, busy test population; ``events_per_journey`` is the profile's
     figure (``EVENTS_PER_JOURNEY`` for ``SimulatorConfig``).
     """

@@ -52,7 +52,7 @@ from pipeline.errors import ConfigError
 
 # Stage 2 (delivery order, broken records) lives in its own module; its names are
 # part of this module's interface too.
-from pipeline.sim_delivery import (
+from pipeline.tools.sim_delivery import (
     DUPLICATE,
     IN_ORDER,
     LATE,

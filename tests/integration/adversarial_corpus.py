@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pipeline.contract.codec import HEADER_LENGTH, MAGIC, EventCodec
 from pipeline.contract.event import CUSTOMER_MESSAGE, InteractionEvent
 from pipeline.contract.schemas import current
-from pipeline.simulator import SimItem
 from pipeline.streaming import CONTROL_HEADER, END_OF_INPUT
+from pipeline.tools.simulator import SimItem
 
 # Stages of the dead-letter header ``cx.dlq.stage`` (see pipeline/dlq.py).
 DECODE = "decode"

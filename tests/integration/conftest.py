@@ -2,7 +2,7 @@
 
 - ``kafka_bootstrap`` (session): the broker's bootstrap string. Uses the broker named
   by ``CXSTREAM_TEST_BOOTSTRAP`` when set; otherwise starts a local KRaft broker
-  (``pipeline.broker.LocalKafka``) for the session and stops it at the end.
+  (``pipeline.tools.broker.LocalKafka``) for the session and stops it at the end.
 - ``unique_prefix`` (function): a fresh topic prefix, so tests never share topics.
 - ``kafka_settings`` (function): ``KafkaSettings`` pointing at that broker and prefix.
 - ``make_topics`` (function): factory that creates topics under that prefix.
@@ -19,8 +19,8 @@ from uuid import uuid4
 
 import pytest
 
-from pipeline.broker import LocalKafka
 from pipeline.settings import KafkaSettings
+from pipeline.tools.broker import LocalKafka
 from pipeline.topics import TopicSpec, ensure_topics, project_topics
 
 BOOTSTRAP_ENV = "CXSTREAM_TEST_BOOTSTRAP"

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.settings import Settings
-from pipeline.simulator import SimItem, SimulatorConfig, generate
+from pipeline.tools.simulator import SimItem, SimulatorConfig, generate
 from tests.integration.worker_harness import (
     WorkerProcess,
     free_port,

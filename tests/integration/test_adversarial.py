@@ -60,8 +60,8 @@ from pipeline.dlq import (
 )
 from pipeline.kafka_clients import kafka_python_options
 from pipeline.settings import Settings, build_settings
-from pipeline.simulator import SimulatorConfig, generate
 from pipeline.sink.store import dump_tables
+from pipeline.tools.simulator import SimulatorConfig, generate
 from pipeline.topics import DLQ, TopicSpec, ensure_topics, project_topics
 from tests.integration.adversarial_corpus import (
     DEAD_LETTER_CASES,

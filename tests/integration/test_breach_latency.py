@@ -1,7 +1,7 @@
 """A live worker with the default settings emits breaches on quiet partitions within
 a second of their deadline, and retracts a breach whose reply was in flight.
 
-The latency benchmark's measurement (``pipeline.bench_latency.measure_latency``)
+The latency benchmark's measurement (``pipeline.tools.bench_latency.measure_latency``)
 on the test broker, without simulator load: every partition is quiet, so only
 the worker's wall-clock tick fires what is due, and the latency is the skew plus
 up to one tick plus the send. The defaults (no skew, a 0.5 s tick) keep it under
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench_latency import measure_latency
 from pipeline.settings import build_settings
+from pipeline.tools.bench_latency import measure_latency
 
 pytestmark = [pytest.mark.integration]
 

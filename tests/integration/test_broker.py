@@ -16,8 +16,8 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
-from pipeline.broker import LocalKafka, _pid_alive
 from pipeline.settings import KafkaSettings
+from pipeline.tools.broker import LocalKafka, _pid_alive
 from pipeline.topics import TopicSpec, ensure_topics
 
 # The brief's budget for format + start once the jars are cached; generous for CI noise.
@@ -177,7 +177,7 @@ LAUNCHER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from pipeline.broker import LocalKafka
+    from pipeline.tools.broker import LocalKafka
 
     kafka = LocalKafka(Path(sys.argv[1]))
     kafka.start()
@@ -234,7 +234,7 @@ COMMAND = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from pipeline.broker import broker_command
+    from pipeline.tools.broker import broker_command
 
     sys.exit(broker_command(Path(sys.argv[1]), None, False))
     """

@@ -21,7 +21,7 @@ from typing import Any
 from pipeline.control import send_end_of_input
 from pipeline.replay import replay_events
 from pipeline.settings import Settings
-from pipeline.simulator import SimItem, SimulatorConfig, generate
+from pipeline.tools.simulator import SimItem, SimulatorConfig, generate
 from tests.integration.worker_harness import (
     WorkerProcess,
     committed_offsets,

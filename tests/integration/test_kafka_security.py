@@ -19,15 +19,15 @@ from uuid import uuid4
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from pipeline.broker import LocalKafka
 from pipeline.control import send_end_of_input
 from pipeline.errors import KafkaAuthError
 from pipeline.producer import EventProducer
 from pipeline.replay import replay_events
 from pipeline.replay_sql import write_records_to_sql
 from pipeline.settings import KafkaSettings, Settings, build_settings
-from pipeline.simulator import SimulatorConfig, generate
 from pipeline.sink.store import dump_tables
+from pipeline.tools.broker import LocalKafka
+from pipeline.tools.simulator import SimulatorConfig, generate
 from pipeline.topics import INTERACTIONS, ensure_topics, project_topics
 from tests.integration.worker_harness import (
     WorkerProcess,

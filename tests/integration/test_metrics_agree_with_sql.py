@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from pipeline.control import send_end_of_input
-from pipeline.simulator import SimulatorConfig, generate
+from pipeline.tools.simulator import SimulatorConfig, generate
 from tests.integration.worker_harness import (
     WorkerProcess,
     free_port,

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import make_url
 
 from pipeline.cli import main
-from pipeline.simulator import SimulatorConfig, generate
+from pipeline.tools.simulator import SimulatorConfig, generate
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 

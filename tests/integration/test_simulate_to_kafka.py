@@ -10,8 +10,8 @@ from uuid import uuid4
 from kafka import KafkaConsumer
 
 from pipeline.settings import build_settings
-from pipeline.simulate_cli import simulate_command
-from pipeline.simulator import SimulatorConfig, generate
+from pipeline.tools.simulate_cli import simulate_command
+from pipeline.tools.simulator import SimulatorConfig, generate
 
 MakeTopics = Callable[..., list[str]]
 ITEMS = 3000

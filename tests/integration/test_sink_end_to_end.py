@@ -24,8 +24,8 @@ from pipeline.control import send_end_of_input
 from pipeline.replay import replay_events
 from pipeline.replay_sql import write_records_to_sql
 from pipeline.settings import Settings, build_settings
-from pipeline.simulator import SimItem, SimulatorConfig, generate
 from pipeline.sink.store import dump_tables
+from pipeline.tools.simulator import SimItem, SimulatorConfig, generate
 from tests.integration.postgres_fixtures import PostgresServer
 from tests.integration.worker_harness import (
     WorkerProcess,

@@ -18,7 +18,7 @@ from pipeline.control import send_end_of_input
 from pipeline.dlq import parse_dead_letter_headers
 from pipeline.replay import replay_events
 from pipeline.settings import Settings
-from pipeline.simulator import DEFAULT_JOURNEY_WEIGHTS, SimItem, SimulatorConfig, generate
+from pipeline.tools.simulator import DEFAULT_JOURNEY_WEIGHTS, SimItem, SimulatorConfig, generate
 from pipeline.topics import DLQ, project_topics
 from tests.integration.worker_harness import (
     WorkerProcess,

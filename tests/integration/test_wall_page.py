@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from pipeline.simulator import SimulatorConfig, generate
+from pipeline.tools.simulator import SimulatorConfig, generate
 from pipeline.topics import CONTACTS, JOURNEY_SIGNALS, SESSIONS, SLA_EVENTS
 from tests.integration.ops_harness import base_url, fetch, wait_for_page
 from tests.integration.test_ops_page import browser  # noqa: F401 (a fixture)

@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from pipeline.contract.event import AGENT, AGENT_REPLY, CUSTOMER, CUSTOMER_MESSAGE, InteractionEvent
-from pipeline.sim_delivery import SimItem
 from pipeline.sink.store import SqlStore
+from pipeline.tools.sim_delivery import SimItem
 from tests.integration.ops_harness import base_url, fetch, required_binary, wait_for_page
 from tests.integration.test_ops_page import browser  # noqa: F401 (a fixture)
 from tests.integration.worker_harness import (

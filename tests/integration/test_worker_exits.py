@@ -18,7 +18,7 @@ from kafka import KafkaAdminClient
 
 from pipeline.control import send_end_of_input
 from pipeline.replay import replay_events
-from pipeline.simulator import SimulatorConfig, generate
+from pipeline.tools.simulator import SimulatorConfig, generate
 from tests.integration.worker_harness import (
     WorkerProcess,
     describe_difference,

@@ -29,8 +29,8 @@ from pipeline.core.records import OUTPUT_TYPES, OutputRecord
 from pipeline.errors import BrokerError
 from pipeline.producer import EventProducer
 from pipeline.settings import KafkaSettings, Settings, build_settings
-from pipeline.simulator import SimItem
 from pipeline.streaming import OUTPUT_TOPIC_SUFFIX
+from pipeline.tools.simulator import SimItem
 from pipeline.topics import INTERACTIONS, TopicSpec, ensure_topics, project_topics
 
 #: Fields that legitimately differ between a live run and a replay: how often

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from pipeline.bench_latency import (
+from pipeline.core.partitioning import partition_for
+from pipeline.settings import build_settings
+from pipeline.tools.bench_latency import (
     LATE_REPLY_BEFORE_MS,
     PROBE_POLICY,
     PROBE_TARGET_S,
@@ -15,8 +17,6 @@ from pipeline.bench_latency import (
     percentile,
     probe_event,
 )
-from pipeline.core.partitioning import partition_for
-from pipeline.settings import build_settings
 
 
 def sla(kind: str, **fields: object) -> dict[str, object]:

@@ -6,7 +6,11 @@ import struct
 
 import pytest
 
-from pipeline.bench_peers import (
+from pipeline.contract.event import InteractionEvent
+from pipeline.contract.validate import validate
+from pipeline.core.partitioning import partition_for
+from pipeline.settings import build_settings
+from pipeline.tools.bench_peers import (
     CXSTREAM,
     FLUSH_MARGIN_MS,
     KSTREAMS_ALOS,
@@ -22,10 +26,6 @@ from pipeline.bench_peers import (
     ratio_line,
     ratios,
 )
-from pipeline.contract.event import InteractionEvent
-from pipeline.contract.validate import validate
-from pipeline.core.partitioning import partition_for
-from pipeline.settings import build_settings
 
 MINUTE = 60_000
 

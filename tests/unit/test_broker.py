@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import (
+from pipeline.errors import BrokerError
+from pipeline.tools.broker import (
     KAFKA_VERSION,
     SecureListeners,
     TlsFiles,
@@ -15,7 +16,6 @@ from pipeline.broker import (
     scram_arguments,
     server_properties,
 )
-from pipeline.errors import BrokerError
 
 
 def test_cluster_ids_are_sixteen_bytes_of_url_safe_base64_never_starting_with_a_dash() -> None:

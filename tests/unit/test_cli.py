@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import build_parser, main
-from pipeline.simulator import SimulatorConfig, generate
+from pipeline.tools.simulator import SimulatorConfig, generate
 
 #: A port nothing listens on: a command that tried to connect would hang or fail there.
 UNREACHABLE = "127.0.0.1:9"

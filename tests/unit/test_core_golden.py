@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 
-from pipeline.bench import simulated_events
 from pipeline.contract.event import InteractionEvent
 from pipeline.core.partitioning import partition_for
 from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import OutputRecord
 from pipeline.replay import collapse, replay_events
 from pipeline.settings import Settings, build_settings
+from pipeline.tools.bench import simulated_events
 
 EVENTS = 30_000
 PARTITIONS = 4

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from pipeline.bench import simulated_events
 from pipeline.core.customer import CustomerState
 from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import (
@@ -22,6 +21,7 @@ from pipeline.core.records import (
 from pipeline.core.state_codec import STATE_VERSION
 from pipeline.errors import CxstreamError
 from pipeline.settings import build_settings
+from pipeline.tools.bench import simulated_events
 from tests.unit.test_core_golden import RICH_POLICIES
 
 EVENTS = 6_000

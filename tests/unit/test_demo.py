@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import DEMO_CUSTOMERS_DEFAULT, SIMULATE_CUSTOMERS_DEFAULT, build_parser
-from pipeline.demo import (
+from pipeline.tools.demo import (
     DEFAULT_CUSTOMERS,
     STATUS_WIDTH,
     fresh_database,
@@ -18,7 +18,7 @@ from pipeline.demo import (
     short_number,
     status_line,
 )
-from pipeline.simulator import BANK_PROFILE
+from pipeline.tools.simulator import BANK_PROFILE
 
 NOW = datetime(2026, 12, 5, 13, 0, tzinfo=UTC)
 
@@ -135,6 +135,6 @@ def test_the_command_line_customer_defaults_are_the_profiles() -> None:
 
 
 def _metric_names() -> list[str]:
-    from pipeline.demo import STATUS_FIELDS
+    from pipeline.tools.demo import STATUS_FIELDS
 
     return [metric for _, _, metric in STATUS_FIELDS]

@@ -9,7 +9,6 @@ from pathlib import Path
 import faust
 import pytest
 
-from pipeline.broker import make_tls_files
 from pipeline.errors import ConfigError, KafkaAuthError
 from pipeline.kafka_clients import (
     aiokafka_options,
@@ -19,6 +18,7 @@ from pipeline.kafka_clients import (
     sasl_password,
 )
 from pipeline.settings import KafkaSettings
+from pipeline.tools.broker import make_tls_files
 
 ROOT = Path(__file__).parents[2]
 
@@ -238,7 +238,7 @@ CLIENT_CLASSES = {
 ALLOWED_WITHOUT_OPTIONS = {
     # The launcher's readiness probe talks to the test broker's own PLAINTEXT
     # listener: it runs before any client settings exist.
-    ("pipeline/broker.py", "KafkaAdminClient"),
+    ("pipeline/tools/broker.py", "KafkaAdminClient"),
 }
 
 

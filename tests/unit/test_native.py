@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import native
+from pipeline.tools import native
 
-REPO = Path(native.__file__).resolve().parents[1]
+REPO = Path(native.__file__).resolve().parents[2]
 MODULES = [f"{native.PACKAGE}.{name}" for name in native.COMPILED_MODULES]
 EXT_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 SHARED_LIB = f"_native__mypyc{EXT_SUFFIX}"

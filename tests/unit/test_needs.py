@@ -259,7 +259,7 @@ def test_a_state_written_before_needs_still_loads():
 def test_the_simulator_bounces_needs_over_days_when_asked_and_not_by_default():
     from pipeline.replay import replay_events
     from pipeline.settings import build_settings
-    from pipeline.simulator import DEFAULT_JOURNEY_WEIGHTS, SimulatorConfig, generate
+    from pipeline.tools.simulator import DEFAULT_JOURNEY_WEIGHTS, SimulatorConfig, generate
 
     def needs(config: SimulatorConfig) -> list[dict]:
         events = [item.event for item in generate(config) if item.event is not None]

@@ -5,7 +5,6 @@ import os
 
 import pytest
 
-from pipeline.bench import simulated_events
 from pipeline.contract.event import AGENT_REPLY, CONTACT_ENDED, CONTACT_STARTED
 from pipeline.contract.jsonform import write_events
 from pipeline.core.partitioning import partition_for
@@ -20,6 +19,7 @@ from pipeline.replay import (
     usable_cores,
 )
 from pipeline.settings import build_settings, load_settings
+from pipeline.tools.bench import simulated_events
 from tests.unit.core_standins import HOUR, MINUTE, T0, ev
 
 
@@ -300,7 +300,7 @@ def test_replay_uses_the_configured_skew(tmp_path):
 
 
 def test_the_end_to_end_replay_benchmark_prints_events_per_second_per_process_count(capsys):
-    from pipeline.bench import bench_replay_end_to_end
+    from pipeline.tools.bench import bench_replay_end_to_end
 
     rates = bench_replay_end_to_end(build_settings({"replay": {"workers": 2}}), 3000)
     lines = [line for line in capsys.readouterr().out.splitlines() if "replay end_to_end" in line]

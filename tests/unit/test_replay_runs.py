@@ -10,7 +10,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.errors import ConfigError
 from pipeline.replay_sql import run_url
-from pipeline.simulator import SimulatorConfig, generate
+from pipeline.tools.simulator import SimulatorConfig, generate
 
 
 def _events(tmp_path: Path, seed: int = 7) -> Path:

@@ -21,7 +21,7 @@ from pipeline.metrics import Metrics
 from pipeline.replay import replay_events
 from pipeline.replay_sql import write_records_to_sql
 from pipeline.settings import bounded_label, build_settings
-from pipeline.simulator import SimulatorConfig, generate
+from pipeline.tools.simulator import SimulatorConfig, generate
 
 # In-order delivery (docs/ops.md "Service level" says why the metric needs it to
 # equal SQL exactly); duplicates and the slow arrivals that make web messages breach.

@@ -13,14 +13,19 @@ import pytest
 from pipeline.contract.event import InteractionEvent, iso_to_ms
 from pipeline.errors import ConfigError, DeliveryError
 from pipeline.settings import KafkaSettings, build_settings
-from pipeline.simulate_cli import (
+from pipeline.tools.simulate_cli import (
     EVENTS_PER_JOURNEY,
     Pacer,
     TimeLapse,
     parse_start,
     simulate_command,
 )
-from pipeline.simulator import BANK_EVENTS_PER_JOURNEY, SimulatorConfig, bank_profile, generate
+from pipeline.tools.simulator import (
+    BANK_EVENTS_PER_JOURNEY,
+    SimulatorConfig,
+    bank_profile,
+    generate,
+)
 
 
 class FakeClock:
@@ -240,7 +245,7 @@ def test_no_event_of_the_time_lapse_is_ever_due_before_it_happened():
 def test_the_demo_time_lapse_never_sends_an_event_ahead_of_the_wall_clock() -> None:
     """The demo's own simulate command line, run for its default time-lapse plus 2 minutes."""
     from pipeline.cli import build_parser
-    from pipeline.demo import (
+    from pipeline.tools.demo import (
         DEFAULT_CUSTOMERS,
         DEFAULT_LAPSE_SECONDS,
         DEFAULT_RATE,
@@ -302,7 +307,7 @@ def test_the_demo_time_lapse_never_sends_an_event_ahead_of_the_wall_clock() -> N
 
 
 def test_the_demo_worker_runs_on_event_time_during_a_time_lapse():
-    from pipeline.demo import worker_clock
+    from pipeline.tools.demo import worker_clock
 
     assert worker_clock(30.0) == "stream"
     assert worker_clock(1.0) == "live"
@@ -310,7 +315,7 @@ def test_the_demo_worker_runs_on_event_time_during_a_time_lapse():
 
 def test_the_command_line_lapse_default_is_the_simulators():
     from pipeline.cli import build_parser
-    from pipeline.simulate_cli import DEFAULT_LAPSE_SECONDS
+    from pipeline.tools.simulate_cli import DEFAULT_LAPSE_SECONDS
 
     parser = build_parser()
     assert parser.parse_args(["simulate"]).lapse == DEFAULT_LAPSE_SECONDS

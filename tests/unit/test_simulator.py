@@ -27,7 +27,7 @@ from pipeline.contract.event import (
 )
 from pipeline.errors import ConfigError, ContractError
 from pipeline.settings import build_settings
-from pipeline.simulator import (
+from pipeline.tools.simulator import (
     DEFAULT_START_MS,
     DUPLICATE,
     HOUR_MS,

@@ -9,7 +9,7 @@ from functools import cache
 from pipeline.contract.event import iso_to_ms
 from pipeline.replay import collapse, replay_events
 from pipeline.settings import build_settings
-from pipeline.simulator import SimulatorConfig, bank_profile, generate
+from pipeline.tools.simulator import SimulatorConfig, bank_profile, generate
 
 WEEK_MS = 7 * 86_400_000
 
@@ -95,7 +95,7 @@ def test_explicit_configs_keep_the_traffic_they_had_before_the_profile() -> None
 
 def test_bank_events_per_journey_is_the_profiles_measured_figure() -> None:
     """The live pace (events/s -> journeys/hour) relies on it."""
-    from pipeline.simulator import BANK_EVENTS_PER_JOURNEY, _Traffic
+    from pipeline.tools.simulator import BANK_EVENTS_PER_JOURNEY, _Traffic
 
     traffic = _Traffic(bank_profile(seed=7))
     events = 0

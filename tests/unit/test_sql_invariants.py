@@ -33,8 +33,8 @@ from pipeline.contract.event import InteractionEvent
 from pipeline.replay import replay_events
 from pipeline.replay_sql import write_records_to_sql
 from pipeline.settings import Settings, build_settings
-from pipeline.simulator import SimulatorConfig, generate
 from pipeline.sink.store import dump_tables
+from pipeline.tools.simulator import SimulatorConfig, generate
 
 PARTITION_COUNTS = (1, 3, 6)
 # switch.false_resolution_days, the repeat window of FCR and containment: the default,

@@ -82,7 +82,7 @@ final class SessionAggregate {
   /**
    * The output record: big-endian {@code start, end} (epoch ms), {@code events, contacts} (int),
    * then the channel path as one UTF-8 string, comma-separated, with an int length.
-   * pipeline/bench_peers.py reads it.
+   * pipeline/tools/bench_peers.py reads it.
    */
   byte[] encodeOutput(long start, long end) {
     byte[] path = String.join(",", channelPath()).getBytes(StandardCharsets.UTF_8);
