@@ -20,7 +20,8 @@ Ordering promise (what makes restarts exact): :meth:`drain` returns the output
 records *and* the dirty per-customer state of the same batch. The agent must
 send the outputs and wait until Kafka acknowledged them **before** it writes the
 state to the changelog, and it writes the partition's position last: its clock
-and the offset of the last input record whose effects the state holds. After a
+and the offset of the last input record whose effects the state holds (the
+table's encoding is :mod:`pipeline.stream_state`). After a
 crash, either the state was not written (the records are processed again from
 the old state and produce the same outputs again, which sinks upsert), or it
 was, and the redelivered records at or below the stored offset are skipped by
@@ -32,18 +33,15 @@ records).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from pipeline.contract.codec import EventCodec, RecordCodec
 from pipeline.contract.event import InteractionEvent
 from pipeline.contract.validate import validate
-from pipeline.core.partitioning import partition_for
 from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import (
     ContactSummary,
@@ -58,6 +56,19 @@ from pipeline.dlq import build_dead_letter, build_unsent_dead_letter, record_siz
 from pipeline.errors import ContractError, ControlRecordRefused, RecordTooLargeError
 from pipeline.record_caps import cap_late_event
 from pipeline.settings import Settings
+from pipeline.stream_state import (
+    CLOCK_KEY_PREFIX,
+    Position,
+    clock_key,
+    decode_position,
+    decode_table_state,
+    encode_position,
+    encode_table_state,
+    is_redelivery,
+    items_of_partition,
+    offsets_missing_before,
+    record_crc,
+)
 from pipeline.topics import (
     CONTACTS,
     DLQ,
@@ -75,8 +86,6 @@ log = logging.getLogger(__name__)
 CONTROL_HEADER = "cx-control"
 #: Control value: the input of this partition has ended; close everything.
 END_OF_INPUT = b"end-of-input"
-#: Table key that holds a partition's position (customer ids never start with "__").
-CLOCK_KEY_PREFIX = "__clock__:"
 
 OUTPUT_TOPIC_SUFFIX: Mapping[type[OutputRecord], str] = {
     SessionRecord: SESSIONS,
@@ -86,101 +95,6 @@ OUTPUT_TOPIC_SUFFIX: Mapping[type[OutputRecord], str] = {
     LateEvent: LATE_EVENTS,
     NeedRecord: NEEDS,
 }
-
-
-#: First byte of a compressed customer state in the table. A state written by
-#: an earlier version is plain JSON and starts with "{".
-COMPRESSED_STATE = b"z"
-
-
-def encode_table_state(state: bytes) -> bytes:
-    """A customer's state as the table stores it: zlib level 1 after a marker byte.
-
-    The JSON state shrinks about five times (1.2 kB to 240 bytes on simulator
-    traffic); every changed customer is written to the changelog once per
-    batch, so that is most of the bytes the worker sends, and of what a
-    restart reads back.
-    """
-    return COMPRESSED_STATE + zlib.compress(state, 1)
-
-
-def decode_table_state(value: bytes) -> bytes:
-    """The state in a table value, compressed or (written by an earlier version) plain."""
-    if value[:1] == COMPRESSED_STATE:
-        return zlib.decompress(value[1:])
-    return value
-
-
-def clock_key(partition: int) -> str:
-    return f"{CLOCK_KEY_PREFIX}{partition}"
-
-
-class Position(NamedTuple):
-    """Where a partition's state stands: stored under its clock key, written last."""
-
-    clock_ms: int | None
-    #: Offset of the last input record whose effects the state holds.
-    applied_offset: int | None = None
-    #: :func:`record_crc` of that record: a recreated topic reuses offsets.
-    applied_crc: int | None = None
-
-
-def encode_position(position: Position) -> bytes:
-    """The value stored under a partition's clock key."""
-    return json.dumps(position._asdict()).encode()
-
-
-def decode_position(value: bytes) -> Position:
-    """The :class:`Position` in a clock-key value.
-
-    Versions before 0.2 stored the bare clock (``b"1772438400000"``): it loads
-    with no offset, and redelivered records fall back to event-id deduplication.
-    """
-    text = value.decode()
-    if not text.startswith("{"):
-        return Position(int(text))
-    stored = json.loads(text)
-    return Position(stored.get("clock_ms"), stored.get("applied_offset"), stored.get("applied_crc"))
-
-
-def is_redelivery(applied_offsets: Mapping[int, int], partition: int, offset: int) -> bool:
-    """Is the record at ``offset`` one whose effects the state already holds?"""
-    applied = applied_offsets.get(partition)
-    return applied is not None and offset <= applied
-
-
-def offsets_missing_before(
-    applied_offsets: Mapping[int, int], partition: int, offset: int
-) -> tuple[int, int] | None:
-    """``(start, end)``: the offsets between the last applied record and ``offset``.
-
-    None when ``offset`` follows the last applied record directly (or is a
-    redelivery, or nothing is known of the partition yet).
-    """
-    applied = applied_offsets.get(partition)
-    if applied is None or offset <= applied + 1:
-        return None
-    return applied + 1, offset
-
-
-def items_of_partition(
-    partition: int, table_items: Iterable[tuple[Any, Any]], partitions: int
-) -> Iterator[tuple[str, bytes]]:
-    """The state-table entries of ``partition``: its customers and its position.
-
-    The table holds the keys of every partition the worker owns; a partition's
-    processor is built from its own only.
-    """
-    clock_name = clock_key(partition)
-    for raw_key, value in table_items:
-        if value is None:
-            continue
-        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-        if key.startswith(CLOCK_KEY_PREFIX):
-            if key == clock_name:
-                yield key, value
-        elif partition_for(key, partitions) == partition:
-            yield key, value
 
 
 class PartitionGauge(NamedTuple):
@@ -193,11 +107,6 @@ class PartitionGauge(NamedTuple):
     clock_ms: int | None
     #: channel -> contacts with a running SLA clock (customer waiting for a reply).
     waiting_contacts: Mapping[str, int] = {}
-
-
-def record_crc(key: bytes | None, value: bytes | None) -> int:
-    """A checksum of a record's key and value, to recognise it at its offset later."""
-    return zlib.crc32(value or b"", zlib.crc32(b"\xff", zlib.crc32(key or b"")))
 
 
 @dataclass(frozen=True, slots=True)

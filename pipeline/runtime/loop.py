@@ -34,7 +34,8 @@ from pipeline.runtime.checkpoint import Checkpoint, commit
 from pipeline.runtime.clients import KafkaOutputs, KafkaPositions
 from pipeline.runtime.config import EXACTLY_ONCE, LoopConfig
 from pipeline.settings import Settings
-from pipeline.streaming import MetricsSink, PartitionGauge, StreamHandler, record_crc
+from pipeline.stream_state import record_crc
+from pipeline.streaming import MetricsSink, PartitionGauge, StreamHandler
 from pipeline.topics import DLQ
 
 log = logging.getLogger(__name__)

@@ -23,18 +23,15 @@ from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import JourneySignal, LateEvent, OutputRecord
 from pipeline.dlq import parse_dead_letter_headers, record_size
 from pipeline.settings import build_settings
-from pipeline.streaming import (
+from pipeline.stream_state import (
     COMPRESSED_STATE,
-    CONTROL_HEADER,
-    END_OF_INPUT,
-    RawRecord,
-    StreamHandler,
     clock_key,
     decode_position,
     decode_table_state,
     encode_table_state,
     record_crc,
 )
+from pipeline.streaming import CONTROL_HEADER, END_OF_INPUT, RawRecord, StreamHandler
 
 T0 = 1_772_438_400_000  # 2026-03-02T08:00:00Z
 MINUTE = 60_000

@@ -1,0 +1,123 @@
+"""How a partition's state sits in the worker's state table, without Kafka.
+
+The table (and its compacted changelog) holds two kinds of entries per input
+partition: each customer's state, compressed (:func:`encode_table_state`), and
+the partition's :class:`Position` under its clock key, written last: its clock
+and the offset (and checksum) of the last input record whose effects the state
+holds. On a restart the position tells which redelivered records to skip
+(:func:`is_redelivery`) and which offsets the consumer skipped
+(:func:`offsets_missing_before`). :mod:`pipeline.streaming` writes and reads
+these entries; :mod:`pipeline.runtime` restores them from the changelog.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+from pipeline.core.partitioning import partition_for
+
+#: Table key that holds a partition's position (customer ids never start with "__").
+CLOCK_KEY_PREFIX = "__clock__:"
+
+
+#: First byte of a compressed customer state in the table. A state written by
+#: an earlier version is plain JSON and starts with "{".
+COMPRESSED_STATE = b"z"
+
+
+def encode_table_state(state: bytes) -> bytes:
+    """A customer's state as the table stores it: zlib level 1 after a marker byte.
+
+    The JSON state shrinks about five times (1.2 kB to 240 bytes on simulator
+    traffic); every changed customer is written to the changelog once per
+    batch, so that is most of the bytes the worker sends, and of what a
+    restart reads back.
+    """
+    return COMPRESSED_STATE + zlib.compress(state, 1)
+
+
+def decode_table_state(value: bytes) -> bytes:
+    """The state in a table value, compressed or (written by an earlier version) plain."""
+    if value[:1] == COMPRESSED_STATE:
+        return zlib.decompress(value[1:])
+    return value
+
+
+def clock_key(partition: int) -> str:
+    return f"{CLOCK_KEY_PREFIX}{partition}"
+
+
+class Position(NamedTuple):
+    """Where a partition's state stands: stored under its clock key, written last."""
+
+    clock_ms: int | None
+    #: Offset of the last input record whose effects the state holds.
+    applied_offset: int | None = None
+    #: :func:`record_crc` of that record: a recreated topic reuses offsets.
+    applied_crc: int | None = None
+
+
+def encode_position(position: Position) -> bytes:
+    """The value stored under a partition's clock key."""
+    return json.dumps(position._asdict()).encode()
+
+
+def decode_position(value: bytes) -> Position:
+    """The :class:`Position` in a clock-key value.
+
+    Versions before 0.2 stored the bare clock (``b"1772438400000"``): it loads
+    with no offset, and redelivered records fall back to event-id deduplication.
+    """
+    text = value.decode()
+    if not text.startswith("{"):
+        return Position(int(text))
+    stored = json.loads(text)
+    return Position(stored.get("clock_ms"), stored.get("applied_offset"), stored.get("applied_crc"))
+
+
+def is_redelivery(applied_offsets: Mapping[int, int], partition: int, offset: int) -> bool:
+    """Is the record at ``offset`` one whose effects the state already holds?"""
+    applied = applied_offsets.get(partition)
+    return applied is not None and offset <= applied
+
+
+def offsets_missing_before(
+    applied_offsets: Mapping[int, int], partition: int, offset: int
+) -> tuple[int, int] | None:
+    """``(start, end)``: the offsets between the last applied record and ``offset``.
+
+    None when ``offset`` follows the last applied record directly (or is a
+    redelivery, or nothing is known of the partition yet).
+    """
+    applied = applied_offsets.get(partition)
+    if applied is None or offset <= applied + 1:
+        return None
+    return applied + 1, offset
+
+
+def items_of_partition(
+    partition: int, table_items: Iterable[tuple[Any, Any]], partitions: int
+) -> Iterator[tuple[str, bytes]]:
+    """The state-table entries of ``partition``: its customers and its position.
+
+    The table holds the keys of every partition the worker owns; a partition's
+    processor is built from its own only.
+    """
+    clock_name = clock_key(partition)
+    for raw_key, value in table_items:
+        if value is None:
+            continue
+        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+        if key.startswith(CLOCK_KEY_PREFIX):
+            if key == clock_name:
+                yield key, value
+        elif partition_for(key, partitions) == partition:
+            yield key, value
+
+
+def record_crc(key: bytes | None, value: bytes | None) -> int:
+    """A checksum of a record's key and value, to recognise it at its offset later."""
+    return zlib.crc32(value or b"", zlib.crc32(b"\xff", zlib.crc32(key or b"")))
