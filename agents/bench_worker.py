@@ -26,7 +26,7 @@ from agents.app import build_app
 from agents.worker import QuietWorker
 from pipeline.metrics import Metrics
 from pipeline.runtime.tuning import tune_garbage_collector
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from pipeline.topics import INTERACTIONS
 
 

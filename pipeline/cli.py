@@ -15,7 +15,8 @@ from pathlib import Path
 from pipeline import __version__
 from pipeline.errors import ConfigError, CxstreamError, InputFileError
 from pipeline.runtime.tuning import tune_garbage_collector
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import Settings
+from pipeline.settings_loader import load_settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -3,7 +3,7 @@
 ::
 
     from pipeline.producer import EventProducer
-    from pipeline.settings import load_settings
+    from pipeline.settings_loader import load_settings
 
     settings = load_settings()
     with EventProducer(settings.kafka, settings.kafka.topic("interactions"),

@@ -24,7 +24,7 @@ from pipeline.contract.event import (
 from pipeline.core.calendar import Calendar, build_calendars
 from pipeline.core.sla import ContactSla
 from pipeline.core.sla_policy import resolve_policies
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 
 _WEEK_MS = 7 * 86_400_000
 # 2026-01-01T00:00Z; the spans below cover all of 2026 (holidays and DST switches).

@@ -321,7 +321,7 @@ def _replay_child(argv: Sequence[str] | None = None) -> int:
     """
     from pipeline.core.bench import bench_replay
     from pipeline.runtime.tuning import tune_garbage_collector
-    from pipeline.settings import load_settings
+    from pipeline.settings_loader import load_settings
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.tools.bench")
     parser.add_argument("--events", type=int, required=True)

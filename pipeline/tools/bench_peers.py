@@ -541,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pipeline.tools.bench_peers [--events N]``, as ``cxstream bench peers``."""
     import argparse
 
-    from pipeline.settings import load_settings
+    from pipeline.settings_loader import load_settings
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.tools.bench_peers")
     parser.add_argument("--events", type=int, default=100_000)

@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.tools.bench_scaling [--events N]``, as ``cxstream bench scaling``."""
     import argparse
 
-    from pipeline.settings import load_settings
+    from pipeline.settings_loader import load_settings
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.tools.bench_scaling")
     parser.add_argument("--events", type=int, default=100_000)

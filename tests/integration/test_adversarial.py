@@ -59,7 +59,8 @@ from pipeline.dlq import (
     parse_dead_letter_headers,
 )
 from pipeline.kafka_clients import kafka_python_options
-from pipeline.settings import Settings, build_settings
+from pipeline.settings import Settings
+from pipeline.settings_loader import build_settings
 from pipeline.sink.store import dump_tables
 from pipeline.tools.simulator import SimulatorConfig, generate
 from pipeline.topics import DLQ, TopicSpec, ensure_topics, project_topics

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from pipeline.tools.bench_latency import measure_latency
 
 pytestmark = [pytest.mark.integration]

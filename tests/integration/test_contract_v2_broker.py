@@ -19,7 +19,7 @@ from pipeline.contract.codec import HEADER_LENGTH, MAGIC, EventCodec
 from pipeline.contract.event import CONTACT_ENDED
 from pipeline.contract.schemas import current, load_versions
 from pipeline.producer import EventProducer
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from tests.integration.test_producer import consume_all
 
 V1 = load_versions("interaction_event")[0]

@@ -24,7 +24,8 @@ from pipeline.errors import KafkaAuthError
 from pipeline.producer import EventProducer
 from pipeline.replay import replay_events
 from pipeline.replay_sql import write_records_to_sql
-from pipeline.settings import KafkaSettings, Settings, build_settings
+from pipeline.settings import KafkaSettings, Settings
+from pipeline.settings_loader import build_settings
 from pipeline.sink.store import dump_tables
 from pipeline.tools.broker import LocalKafka
 from pipeline.tools.simulator import SimulatorConfig, generate

@@ -10,7 +10,7 @@ from pipeline.contract.bench import sample_events
 from pipeline.contract.codec import EventCodec
 from pipeline.contract.jsonform import write_events
 from pipeline.producer import EventProducer, produce_file
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 
 
 def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:

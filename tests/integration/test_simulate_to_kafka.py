@@ -9,7 +9,7 @@ from uuid import uuid4
 
 from kafka import KafkaConsumer
 
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from pipeline.tools.simulate_cli import simulate_command
 from pipeline.tools.simulator import SimulatorConfig, generate
 

@@ -23,7 +23,8 @@ from sqlalchemy import make_url
 from pipeline.control import send_end_of_input
 from pipeline.replay import replay_events
 from pipeline.replay_sql import write_records_to_sql
-from pipeline.settings import Settings, build_settings
+from pipeline.settings import Settings
+from pipeline.settings_loader import build_settings
 from pipeline.sink.store import dump_tables
 from pipeline.tools.simulator import SimItem, SimulatorConfig, generate
 from tests.integration.postgres_fixtures import PostgresServer

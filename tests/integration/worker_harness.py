@@ -28,7 +28,8 @@ from pipeline.contract.codec import RecordCodec
 from pipeline.core.records import OUTPUT_TYPES, OutputRecord
 from pipeline.errors import BrokerError
 from pipeline.producer import EventProducer
-from pipeline.settings import KafkaSettings, Settings, build_settings
+from pipeline.settings import KafkaSettings, Settings
+from pipeline.settings_loader import build_settings
 from pipeline.streaming import OUTPUT_TOPIC_SUFFIX
 from pipeline.tools.simulator import SimItem
 from pipeline.topics import INTERACTIONS, TopicSpec, ensure_topics, project_topics

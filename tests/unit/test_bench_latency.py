@@ -6,7 +6,7 @@ import math
 from datetime import UTC, datetime
 
 from pipeline.core.partitioning import partition_for
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from pipeline.tools.bench_latency import (
     LATE_REPLY_BEFORE_MS,
     PROBE_POLICY,

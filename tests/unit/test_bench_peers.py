@@ -9,7 +9,7 @@ import pytest
 from pipeline.contract.event import InteractionEvent
 from pipeline.contract.validate import validate
 from pipeline.core.partitioning import partition_for
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from pipeline.tools.bench_peers import (
     CXSTREAM,
     FLUSH_MARGIN_MS,

@@ -15,7 +15,8 @@ from pipeline.core.calendar import (
     holiday_dates,
 )
 from pipeline.errors import ConfigError
-from pipeline.settings import CalendarSpec, build_settings
+from pipeline.settings import CalendarSpec
+from pipeline.settings_loader import build_settings
 
 HELSINKI = ZoneInfo("Europe/Helsinki")
 HOUR = 3600.0

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.calendar import Calendar, build_calendars
-from pipeline.settings import CalendarSpec, build_settings
+from pipeline.settings import CalendarSpec
+from pipeline.settings_loader import build_settings
 
 HELSINKI = ZoneInfo("Europe/Helsinki")
 MONTH_MS = 30 * 86_400_000

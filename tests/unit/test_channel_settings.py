@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 
 
 def test_visits_calls_chats_and_meetings_are_synchronous_and_web_messages_are_not():

@@ -390,7 +390,7 @@ def test_output_record_round_trips_through_its_record_codec(name):
 def test_bench_sample_events_are_valid_and_round_trip(codec):
     from pipeline.contract.bench import sample_events
     from pipeline.contract.validate import validate
-    from pipeline.settings import build_settings
+    from pipeline.settings_loader import build_settings
 
     channels = build_settings().channels
     events = sample_events(60)

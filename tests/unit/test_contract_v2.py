@@ -21,7 +21,7 @@ from pipeline.contract.jsonform import event_from_json, event_to_json_line, pars
 from pipeline.contract.schemas import SCHEMAS_DIR, load_versions
 from pipeline.contract.validate import validate
 from pipeline.errors import ValidationError
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 
 CHANNELS = build_settings().channels
 V1, V2, *_LATER = load_versions("interaction_event")

@@ -37,7 +37,7 @@ from pipeline.contract.schemas import load_versions
 from pipeline.contract.validate import IDENTITY_NOT_YET, validate
 from pipeline.dlq import parse_dead_letter_headers
 from pipeline.errors import UnknownSchemaError, ValidationError
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from pipeline.streaming import RawRecord, StreamHandler
 
 CHANNELS = build_settings().channels

@@ -26,7 +26,8 @@ from pipeline.core.partitioning import partition_for
 from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import OutputRecord
 from pipeline.replay import collapse, replay_events
-from pipeline.settings import Settings, build_settings
+from pipeline.settings import Settings
+from pipeline.settings_loader import build_settings
 from pipeline.tools.bench import simulated_events
 
 EVENTS = 30_000

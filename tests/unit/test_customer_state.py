@@ -20,7 +20,7 @@ from pipeline.core.records import (
 )
 from pipeline.core.state_codec import STATE_VERSION
 from pipeline.errors import CxstreamError
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from pipeline.tools.bench import simulated_events
 from tests.unit.test_core_golden import RICH_POLICIES
 

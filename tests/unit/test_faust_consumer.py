@@ -10,7 +10,7 @@ from faust.types import TP
 
 from agents.app import build_app
 from agents.faust_consumer import WorkerConsumer
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 
 TOPIC_PARTITION = TP("t.interactions", 1)
 

@@ -9,7 +9,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, T
 
 from agents.app import build_app
 from agents.fetch_wait import FETCH_MAX_WAIT_MS, ShortFetchWaitConsumerThread
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 
 
 def _aiokafka_consumer(thread_class: type[AIOKafkaConsumerThread]) -> Any:

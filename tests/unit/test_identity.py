@@ -36,7 +36,7 @@ from pipeline.core.identity import (
 from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import SESSION_FINAL, SessionRecord
 from pipeline.errors import ConfigError
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 
 T0 = 1_772_438_400_000  # 2026-03-02T08:00:00Z
 SECOND = 1000

@@ -258,7 +258,7 @@ def test_a_state_written_before_needs_still_loads():
 
 def test_the_simulator_bounces_needs_over_days_when_asked_and_not_by_default():
     from pipeline.replay import replay_events
-    from pipeline.settings import build_settings
+    from pipeline.settings_loader import build_settings
     from pipeline.tools.simulator import DEFAULT_JOURNEY_WEIGHTS, SimulatorConfig, generate
 
     def needs(config: SimulatorConfig) -> list[dict]:

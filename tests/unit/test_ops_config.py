@@ -10,7 +10,7 @@ import yaml
 from pipeline.cli import main
 from pipeline.errors import ConfigError
 from pipeline.ops_config import alertmanager_config, render_alertmanager_config
-from pipeline.settings import build_settings, load_settings
+from pipeline.settings_loader import build_settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "deploy" / "alertmanager" / "alertmanager.yml"

@@ -22,7 +22,7 @@ from pipeline.ops_status import (
     flatten,
     switch_failure_totals,
 )
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 
 CHANNELS = [
     ChannelView("web_message", "Secure web message", 0.8),

@@ -14,7 +14,7 @@ import yaml
 from pipeline.cli import build_parser, main
 from pipeline.contract.event import InteractionEvent
 from pipeline.contract.jsonform import write_events
-from pipeline.settings import load_settings
+from pipeline.settings_loader import load_settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
 T0 = 1_772_438_400_000  # Monday 2026-03-02 08:00 UTC (10:00 in Helsinki)

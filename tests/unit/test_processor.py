@@ -248,7 +248,7 @@ def test_restart_from_take_dirty_state_gives_the_same_outputs_as_uninterrupted()
 
 def test_from_settings_builds_a_processor_when_the_sla_module_is_present():
     pytest.importorskip("pipeline.core.sla", reason="pipeline.core.sla has not landed yet")
-    from pipeline.settings import build_settings
+    from pipeline.settings_loader import build_settings
 
     processor = PartitionProcessor.from_settings(build_settings(), partition=3)
     out = run(processor, [ev(T0, channel="web_message"), ev(T0 + MINUTE, channel="web_message")])

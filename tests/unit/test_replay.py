@@ -18,7 +18,7 @@ from pipeline.replay import (
     replay_processes,
     usable_cores,
 )
-from pipeline.settings import build_settings, load_settings
+from pipeline.settings_loader import build_settings, load_settings
 from pipeline.tools.bench import simulated_events
 from tests.unit.core_standins import HOUR, MINUTE, T0, ev
 

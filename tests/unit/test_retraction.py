@@ -37,7 +37,8 @@ from pipeline.core.retraction import SLA_RETRACTED, cancelled_kind, cancels_brea
 from pipeline.errors import ConfigError
 from pipeline.replay import replay_events
 from pipeline.replay_sql import write_records_to_sql
-from pipeline.settings import Settings, build_settings
+from pipeline.settings import Settings
+from pipeline.settings_loader import build_settings
 from pipeline.sink.store import SqlStore, dump_tables
 from pipeline.streaming import CONTROL_HEADER, END_OF_INPUT, RawRecord, StreamHandler
 

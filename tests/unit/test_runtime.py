@@ -11,7 +11,7 @@ from agents.app import build_app
 from agents.crash_exit import exit_when_crashed
 from pipeline.cli import main
 from pipeline.runtime.tuning import GC_THRESHOLDS
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 
 
 def test_every_cxstream_command_collects_young_objects_less_often_than_cpython_does() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.contract.event import InteractionEvent
 from pipeline.replay import replay_events
 from pipeline.replay_sql import write_records_to_sql
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 
 T0 = 1_772_438_400_000  # 2026-03-02T08:00:00Z
 SECOND = 1000

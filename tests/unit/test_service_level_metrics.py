@@ -20,7 +20,8 @@ from pipeline.contract.event import InteractionEvent
 from pipeline.metrics import Metrics
 from pipeline.replay import replay_events
 from pipeline.replay_sql import write_records_to_sql
-from pipeline.settings import bounded_label, build_settings
+from pipeline.settings import bounded_label
+from pipeline.settings_loader import build_settings
 from pipeline.tools.simulator import SimulatorConfig, generate
 
 # In-order delivery (docs/ops.md "Service level" says why the metric needs it to

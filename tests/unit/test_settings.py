@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.settings import build_settings, load_settings
+from pipeline.settings_loader import build_settings, load_settings
 
 
 def test_a_misspelled_key_is_an_error_that_names_it_and_suggests_the_right_one() -> None:

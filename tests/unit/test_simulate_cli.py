@@ -12,7 +12,8 @@ import pytest
 
 from pipeline.contract.event import InteractionEvent, iso_to_ms
 from pipeline.errors import ConfigError, DeliveryError
-from pipeline.settings import KafkaSettings, build_settings
+from pipeline.settings import KafkaSettings
+from pipeline.settings_loader import build_settings
 from pipeline.tools.simulate_cli import (
     EVENTS_PER_JOURNEY,
     Pacer,

@@ -26,7 +26,7 @@ from pipeline.contract.event import (
     InteractionEvent,
 )
 from pipeline.errors import ConfigError, ContractError
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from pipeline.tools.simulator import (
     DEFAULT_START_MS,
     DUPLICATE,

@@ -8,7 +8,7 @@ from functools import cache
 
 from pipeline.contract.event import iso_to_ms
 from pipeline.replay import collapse, replay_events
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from pipeline.tools.simulator import SimulatorConfig, bank_profile, generate
 
 WEEK_MS = 7 * 86_400_000

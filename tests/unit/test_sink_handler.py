@@ -20,7 +20,8 @@ from pipeline.contract.codec import RecordCodec
 from pipeline.dlq import DeadLetter, parse_dead_letter_headers
 from pipeline.errors import DeliveryError, SinkUnavailableError
 from pipeline.metrics import Metrics
-from pipeline.settings import Settings, build_settings
+from pipeline.settings import Settings
+from pipeline.settings_loader import build_settings
 from pipeline.sink.handler import SinkBatchHandler
 from pipeline.sink.memory import InMemorySink
 from pipeline.sink.store import SqlStore, dump_tables

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline.replay import replay_events
 from pipeline.replay_sql import write_records_to_sql
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from tests.unit.test_service_level_metrics import _events
 
 COUNTERS = (

@@ -28,7 +28,8 @@ from pipeline.core.records import SlaEvent
 from pipeline.core.sla import ContactSla
 from pipeline.core.sla_policy import Policy, policies_for, resolve_policies
 from pipeline.errors import ConfigError
-from pipeline.settings import PolicySpec, build_settings
+from pipeline.settings import PolicySpec
+from pipeline.settings_loader import build_settings
 
 HELSINKI = ZoneInfo("Europe/Helsinki")
 MINUTE_MS = 60_000

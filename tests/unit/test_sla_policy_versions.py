@@ -15,7 +15,8 @@ from pipeline.contract.event import AGENT_REPLY, InteractionEvent
 from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import ContactSummary, SlaEvent
 from pipeline.errors import ConfigError
-from pipeline.settings import PolicySpec, bounded_label, build_settings, policy_digest
+from pipeline.settings import PolicySpec, bounded_label, policy_digest
+from pipeline.settings_loader import build_settings
 
 T0 = 1_772_438_400_000  # 2026-03-02T08:00:00Z
 MINUTE = 60_000

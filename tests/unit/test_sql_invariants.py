@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 from pipeline.contract.event import InteractionEvent
 from pipeline.replay import replay_events
 from pipeline.replay_sql import write_records_to_sql
-from pipeline.settings import Settings, build_settings
+from pipeline.settings import Settings
+from pipeline.settings_loader import build_settings
 from pipeline.sink.store import dump_tables
 from pipeline.tools.simulator import SimulatorConfig, generate
 

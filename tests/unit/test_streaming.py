@@ -22,7 +22,7 @@ from pipeline.core.partitioning import partition_for
 from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import JourneySignal, LateEvent, OutputRecord
 from pipeline.dlq import parse_dead_letter_headers, record_size
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from pipeline.stream_state import (
     COMPRESSED_STATE,
     clock_key,

@@ -1,4 +1,5 @@
-from pipeline.settings import KafkaSettings, build_settings
+from pipeline.settings import KafkaSettings
+from pipeline.settings_loader import build_settings
 from pipeline.topics import DLQ_MIN_RETENTION_MS, TopicSpec, project_topics
 
 WEEK_MS = 7 * 24 * 3600 * 1000

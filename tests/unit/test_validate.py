@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from pipeline.contract.event import InteractionEvent
 from pipeline.contract.validate import validate
 from pipeline.errors import ValidationError
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 
 CHANNELS = build_settings().channels
 

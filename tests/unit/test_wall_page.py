@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, insert
 
 from pipeline.cli import build_parser
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from pipeline.sink.store import SqlStore
 from pipeline.wall import read_wall, wall_config
 from pipeline.wall_queries import CONTACTS, SLA_EVENTS

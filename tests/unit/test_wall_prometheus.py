@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from pipeline.wall import read_wall, wall_config
 from pipeline.wall_prometheus import (
     OLDEST_QUERY,
@@ -200,7 +200,7 @@ def test_without_prometheus_the_document_keeps_the_serving_workers_figures(tmp_p
 
 
 def test_the_ops_settings_default_to_english_and_no_prometheus_and_reject_other_languages() -> None:
-    from pipeline.settings import ConfigError
+    from pipeline.errors import ConfigError
 
     assert (build_settings({}).ops.prometheus_url, build_settings({}).ops.wall_language) == (
         None,

@@ -8,7 +8,7 @@ from sqlalchemy import create_engine, text
 
 from pipeline.replay import replay_events
 from pipeline.replay_sql import write_records_to_sql
-from pipeline.settings import build_settings
+from pipeline.settings_loader import build_settings
 from pipeline.tools.simulator import SimulatorConfig, generate
 from tests.unit.test_service_level_metrics import _tagged
 from tests.unit.test_sink_queue_team_stats import COUNTERS, ROLL_UP
