@@ -9,7 +9,8 @@ from pipeline.contract.event import InteractionEvent
 from pipeline.contract.jsonform import event_to_json_line
 from pipeline.errors import DeliveryError, ValidationError
 from pipeline.producer import EventProducer, produce_file
-from pipeline.settings import KafkaSettings, build_settings
+from pipeline.settings import KafkaSettings
+from pipeline.settings_loader import build_settings
 
 CHANNELS = build_settings().channels
 
