@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import BrokerError
-from pipeline.tools.broker import (
+from pipeline.tools.broker_files import (
     KAFKA_VERSION,
     SecureListeners,
     TlsFiles,

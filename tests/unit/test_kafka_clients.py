@@ -18,7 +18,7 @@ from pipeline.kafka_clients import (
     sasl_password,
 )
 from pipeline.settings import KafkaSettings
-from pipeline.tools.broker import make_tls_files
+from pipeline.tools.broker_files import make_tls_files
 
 ROOT = Path(__file__).parents[2]
 
