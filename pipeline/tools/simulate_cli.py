@@ -19,6 +19,7 @@ from typing import Any, Protocol, TextIO
 from pipeline.contract.event import iso_to_ms
 from pipeline.errors import ConfigError, ContractError, DeliveryError
 from pipeline.settings import Settings
+from pipeline.tools.sim_journeys import period_intensity
 from pipeline.tools.simulator import (
     BANK_EVENTS_PER_JOURNEY,
     DUPLICATE,
@@ -29,7 +30,6 @@ from pipeline.tools.simulator import (
     SimulatorConfig,
     bank_profile,
     generate,
-    period_intensity,
 )
 
 # Roughly how many events a journey produces (measured on SimulatorConfig's own

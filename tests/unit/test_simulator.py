@@ -27,19 +27,16 @@ from pipeline.contract.event import (
 )
 from pipeline.errors import ConfigError, ContractError
 from pipeline.settings_loader import build_settings
+from pipeline.tools.sim_journeys import HOUR_MS, MINUTE_MS, next_open, period_of
 from pipeline.tools.simulator import (
     DEFAULT_START_MS,
     DUPLICATE,
-    HOUR_MS,
     LATE,
     MALFORMED,
-    MINUTE_MS,
     OUT_OF_ORDER,
     SimItem,
     SimulatorConfig,
     generate,
-    next_open,
-    period_of,
 )
 
 CHANNELS = set(build_settings().channels.keys)
