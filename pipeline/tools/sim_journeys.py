@@ -17,7 +17,7 @@ import functools
 import random
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from pipeline.contract.event import (
@@ -36,9 +36,6 @@ from pipeline.contract.event import (
     UNRESOLVED,
 )
 from pipeline.errors import ConfigError
-
-if TYPE_CHECKING:
-    from pipeline.tools.simulator import SimulatorConfig
 
 SECOND_MS = 1_000
 MINUTE_MS = 60 * SECOND_MS
@@ -149,11 +146,24 @@ BRANCH = _ServiceHours(_BRANCH_HOURS)
 # ----------------------------------------------------------------------- journeys
 
 
+class JourneyShape(Protocol):
+    """The settings a journey script reads (those of a ``SimulatorConfig``)."""
+
+    @property
+    def quick_switch_share(self) -> float: ...
+
+    @property
+    def false_resolution_return_hours(self) -> tuple[float, float]: ...
+
+
 class JourneyTraffic(Protocol):
     """What a journey draws from the traffic it belongs to."""
 
-    rng: random.Random
-    config: SimulatorConfig
+    @property
+    def rng(self) -> random.Random: ...
+
+    @property
+    def config(self) -> JourneyShape: ...
 
     def next_contact_id(self) -> str: ...
 
