@@ -59,6 +59,7 @@ class StreamLoop:
         self._dead_letter_topic = settings.kafka.topic(DLQ)
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
+        self._failure: BaseException | None = None
         #: Input partitions whose state is loaded into the handler.
         self.loaded: set[int] = set()
         self.batches = 0
@@ -137,7 +138,13 @@ class StreamLoop:
                 await stream_loop.on_revoked(tp.partition for tp in revoked)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
-                await stream_loop.on_assigned(tp.partition for tp in assigned)
+                try:
+                    await stream_loop.on_assigned(tp.partition for tp in assigned)
+                except Exception as exc:
+                    # aiokafka logs a listener's exception and goes on; the
+                    # partitions would then stay assigned but never loaded, and
+                    # the worker would consume nothing with /healthz 200.
+                    stream_loop.fail(exc)
 
         await self._consumer.start()
         self._consumer.subscribe([config.input_topic], listener=Listener())
@@ -148,8 +155,15 @@ class StreamLoop:
         timeout_ms = int(self.config.poll_timeout_s * 1000)
         while not self._stopping.is_set():
             batch = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.config.max_batch)
+            if self._failure is not None:
+                raise self._failure
             if batch:
                 await self.process(batch)
+
+    def fail(self, exc: BaseException) -> None:
+        """End :meth:`run` with ``exc`` (a partition could not be restored)."""
+        log.critical("a partition could not be restored: %r", exc, exc_info=exc)
+        self._failure = exc
 
     def stop(self) -> None:
         """Let :meth:`run` return after the batch in hand is committed."""

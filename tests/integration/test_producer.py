@@ -76,5 +76,7 @@ def test_invalid_lines_are_reported_and_not_sent(
         report = produce_file(path, producer)
 
     assert report.sent == 3
-    assert [(line, error.field) for line, error in report.rejected] == [(4, "customer_id")]
+    # Contract v3: a missing customer_id is allowed when an identifier is set,
+    # so the first field reported missing is the channel.
+    assert [(line, error.field) for line, error in report.rejected] == [(4, "channel")]
     assert len(consume_all(kafka_bootstrap, topic, expected=4, timeout_s=5)) == 3
