@@ -29,6 +29,9 @@ from pipeline.runtime.tuning import tune_garbage_collector
 from pipeline.settings_loader import build_settings
 from pipeline.topics import INTERACTIONS
 
+#: How long the no-op agent waits to fill a batch (what the Faust worker waited).
+NOOP_BATCH_SECONDS = 0.2
+
 
 class _Progress:
     def __init__(self, target: int) -> None:
@@ -105,7 +108,7 @@ def main() -> None:
         @app.agent(topic, name="noop")
         async def noop(stream: faust.StreamT) -> None:
             worker = settings.worker
-            async for events in stream.take_events(worker.batch_size, within=worker.batch_seconds):
+            async for events in stream.take_events(worker.batch_size, within=NOOP_BATCH_SECONDS):
                 progress.add(len(events))
     else:
         from agents.process import ProcessRole
