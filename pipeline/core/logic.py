@@ -16,7 +16,7 @@ the timer heap, the persistence or the gauges without changing this protocol;
 and a test can drive the processor with a small machine of its own.
 
 The protocol states types only: the compiled core does not list this module
-(:data:`pipeline.tools.native.COMPILED_MODULES`), and nothing checks it at run time.
+(:data:`pipeline.core_loader.COMPILED_MODULES`), and nothing checks it at run time.
 """
 
 from __future__ import annotations

@@ -106,8 +106,8 @@ def bench_replay_both_cores(
     the speedup is read from one run rather than across runs. The other core is
     skipped, with the reason, when it cannot run here (nothing built).
     """
+    from pipeline import core_loader as native
     from pipeline.core import core_mode
-    from pipeline.tools import native
 
     here = core_mode()
     rates = {here: _replay_in_process(settings, events)}
@@ -166,7 +166,7 @@ def _replay_in_process(settings: Settings, events: int) -> float:
 
 
 def _replay_in_subprocess(core: str, events: int, config: Path | None) -> float:
-    from pipeline.tools.native import ENV_VAR
+    from pipeline.core_loader import ENV_VAR
 
     command = [sys.executable, "-m", "pipeline.tools.bench", "--events", str(events)]
     if config is not None:

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import core_loader
 from pipeline.tools import native
 
 REPO = Path(native.__file__).resolve().parents[2]
-MODULES = [f"{native.PACKAGE}.{name}" for name in native.COMPILED_MODULES]
+MODULES = [f"{core_loader.PACKAGE}.{name}" for name in core_loader.COMPILED_MODULES]
 EXT_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 SHARED_LIB = f"_native__mypyc{EXT_SUFFIX}"
 
@@ -40,14 +41,14 @@ def package_copy(tmp_path: Path) -> Path:
     shutil.copytree(
         REPO / "pipeline",
         tmp_path / "pipeline",
-        ignore=shutil.ignore_patterns("__pycache__", "*.so", native.MANIFEST_NAME),
+        ignore=shutil.ignore_patterns("__pycache__", "*.so", core_loader.MANIFEST_NAME),
     )
     return tmp_path / "pipeline" / "core"
 
 
 def fake_build(core_dir: Path) -> None:
     """Unloadable extension files for every compiled module plus a matching manifest."""
-    for stem in [*native.COMPILED_MODULES, "_native__mypyc"]:
+    for stem in [*core_loader.COMPILED_MODULES, "_native__mypyc"]:
         (core_dir / f"{stem}{EXT_SUFFIX}").write_bytes(b"not an ELF file")
     native.write_manifest(core_dir, mypy_version="test")
 
@@ -58,7 +59,7 @@ def edit(path: Path) -> None:
 
 def probe(root: Path, mode: str) -> subprocess.CompletedProcess[str]:
     """Import every compiled-list module from the package under ``root`` in a fresh process."""
-    env = {**os.environ, native.ENV_VAR: mode, "PYTHONPATH": str(root)}
+    env = {**os.environ, core_loader.ENV_VAR: mode, "PYTHONPATH": str(root)}
     return subprocess.run(
         [sys.executable, "-c", PROBE],
         cwd=root,
@@ -70,13 +71,13 @@ def probe(root: Path, mode: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_status_is_interpreted_when_nothing_is_built(package_copy: Path) -> None:
-    assert native.check(package_copy) == ("interpreted", [])
+    assert core_loader.check(package_copy) == ("interpreted", [])
 
 
 def test_status_is_compiled_when_the_manifest_matches_every_source(package_copy: Path) -> None:
     fake_build(package_copy)
 
-    assert native.check(package_copy) == ("compiled", [])
+    assert core_loader.check(package_copy) == ("compiled", [])
 
 
 def test_status_turns_stale_when_a_compiled_source_changes_after_the_build(
@@ -85,7 +86,10 @@ def test_status_turns_stale_when_a_compiled_source_changes_after_the_build(
     fake_build(package_copy)
     edit(package_copy / "sla.py")
 
-    assert native.check(package_copy) == ("stale", ["pipeline.core.sla changed since the build"])
+    assert core_loader.check(package_copy) == (
+        "stale",
+        ["pipeline.core.sla changed since the build"],
+    )
 
 
 def test_a_change_to_a_module_outside_the_compiled_list_keeps_the_build_current(
@@ -94,16 +98,16 @@ def test_a_change_to_a_module_outside_the_compiled_list_keeps_the_build_current(
     fake_build(package_copy)
     edit(package_copy / "records.py")
 
-    assert native.status(package_copy) == "compiled"
+    assert core_loader.status(package_copy) == "compiled"
 
 
 def test_status_is_stale_when_extension_files_exist_without_a_manifest(
     package_copy: Path,
 ) -> None:
     fake_build(package_copy)
-    (package_copy / native.MANIFEST_NAME).unlink()
+    (package_copy / core_loader.MANIFEST_NAME).unlink()
 
-    assert native.check(package_copy) == (
+    assert core_loader.check(package_copy) == (
         "stale",
         ["no readable _native.json beside the extension files"],
     )
@@ -113,7 +117,7 @@ def test_status_is_stale_when_the_shared_library_is_missing(package_copy: Path) 
     fake_build(package_copy)
     (package_copy / SHARED_LIB).unlink()
 
-    assert native.check(package_copy) == ("stale", [f"missing {SHARED_LIB}"])
+    assert core_loader.check(package_copy) == ("stale", [f"missing {SHARED_LIB}"])
 
 
 def test_clean_removes_the_extensions_the_shared_library_and_the_manifest(
@@ -123,15 +127,15 @@ def test_clean_removes_the_extensions_the_shared_library_and_the_manifest(
 
     removed = native.clean(package_copy)
 
-    expected = {f"{name}{EXT_SUFFIX}" for name in native.COMPILED_MODULES}
+    expected = {f"{name}{EXT_SUFFIX}" for name in core_loader.COMPILED_MODULES}
     assert {path.name for path in removed} == expected | {SHARED_LIB, "_native.json"}
-    assert native.status(package_copy) == "interpreted"
+    assert core_loader.status(package_copy) == "interpreted"
     assert (package_copy / "processor.py").exists()
 
 
 def test_an_unknown_core_mode_is_an_import_error() -> None:
     with pytest.raises(ImportError, match="CXSTREAM_CORE='fast': expected one of"):
-        native.select_core({native.ENV_VAR: "fast"})
+        core_loader.select_core({core_loader.ENV_VAR: "fast"})
 
 
 def test_interpreted_mode_loads_every_core_module_from_its_py_file() -> None:
@@ -183,7 +187,7 @@ def test_compiled_mode_refuses_when_nothing_is_built(package_copy: Path) -> None
 
 def test_compiled_mode_loads_extension_modules_from_the_build() -> None:
     """Needs `make native`; CI (``CI`` set) runs it first, so there a missing build fails."""
-    state, reasons = native.check()
+    state, reasons = core_loader.check()
     if state != "compiled" and not os.environ.get("CI"):
         pytest.skip(f"compiled core is {state} {reasons}: run `make native`")
 
