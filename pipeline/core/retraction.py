@@ -18,8 +18,10 @@ Rules (pure; int epoch ms):
 * Only while the partition clock is at most ``sla.retraction_window`` past the
   due time when the reply arrives; a later reply completes the breach, which
   stands. A window of 0 turns retraction off.
-* Only a running clock is stopped by a reply: once the contact has ended its
-  clocks are gone and a later reply retracts nothing.
+* A first-reply clock stopped by the contact's end or by a reply is kept: a
+  reply dated before that stop (it arrived later) stops it at its own time and
+  retracts what it precedes, as does an end dated before a fired record. A
+  next-reply clock is gone once stopped: a later reply retracts nothing of it.
 
 It reads the arrival order and the partition clock only, never a wall clock,
 so a replay and a stream-clock worker emit the same records.

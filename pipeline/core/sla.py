@@ -7,11 +7,18 @@ due (:meth:`ContactSla.fire_due`). Every warning and breach fires exactly once
 and carries its *due* time as ``fired_at``, so a replay and the live stream
 emit the same records.
 
-Rules (one contact, events in arrival order):
+Rules (one contact, events in arrival order; the first reply goes by event time):
 
 * The first-reply clock starts at the contact's first ``customer_message`` or
   ``contact_started``, whichever arrives first. A next-reply clock starts at a
   ``customer_message`` that follows a reply while no clock runs.
+* The first reply is the earliest qualifying reply dated at or after the
+  first-reply clock's start, whatever the arrival order: a reply that arrives
+  before the message it answers is kept and stops the clock when the message
+  arrives (firing what fell due before the reply, as in order); a reply that
+  arrives after a later-dated reply or after the contact's end, but is dated
+  before them, stops the clock at its own time. A reply dated before a clock's
+  start does not stop that clock.
 * A reply (``agent_reply``) by an agent stops every running clock; a reply by a
   bot stops the clocks whose policy is not ``human_only``.
 * The deadline is ``calendar.add(start, target)``, the warning
@@ -22,10 +29,13 @@ Rules (one contact, events in arrival order):
   that a reply stops are fired first, so ``completed`` never precedes its
   ``breach`` even if the caller skipped :meth:`ContactSla.fire_due`.
 * ``contact_ended`` stops the running clocks without firing them; no clock
-  starts after it.
+  starts at a time after it (a message dated before the end that arrives after
+  it still starts, and at once stops, the first-reply clock).
 * A reply dated before a warning or breach that already fired (it arrived
   late) retracts it instead (:mod:`pipeline.core.retraction`), when
-  :meth:`ContactSla.observe` is given the partition clock and a window.
+  :meth:`ContactSla.observe` is given the partition clock and a window; so does
+  an end dated before it, and a reply dated before an earlier-applied stop
+  (reply or end) of the first-reply clock.
 * A clock keeps the policy version and target it started under
   (``policy_version`` on every record). A worker restarted with a changed
   policy restores the running clocks with their stored deadline, version and
@@ -55,6 +65,7 @@ from pipeline.contract.event import (
 )
 from pipeline.core.calendar import Calendar
 from pipeline.core.records import (
+    FIRST_REPLY,
     NEXT_REPLY,
     SLA_BREACH,
     SLA_COMPLETED,
@@ -74,8 +85,11 @@ class ContactSla:
     """The SLA clocks of one contact. Times are int epoch ms; the caller owns the clock."""
 
     __slots__ = (
+        "_answered",
         "_clocks",
+        "_early_replies",
         "_ended",
+        "_ended_at",
         "_first_started_at",
         "_policies",
         "_replied_since_customer",
@@ -130,6 +144,17 @@ class ContactSla:
         self._first_started_at: int | None = None
         self._replied_since_customer = False
         self._ended = False
+        # Event time of the earliest end (None: not ended, or a state written
+        # before it was kept, whose end stops every clock whatever its date).
+        self._ended_at: int | None = None
+        # Replies (event time, actor) that arrived before any clock started: one
+        # dated after the customer's first message answers it when the message
+        # arrives (arrival order must not decide; None: none).
+        self._early_replies: list[tuple[int, str]] | None = None
+        # First-reply clocks stopped by a reply or the end, with the event time
+        # they stopped at: a reply dated earlier, arriving later, stops them
+        # there instead (None: none).
+        self._answered: list[tuple[Clock, int]] | None = None
         self.first_reply_at: int | None = None
         self.first_reply_seconds: float | None = None
         self.first_reply_business_seconds: float | None = None
@@ -267,31 +292,88 @@ class ContactSla:
                 return self._reply(event.actor, event.occurred_at, clock_ms, retraction_window_ms)
             return []
         if kind == CUSTOMER_MESSAGE:
-            self._customer_message(event.occurred_at)
+            return self._customer_message(event.occurred_at)
         elif kind == CONTACT_STARTED:
-            if self._first_started_at is None and not self._ended:
-                self._start_first_reply(event.occurred_at)
+            if self._first_started_at is None and self._may_start(event.occurred_at):
+                return self._start_first_reply(event.occurred_at)
         elif kind == CONTACT_ENDED:
-            self._ended = True
-            self._clocks.clear()
-            self.due_ms = None
-            self.is_idle = True
+            return self._end(event.occurred_at, clock_ms, retraction_window_ms)
         return []
 
-    def _customer_message(self, at: int) -> None:
-        if self._ended:
-            return
+    def _may_start(self, at: int) -> bool:
+        """Whether a clock may start at ``at``: not after the contact's end (by event time)."""
+        return not self._ended or (self._ended_at is not None and at <= self._ended_at)
+
+    def _customer_message(self, at: int) -> list[SlaEvent]:
         if self._first_started_at is None:
-            self._start_first_reply(at)
-        elif self._replied_since_customer and not self._clocks:
+            # Answered only by an earlier-arrived reply dated at or after it.
+            self._replied_since_customer = False
+            return self._start_first_reply(at) if self._may_start(at) else []
+        if self._ended:
+            return []
+        if self._replied_since_customer and not self._clocks:
             self._start_next_reply(at)
         self._replied_since_customer = False
+        return []
 
-    def _start_first_reply(self, at: int) -> None:
+    def _end(self, at: int, clock_ms: int | None, window_ms: int) -> list[SlaEvent]:
+        """The contact ended at ``at``: its clocks stop there. A first-reply clock is
+        kept as stopped, so a reply dated before the end that arrives after it still
+        answers it; records it fired that the end precedes (a late end) are retracted."""
+        self._ended = True
+        if self._ended_at is not None and at >= self._ended_at:
+            return []
+        self._ended_at = at
+        records: list[SlaEvent] = []
+        for clock in self._clocks:
+            if clock.seq == 0 and clock.policy.spec.metric == FIRST_REPLY:
+                self._stop(clock, at, clock_ms, window_ms, False, records)
+        for clock, stopped_at in list(self._answered or ()):
+            if clock.start <= at < stopped_at:
+                self._stop(clock, at, clock_ms, window_ms, False, records)
+        self._clocks.clear()
+        self.due_ms = None
+        self.is_idle = True
+        return records
+
+    def _start_first_reply(self, at: int) -> list[SlaEvent]:
+        """Start the first-reply clocks at ``at``. Replies that arrived earlier but are
+        dated at or after ``at``, and an end that arrived earlier, stop them at once
+        where they would have had the events come in event-time order."""
         self._first_started_at = at
+        records: list[SlaEvent] = []
+        early = self._early_replies
+        self._early_replies = None
+        ended_at = self._ended_at if self._ended else None
         for policy in self._selection.first:
-            self._clocks.append(Clock.started(policy, 0, at))
+            clock = Clock.started(policy, 0, at)
+            stop_at, by_reply = ended_at, False
+            for replied_at, actor in early or ():
+                if (
+                    at <= replied_at
+                    and clock.stopped_by(actor)
+                    and (
+                        stop_at is None
+                        or replied_at < stop_at
+                        or (replied_at == stop_at and not by_reply)
+                    )
+                ):
+                    stop_at, by_reply = replied_at, True
+            if stop_at is None:
+                self._clocks.append(clock)
+            else:
+                # In order, what fell due up to an end fires before it (a reply
+                # fires it itself); nothing after the stop has fired, so nothing
+                # is retracted.
+                if not by_reply:
+                    records.extend(self._fire_clock(clock, stop_at))
+                self._stop(clock, stop_at, None, 0, by_reply, records)
+        for replied_at, actor in early or ():
+            if at <= replied_at:
+                self._replied_since_customer = True
+                self._note_first_reply(actor, replied_at)
         self._refresh_due()
+        return records
 
     def _start_next_reply(self, at: int) -> None:
         for policy in self._selection.next:
@@ -310,31 +392,75 @@ class ContactSla:
         self, actor: str, at: int, clock_ms: int | None, retraction_window_ms: int
     ) -> list[SlaEvent]:
         self._replied_since_customer = True
-        if (
-            self.first_reply_at is None
-            and self._first_started_at is not None
-            and (actor == AGENT or not self._selection.first_needs_human)
-        ):
-            self._record_first_reply(at)
-        if not self._clocks:
+        if self._first_started_at is None:
+            # It may answer a first message that has not arrived yet.
+            if self._early_replies is None:
+                self._early_replies = []
+            self._early_replies.append((at, actor))
             return []
+        self._note_first_reply(actor, at)
         records: list[SlaEvent] = []
+        answered = self._answered
+        if answered:
+            for clock, stopped_at in list(answered):
+                if clock.start <= at < stopped_at and clock.stopped_by(actor):
+                    self._stop(clock, at, clock_ms, retraction_window_ms, True, records)
+        if not self._clocks:
+            return records
         running: list[Clock] = []
         for clock in self._clocks:
-            if not clock.stopped_by(actor):
+            # A reply dated before the clock started (it arrived late) answered
+            # an earlier message, not this one.
+            if not clock.stopped_by(actor) or at < clock.start:
                 running.append(clock)
                 continue
-            records.extend(self._fire_clock(clock, at))
-            if clock_ms is not None and retraction_window_ms > 0 and clock.has_fired:
-                self._retract(clock, at, clock_ms, retraction_window_ms, records)
-            if clock.breached:
-                overrun = clock.policy.calendar.elapsed(clock.deadline, at)
-                records.append(
-                    self._event(clock, SLA_COMPLETED, at, replied_at=at, overrun_seconds=overrun)
-                )
+            self._stop(clock, at, clock_ms, retraction_window_ms, True, records)
         self._clocks = running
         self._refresh_due()
         return records
+
+    def _stop(
+        self,
+        clock: Clock,
+        at: int,
+        clock_ms: int | None,
+        window_ms: int,
+        by_reply: bool,
+        records: list[SlaEvent],
+    ) -> None:
+        """Stop ``clock`` at event time ``at`` (a reply, or the end): fire what fell
+        due before, retract what fired after (within the window), complete a breach
+        a reply stops. A first-reply clock is kept as answered at ``at``."""
+        if by_reply:
+            records.extend(self._fire_clock(clock, at))
+        if clock_ms is not None and window_ms > 0 and clock.has_fired:
+            self._retract(clock, at, clock_ms, window_ms, records)
+        if by_reply and clock.breached:
+            overrun = clock.policy.calendar.elapsed(clock.deadline, at)
+            records.append(
+                self._event(clock, SLA_COMPLETED, at, replied_at=at, overrun_seconds=overrun)
+            )
+        if clock.seq == 0 and clock.policy.spec.metric == FIRST_REPLY:
+            answered = self._answered
+            if answered is None:
+                answered = self._answered = []
+            for index, (kept, _) in enumerate(answered):
+                if kept is clock:
+                    answered[index] = (clock, at)
+                    break
+            else:
+                answered.append((clock, at))
+
+    def _note_first_reply(self, actor: str, at: int) -> None:
+        """Take a reply as the first reply if it qualifies and is the earliest yet."""
+        started = self._first_started_at
+        if (
+            started is not None
+            and started <= at
+            and (self.first_reply_at is None or at < self.first_reply_at)
+            and (actor == AGENT or not self._selection.first_needs_human)
+        ):
+            self._record_first_reply(at)
 
     def _retract(
         self, clock: Clock, at: int, clock_ms: int, window_ms: int, records: list[SlaEvent]
@@ -402,6 +528,9 @@ class ContactSla:
             "first_reply_business_seconds": self.first_reply_business_seconds,
             "breached": self.breached,
             "breaches": self.breaches,
+            "ended_at": self._ended_at,
+            "early_replies": [list(pair) for pair in self._early_replies or ()],
+            "answered": [[*clock.to_state(), at] for clock, at in self._answered or ()],
         }
 
     def to_row(self) -> list[Any]:
@@ -436,6 +565,9 @@ class ContactSla:
             self.queue,
             self.team,
             [[clock.version, clock.target_seconds] for clock in self._clocks],
+            self._ended_at,
+            [list(pair) for pair in self._early_replies] if self._early_replies else None,
+            [_answered_row(clock, at) for clock, at in self._answered] if self._answered else None,
         ]
 
     @classmethod
@@ -500,6 +632,14 @@ class ContactSla:
         # Every breach sets both, so the count says whether the contact breached.
         sla.breaches = row[9]
         sla.breached = row[9] > 0
+        # Rows written before out-of-order replies were kept (13 fields) have none.
+        if len(row) > 13:
+            sla._ended_at = row[13]
+            if row[14]:
+                sla._early_replies = [(at, actor) for at, actor in row[14]]
+            if row[15]:
+                by_name = {p.spec.name: p for p in policies if p.spec.channel == channel}
+                sla._answered = _answered_from_rows(row[15], by_name)
         sla._refresh_due()
         return sla
 
@@ -538,5 +678,32 @@ class ContactSla:
         sla.first_reply_business_seconds = state["first_reply_business_seconds"]
         sla.breached = state["breached"]
         sla.breaches = state["breaches"]
+        sla._ended_at = state.get("ended_at")
+        if state.get("early_replies"):
+            sla._early_replies = [(at, actor) for at, actor in state["early_replies"]]
+        if state.get("answered"):
+            sla._answered = _answered_from_rows(
+                [[*row[:7], None, None, row[7]] for row in state["answered"]], by_name
+            )
         sla._refresh_due()
         return sla
+
+
+def _answered_row(clock: Clock, stopped_at: int) -> list[Any]:
+    return [*clock.to_state(), clock.version, clock.target_seconds, stopped_at]
+
+
+def _answered_from_rows(
+    rows: list[Any], by_name: dict[str, Policy]
+) -> list[tuple[Clock, int]] | None:
+    """Answered first-reply clocks from :func:`_answered_row` rows (a policy no longer
+    configured drops its clock, as for running clocks)."""
+    answered: list[tuple[Clock, int]] = []
+    for name, seq, start, warning_at, deadline, warned, breached, version, target, at in rows:
+        policy = by_name.get(name)
+        if policy is not None:
+            clock = Clock(
+                policy, seq, start, warning_at, deadline, warned, breached, version, target
+            )
+            answered.append((clock, at))
+    return answered or None
