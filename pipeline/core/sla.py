@@ -9,13 +9,16 @@ emit the same records.
 
 Rules (one contact, events in arrival order; the first reply goes by event time):
 
-* The first-reply clock starts at the contact's first ``customer_message`` or
-  ``contact_started``, whichever arrives first. A next-reply clock starts at a
+* The first-reply clock starts at the contact's earliest-dated
+  ``customer_message`` or ``contact_started``: one dated earlier that arrives
+  later moves it back (what it fired is sent again with the earlier times under
+  the same ids, or retracted if a reply precedes it). A next-reply clock starts at a
   ``customer_message`` that follows a reply while no clock runs.
 * The first reply is the earliest qualifying reply dated at or after the
   first-reply clock's start, whatever the arrival order: a reply that arrives
-  before the message it answers is kept and stops the clock when the message
-  arrives (firing what fell due before the reply, as in order); a reply that
+  before the message it answers (or dated before the start known so far) is
+  kept and stops the clock when the message arrives (firing what fell due
+  before the reply, as in order); a reply that
   arrives after a later-dated reply or after the contact's end, but is dated
   before them, stops the clock at its own time. A reply dated before a clock's
   start does not stop that clock.
@@ -292,10 +295,14 @@ class ContactSla:
                 return self._reply(event.actor, event.occurred_at, clock_ms, retraction_window_ms)
             return []
         if kind == CUSTOMER_MESSAGE:
-            return self._customer_message(event.occurred_at)
+            return self._customer_message(event.occurred_at, clock_ms, retraction_window_ms)
         elif kind == CONTACT_STARTED:
-            if self._first_started_at is None and self._may_start(event.occurred_at):
-                return self._start_first_reply(event.occurred_at)
+            at = event.occurred_at
+            if self._may_start(at):
+                if self._first_started_at is None:
+                    return self._start_first_reply(at)
+                if at < self._first_started_at:
+                    return self._move_first_start(at, clock_ms, retraction_window_ms)
         elif kind == CONTACT_ENDED:
             return self._end(event.occurred_at, clock_ms, retraction_window_ms)
         return []
@@ -304,11 +311,13 @@ class ContactSla:
         """Whether a clock may start at ``at``: not after the contact's end (by event time)."""
         return not self._ended or (self._ended_at is not None and at <= self._ended_at)
 
-    def _customer_message(self, at: int) -> list[SlaEvent]:
+    def _customer_message(self, at: int, clock_ms: int | None, window_ms: int) -> list[SlaEvent]:
         if self._first_started_at is None:
             # Answered only by an earlier-arrived reply dated at or after it.
             self._replied_since_customer = False
             return self._start_first_reply(at) if self._may_start(at) else []
+        if at < self._first_started_at and self._may_start(at):
+            return self._move_first_start(at, clock_ms, window_ms)
         if self._ended:
             return []
         if self._replied_since_customer and not self._clocks:
@@ -343,35 +352,87 @@ class ContactSla:
         self._first_started_at = at
         records: list[SlaEvent] = []
         early = self._early_replies
-        self._early_replies = None
+        self._early_replies = _dated_before(early, at)
         ended_at = self._ended_at if self._ended else None
         for policy in self._selection.first:
             clock = Clock.started(policy, 0, at)
-            stop_at, by_reply = ended_at, False
-            for replied_at, actor in early or ():
-                if (
-                    at <= replied_at
-                    and clock.stopped_by(actor)
-                    and (
-                        stop_at is None
-                        or replied_at < stop_at
-                        or (replied_at == stop_at and not by_reply)
-                    )
-                ):
-                    stop_at, by_reply = replied_at, True
-            if stop_at is None:
-                self._clocks.append(clock)
-            else:
-                # In order, what fell due up to an end fires before it (a reply
-                # fires it itself); nothing after the stop has fired, so nothing
-                # is retracted.
-                if not by_reply:
-                    records.extend(self._fire_clock(clock, stop_at))
-                self._stop(clock, stop_at, None, 0, by_reply, records)
+            self._run_or_stop(clock, early, ended_at, False, None, 0, records)
         for replied_at, actor in early or ():
             if at <= replied_at:
                 self._replied_since_customer = True
                 self._note_first_reply(actor, replied_at)
+        self._refresh_due()
+        return records
+
+    def _run_or_stop(
+        self,
+        clock: Clock,
+        early: list[tuple[int, str]] | None,
+        stop_at: int | None,
+        by_reply: bool,
+        clock_ms: int | None,
+        window_ms: int,
+        records: list[SlaEvent],
+    ) -> None:
+        """A first-reply clock just (re)started: stop it at the earliest reply in
+        ``early`` that answers it, or at ``stop_at`` if earlier; else it runs. What
+        a moved clock had fired after the stop is retracted (within the window)."""
+        for replied_at, actor in early or ():
+            if (
+                clock.start <= replied_at
+                and clock.stopped_by(actor)
+                and (
+                    stop_at is None
+                    or replied_at < stop_at
+                    or (replied_at == stop_at and not by_reply)
+                )
+            ):
+                stop_at, by_reply = replied_at, True
+        if stop_at is None:
+            self._clocks.append(clock)
+            return
+        # In order, what fell due up to an end fires before it (a reply fires it
+        # itself).
+        if not by_reply:
+            records.extend(self._fire_clock(clock, stop_at))
+        self._stop(clock, stop_at, clock_ms, window_ms, by_reply, records)
+
+    def _move_first_start(self, at: int, clock_ms: int | None, window_ms: int) -> list[SlaEvent]:
+        """A start dated before the first-reply clocks' start arrived after it (a queued
+        start after the message): the clocks start at ``at`` instead, as in order.
+
+        What they fired is sent again with the earlier times under the same ids
+        (no second count); what falls due earlier fires when the clock passes it.
+        """
+        records: list[SlaEvent] = []
+        self._first_started_at = at
+        early = self._early_replies
+        self._early_replies = _dated_before(early, at)
+        moved: list[tuple[Clock, int | None]] = []
+        running: list[Clock] = []
+        for clock in self._clocks:
+            if clock.seq == 0 and clock.policy.spec.metric == FIRST_REPLY:
+                moved.append((clock, None))
+            else:
+                running.append(clock)
+        self._clocks = running
+        moved.extend(self._answered or ())
+        self._answered = None
+        ended_at = self._ended_at if self._ended else None
+        for old, stopped_at in moved:
+            clock = Clock.started(old.policy, 0, at)
+            clock.warned, clock.breached = old.warned, old.breached
+            if clock.warned:
+                records.append(self._event(clock, SLA_WARNING, clock.warning_at))
+            if clock.breached:
+                records.append(self._event(clock, SLA_BREACH, clock.deadline))
+            by_reply = stopped_at is not None and stopped_at != ended_at
+            self._run_or_stop(clock, early, stopped_at, by_reply, clock_ms, window_ms, records)
+        for replied_at, actor in early or ():
+            if at <= replied_at:
+                self._note_first_reply(actor, replied_at)
+        if self.first_reply_at is not None:
+            self._record_first_reply(self.first_reply_at)
         self._refresh_due()
         return records
 
@@ -392,8 +453,9 @@ class ContactSla:
         self, actor: str, at: int, clock_ms: int | None, retraction_window_ms: int
     ) -> list[SlaEvent]:
         self._replied_since_customer = True
-        if self._first_started_at is None:
-            # It may answer a first message that has not arrived yet.
+        if self._first_started_at is None or at < self._first_started_at:
+            # It may answer a first message (or queued start) that has not
+            # arrived yet, dated before it.
             if self._early_replies is None:
                 self._early_replies = []
             self._early_replies.append((at, actor))
@@ -687,6 +749,13 @@ class ContactSla:
             )
         sla._refresh_due()
         return sla
+
+
+def _dated_before(replies: list[tuple[int, str]] | None, at: int) -> list[tuple[int, str]] | None:
+    """The replies dated before ``at``: kept, as they may answer an earlier-dated
+    start that has not arrived yet (None: none)."""
+    kept = [reply for reply in replies or () if reply[0] < at]
+    return kept or None
 
 
 def _answered_row(clock: Clock, stopped_at: int) -> list[Any]:

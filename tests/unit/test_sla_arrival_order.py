@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from pipeline.contract.event import (
@@ -156,6 +156,22 @@ def test_a_reply_dated_before_the_end_that_arrives_after_it_answers_the_contact(
     assert summary == final_summary(in_order)
 
 
+def test_a_queued_start_that_arrives_after_the_message_starts_the_first_reply_clock():
+    started = event("s", T0, CONTACT_STARTED)
+    answer = event("r", T0 + 50 * SECOND, AGENT_REPLY, AGENT)
+    message = event("m", T0 + 40 * SECOND, CUSTOMER_MESSAGE)
+    later = clock_mover(T0 + HOUR)
+
+    in_order = run([started, message, answer, later])
+    start_last = run([message, answer, started, later])
+
+    assert final_summary(start_last).first_reply_seconds == 50.0
+    assert final_summary(start_last) == final_summary(in_order)
+    # The clock runs from the queued start: its warning (48 s) stands, no breach.
+    assert standing_sla_records(start_last) == standing_sla_records(in_order)
+    assert [kind for kind, *_ in standing_sla_records(start_last).values()] == ["warning"]
+
+
 def test_a_message_that_arrives_after_the_end_and_the_reply_still_starts_and_stops_its_clock():
     message = event("m", T0, CUSTOMER_MESSAGE)
     answer = event("r", T0 + 30 * SECOND, AGENT_REPLY, AGENT)
@@ -178,25 +194,30 @@ CHANNELS = ("chat", "phone", "web_message")
 def contacts(draw: st.DrawFn) -> tuple[list[InteractionEvent], list[int]]:
     """One contact's events in event-time order and an arrival order within the grace.
 
-    One customer message (with or without a queued start at the same time), one to
-    three agent or bot replies, maybe an end; distinct times up to 10 minutes after
-    the message, so the chat (60 s) and phone (180 s) targets can pass.
+    One customer message up to 2 minutes after T0 (with or without a queued start at
+    T0), one to three agent or bot replies, maybe an end after the message; distinct times up to 10
+    minutes after T0, so the chat (60 s) and phone (180 s) targets can pass.
     """
     channel = draw(st.sampled_from(CHANNELS))
     count = draw(st.integers(1, 3))
     ends = draw(st.booleans())
+    message_at = T0 + draw(st.integers(0, 120)) * SECOND
     offsets = draw(
         st.lists(st.integers(0, 600), min_size=count + ends, max_size=count + ends, unique=True)
     )
+    # Distinct times: events of one time keep their arrival order in any case.
+    assume(message_at not in {T0 + offset * SECOND for offset in offsets})
     events = []
     if draw(st.booleans()):
         events.append(event("s", T0, CONTACT_STARTED, channel=channel))
-    events.append(event("m", T0, CUSTOMER_MESSAGE, channel=channel))
+    events.append(event("m", message_at, CUSTOMER_MESSAGE, channel=channel))
     for n, offset in enumerate(offsets[:count]):
         actor = draw(st.sampled_from((AGENT, BOT)))
         events.append(event(f"r{n}", T0 + offset * SECOND, AGENT_REPLY, actor, channel))
     if ends:
         at = T0 + offsets[count] * SECOND
+        # A contact ends after its first message (an end before it is no contact).
+        assume(at > message_at)
         events.append(event("x", at, CONTACT_ENDED, AGENT, channel, outcome=RESOLVED))
     events.sort(key=lambda item: item.occurred_at)
     # Each event is delayed by up to the grace: none arrives more than the grace
