@@ -50,6 +50,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "sla",
     "sla_clock",
     "sla_policy",
+    "sla_state",
     "state_codec",
     "switches",
     "timed_work",

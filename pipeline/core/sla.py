@@ -66,6 +66,7 @@ from pipeline.contract.event import (
     CUSTOMER_MESSAGE,
     InteractionEvent,
 )
+from pipeline.core import sla_state
 from pipeline.core.calendar import Calendar
 from pipeline.core.records import (
     FIRST_REPLY,
@@ -81,7 +82,6 @@ from pipeline.core.sla_clock import Clock
 from pipeline.core.sla_policy import Policy, selection_for
 
 MS_PER_SECOND: Final = 1000
-STATE_VERSION: Final = 1
 
 
 class ContactSla:
@@ -570,67 +570,15 @@ class ContactSla:
         self._clocks = kept
         self._refresh_due()
 
-    # -- state -----------------------------------------------------------
+    # -- state (the stored form lives in pipeline/core/sla_state.py) ----------
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-able snapshot (str/int/float/bool/None/list/dict only)."""
-        return {
-            "v": STATE_VERSION,
-            "customer_id": self.customer_id,
-            "contact_id": self.contact_id,
-            "channel": self.channel,
-            "topic": self.topic,
-            "clocks": [clock.to_state() for clock in self._clocks],
-            "seqs": dict(self._seqs) if self._seqs else {},
-            "first_started_at": self._first_started_at,
-            "replied_since_customer": self._replied_since_customer,
-            "ended": self._ended,
-            "first_reply_at": self.first_reply_at,
-            "first_reply_seconds": self.first_reply_seconds,
-            "first_reply_business_seconds": self.first_reply_business_seconds,
-            "breached": self.breached,
-            "breaches": self.breaches,
-            "ended_at": self._ended_at,
-            "early_replies": [list(pair) for pair in self._early_replies or ()],
-            "answered": [[*clock.to_state(), at] for clock, at in self._answered or ()],
-        }
+        return sla_state.to_state(self)
 
     def to_row(self) -> list[Any]:
-        """A compact JSON-able snapshot for the customer's state (see :meth:`from_row`).
-
-        Unlike :meth:`to_state` it leaves out what the owning contact already
-        stores (customer, contact, channel) and names no fields: it is written
-        per changed customer per batch, so its size and encoding time count.
-        """
-        clocks: list[Any] = []
-        for clock in self._clocks:
-            clocks += (
-                clock.policy.spec.name,
-                clock.seq,
-                clock.start,
-                clock.warning_at,
-                clock.deadline,
-                clock.warned,
-                clock.breached,
-            )
-        return [
-            self.topic,
-            clocks,
-            self._seqs or None,
-            self._first_started_at,
-            self._replied_since_customer,
-            self._ended,
-            self.first_reply_at,
-            self.first_reply_seconds,
-            self.first_reply_business_seconds,
-            self.breaches,
-            self.queue,
-            self.team,
-            [[clock.version, clock.target_seconds] for clock in self._clocks],
-            self._ended_at,
-            [list(pair) for pair in self._early_replies] if self._early_replies else None,
-            [_answered_row(clock, at) for clock, at in self._answered] if self._answered else None,
-        ]
+        """A compact JSON-able snapshot for the customer's state (see :meth:`from_row`)."""
+        return sla_state.to_row(self)
 
     @classmethod
     def from_row(
@@ -651,58 +599,7 @@ class ContactSla:
             policies=policies,
             business_calendar=business_calendar,
         )
-        topic, clocks, seqs = row[0], row[1], row[2]
-        sla.topic = topic
-        if topic is not None:
-            sla._selection = selection_for(policies, channel, topic)
-        # Rows written before policy versions (10 fields) restore their clocks
-        # under the current version and target.
-        started_under: list[Any] = row[12] if len(row) > 12 else []
-        if len(row) > 10:
-            sla.queue, sla.team = row[10], row[11]
-        if clocks:
-            by_name = {p.spec.name: p for p in policies if p.spec.channel == channel}
-            for index in range(0, len(clocks), 7):
-                name, seq, start, warning_at, deadline, warned, breached = clocks[index : index + 7]
-                policy = by_name.get(name)
-                if policy is not None:
-                    version: str | None = None
-                    target: float | None = None
-                    if index // 7 < len(started_under):
-                        version, target = started_under[index // 7]
-                    sla._clocks.append(
-                        Clock(
-                            policy,
-                            seq,
-                            start,
-                            warning_at,
-                            deadline,
-                            warned,
-                            breached,
-                            version,
-                            target,
-                        )
-                    )
-        if seqs:
-            sla._seqs = dict(seqs)
-        sla._first_started_at = row[3]
-        sla._replied_since_customer = row[4]
-        sla._ended = row[5]
-        sla.first_reply_at = row[6]
-        sla.first_reply_seconds = row[7]
-        sla.first_reply_business_seconds = row[8]
-        # Every breach sets both, so the count says whether the contact breached.
-        sla.breaches = row[9]
-        sla.breached = row[9] > 0
-        # Rows written before out-of-order replies were kept (13 fields) have none.
-        if len(row) > 13:
-            sla._ended_at = row[13]
-            if row[14]:
-                sla._early_replies = [(at, actor) for at, actor in row[14]]
-            if row[15]:
-                by_name = {p.spec.name: p for p in policies if p.spec.channel == channel}
-                sla._answered = _answered_from_rows(row[15], by_name)
-        sla._refresh_due()
+        sla_state.load_row(sla, row, policies)
         return sla
 
     @classmethod
@@ -721,33 +618,7 @@ class ContactSla:
             policies=policies,
             business_calendar=business_calendar,
         )
-        by_name = {p.spec.name: p for p in policies if p.spec.channel == sla.channel}
-        sla.topic = state["topic"]
-        sla._selection = selection_for(policies, sla.channel, sla.topic)
-        for name, seq, start, warning_at, deadline, warned, breached in state["clocks"]:
-            policy = by_name.get(name)
-            if policy is not None:
-                sla._clocks.append(
-                    Clock(policy, seq, start, warning_at, deadline, warned, breached)
-                )
-        if state["seqs"]:
-            sla._seqs = dict(state["seqs"])
-        sla._first_started_at = state["first_started_at"]
-        sla._replied_since_customer = state["replied_since_customer"]
-        sla._ended = state["ended"]
-        sla.first_reply_at = state["first_reply_at"]
-        sla.first_reply_seconds = state["first_reply_seconds"]
-        sla.first_reply_business_seconds = state["first_reply_business_seconds"]
-        sla.breached = state["breached"]
-        sla.breaches = state["breaches"]
-        sla._ended_at = state.get("ended_at")
-        if state.get("early_replies"):
-            sla._early_replies = [(at, actor) for at, actor in state["early_replies"]]
-        if state.get("answered"):
-            sla._answered = _answered_from_rows(
-                [[*row[:7], None, None, row[7]] for row in state["answered"]], by_name
-            )
-        sla._refresh_due()
+        sla_state.load_state(sla, state, policies)
         return sla
 
 
@@ -756,23 +627,3 @@ def _dated_before(replies: list[tuple[int, str]] | None, at: int) -> list[tuple[
     start that has not arrived yet (None: none)."""
     kept = [reply for reply in replies or () if reply[0] < at]
     return kept or None
-
-
-def _answered_row(clock: Clock, stopped_at: int) -> list[Any]:
-    return [*clock.to_state(), clock.version, clock.target_seconds, stopped_at]
-
-
-def _answered_from_rows(
-    rows: list[Any], by_name: dict[str, Policy]
-) -> list[tuple[Clock, int]] | None:
-    """Answered first-reply clocks from :func:`_answered_row` rows (a policy no longer
-    configured drops its clock, as for running clocks)."""
-    answered: list[tuple[Clock, int]] = []
-    for name, seq, start, warning_at, deadline, warned, breached, version, target, at in rows:
-        policy = by_name.get(name)
-        if policy is not None:
-            clock = Clock(
-                policy, seq, start, warning_at, deadline, warned, breached, version, target
-            )
-            answered.append((clock, at))
-    return answered or None
