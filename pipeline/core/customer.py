@@ -26,8 +26,11 @@ from pipeline.contract.event import (
 from pipeline.core.contact import Contact
 from pipeline.core.dedup import DedupWindow
 from pipeline.core.journey import (
+    EndKey,
+    correct_late_end,
     journey_record,
     net_breaches,
+    remember_last_end,
     session_contacts,
     with_breaches,
     with_first_contact_resolved,
@@ -86,6 +89,7 @@ class CustomerState:
         "customer_id",
         "dedup",
         "due_hint",
+        "final_ends",
         "finals",
         "needs",
         "rules",
@@ -102,6 +106,8 @@ class CustomerState:
         # session id -> the last final record of a closed journey one of whose
         # contacts is still held: a breach of that contact corrects the journey.
         self.finals: dict[str, SessionRecord] = {}
+        # session id -> the latest contact end such a final record counted.
+        self.final_ends: dict[str, EndKey] = {}
         self.needs = NeedBook(rules.need_rules)
         # The due time this customer is registered under in the processor's
         # timer heap (None: not registered). Not state: rebuilt on load.
@@ -263,6 +269,8 @@ class CustomerState:
                 contact.outcome or "",
             ):
                 contact.ended_at, contact.outcome = at, event.outcome
+                if self.finals and contact.session_id in self.finals:
+                    correct_late_end(self.finals, self.final_ends, contact, out)
             # The end replaces any candidate an earlier end of this contact id
             # left. Only this contact's candidates change (pairing reads no end
             # time), so the cached settlement stays valid unless one does.
@@ -485,6 +493,7 @@ class CustomerState:
             ):
                 return
         self.finals.pop(session_id, None)
+        self.final_ends.pop(session_id, None)
 
     def _close(self, session: Session, out: list[OutputRecord]) -> None:
         contacts = session_contacts(session, self.contacts)
@@ -492,6 +501,7 @@ class CustomerState:
         out.append(final)
         self.book.close(session)
         self.finals[session.session_id] = final
+        remember_last_end(self.final_ends, session.session_id, contacts)
         customer_id = self.customer_id
         for open_contact in contacts:
             if open_contact.ended_at is None:

@@ -12,7 +12,13 @@ from operator import attrgetter
 
 from pipeline.contract.event import RESOLVED
 from pipeline.core.contact import Contact
-from pipeline.core.records import SESSION_SUPERSEDED, SLA_BREACH, SessionRecord, SlaEvent
+from pipeline.core.records import (
+    SESSION_SUPERSEDED,
+    SLA_BREACH,
+    OutputRecord,
+    SessionRecord,
+    SlaEvent,
+)
 from pipeline.core.retraction import cancels_breach
 from pipeline.core.sessions import Session
 
@@ -127,3 +133,83 @@ def with_first_contact_resolved(final: SessionRecord, fcr: bool | None) -> Sessi
         version=final.version + 1,
         correction=True,
     )
+
+
+# (ended_at, contact id, outcome) of the contact whose end a journey's
+# ``resolved_at_end`` follows: the latest end (ties: contact id).
+EndKey = tuple[int, str, str | None]
+
+
+def remember_last_end(ends: dict[str, EndKey], session_id: str, contacts: list[Contact]) -> None:
+    """Keep in ``ends`` the latest end among the contacts that started in the closing
+    journey (``contacts`` is :func:`session_contacts`), for :func:`correct_late_end`."""
+    best: EndKey | None = None
+    for contact in contacts:
+        ended_at = contact.ended_at
+        if contact.session_id != session_id or ended_at is None:
+            continue
+        if best is None or (ended_at, contact.contact_id) > (best[0], best[1]):
+            best = (ended_at, contact.contact_id, contact.outcome)
+    if best is not None:
+        ends[session_id] = best
+
+
+def correct_late_end(
+    finals: dict[str, SessionRecord],
+    ends: dict[str, EndKey],
+    contact: Contact,
+    out: list[OutputRecord],
+) -> None:
+    """The contact ended after the journey it started in closed: send the journey's
+    final record again if the end changes it (:func:`with_late_end`)."""
+    session_id = contact.session_id
+    corrected, last = with_late_end(finals[session_id], contact, ends.get(session_id))
+    if last is not None:
+        ends[session_id] = last
+    if corrected is not None:
+        finals[session_id] = corrected
+        out.append(corrected)
+
+
+def with_late_end(
+    final: SessionRecord, contact: Contact, last: EndKey | None
+) -> tuple[SessionRecord | None, EndKey | None]:
+    """A contact that started in the closed journey ended after the journey closed
+    (its end arrived late, within the grace, after another customer's event moved
+    the partition clock past the close): the journey as it would have closed had
+    the end come in time.
+
+    Returns (the corrected record, None if nothing changed; the journey's latest
+    end now). ``last`` is the latest end the journey counted so far.
+    """
+    ended_at = contact.ended_at
+    if ended_at is None:
+        return None, last
+    contact_id = contact.contact_id
+    resolved_at_end = final.resolved_at_end
+    if last is None or (ended_at, contact_id) >= (last[0], last[1]):
+        last = (ended_at, contact_id, contact.outcome)
+        resolved_at_end = contact.outcome == RESOLVED
+    first_outcome_resolved = final.first_outcome_resolved
+    fcr, fcr_undecided = final.first_contact_resolved, final.fcr_undecided
+    if final.contact_ids and final.contact_ids[0] == contact_id:
+        first_outcome_resolved = contact.outcome == RESOLVED
+        decided = contact.first_contact_resolved
+        fcr, fcr_undecided = decided is True, decided is None
+    if (resolved_at_end, first_outcome_resolved, fcr, fcr_undecided) == (
+        final.resolved_at_end,
+        final.first_outcome_resolved,
+        final.first_contact_resolved,
+        final.fcr_undecided,
+    ):
+        return None, last
+    corrected = replace(
+        final,
+        resolved_at_end=resolved_at_end,
+        first_outcome_resolved=first_outcome_resolved,
+        first_contact_resolved=fcr,
+        fcr_undecided=fcr_undecided,
+        version=final.version + 1,
+        correction=True,
+    )
+    return corrected, last

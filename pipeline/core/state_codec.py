@@ -115,6 +115,9 @@ def customer_to_state(customer: CustomerState) -> dict[str, Any]:
         "w": [c.to_state() for c in customer.candidates.values()],
         "d": customer.dedup.to_state(),
         "f": [final.to_dict() for final in customer.finals.values()],
+        # The latest contact end each kept final counted; a state written before
+        # late ends corrected journeys has none (still version 3).
+        "e": [[sid, *end] for sid, end in customer.final_ends.items()],
         # Open needs; a state written before needs has none (still version 3).
         "n": customer.needs.to_state(),
     }
@@ -152,4 +155,6 @@ def restore_customer(customer: CustomerState, state: dict[str, Any]) -> None:
     for raw in state.get("f", ()):
         final = SessionRecord(**raw)
         customer.finals[final.session_id] = final
+    for sid, ended_at, contact_id, outcome in state.get("e", ()):
+        customer.final_ends[sid] = (ended_at, contact_id, outcome)
     customer.needs = NeedBook.from_state(state.get("n", []), rules.need_rules)
