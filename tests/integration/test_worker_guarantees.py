@@ -53,6 +53,13 @@ def _config(bootstrap: str, prefix: str, guarantee: str) -> dict[str, Any]:
             "clock": "stream",
             "batch_size": 200,
             "guarantee": guarantee,
+            # The restarted worker is the same worker: it keeps its transactional
+            # id, so its producer fences the killed one and aborts its open
+            # transaction at once. (The default id includes the web port, which
+            # this harness picks afresh for every process; with another id the
+            # killed worker's transaction would hold back read_committed readers
+            # until the broker's transaction timeout.)
+            "transactional_id": f"{prefix}-worker",
             # The input is ended with end-of-input records, as the replay ends it.
             "control_records": True,
         },
