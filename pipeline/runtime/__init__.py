@@ -1,4 +1,4 @@
-"""A batch-at-a-time worker runtime: the prototype of issue 14's redesign.
+"""The worker's runtime: read a batch, apply it, commit it, one batch at a time.
 
 Faust pays its consumer, conductor, channel, stream and acknowledgement machinery
 once per message (docs/architecture.md, "Runtime options measured"). Here the
@@ -15,7 +15,10 @@ Layout, one concept per module:
   positions a batch moves to;
 * :mod:`~pipeline.runtime.checkpoint`: the commit order, written once;
 * :mod:`~pipeline.runtime.changelog`: state restored from the compacted changelog;
-* :mod:`~pipeline.runtime.loop`: the consumer loop and the partition lifecycle.
+* :mod:`~pipeline.runtime.clients`: aiokafka behind the commit function's seams;
+* :mod:`~pipeline.runtime.loop`: the consumer loop and the partition lifecycle;
+* :mod:`~pipeline.runtime.gauges`: the worker's gauges from the loop's readings;
+* :mod:`~pipeline.runtime.tuning`: process-wide tuning (the garbage collector).
 
-Not wired into ``cxstream worker`` yet: ``cxstream bench runtime`` measures it.
+``cxstream worker`` runs it inside its Faust app (``agents/process.py``).
 """

@@ -62,7 +62,6 @@ class StreamLoop:
         self._failure: BaseException | None = None
         #: Input partitions whose state is loaded into the handler.
         self.loaded: set[int] = set()
-        self.batches = 0
         #: Set after the first batch following an assignment was logged.
         self._first_batch_logged = False
         self._consumer: Any = None
@@ -187,7 +186,6 @@ class StreamLoop:
                 handle(record)
             drained = self.handler.drain()
             await self._commit(Checkpoint(drained.outgoing, drained.state, next_offsets(records)))
-            self.batches += 1
             if not self._first_batch_logged:
                 self._first_batch_logged = True
                 log.info("rebalance: first batch after it, %s events", len(records))

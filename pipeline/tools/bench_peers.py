@@ -362,7 +362,8 @@ def _run_kstreams(
 # -- the harness ----------------------------------------------------------------
 
 
-def _loadavg() -> str:
+def loadavg() -> str:
+    """The machine's load averages (1, 5, 15 min), printed beside every figure."""
     try:
         return " ".join(Path("/proc/loadavg").read_text(encoding="ascii").split()[:3])
     except OSError:
@@ -482,7 +483,7 @@ def bench_peers(settings: Settings, events: int) -> dict[str, EngineResult]:
     from pipeline.topics import ensure_topics
 
     jar = build_peer()
-    print(f"bench peers load_before={_loadavg()} cpus={os.cpu_count()}", flush=True)
+    print(f"bench peers load_before={loadavg()} cpus={os.cpu_count()}", flush=True)
     results: dict[str, EngineResult] = {}
     bounds: dict[str, set[Bounds]] = {}
     with (
@@ -506,7 +507,7 @@ def bench_peers(settings: Settings, events: int) -> dict[str, EngineResult]:
             # Each run its own outputs, state and group; all read the one input.
             run_kafka = dataclasses.replace(kafka, topic_prefix=f"{prefix}{name.replace('_', '')}")
             ensure_topics(run_kafka, forever_specs(run_kafka))
-            print(f"bench peers engine={name} load_before={_loadavg()}", flush=True)
+            print(f"bench peers engine={name} load_before={loadavg()}", flush=True)
             report = _run_bench_worker(
                 "full",
                 bootstrap,
@@ -526,14 +527,14 @@ def bench_peers(settings: Settings, events: int) -> dict[str, EngineResult]:
             print(results[name].line(), flush=True)
 
         for name in KSTREAMS_GUARANTEES:
-            print(f"bench peers engine={name} load_before={_loadavg()}", flush=True)
+            print(f"bench peers engine={name} load_before={loadavg()}", flush=True)
             results[name], bounds[name] = run_kstreams(jar, kafka, peer_input, name)
             print(results[name].line(), flush=True)
     same = " ".join(
         f"same_bounds_{name}={len(bounds[CXSTREAM] & bounds[name])}"
         for name in (CXSTREAM_EOS, *KSTREAMS_GUARANTEES)
     )
-    print(f"bench peers {ratio_line(results)} {same} load_after={_loadavg()}", flush=True)
+    print(f"bench peers {ratio_line(results)} {same} load_after={loadavg()}", flush=True)
     return results
 
 

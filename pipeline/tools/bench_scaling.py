@@ -30,6 +30,8 @@ from pathlib import Path
 import yaml
 
 from pipeline.settings import KafkaSettings, Settings
+from pipeline.tools.bench_peers import loadavg
+from pipeline.tools.broker import free_port
 
 #: A run may take this long plus a second per 200 events.
 _RUN_TIMEOUT_BASE_S = 120
@@ -64,21 +66,6 @@ def _process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` and its waited-for children (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def _loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split()[0]
-    except OSError:
-        return "unknown"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _Group:
@@ -153,7 +140,7 @@ def _start_workers(kafka: KafkaSettings, workers: int, tmp: Path) -> list[subpro
                     str(config),
                     "worker",
                     "--web-port",
-                    str(_free_port()),
+                    str(free_port()),
                     "--loglevel",
                     "warn",
                 ],
@@ -229,7 +216,7 @@ def bench_scaling(settings: Settings, events: int) -> tuple[ScalingRun, ScalingR
     from pipeline.core import core_mode
     from pipeline.tools.broker import LocalKafka
 
-    print(f"bench scaling load_before={_loadavg()} cpus={os.cpu_count()} core={core_mode()}")
+    print(f"bench scaling load_before={loadavg()} cpus={os.cpu_count()} core={core_mode()}")
     runs: dict[int, ScalingRun] = {}
     with (
         tempfile.TemporaryDirectory(prefix="cxstream-bench-scaling-") as tmp,
@@ -239,11 +226,11 @@ def bench_scaling(settings: Settings, events: int) -> tuple[ScalingRun, ScalingR
         for workers in (1, 2):
             prefix = f"scale{workers}{uuid.uuid4().hex[:6]}"
             kafka = dataclasses.replace(settings.kafka, bootstrap=bootstrap, topic_prefix=prefix)
-            print(f"bench scaling workers={workers} load_before={_loadavg()}", flush=True)
+            print(f"bench scaling workers={workers} load_before={loadavg()}", flush=True)
             runs[workers] = run_workers(settings, kafka, workers, events, Path(tmp))
             print(runs[workers].line(), flush=True)
     ratio = scaling_ratio(runs[1], runs[2])
-    print(f"bench scaling ratio={ratio:.2f} load_after={_loadavg()}", flush=True)
+    print(f"bench scaling ratio={ratio:.2f} load_after={loadavg()}", flush=True)
     return runs[1], runs[2]
 
 
