@@ -34,8 +34,10 @@ from tests.integration.worker_harness import (
     WorkerProcess,
     free_port,
     metric_value,
+    process_group,
     send_items,
     settings_with_topics,
+    wait_for_members,
     write_config,
 )
 
@@ -209,6 +211,8 @@ def test_the_wall_shows_waiting_now_summed_over_two_workers_by_prometheus(
             worker.start()
         for worker in workers:
             wait_for_page(worker, "/healthz", 90.0)
+        # Both hold partitions before the traffic, so each holds waiting customers.
+        wait_for_members(kafka_bootstrap, process_group(settings), 2, workers[1])
         prometheus.start()
         send_items(traffic(int(time.time() * 1000)), settings)
 

@@ -14,8 +14,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from kafka import KafkaAdminClient
-
 from pipeline.control import send_end_of_input
 from pipeline.replay import replay_events
 from pipeline.tools.simulator import SimulatorConfig, generate
@@ -31,28 +29,13 @@ from tests.integration.worker_harness import (
     read_outputs,
     send_items,
     settings_with_topics,
+    wait_for_members,
     wait_until_worker_consumed,
     write_config,
 )
 
 #: How long a fenced worker may take to exit once the other one is up.
 EXIT_WITHIN_SECONDS = 30.0
-
-
-def wait_for_members(bootstrap: str, group: str, count: int, worker: WorkerProcess) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            worker.assert_running()
-            described = admin.describe_groups([group]).get(group) or {}
-            members = described.get("members") or []
-            if len(members) >= count and described.get("group_state") == "Stable":
-                return
-            time.sleep(0.2)
-    finally:
-        admin.close()
-    raise AssertionError(f"{group} did not have {count} members within 60s")
 
 
 def wait_for_exit(worker: WorkerProcess, timeout: float) -> int | None:

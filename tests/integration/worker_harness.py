@@ -477,3 +477,24 @@ def describe_table_difference(
             }
             lines.append(f"    {key}: (sink, replay) {fields}")
     return "\n".join(lines)
+
+
+def wait_for_members(bootstrap: str, group: str, count: int, worker: WorkerProcess) -> None:
+    """Wait until ``group`` is stable with ``count`` members: a worker's loop joins the
+    group after its web pages are up, so /healthz answering says nothing of it."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            worker.assert_running()
+            try:
+                described = admin.describe_groups([group]).get(group) or {}
+            except KafkaError:  # the group's coordinator is not known yet
+                described = {}
+            members = described.get("members") or []
+            if len(members) >= count and described.get("group_state") == "Stable":
+                return
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    raise AssertionError(f"{group} did not have {count} members within 60s")
