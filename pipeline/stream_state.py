@@ -17,31 +17,41 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
+import cramjam
+
 from pipeline.core.partitioning import partition_for
 
 #: Table key that holds a partition's position (customer ids never start with "__").
 CLOCK_KEY_PREFIX = "__clock__:"
 
 
-#: First byte of a compressed customer state in the table. A state written by
-#: an earlier version is plain JSON and starts with "{".
+#: First byte of a customer state compressed with LZ4 (block format, the
+#: uncompressed length in front), as this version writes it.
+LZ4_STATE = b"l"
+#: First byte of a zlib-compressed customer state (written before LZ4). A state
+#: written by a still earlier version is plain JSON and starts with "{".
 COMPRESSED_STATE = b"z"
 
 
 def encode_table_state(state: bytes) -> bytes:
-    """A customer's state as the table stores it: zlib level 1 after a marker byte.
+    """A customer's state as the table stores it: LZ4 after a marker byte.
 
-    The JSON state shrinks about five times (1.2 kB to 240 bytes on simulator
-    traffic); every changed customer is written to the changelog once per
-    batch, so that is most of the bytes the worker sends, and of what a
-    restart reads back.
+    Every changed customer is written to the changelog once per batch, so the
+    states are most of the bytes the worker sends and what a restart reads
+    back; the JSON state (~3 kB after a few journeys on simulator traffic)
+    shrinks to ~45%. LZ4 rather than zlib: zlib level 1 compressed to ~30% but
+    cost ~6x the CPU, about a fifth of the worker's time per event
+    (docs/benchmarks.md, "Against Kafka Streams").
     """
-    return COMPRESSED_STATE + zlib.compress(state, 1)
+    return LZ4_STATE + bytes(cramjam.lz4.compress_block(state))
 
 
 def decode_table_state(value: bytes) -> bytes:
-    """The state in a table value, compressed or (written by an earlier version) plain."""
-    if value[:1] == COMPRESSED_STATE:
+    """The state in a table value: LZ4, zlib, or (an early version's) plain JSON."""
+    marker = value[:1]
+    if marker == LZ4_STATE:
+        return bytes(cramjam.lz4.decompress_block(value[1:]))
+    if marker == COMPRESSED_STATE:
         return zlib.decompress(value[1:])
     return value
 

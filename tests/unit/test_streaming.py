@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from typing import Any
+
+import pytest
 
 from pipeline.contract.codec import EventCodec, RecordCodec
 from pipeline.contract.event import (
@@ -25,6 +28,7 @@ from pipeline.dlq import parse_dead_letter_headers, record_size
 from pipeline.settings_loader import build_settings
 from pipeline.stream_state import (
     COMPRESSED_STATE,
+    LZ4_STATE,
     clock_key,
     decode_position,
     decode_table_state,
@@ -189,18 +193,25 @@ def test_a_restored_partition_continues_exactly_where_the_original_left_off() ->
     assert finals(restored) == finals(original)
 
 
-def test_customer_states_are_stored_compressed_and_plain_ones_still_load() -> None:
+@pytest.mark.parametrize("written_by", ["plain JSON", "zlib", "this version"])
+def test_customer_states_are_stored_compressed_and_earlier_encodings_still_load(
+    written_by: str,
+) -> None:
     events = chat_contact()
     original, table = _the_first_two_and_the_table(events)
     stored = table["c-1"]
-    assert stored is not None and stored.startswith(COMPRESSED_STATE)
+    assert stored is not None and stored.startswith(LZ4_STATE)
     plain = decode_table_state(stored)
     assert plain.startswith(b"{") and len(stored) < len(plain)
 
-    # As an earlier version wrote it: the JSON state itself.
-    written_before = {**table, "c-1": plain}
+    # As this or an earlier version wrote it: LZ4, zlib, or the JSON state itself.
+    earlier = {
+        "plain JSON": plain,
+        "zlib": COMPRESSED_STATE + zlib.compress(plain, 1),
+        "this version": stored,
+    }[written_by]
     restored = StreamHandler(CONTROL)
-    assert restored.load_partition(PARTITION, written_before.items()) == 1
+    assert restored.load_partition(PARTITION, {**table, "c-1": earlier}.items()) == 1
     for handler in (original, restored):
         _the_rest_then_end_of_input(handler, events)
     assert restored.drain().records == original.drain().records
@@ -210,7 +221,7 @@ def test_table_state_encoding_round_trips_and_leaves_plain_states_alone() -> Non
     state = b'{"v":2,"k":[' + b'["k-1","chat",1772431514977],' * 40 + b"[]]}"
 
     assert decode_table_state(encode_table_state(state)) == state
-    assert len(encode_table_state(state)) < len(state) / 4
+    assert len(encode_table_state(state)) < len(state) / 3
     assert decode_table_state(state) == state
 
 
