@@ -26,7 +26,9 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from pipeline.contract.event import InteractionEvent
+from pipeline.contract.event import InteractionEvent, needs_identity
+from pipeline.core.identity import IdentityRules
+from pipeline.core.identity_stage import CustomerEvent, IdentityStage, Routed
 from pipeline.core.partitioning import partition_for
 from pipeline.core.processor import PartitionProcessor, ProcessorStats
 from pipeline.core.records import (
@@ -65,6 +67,11 @@ class ReplayResult:
     customers_held_peak: int = 0
     customers_held_at_end: int = 0
     customers_total: int = 0
+    #: The identity stage's counters (issue 16; empty: no identity events).
+    identity: dict[str, int] = field(default_factory=dict)
+    #: The partitions' re-attribution counters summed (ReattributionStats; empty
+    #: when the input had no identity events).
+    reattribution: dict[str, int] = field(default_factory=dict)
 
     def totals(self) -> ProcessorStats:
         """The partitions' counters summed."""
@@ -97,6 +104,7 @@ class _Share:
     held_samples: list[int]
     held_at_end: int
     customers: int
+    reattribution: dict[str, int] = field(default_factory=dict)
 
 
 def replay_events(
@@ -114,13 +122,47 @@ def replay_events(
     partition's end of input in partition order.
     """
     count = partitions or settings.kafka.input_partitions
-    events = items if isinstance(items, Sequence) else list(items)
+    events: Sequence[InteractionEvent | Routed] = (
+        items if isinstance(items, Sequence) else list(items)
+    )
+    identity: dict[str, int] = {}
+    if any(needs_identity(e) for e in events):  # type: ignore[arg-type]  # all events here
+        events, identity = _through_identity(events, settings, count)  # type: ignore[arg-type]
     processes = replay_processes(settings, len(events), partitions=count, requested=workers)
     if processes == 1:
         shares = [_replay_share(events, settings, count, None)]
     else:
         shares = _replay_in_processes(events, settings, count, processes)
-    return _merge(shares)
+    result = _merge(shares)
+    if identity:
+        result.identity = identity
+        result.reattribution = _summed(share.reattribution for share in shares)
+    return result
+
+
+def _through_identity(
+    events: Sequence[InteractionEvent], settings: Settings, count: int
+) -> tuple[list[InteractionEvent | Routed], dict[str, int]]:
+    """The input as the customers' processors get it after the identity stage
+    (:mod:`pipeline.core.identity_stage`), what the worker's ``identity`` and
+    ``interactions-rekeyed`` topics do: events that pass through stay plain events
+    (the fast path below), the rest become routed records in the order the stage
+    produced them; the stage's end of input (held events released as anonymous)
+    comes last, before the partitions' own."""
+    stage = IdentityStage(IdentityRules.from_settings(settings.identity), count)
+    out: list[InteractionEvent | Routed] = []
+    input_end: int | None = None
+    for event in events:
+        if input_end is None or event.occurred_at > input_end:
+            input_end = event.occurred_at
+        if needs_identity(event):
+            out.extend(stage.process(event))
+        else:
+            out.append(event)
+    out.extend(stage.end_of_input(input_end))
+    stats = stage.stats()
+    stats["held_at_end"] = stage.held_now()
+    return out, stats
 
 
 class ReplayShareFailed(CxstreamError):
@@ -141,7 +183,7 @@ def usable_cores() -> int:
 
 
 # What a forked share inherits: set once per parallel replay, read in the child.
-_Input = tuple[Sequence[InteractionEvent], Settings, int, int]
+_Input = tuple[Sequence[InteractionEvent | Routed], Settings, int, int]
 _inherited: _Input | None = None
 
 
@@ -163,7 +205,7 @@ def _partitions_of(share: int, count: int, processes: int) -> frozenset[int]:
 
 
 def _replay_in_processes(
-    events: Sequence[InteractionEvent], settings: Settings, count: int, processes: int
+    events: Sequence[InteractionEvent | Routed], settings: Settings, count: int, processes: int
 ) -> list[_Share]:
     """Share 0 here, shares 1..processes-1 in forked pool processes; in share order.
 
@@ -213,7 +255,7 @@ def replay_processes(
 
 
 def _replay_share(
-    events: Sequence[InteractionEvent],
+    events: Sequence[InteractionEvent | Routed],
     settings: Settings,
     count: int,
     mine: frozenset[int] | None,
@@ -228,7 +270,34 @@ def _replay_share(
     customers = 0
     # Every share reads every event, so each knows the input's end without asking.
     input_end: int | None = None
-    for index, event in enumerate(events):
+    for index, item in enumerate(events):
+        if type(item) is not InteractionEvent:
+            # Routed by the identity stage (rare): no fast path.
+            routed: Routed = item  # type: ignore[assignment]  # not a plain event
+            if isinstance(routed, CustomerEvent):
+                at = routed.event.occurred_at
+                if input_end is None or at > input_end:
+                    input_end = at
+            partition = partition_for(routed.customer_key, count)
+            if mine is None or partition in mine:
+                processor = processors.get(partition)
+                if processor is None:
+                    processor = processors[partition] = PartitionProcessor.from_settings(
+                        settings, partition
+                    )
+                if routed.customer_key not in process_of:
+                    customers += 1
+                    process_of[routed.customer_key] = processor.process
+                if isinstance(routed, CustomerEvent):
+                    records = processor.process_released(routed.event)
+                else:
+                    records = processor.unattribute(routed.customer_key, routed.event_ids)
+                if records:
+                    records_by_event.append((index, records))
+            if index % HELD_SAMPLE_EVENTS == 0:
+                held_samples.append(sum(p.customers() for p in processors.values()))
+            continue
+        event: InteractionEvent = item
         at = event.occurred_at
         if input_end is None or at > input_end:
             input_end = at
@@ -261,7 +330,16 @@ def _replay_share(
         held_samples=held_samples,
         held_at_end=sum(p.customers() for p in processors.values()),
         customers=customers,
+        reattribution=_summed(p.reattribution.as_dict() for p in processors.values()),
     )
+
+
+def _summed(counters: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for counter in counters:
+        for name, value in counter.items():
+            total[name] = total.get(name, 0) + value
+    return total
 
 
 def _merge(shares: list[_Share]) -> ReplayResult:
@@ -335,7 +413,12 @@ def replay_file(
                 else:
                     try:
                         yield validate(
-                            item, settings.channels, now_ms=now_ms, max_future_ms=max_future_ms
+                            item,
+                            settings.channels,
+                            now_ms=now_ms,
+                            max_future_ms=max_future_ms,
+                            # Issue 16: the replay routes them through its identity stage.
+                            identity_events=True,
                         )
                         continue
                     except ContractError as exc:
@@ -382,4 +465,20 @@ def summary_line(result: ReplayResult, out_dir: Path) -> str:
         f"replay events={totals.events} rejected={result.rejected} "
         f"duplicates={totals.duplicates} late={totals.late} sessions={finals} "
         f"sla_breaches={breaches} journey_signals={signals} out={out_dir}"
+    ) + _identity_summary(result.identity)
+
+
+def _identity_summary(identity: dict[str, int]) -> str:
+    """The identity stage's figures (nothing when the input had no identity events)."""
+    if not identity:
+        return ""
+    expired = (
+        identity.get("expired_hold", 0)
+        + identity.get("expired_max_held", 0)
+        + identity.get("expired_at_end", 0)
+    )
+    return (
+        f" identity_events={identity.get('events', 0)} linked={identity.get('links', 0)}"
+        f" unlinked={identity.get('unlinks', 0)} expired_to_anonymous={expired}"
+        f" reattributed_events={identity.get('unattributed', 0)}"
     )

@@ -23,6 +23,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pipeline.contract.event import InteractionEvent
 from pipeline.core.customer import APPLIED, DUPLICATE, CustomerState
+from pipeline.core.reattribution import (
+    STATE_KEY,
+    CustomerJournal,
+    corrections,
+    fold,
+    raise_versions,
+    rebuild,
+)
 from pipeline.core.records import (
     SESSION_FINAL,
     SESSION_SUPERSEDED,
@@ -71,6 +79,22 @@ class ProcessorStats:
         return {spec.name: getattr(self, spec.name) for spec in fields(self)}
 
 
+@dataclass
+class ReattributionStats:
+    """Issue 16 counters of one partition (apart from ProcessorStats, whose figures
+    the golden digests pin): events that came through identity, customers rebuilt
+    because identity took events back, the events taken back, and unattribute
+    records of events the customer no longer keeps (older than the unlink window)."""
+
+    events_released: int = 0
+    reattributions: int = 0
+    events_unattributed: int = 0
+    unattributed_unknown: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {spec.name: getattr(self, spec.name) for spec in fields(self)}
+
+
 class PartitionProcessor:
     """Sessions, contacts, SLA clocks and journey signals of one partition."""
 
@@ -85,6 +109,7 @@ class PartitionProcessor:
         sla_type: Any = None,
         synchronous_channels: frozenset[str] = frozenset(),
         logic: CustomerLogicType | None = None,
+        unlink_window_ms: int = 0,
     ) -> None:
         """``logic`` makes each customer's state machine (:mod:`pipeline.core.logic`);
         by default a :class:`CustomerState`."""
@@ -111,12 +136,17 @@ class PartitionProcessor:
         )
         self.logic: CustomerLogicType = CustomerState if logic is None else logic
         self.stats = ProcessorStats()
+        self.reattribution = ReattributionStats()
         self._clock = clock_ms
         self._max_event_ms: int | None = None
         self._customers: dict[str, CustomerLogic] = {}
         self._timers: list[tuple[int, str]] = []
         self._dirty: dict[str, None] = {}
         self._updated: set[str] = set()
+        # Customers that got events through identity (issue 16): what they need
+        # to be rebuilt without some of them (pipeline/core/reattribution.py).
+        self._journals: dict[str, CustomerJournal] = {}
+        self.unlink_window_ms = unlink_window_ms
 
     @classmethod
     def from_settings(cls, settings: Settings, partition: int = 0) -> PartitionProcessor:
@@ -144,6 +174,7 @@ class PartitionProcessor:
             business_calendar=business,
             partition=partition,
             synchronous_channels=settings.channels.synchronous,
+            unlink_window_ms=round(settings.identity.unlink_window_seconds * MS),
         )
 
     # -- input --------------------------------------------------------------------
@@ -173,6 +204,10 @@ class PartitionProcessor:
         if customer is None:
             customer = self._customers[customer_id] = self.logic(customer_id, self.rules)
         outcome = customer.apply(event, clock, out)
+        journals = self._journals
+        if journals and outcome != DUPLICATE and customer_id in journals:
+            journals[customer_id].entries.append((event, clock))
+            self._prune_journal(customer_id)
         if outcome == DUPLICATE:
             stats.duplicates += 1
         else:
@@ -194,6 +229,47 @@ class PartitionProcessor:
                 self._drain(clock, out)
         if out:
             self._count(out)
+            if journals:
+                self._note_sent(out)
+        return out
+
+    def process_released(self, event: InteractionEvent) -> list[OutputRecord]:
+        """An event identity gave this customer (its ``customer_id`` set by the
+        identity processor, :mod:`pipeline.core.identity`): processed as any event,
+        and kept for ``identity.unlink_window`` so it can be taken back."""
+        customer_id = event.customer_id
+        journal = self._journals.get(customer_id)
+        if journal is None:
+            customer = self._customers.get(customer_id)
+            snapshot = None if customer is None else customer.to_state()
+            journal = self._journals[customer_id] = CustomerJournal(snapshot)
+        if event.occurred_at > journal.last_released_ms:
+            journal.last_released_ms = event.occurred_at
+        self.reattribution.events_released += 1
+        return self.process(event)
+
+    def unattribute(self, customer_id: str, event_ids: Sequence[str]) -> list[OutputRecord]:
+        """Identity took these events back from the customer: rebuild it without them
+        and return the corrections of every record that changes (issue 16)."""
+        journal = self._journals.get(customer_id)
+        known = journal.event_ids() if journal is not None else set()
+        removed = [event_id for event_id in event_ids if event_id in known]
+        self.reattribution.unattributed_unknown += len(event_ids) - len(removed)
+        if journal is None or not removed:
+            return []
+        clock = self._clock if self._clock is not None else 0
+        rebuilt, records = rebuild(journal, self.logic, customer_id, self.rules, removed, clock)
+        out = corrections(journal, records, clock)
+        raise_versions(rebuilt, journal.sent)
+        self.reattribution.reattributions += 1
+        self.reattribution.events_unattributed += len(removed)
+        rebuilt.wake = None
+        self._customers[customer_id] = rebuilt
+        self._touched(rebuilt)
+        self._updated.discard(customer_id)  # the corrections carry its open journeys
+        for session in rebuilt.book.open:
+            session.pending = False
+        self._count(out)
         return out
 
     def advance(self, clock_ms: int) -> list[OutputRecord]:
@@ -203,6 +279,8 @@ class PartitionProcessor:
             self._clock = clock_ms
             self._drain(clock_ms, out)
             self._count(out)
+            if self._journals:
+                self._note_sent(out)
         return out
 
     def end_of_input(self, input_end_ms: int | None = None) -> list[OutputRecord]:
@@ -227,6 +305,8 @@ class PartitionProcessor:
                 customer.finish(out)
                 self._touched(customer)
         self._count(out)
+        if self._journals:
+            self._note_sent(out)
         return out
 
     def flush_updates(self) -> list[SessionRecord]:
@@ -240,6 +320,8 @@ class PartitionProcessor:
                     out.extend(updates)
                     self._dirty[customer_id] = None
         self._updated.clear()
+        if self._journals:
+            self._note_sent(out)  # type: ignore[arg-type]
         return out
 
     # -- state ----------------------------------------------------------------------
@@ -249,15 +331,26 @@ class PartitionProcessor:
         dirty: dict[str, bytes | None] = {}
         customers = self._customers
         encode = _encode_state
+        journals = self._journals
         for customer_id in self._dirty:
             customer = customers.get(customer_id)
-            dirty[customer_id] = None if customer is None else encode(customer.to_state()).encode()
+            if customer is None:
+                dirty[customer_id] = None
+                continue
+            state = customer.to_state()
+            if journals and customer_id in journals:
+                state[STATE_KEY] = journals[customer_id].to_state()
+            dirty[customer_id] = encode(state).encode()
         self._dirty = {}
         return dirty
 
     def load_state(self, customer_id: str, data: bytes) -> None:
         """Restore one customer (after a restart) and rebuild its timers."""
-        customer = self.logic.from_state(customer_id, json.loads(data), self.rules)
+        state = json.loads(data)
+        journal = state.pop(STATE_KEY, None)
+        if journal is not None:
+            self._journals[customer_id] = CustomerJournal.from_state(journal)
+        customer = self.logic.from_state(customer_id, state, self.rules)
         self._customers[customer_id] = customer
         self._schedule(customer)
         if customer.has_pending:
@@ -308,7 +401,9 @@ class PartitionProcessor:
         """After a change: reschedule, note for persistence and updates, or evict."""
         customer_id = customer.customer_id
         self._dirty[customer_id] = None
-        if customer.is_empty:
+        if self._journals and customer_id in self._journals:
+            self._prune_journal(customer_id)
+        if customer.is_empty and customer_id not in self._journals:
             del self._customers[customer_id]
             self.stats.customers_evicted += 1
             return
@@ -331,6 +426,29 @@ class PartitionProcessor:
             elif next_due is not None:
                 customer.wake = next_due
                 heapq.heappush(timers, (next_due, customer_id))
+
+    def _note_sent(self, out: list[OutputRecord]) -> None:
+        """Keep the last record per key of each journaled customer, and let journals go
+        whose latest event from identity is older than the unlink window."""
+        journals = self._journals
+        for record in out:
+            journal = journals.get(record.customer_id)
+            if journal is not None:
+                journal.note_sent(record)
+
+    def _prune_journal(self, customer_id: str) -> None:
+        """Fold entries older than the unlink window into the snapshot; drop the
+        journal when no event from identity is that recent."""
+        journal = self._journals.get(customer_id)
+        if journal is None or self._clock is None:
+            return
+        horizon = self._clock - self.unlink_window_ms
+        if journal.last_released_ms < horizon:
+            del self._journals[customer_id]
+            self._dirty[customer_id] = None
+            return
+        if journal.entries and journal.entries[0][1] < horizon:
+            fold(journal, self.logic, customer_id, self.rules, horizon)
 
     def _count(self, out: list[OutputRecord]) -> None:
         stats = self.stats

@@ -1,0 +1,297 @@
+"""Re-attribution: a customer loses events that identity had given it, and is rebuilt.
+
+Issue 16 (docs/architecture.md, "Identity continuity"). The identity processor
+(:mod:`pipeline.core.identity`) sends a customer the events of a channel
+identifier once the identifier is linked to it; when the link turns out wrong
+(``unlinked``, or the identifier moves to another customer) it sends an
+``unattribute`` per event. The customer's processor then has to forget those
+events as if they had never come, and correct every row it already sent.
+
+The core is deterministic, so this module does it by replaying: from the first
+event a customer got through identity on, its processor keeps a
+:class:`CustomerJournal` with
+
+- a snapshot of the customer's state just before that event,
+- every event the customer applied since (from identity or not), with the
+  partition clock it was applied at,
+- the last record it sent per output key since the snapshot.
+
+:func:`rebuild` restores the snapshot and applies the journal again without the
+removed events, each at its recorded clock, with the timed work due up to that
+clock fired first (exactly what the processor had fired before applying it),
+then fires what is due up to the current clock. :func:`corrections` compares
+the rebuilt records with the records sent and returns what changes the keyed
+consumers (SQL) from the one to the other:
+
+- a key in both, with other content: the rebuilt record, its ``version`` above
+  the sent one (a journey gets ``correction`` true);
+- a key only in the rebuilt records: the rebuilt record;
+- a key only among the records sent: its retraction. A journey becomes
+  ``superseded`` (``superseded_by`` None: its events went to another customer),
+  a need ``retracted``, a journey signal ``retracted``, an SLA warning or breach
+  a ``retracted`` SLA event (as :mod:`pipeline.core.retraction` does). A contact
+  has no retraction form: its row is keyed by ``contact_id``, and the customer
+  its events moved to sends the contact again under the same key (a limit:
+  docs/architecture.md).
+
+The journal keeps events for ``identity.unlink_window`` of partition clock
+after the customer's latest event from identity; older entries are folded into
+the snapshot (an unattribute of them changes nothing: the documented limit),
+and the journal is dropped when no identity event is that recent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Final
+
+from pipeline.contract.event import InteractionEvent, event_from_record
+from pipeline.core.records import (
+    OUTPUT_TYPES,
+    SESSION_SUPERSEDED,
+    SLA_RETRACTED,
+    ContactSummary,
+    JourneySignal,
+    LateEvent,
+    NeedRecord,
+    OutputRecord,
+    SessionRecord,
+    SlaEvent,
+)
+
+if TYPE_CHECKING:
+    from pipeline.core.customer import CustomerState
+    from pipeline.core.logic import CustomerLogicType
+    from pipeline.core.rules import CoreRules
+
+JOURNAL_VERSION: Final = 1
+#: Status of a need, and kind of a journey signal, whose events went to another
+#: customer: never count the row (docs/sql.md, "Re-attribution").
+RETRACTED: Final = "retracted"
+#: Key of the journal inside a customer's stored state dict.
+STATE_KEY: Final = "identity_journal"
+
+_BY_NAME: dict[str, type[OutputRecord]] = {cls.OUTPUT_NAME: cls for cls in OUTPUT_TYPES}
+# Fields that say how a record was sent, not what it says: left out when deciding
+# whether a rebuilt record differs from the one sent.
+_EMISSION_FIELDS: Final = frozenset(
+    {"version", "correction", "first_reply_new", "contained_new", "fired_at", "closed_at"}
+)
+
+RecordKey = tuple[str, str]
+
+
+def record_key(record: OutputRecord) -> RecordKey:
+    return (record.OUTPUT_NAME, record.key)
+
+
+def record_from_dict(name: str, data: dict[str, Any]) -> OutputRecord:
+    """The record ``to_dict()`` gave (lists and dicts copied)."""
+    return _BY_NAME[name](**data)
+
+
+class CustomerJournal:
+    """What a customer's processor keeps to rebuild the customer without some events."""
+
+    __slots__ = ("entries", "last_released_ms", "sent", "snapshot")
+
+    def __init__(self, snapshot: dict[str, Any] | None) -> None:
+        #: The customer's state before the first entry (None: it had none).
+        self.snapshot = snapshot
+        #: (event, partition clock it was applied at), in arrival order.
+        self.entries: list[tuple[InteractionEvent, int]] = []
+        #: The last record sent per (output name, key) since the snapshot.
+        self.sent: dict[RecordKey, OutputRecord] = {}
+        #: occurred_at of the latest event that came through identity.
+        self.last_released_ms = -1
+
+    def note_sent(self, record: OutputRecord) -> None:
+        self.sent[record_key(record)] = record
+
+    def event_ids(self) -> set[str]:
+        return {event.event_id for event, _ in self.entries}
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "v": JOURNAL_VERSION,
+            "snapshot": self.snapshot,
+            "entries": [[event.to_record(), clock] for event, clock in self.entries],
+            "sent": [[name, record.to_dict()] for (name, _), record in self.sent.items()],
+            "last_released_ms": self.last_released_ms,
+        }
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> CustomerJournal:
+        if data.get("v") != JOURNAL_VERSION:
+            raise ValueError(f"identity journal version {data.get('v')!r} is not {JOURNAL_VERSION}")
+        journal = cls(data["snapshot"])
+        journal.entries = [(event_from_record(rec), int(clock)) for rec, clock in data["entries"]]
+        for name, record in data["sent"]:
+            journal.note_sent(record_from_dict(name, record))
+        journal.last_released_ms = int(data["last_released_ms"])
+        return journal
+
+
+def _restore(
+    logic: CustomerLogicType, customer_id: str, rules: CoreRules, snapshot: dict[str, Any] | None
+) -> CustomerState:
+    if snapshot is None:
+        return logic(customer_id, rules)  # type: ignore[return-value]
+    return logic.from_state(customer_id, snapshot, rules)  # type: ignore[return-value]
+
+
+def _apply_at(
+    customer: CustomerState, event: InteractionEvent, clock: int, out: list[OutputRecord]
+) -> None:
+    """What the processor did with the event: work due by its clock fired, then the
+    event, then work the event made due by that clock."""
+    customer.fire_until(clock, out)
+    customer.apply(event, clock, out)
+    customer.fire_until(clock, out)
+
+
+def fold(
+    journal: CustomerJournal,
+    logic: CustomerLogicType,
+    customer_id: str,
+    rules: CoreRules,
+    horizon_ms: int,
+) -> None:
+    """Move the entries applied before partition clock ``horizon_ms`` into the snapshot."""
+    count = 0
+    for _, clock in journal.entries:
+        if clock >= horizon_ms:
+            break
+        count += 1
+    if not count:
+        return
+    customer = _restore(logic, customer_id, rules, journal.snapshot)
+    scratch: list[OutputRecord] = []  # sent already
+    for event, clock in journal.entries[:count]:
+        _apply_at(customer, event, clock, scratch)
+    journal.snapshot = customer.to_state()
+    del journal.entries[:count]
+
+
+def rebuild(
+    journal: CustomerJournal,
+    logic: CustomerLogicType,
+    customer_id: str,
+    rules: CoreRules,
+    removed: Iterable[str],
+    clock_ms: int,
+) -> tuple[CustomerState, list[OutputRecord]]:
+    """The customer as if the ``removed`` events had never come, and its records.
+
+    The journal loses the removed entries. The records are everything the
+    rebuilt customer emitted, then an open record of each open journey (what
+    the processor's flush sends), so that an open journey sent before is found.
+    """
+    gone = set(removed)
+    customer = _restore(logic, customer_id, rules, journal.snapshot)
+    out: list[OutputRecord] = []
+    kept: list[tuple[InteractionEvent, int]] = []
+    for event, clock in journal.entries:
+        if event.event_id in gone:
+            continue
+        kept.append((event, clock))
+        _apply_at(customer, event, clock, out)
+    journal.entries = kept
+    customer.fire_until(clock_ms, out)
+    for session in customer.book.open:
+        session.pending = True
+    out.extend(customer.pending_updates())
+    return customer, out
+
+
+def _content(record: OutputRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.to_dict().items() if k not in _EMISSION_FIELDS}
+
+
+def _retraction(record: OutputRecord, clock_ms: int) -> OutputRecord | None:
+    """What takes ``record`` back in a keyed consumer (None: nothing can, or it is)."""
+    if isinstance(record, SessionRecord):
+        if record.status == SESSION_SUPERSEDED:
+            return None
+        return replace(
+            record,
+            status=SESSION_SUPERSEDED,
+            superseded_by=None,
+            version=record.version + 1,
+            correction=True,
+        )
+    if isinstance(record, NeedRecord):
+        if record.status == RETRACTED:
+            return None
+        return replace(record, status=RETRACTED, version=record.version + 1)
+    if isinstance(record, JourneySignal):
+        return None if record.kind == RETRACTED else replace(record, kind=RETRACTED)
+    if isinstance(record, SlaEvent):
+        if record.kind == SLA_RETRACTED:
+            return None
+        return replace(record, kind=SLA_RETRACTED, fired_at=clock_ms)
+    # ContactSummary: the new owner sends it again under the same key.
+    # LateEvent: the event itself moved; its row stays (keyed by event id).
+    return None
+
+
+def _next_version(rebuilt: OutputRecord, sent: OutputRecord) -> OutputRecord:
+    if isinstance(rebuilt, SessionRecord) and isinstance(sent, SessionRecord):
+        version = max(sent.version + 1, rebuilt.version)
+        return replace(rebuilt, version=version, correction=True)
+    if isinstance(rebuilt, ContactSummary) and isinstance(sent, ContactSummary):
+        return replace(rebuilt, version=max(sent.version + 1, rebuilt.version))
+    if isinstance(rebuilt, NeedRecord) and isinstance(sent, NeedRecord):
+        return replace(rebuilt, version=max(sent.version + 1, rebuilt.version))
+    return rebuilt
+
+
+def corrections(
+    journal: CustomerJournal, rebuilt: list[OutputRecord], clock_ms: int
+) -> list[OutputRecord]:
+    """The records that turn what was sent into what the rebuilt customer says.
+
+    The journal's record of what was sent follows (it then holds the corrections).
+    """
+    latest: dict[RecordKey, OutputRecord] = {}
+    for record in rebuilt:
+        if type(record) is not LateEvent:
+            latest[record_key(record)] = record
+    out: list[OutputRecord] = []
+    for key, record in latest.items():
+        before = journal.sent.get(key)
+        if before is None:
+            out.append(record)
+        elif _content(before) != _content(record):
+            out.append(_next_version(record, before))
+    for key, before in list(journal.sent.items()):
+        if key not in latest:
+            retraction = _retraction(before, clock_ms)
+            if retraction is not None:
+                out.append(retraction)
+    for record in out:
+        journal.note_sent(record)
+    return out
+
+
+def raise_versions(customer: CustomerState, sent: dict[RecordKey, OutputRecord]) -> None:
+    """Make the rebuilt customer's next records win over the corrections just sent:
+    each journey, contact and need counts at least the versions sent under its key,
+    and a closed journey's kept final record is the one sent."""
+    for session in customer.book.open:
+        record = sent.get((SessionRecord.OUTPUT_NAME, session.session_id))
+        if isinstance(record, SessionRecord) and record.version > session.version:
+            session.version = record.version
+    for session_id, final in list(customer.finals.items()):
+        record = sent.get((SessionRecord.OUTPUT_NAME, session_id))
+        if isinstance(record, SessionRecord) and record.version > final.version:
+            customer.finals[session_id] = record
+    for contact in customer.contacts.values():
+        record = sent.get((ContactSummary.OUTPUT_NAME, contact.contact_id))
+        if isinstance(record, ContactSummary) and record.version > contact.version:
+            contact.version = record.version
+    for need in customer.needs.open.values():
+        record = sent.get((NeedRecord.OUTPUT_NAME, need.need_id))
+        if isinstance(record, NeedRecord) and record.version > need.version:
+            need.version = record.version
