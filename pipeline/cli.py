@@ -90,6 +90,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         bootstrap=settings.kafka.bootstrap,
         speedup=args.speedup,
         lapse_seconds=args.lapse,
+        identity_share=args.identity_share,
     )
 
 
@@ -308,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --start now: event time runs this many times faster than the wall clock",
     )
     p.add_argument("--lapse", type=float, default=LAPSE_DEFAULT_SECONDS, help=LAPSE_HELP)
+    p.add_argument(
+        "--identity-share",
+        type=float,
+        default=0.0,
+        help="share of call/chat journeys that start anonymous until identified (issue 16;"
+        " the worker dead-letters these until its identity wiring lands; replay processes them)",
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = common(sub.add_parser("produce", help="send a JSON Lines file of events to Kafka"))

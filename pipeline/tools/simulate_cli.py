@@ -273,6 +273,7 @@ def simulate_command(
     progress_every_s: float = 2.0,
     speedup: float = 1.0,
     lapse_seconds: float = DEFAULT_LAPSE_SECONDS,
+    identity_share: float = 0.0,
     producer_factory: Callable[..., Any] | None = None,
     profile: Callable[..., SimulatorConfig] = bank_profile,
     events_per_journey: float = BANK_EVENTS_PER_JOURNEY,
@@ -306,6 +307,10 @@ def simulate_command(
     fields: dict[str, Any] = {"customers": customers, "count": count, "seed": seed}
     if start_ms is not None:
         fields["start_ms"] = start_ms
+    if identity_share:
+        # Issue 16: anonymous starts (pipeline/tools/sim_identity.py); the worker
+        # dead-letters them until its identity wiring lands, the replay processes them.
+        fields["identity_share"] = identity_share
     if speedup <= 0:
         raise ConfigError(f"speedup must be positive, not {speedup}")
     if lapse_seconds < 0:

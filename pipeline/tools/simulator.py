@@ -32,9 +32,6 @@ from typing import Any
 
 from pipeline.contract.event import InteractionEvent
 from pipeline.errors import ConfigError
-
-# Stage 2 (delivery order, broken records) lives in its own module; its names are
-# part of this module's interface too.
 from pipeline.tools.sim_delivery import (
     DUPLICATE,
     IN_ORDER,
@@ -47,6 +44,10 @@ from pipeline.tools.sim_delivery import (
     SimItem,
     events_only,
 )
+
+# Stage 2 (delivery order, broken records) lives in its own module; its names are
+# part of this module's interface too.
+from pipeline.tools.sim_identity import anonymise
 
 # Stage 1's journey scripts and the bank's week they follow.
 from pipeline.tools.sim_journeys import (
@@ -140,6 +141,10 @@ class SimulatorConfig:
     # Share of channel switches made within 20 minutes of the failed contact (the
     # rest within 2 h, or 2-8 h); a quick switch stays in the same journey.
     quick_switch_share: float = 0.5
+    # Issue 16: share of journeys starting with a call or chat whose first contact
+    # is anonymous until identified (pipeline/tools/sim_identity.py). Off by
+    # default: the worker dead-letters identity events until it is wired.
+    identity_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.customers < 1:
@@ -150,7 +155,13 @@ class SimulatorConfig:
             raise ConfigError("arrival_rate_per_hour must be positive")
         if self.monday_peak <= 0:
             raise ConfigError("monday_peak must be positive")
-        for name in ("out_of_order_share", "late_share", "duplicate_share", "malformed_share"):
+        for name in (
+            "out_of_order_share",
+            "late_share",
+            "duplicate_share",
+            "malformed_share",
+            "identity_share",
+        ):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1)")
         unknown = sorted(set(self.journey_weights) - set(DEFAULT_JOURNEY_WEIGHTS))
@@ -221,6 +232,8 @@ class _Traffic:
         self.events_made = 0
         self.journeys = 0  # journeys made (a measure; no effect on the traffic)
         self.script_names = [name for name in SCRIPTS if name in config.journey_weights]
+        # Its own stream, so traffic without identity is what it always was.
+        self.identity_rng = random.Random(f"cxstream-identity-{config.seed}")
 
     def next_contact_id(self) -> str:
         self.contacts += 1
@@ -273,6 +286,10 @@ class _Traffic:
                 )
             )
         self.busy_until[customer_id] = max(e.occurred_at for e in made)
+        share = self.config.identity_share
+        if share > 0 and self.identity_rng.random() < share:
+            other = f"c-{self.identity_rng.randint(1, self.config.customers):06d}"
+            made = anonymise(made, self.identity_rng, other)
         self.journeys += 1
         return made
 
