@@ -28,11 +28,10 @@ consumers (SQL) from the one to the other:
 - a key only in the rebuilt records: the rebuilt record;
 - a key only among the records sent: its retraction. A journey becomes
   ``superseded`` (``superseded_by`` None: its events went to another customer),
-  a need ``retracted``, a journey signal ``retracted``, an SLA warning or breach
-  a ``retracted`` SLA event (as :mod:`pipeline.core.retraction` does). A contact
-  has no retraction form: its row is keyed by ``contact_id``, and the customer
-  its events moved to sends the contact again under the same key (a limit:
-  docs/architecture.md).
+  a need ``retracted``, an SLA warning or breach a ``retracted`` SLA event (as
+  :mod:`pipeline.core.retraction` does). A contact and a journey signal have no
+  retraction form: their keys are contact ids, and the customer the events moved
+  to sends them again under the same keys (the limits: docs/architecture.md).
 
 The journal keeps events for ``identity.unlink_window`` of partition clock
 after the customer's latest event from identity; older entries are folded into
@@ -52,7 +51,6 @@ from pipeline.core.records import (
     SESSION_SUPERSEDED,
     SLA_RETRACTED,
     ContactSummary,
-    JourneySignal,
     LateEvent,
     NeedRecord,
     OutputRecord,
@@ -66,8 +64,8 @@ if TYPE_CHECKING:
     from pipeline.core.rules import CoreRules
 
 JOURNAL_VERSION: Final = 1
-#: Status of a need, and kind of a journey signal, whose events went to another
-#: customer: never count the row (docs/sql.md, "Re-attribution").
+#: Status of a need whose events went to another customer: never count the row
+#: (docs/sql.md, "Re-attribution").
 RETRACTED: Final = "retracted"
 #: Key of the journal inside a customer's stored state dict.
 STATE_KEY: Final = "identity_journal"
@@ -225,13 +223,14 @@ def _retraction(record: OutputRecord, clock_ms: int) -> OutputRecord | None:
         if record.status == RETRACTED:
             return None
         return replace(record, status=RETRACTED, version=record.version + 1)
-    if isinstance(record, JourneySignal):
-        return None if record.kind == RETRACTED else replace(record, kind=RETRACTED)
     if isinstance(record, SlaEvent):
         if record.kind == SLA_RETRACTED:
             return None
         return replace(record, kind=SLA_RETRACTED, fired_at=clock_ms)
     # ContactSummary: the new owner sends it again under the same key.
+    # JourneySignal: the sink files a signal by its kind and has no retraction for
+    # it yet; the new owner sends a signal between the same contacts again under
+    # the same key (a gap otherwise: docs/architecture.md).
     # LateEvent: the event itself moved; its row stays (keyed by event id).
     return None
 

@@ -46,3 +46,21 @@ def test_the_replay_of_identity_traffic_counts_every_contact_once_for_a_known_cu
     # Each contact row is in exactly one counted journey.
     counted = [cid for s in finals for cid in s["contact_ids"]]
     assert len(counted) == len(set(counted))
+
+
+def test_the_sql_sink_takes_every_record_of_a_replay_of_identity_traffic(tmp_path):
+    import sqlite3
+
+    from pipeline.replay_sql import write_records_to_sql
+
+    url = f"sqlite:///{tmp_path / 'cx.db'}"
+    result = replay_events(_events(0.5), SETTINGS, partitions=3)
+    write_records_to_sql(result.records, build_settings({"sql": {"url": url}}))
+    tables = collapse(result.records)
+    with sqlite3.connect(tmp_path / "cx.db") as db:
+        contacts = db.execute("SELECT count(*) FROM contacts").fetchone()[0]
+        in_journeys = db.execute(
+            "SELECT coalesce(sum(contacts), 0) FROM sessions WHERE status <> 'superseded'"
+        ).fetchone()[0]
+    assert contacts == len(tables["contact"])
+    assert in_journeys == contacts  # every contact row in exactly one journey
