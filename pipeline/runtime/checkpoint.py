@@ -81,8 +81,26 @@ class Checkpoint:
         return not (self.outgoing or self.offsets or any(self.state.values()))
 
 
+#: Records queued as one Kafka batch (one topic partition, in order) and the
+#: acknowledgement of the whole batch: the broker takes or refuses it as one.
+SentBatch = tuple[Sequence[Outgoing], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class Queued:
+    """What :meth:`Outputs.send_many` queued, and what the client refused outright."""
+
+    sent: list[SentBatch] = field(default_factory=list)
+    #: Records the client's own checks refused before sending (too large, ...).
+    refused: list[tuple[Outgoing, BaseException]] = field(default_factory=list)
+
+
 class Outputs(Protocol):
     """The producer side of the commit; :class:`pipeline.runtime.clients.KafkaOutputs`."""
+
+    async def send_many(self, records: Sequence[Outgoing]) -> Queued:
+        """Queue ``records`` in order, a Kafka batch per topic partition (the hot path)."""
+        ...
 
     async def send(
         self,
@@ -139,7 +157,9 @@ async def commit(
             sent = await _send_outputs(outputs, checkpoint.outgoing, refused)
             await refused.send(outputs)
             pending = [ack for _, ack in sent]
-            pending += await _send_state(outputs, checkpoint.state, changelog_topic)
+            pending += [
+                ack for _, ack in await _send_state(outputs, checkpoint.state, changelog_topic)
+            ]
             # A refusal from the broker fails this gather: the whole batch aborts.
             await _acknowledged(pending)
             await outputs.commit_transaction(checkpoint.offsets)
@@ -149,9 +169,11 @@ async def commit(
         return
     refused = Refusals(dead_letter_topic, now_ms)
     sent = await _send_outputs(outputs, checkpoint.outgoing, refused)
-    await refused.acknowledged(sent)
+    await refused.acknowledged(sent, outputs)
     await refused.send(outputs)
-    await _acknowledged(await _send_state(outputs, checkpoint.state, changelog_topic))
+    await _acknowledged(
+        [ack for _, ack in await _send_state(outputs, checkpoint.state, changelog_topic)]
+    )
     if checkpoint.offsets:
         await positions.commit(checkpoint.offsets)
 
@@ -175,10 +197,28 @@ class Refusals:
         )
         self.records.append((record, error))
 
-    async def acknowledged(self, sent: Sequence[tuple[Outgoing, Awaitable[Any]]]) -> None:
-        """Await every acknowledgement; a refused record is kept, any other failure raises."""
+    async def acknowledged(self, sent: Sequence[SentBatch], outputs: Outputs) -> None:
+        """Await every acknowledgement; refused records are kept, any other failure raises.
+
+        The broker refuses a batch as a whole, so the records of a refused batch
+        of several are sent again one by one: only the ones refused then are
+        kept for dead letters (the batch was not written, nothing is doubled).
+        """
         outcomes = await asyncio.gather(*(ack for _, ack in sent), return_exceptions=True)
-        for (record, _), outcome in zip(sent, outcomes, strict=True):
+        one_by_one: list[tuple[Outgoing, Awaitable[Any]]] = []
+        for (records, _), outcome in zip(sent, outcomes, strict=True):
+            if not isinstance(outcome, BaseException):
+                continue
+            if len(records) == 1 or not isinstance(outcome, RECORD_ERRORS):
+                self.take(records[0], outcome)
+                continue
+            for record in records:
+                try:
+                    one_by_one.append((record, await _send_one(outputs, record)))
+                except Exception as exc:  # refused by the client's own checks
+                    self.take(record, exc)
+        outcomes = await asyncio.gather(*(ack for _, ack in one_by_one), return_exceptions=True)
+        for (record, _), outcome in zip(one_by_one, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 self.take(record, outcome)
 
@@ -204,33 +244,38 @@ class Refusals:
 
 async def _send_outputs(
     outputs: Outputs, outgoing: Sequence[Outgoing], refused: Refusals
-) -> list[tuple[Outgoing, Awaitable[Any]]]:
-    sent = []
-    for record in outgoing:
-        try:
-            ack = await outputs.send(
-                record.topic,
-                record.key,
-                record.value,
-                partition=record.partition,
-                timestamp_ms=record.timestamp_ms,
-                headers=record.headers,
-            )
-        except Exception as exc:  # refused by the client's own checks, before sending
-            refused.take(record, exc)
-            continue
-        sent.append((record, ack))
-    return sent
+) -> list[SentBatch]:
+    queued = await outputs.send_many(outgoing)
+    for record, error in queued.refused:
+        refused.take(record, error)
+    return queued.sent
 
 
-async def _send_state(outputs: Outputs, state: StateChanges, topic: str) -> list[Awaitable[Any]]:
+async def _send_one(outputs: Outputs, record: Outgoing) -> Awaitable[Any]:
+    return await outputs.send(
+        record.topic,
+        record.key,
+        record.value,
+        partition=record.partition,
+        timestamp_ms=record.timestamp_ms,
+        headers=record.headers,
+    )
+
+
+async def _send_state(outputs: Outputs, state: StateChanges, topic: str) -> list[SentBatch]:
     # Input partition p's state lives on changelog partition p, as Faust's
-    # tables place it: a restored partition reads exactly its own.
-    return [
-        await outputs.send(topic, key.encode(), value, partition=partition)
-        for partition, changes in state.items()
-        for key, value in changes.items()
-    ]
+    # tables place it: a restored partition reads exactly its own. Within a
+    # partition the position entry stays last (one batch keeps the order).
+    queued = await outputs.send_many(
+        [
+            Outgoing(topic, key.encode(), value, partition=partition)
+            for partition, changes in state.items()
+            for key, value in changes.items()
+        ]
+    )
+    if queued.refused:
+        raise queued.refused[0][1]  # a state entry must be written; no dead letter stands for it
+    return queued.sent
 
 
 async def _acknowledged(pending: list[Awaitable[Any]]) -> None:

@@ -16,7 +16,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, RecordTooLargeError
 
 from pipeline.dlq import TARGET_TOPIC
-from pipeline.runtime.checkpoint import Checkpoint, commit
+from pipeline.runtime.checkpoint import Checkpoint, Queued, commit
 from pipeline.streaming import Outgoing
 
 DLQ = "cx.dlq"
@@ -24,7 +24,11 @@ CHANGELOG = "cx-state"
 
 
 class RecordingOutputs:
-    """Outputs that log every call; ``refuse``: value -> error of its acknowledgement."""
+    """Outputs that log every call; ``refuse``: value -> error of its acknowledgement.
+
+    ``send_many`` queues one batch per topic, as Kafka takes it: one
+    acknowledgement for the batch, refused as a whole if any record in it is.
+    """
 
     def __init__(self, refuse: Mapping[bytes, BaseException] = {}, raise_on_send: Any = None):
         self.calls: list[tuple[Any, ...]] = []
@@ -44,9 +48,33 @@ class RecordingOutputs:
         if self.raise_on_send is not None and value == self.raise_on_send[0]:
             raise self.raise_on_send[1]
         self.calls.append(("send", topic, key, value, tuple(headers or ())))
+        return self._acknowledgement(topic, value, self.refuse.get(value or b""))
+
+    async def send_many(self, records: Sequence[Outgoing]) -> Queued:
+        queued = Queued()
+        batches: dict[str, list[Outgoing]] = {}
+        for record in records:
+            if self.raise_on_send is not None and record.value == self.raise_on_send[0]:
+                queued.refused.append((record, self.raise_on_send[1]))
+                continue
+            self.calls.append(
+                ("send", record.topic, record.key, record.value, tuple(record.headers or ()))
+            )
+            batches.setdefault(record.topic, []).append(record)
+        for topic, batch in batches.items():
+            errors = [self.refuse[r.value] for r in batch if r.value in self.refuse]
+            value = b"+".join(r.value or b"" for r in batch)
+            queued.sent.append(
+                (batch, self._acknowledgement(topic, value, errors[0] if errors else None))
+            )
+        return queued
+
+    def _acknowledgement(
+        self, topic: str, value: bytes | None, error: BaseException | None
+    ) -> Awaitable[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if value in self.refuse:
-            future.set_exception(self.refuse[value])
+        if error is not None:
+            future.set_exception(error)
         else:
             future.set_result(None)
         calls = self.calls
@@ -114,7 +142,6 @@ def test_at_least_once_writes_outputs_acknowledged_then_state_then_offsets() -> 
         f"send:{CHANGELOG}",
         f"send:{CHANGELOG}",
         f"ack:{CHANGELOG}",
-        f"ack:{CHANGELOG}",
         "offsets",
     ]
     # The position is the last state entry written.
@@ -141,6 +168,24 @@ def test_an_output_the_broker_refuses_for_good_becomes_a_dead_letter_and_the_res
         b"state-1",
         b"position",
     ]
+
+
+def test_a_refused_batch_is_sent_again_record_by_record_and_only_the_refused_one_is_lost() -> None:
+    outputs = RecordingOutputs(refuse={b"out-1": MessageSizeTooLargeError("too large")})
+    two_in_one_batch = Checkpoint(
+        outgoing=[Outgoing("cx.sessions", b"s1", b"out-1"), Outgoing("cx.sessions", b"s2", b"ok")],
+        state={0: {"c1": b"state-1"}},
+        offsets={0: 42},
+    )
+
+    run(outputs, "at_least_once", two_in_one_batch)
+
+    sends = [c[3] for c in outputs.calls if c[0] == "send" and c[1] == "cx.sessions"]
+    assert sends == [b"out-1", b"ok", b"out-1", b"ok"]  # the batch, then one by one
+    assert ("ack", "cx.sessions", b"ok") in outputs.calls
+    letters = [c for c in outputs.calls if c[0] == "send" and c[1] == DLQ]
+    assert len(letters) == 1 and letters[0][2].startswith(b"cx.sessions/any/sha256:")
+    assert outputs.calls[-1] == ("offsets", {0: 42})
 
 
 def test_an_output_the_client_refuses_before_sending_becomes_a_dead_letter() -> None:
@@ -172,6 +217,7 @@ def test_exactly_once_writes_all_three_in_one_transaction() -> None:
     assert outputs.calls[-1] == ("commit_transaction", {0: 42})
     assert not [c for c in outputs.calls if c[0] in ("offsets", "abort")]
     assert len([c for c in outputs.calls if c[0] == "send"]) == 4
+    assert len([c for c in outputs.calls if c[0] == "ack"]) == 3  # a batch per topic
 
 
 def test_exactly_once_a_refusal_by_the_broker_aborts_the_whole_batch() -> None:
