@@ -200,7 +200,7 @@ class WorkerSettings:
     #: (also the gauges' refresh); a breach on a quiet partition waits up to this.
     tick_seconds: float = 0.5
     #: Records per batch at most: one batch, one commit (pipeline/runtime/loop.py).
-    batch_size: int = 1000
+    batch_size: int = 5000
     session_update_seconds: float = 5.0
     #: ``at_least_once``: outputs acknowledged, then state, then offsets, each
     #: awaited before the next; ``exactly_once``: the three in one Kafka

@@ -30,10 +30,12 @@ class LoopConfig:
     #: Names this worker's transactional producer; a restarted worker with the
     #: same id fences its predecessor and aborts its open transaction.
     transactional_id: str | None = None
-    #: Records per ``getmany`` call at most: one batch, one commit.
-    max_batch: int = 2000
+    #: Records per batch at most (``worker.batch_size``): one batch, one commit.
+    max_batch: int = 5000
     #: How long ``getmany`` waits for records when there are none.
     poll_timeout_s: float = 0.1
+    #: How long a batch may be topped up with records already fetched.
+    fill_s: float = 0.05
 
     def __post_init__(self) -> None:
         if self.guarantee == EXACTLY_ONCE and not self.transactional_id:

@@ -40,6 +40,9 @@ from pipeline.topics import DLQ
 
 log = logging.getLogger(__name__)
 
+#: Records handled between two yields to the event loop.
+HANDLE_CHUNK = 1000
+
 
 class StreamLoop:
     """The worker's consume-apply-commit loop over one :class:`StreamHandler`."""
@@ -157,7 +160,31 @@ class StreamLoop:
             if self._failure is not None:
                 raise self._failure
             if batch:
-                await self.process(batch)
+                await self.process(await self._filled(batch))
+
+    async def _filled(
+        self, batch: dict[Any, list[ConsumedRecord]]
+    ) -> Mapping[Any, Sequence[ConsumedRecord]]:
+        """``batch`` topped up with what the consumer already holds, up to ``max_batch``.
+
+        One ``getmany`` returns what one fetch brought (~1,000 simulator events
+        on six partitions). A commit writes every customer the batch changed,
+        so when a backlog is read, fewer and larger batches write fewer states:
+        at 1,000 events a batch ~0.7 state writes per event, at 5,000 ~0.3.
+        Topping up takes only records already fetched, and never longer than
+        ``fill_s``, so a quiet stream is not held back.
+        """
+        max_batch = self.config.max_batch
+        count = sum(len(records) for records in batch.values())
+        deadline = time.monotonic() + self.config.fill_s
+        while count < max_batch and time.monotonic() < deadline:
+            more = await self._consumer.getmany(timeout_ms=0, max_records=max_batch - count)
+            if not more:
+                break
+            for tp, records in more.items():
+                batch[tp] = [*batch[tp], *records] if tp in batch else records
+                count += len(records)
+        return batch
 
     def fail(self, exc: BaseException) -> None:
         """End :meth:`run` with ``exc`` (a partition could not be restored)."""
@@ -182,8 +209,13 @@ class StreamLoop:
         async with self._lock:
             records = raw_records(self._applicable(batch))
             handle = self.handler.handle
-            for record in records:
-                handle(record)
+            for start in range(0, len(records), HANDLE_CHUNK):
+                if start:
+                    # Let the consumer's heartbeat and the fetcher run between
+                    # chunks: a 5,000-record batch holds the loop for ~0.5 s.
+                    await asyncio.sleep(0)
+                for record in records[start : start + HANDLE_CHUNK]:
+                    handle(record)
             drained = self.handler.drain()
             await self._commit(Checkpoint(drained.outgoing, drained.state, next_offsets(records)))
             if not self._first_batch_logged:
