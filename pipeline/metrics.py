@@ -41,6 +41,7 @@ from pipeline.core.records import (
     SessionRecord,
     SlaEvent,
 )
+from pipeline.identity_metrics import IdentityMetrics
 from pipeline.settings import bounded_label
 
 OTHER = "other"
@@ -375,6 +376,8 @@ class Metrics:
             "Version, configuration hash and stream core (compiled/interpreted) of this process.",
             registry=registry,
         )
+        # Identity continuity (issue 16): fed once the worker runs identity.
+        self.identity = IdentityMetrics(registry, self._channel)
 
     # -- helpers -------------------------------------------------------------------
 

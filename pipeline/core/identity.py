@@ -40,7 +40,7 @@ import bisect
 import hashlib
 import heapq
 import hmac
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
 from pipeline.contract.event import (
@@ -148,6 +148,25 @@ class IdentityStats:
 
     def as_dict(self) -> dict[str, int]:
         return {spec.name: getattr(self, spec.name) for spec in fields(self)}
+
+
+@dataclass
+class IdentityMeasures:
+    """Per-channel figures since the last :meth:`IdentityProcessor.take_measures`
+    (the metrics of docs/ops.md, "Identity"): channels only, never an identifier."""
+
+    #: ``identified`` events that changed the links, by the identified event's channel.
+    linked: dict[str, int] = field(default_factory=dict)
+    #: Events released as the anonymous customer, by their channel.
+    expired: dict[str, int] = field(default_factory=dict)
+    #: (channel, seconds) from an identifier's first held event to its identification.
+    delays: list[tuple[str, float]] = field(default_factory=list)
+    #: Unattribute records sent (events taken back from a customer).
+    reattributed: int = 0
+
+
+def _count(counts: dict[str, int], channel: str, n: int = 1) -> None:
+    counts[channel] = counts.get(channel, 0) + n
 
 
 @dataclass
@@ -270,6 +289,7 @@ class IdentityProcessor:
     def __init__(self, rules: IdentityRules, *, clock_ms: int | None = None) -> None:
         self.rules = rules
         self.stats = IdentityStats()
+        self.measures = IdentityMeasures()
         self._clock = clock_ms
         self._identifiers: dict[str, IdentifierState] = {}
         self._timers: list[tuple[int, str]] = []
@@ -284,6 +304,11 @@ class IdentityProcessor:
     @property
     def clock_ms(self) -> int | None:
         return self._clock
+
+    def take_measures(self) -> IdentityMeasures:
+        """The per-channel figures since the last call (the worker's metrics)."""
+        measures, self.measures = self.measures, IdentityMeasures()
+        return measures
 
     def held_now(self) -> int:
         """Events held at the moment, all identifiers together (a gauge)."""
@@ -320,6 +345,11 @@ class IdentityProcessor:
             state.link_events[event.event_id] = at
             if state.link(at, event.customer_id):
                 self.stats.links += 1
+                _count(self.measures.linked, event.channel)
+                if state.held:
+                    first = min(state.held.values(), key=_order)
+                    delay = max(0, at - first.occurred_at) / MS
+                    self.measures.delays.append((first.channel, delay))
                 self._reattribute(state, out)
         elif event.type == UNLINKED:
             state.link_events[event.event_id] = at
@@ -412,6 +442,7 @@ class IdentityProcessor:
         """Release every held event as the identifier's anonymous customer."""
         anonymous = anonymous_customer(state.kind, state.value, self.rules.pseudonym_key)
         for event in sorted(state.held.values(), key=_order):
+            _count(self.measures.expired, event.channel)
             state.released[event.event_id] = _Released(anonymous, True, event)
             out.append(Release(anonymous, replace(event, customer_id=anonymous)))
         state.held.clear()
@@ -444,6 +475,7 @@ class IdentityProcessor:
                 given.append((owner, event))
         out.extend(taken)
         self.stats.unattributed += len(taken)
+        self.measures.reattributed += len(taken)
         for owner, event in given:
             self._release(state, owner, event, out)
 

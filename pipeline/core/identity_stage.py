@@ -29,6 +29,7 @@ from typing import Any
 
 from pipeline.contract.event import InteractionEvent, needs_identity
 from pipeline.core.identity import (
+    IdentityMeasures,
     IdentityOutput,
     IdentityProcessor,
     IdentityRules,
@@ -117,6 +118,19 @@ class IdentityStage:
         for partition in sorted(self.processors):
             out.extend(self.processors[partition].end_of_input(input_end_ms))
         return route(out)
+
+    def take_measures(self) -> IdentityMeasures:
+        """The identity processors' per-channel figures since the last call, merged."""
+        merged = IdentityMeasures()
+        for partition in sorted(self.processors):
+            measures = self.processors[partition].take_measures()
+            for channel, count in measures.linked.items():
+                merged.linked[channel] = merged.linked.get(channel, 0) + count
+            for channel, count in measures.expired.items():
+                merged.expired[channel] = merged.expired.get(channel, 0) + count
+            merged.delays.extend(measures.delays)
+            merged.reattributed += measures.reattributed
+        return merged
 
     def held_now(self) -> int:
         return sum(p.held_now() for p in self.processors.values())

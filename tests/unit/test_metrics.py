@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from pipeline.core.identity import IdentityMeasures
 from pipeline.core.records import (
     ContactSummary,
     JourneySignal,
@@ -346,8 +347,9 @@ def test_every_counter_is_exposed_with_a_total_suffix(registry: CollectorRegistr
     counters = re.findall(r"^# TYPE (\S+) counter$", exposition, flags=re.MULTILINE)
     sample_names = set(re.findall(r"^(cxstream_\w+?)(?:\{|\s)", exposition, flags=re.MULTILINE))
     # 22 + cxstream_sla_queue_team_events_total and the three service-level
-    # counters answered, answered_late, abandoned (issue 15 part 4)
-    assert len(counters) == 25
+    # counters answered, answered_late, abandoned (issue 15 part 4), and the four
+    # identity counters linked, expired, reattributed, customers_rebuilt (issue 16)
+    assert len(counters) == 29
     assert [name for name in counters if not name.endswith("_total")] == []
     assert set(counters) <= sample_names
 
@@ -410,6 +412,9 @@ def _touch_every_labelled_metric(metrics: Metrics) -> None:
         lambda: metrics.sink_batch_written({"sessions": 1}, 0.1),
         lambda: metrics.sink_error("SinkError", database_up=True, backoff_seconds=1.0),
         lambda: metrics.set_worker_info("0.1.0", "abc", "interpreted"),
+        lambda: metrics.identity.observe(
+            IdentityMeasures(linked={"chat": 1}, expired={"chat": 1}, delays=[("chat", 1.0)]), 0
+        ),
     ]
     for call in calls:
         call()
