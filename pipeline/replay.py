@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.contract.event import InteractionEvent, needs_identity
-from pipeline.core.identity import IdentityRules
+from pipeline.core.identity import IdentityLinkRecord, IdentityRules
 from pipeline.core.identity_stage import CustomerEvent, IdentityStage, Routed
 from pipeline.core.partitioning import partition_for
 from pipeline.core.processor import PartitionProcessor, ProcessorStats
@@ -52,6 +52,7 @@ OUTPUT_FILES: dict[str, str] = {
     NeedRecord.OUTPUT_NAME: "needs.jsonl",
 }
 REJECTED_FILE = "rejected.jsonl"
+IDENTITY_LINKS_FILE = "identity_links.jsonl"
 HELD_SAMPLE_EVENTS = 1000
 
 
@@ -72,6 +73,9 @@ class ReplayResult:
     #: The partitions' re-attribution counters summed (ReattributionStats; empty
     #: when the input had no identity events).
     reattribution: dict[str, int] = field(default_factory=dict)
+    #: The identifiers' link periods at the end (the future ``identity_links`` rows;
+    #: written to identity_links.jsonl), identifiers pseudonymised.
+    identity_links: list[IdentityLinkRecord] = field(default_factory=list)
 
     def totals(self) -> ProcessorStats:
         """The partitions' counters summed."""
@@ -126,8 +130,9 @@ def replay_events(
         items if isinstance(items, Sequence) else list(items)
     )
     identity: dict[str, int] = {}
+    links: list[IdentityLinkRecord] = []
     if any(needs_identity(e) for e in events):  # type: ignore[arg-type]  # all events here
-        events, identity = _through_identity(events, settings, count)  # type: ignore[arg-type]
+        events, identity, links = _through_identity(events, settings, count)  # type: ignore[arg-type]
     processes = replay_processes(settings, len(events), partitions=count, requested=workers)
     if processes == 1:
         shares = [_replay_share(events, settings, count, None)]
@@ -136,13 +141,14 @@ def replay_events(
     result = _merge(shares)
     if identity:
         result.identity = identity
+        result.identity_links = links
         result.reattribution = _summed(share.reattribution for share in shares)
     return result
 
 
 def _through_identity(
     events: Sequence[InteractionEvent], settings: Settings, count: int
-) -> tuple[list[InteractionEvent | Routed], dict[str, int]]:
+) -> tuple[list[InteractionEvent | Routed], dict[str, int], list[IdentityLinkRecord]]:
     """The input as the customers' processors get it after the identity stage
     (:mod:`pipeline.core.identity_stage`), what the worker's ``identity`` and
     ``interactions-rekeyed`` topics do: events that pass through stay plain events
@@ -162,7 +168,7 @@ def _through_identity(
     out.extend(stage.end_of_input(input_end))
     stats = stage.stats()
     stats["held_at_end"] = stage.held_now()
-    return out, stats
+    return out, stats, stage.take_link_rows()
 
 
 class ReplayShareFailed(CxstreamError):
@@ -436,6 +442,10 @@ def replay_file(
         result = replay_events(valid_events(), settings)
     result.rejected = rejected
     write_outputs(result.records, out)
+    if result.identity_links:
+        with (out / IDENTITY_LINKS_FILE).open("w", encoding="utf-8") as links:
+            for link in result.identity_links:
+                links.write(json.dumps(link.to_dict(), separators=(",", ":")) + "\n")
     print(summary_line(result, out))
     return result
 

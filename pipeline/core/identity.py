@@ -41,7 +41,7 @@ import hashlib
 import heapq
 import hmac
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from pipeline.contract.event import (
     IDENTIFIED,
@@ -65,6 +65,17 @@ def identity_key(kind: str, value: str) -> str:
     return f"{kind}:{value}"
 
 
+def identifier_pseudonym(kind: str, value: str, key: bytes | None) -> str:
+    """``<kind>:`` + 32 hex characters of the keyed hash of the value: how an identifier
+    leaves the identity processor (link rows, the anonymous customer)."""
+    data = value.encode("utf-8")
+    if key:
+        digest = hmac.new(key, data, hashlib.sha256).hexdigest()
+    else:
+        digest = hashlib.sha256(data).hexdigest()
+    return f"{kind}:{digest[:_PSEUDONYM_HEX_CHARS]}"
+
+
 def anonymous_customer(kind: str, value: str, key: bytes | None) -> str:
     """The customer key of an identifier's events that no customer claimed.
 
@@ -74,12 +85,7 @@ def anonymous_customer(kind: str, value: str, key: bytes | None) -> str:
     plain SHA-256: deterministic, but a dictionary of phone numbers reverses it,
     so production passes the pseudonym key.
     """
-    data = value.encode("utf-8")
-    if key:
-        digest = hmac.new(key, data, hashlib.sha256).hexdigest()
-    else:
-        digest = hashlib.sha256(data).hexdigest()
-    return f"{ANONYMOUS_PREFIX}{kind}:{digest[:_PSEUDONYM_HEX_CHARS]}"
+    return ANONYMOUS_PREFIX + identifier_pseudonym(kind, value, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,36 @@ class Unattribute:
 
 
 IdentityOutput = Release | Unattribute
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityLinkRecord:
+    """One period of an identifier's link history, for the ``identity_links`` table.
+
+    ``identifier`` is :func:`identifier_pseudonym` (never the value itself);
+    ``customer_id`` None means no customer from ``valid_from`` (a wrong link was
+    undone); ``valid_to`` None means until further notice. Keyed by
+    ``<identifier>:<valid_from>``: a link moved to another customer at the same
+    moment, or voided, replaces its row; ``changed_at`` is the identity partition's
+    clock when it changed.
+    """
+
+    OUTPUT_NAME: ClassVar[str] = "identity_link"
+
+    link_id: str
+    identifier: str
+    identifier_kind: str
+    customer_id: str | None
+    valid_from: int
+    valid_to: int | None
+    changed_at: int
+
+    @property
+    def key(self) -> str:
+        return self.link_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {spec.name: getattr(self, spec.name) for spec in fields(self)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +326,7 @@ class IdentityProcessor:
         self.rules = rules
         self.stats = IdentityStats()
         self.measures = IdentityMeasures()
+        self._link_rows: dict[str, IdentityLinkRecord] = {}
         self._clock = clock_ms
         self._identifiers: dict[str, IdentifierState] = {}
         self._timers: list[tuple[int, str]] = []
@@ -304,6 +341,29 @@ class IdentityProcessor:
     @property
     def clock_ms(self) -> int | None:
         return self._clock
+
+    def take_link_rows(self) -> list[IdentityLinkRecord]:
+        """The link periods changed since the last call (the ``identity_links`` rows)."""
+        rows = list(self._link_rows.values())
+        self._link_rows = {}
+        return rows
+
+    def _note_links(self, state: IdentifierState) -> None:
+        identifier = identifier_pseudonym(state.kind, state.value, self.rules.pseudonym_key)
+        links = state.links
+        clock = self._clock if self._clock is not None else 0
+        for index, (from_ms, customer) in enumerate(links):
+            until = links[index + 1][0] if index + 1 < len(links) else None
+            row = IdentityLinkRecord(
+                link_id=f"{identifier}:{from_ms}",
+                identifier=identifier,
+                identifier_kind=state.kind,
+                customer_id=customer,
+                valid_from=from_ms,
+                valid_to=until,
+                changed_at=clock,
+            )
+            self._link_rows[row.link_id] = row
 
     def take_measures(self) -> IdentityMeasures:
         """The per-channel figures since the last call (the worker's metrics)."""
@@ -345,6 +405,7 @@ class IdentityProcessor:
             state.link_events[event.event_id] = at
             if state.link(at, event.customer_id):
                 self.stats.links += 1
+                self._note_links(state)
                 _count(self.measures.linked, event.channel)
                 if state.held:
                     first = min(state.held.values(), key=_order)
@@ -355,6 +416,7 @@ class IdentityProcessor:
             state.link_events[event.event_id] = at
             if state.unlink(at, event.customer_id):
                 self.stats.unlinks += 1
+                self._note_links(state)
                 self._reattribute(state, out)
             else:
                 self.stats.unlinks_unmatched += 1

@@ -29,6 +29,7 @@ from typing import Any
 
 from pipeline.contract.event import InteractionEvent, needs_identity
 from pipeline.core.identity import (
+    IdentityLinkRecord,
     IdentityMeasures,
     IdentityOutput,
     IdentityProcessor,
@@ -118,6 +119,13 @@ class IdentityStage:
         for partition in sorted(self.processors):
             out.extend(self.processors[partition].end_of_input(input_end_ms))
         return route(out)
+
+    def take_link_rows(self) -> list[IdentityLinkRecord]:
+        """The identity processors' changed link periods since the last call."""
+        rows: list[IdentityLinkRecord] = []
+        for partition in sorted(self.processors):
+            rows.extend(self.processors[partition].take_link_rows())
+        return rows
 
     def take_measures(self) -> IdentityMeasures:
         """The identity processors' per-channel figures since the last call, merged."""

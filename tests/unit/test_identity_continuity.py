@@ -326,3 +326,40 @@ def test_a_restarted_partition_still_takes_back_what_identity_gave_before_the_re
     assert corrections  # the contact summary and the breach A had sent are corrected
     uninterrupted = first.unattribute(unattribution.customer_key, unattribution.event_ids)
     assert [r.to_dict() for r in corrections] == [r.to_dict() for r in uninterrupted]
+
+
+def test_the_link_history_comes_out_as_periods_with_the_identifier_pseudonymised():
+    result = replay_events(_wrong_link_then_right_one(), SETTINGS, partitions=2)
+    [period] = result.identity_links
+    assert period.customer_id == "cust-B"  # A's link at the same moment was replaced
+    assert (period.valid_from, period.valid_to) == (T0 + MINUTE, None)
+    assert period.identifier.startswith("phone:") and PHONE not in period.identifier
+
+
+def test_a_number_that_changes_hands_has_one_period_per_customer():
+    events = [
+        link("r1", T0, "cust-A"),
+        link("r4", T0 + 3 * HOUR, "cust-B"),
+        link("r5", T0 + 3 * HOUR + MINUTE, "cust-B", UNLINKED),
+    ]
+    periods = sorted(replay_events(events, SETTINGS).identity_links, key=lambda p: p.valid_from)
+    assert [(p.customer_id, p.valid_from, p.valid_to) for p in periods] == [
+        ("cust-A", T0, T0 + 3 * HOUR),
+        (None, T0 + 3 * HOUR, None),  # B's link was wrong: no customer from then on
+    ]
+
+
+def test_replay_file_takes_identity_events_and_writes_the_link_periods(tmp_path):
+    import json
+
+    from pipeline.replay import replay_file
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(json.dumps(e.to_json_dict()) + "\n" for e in _wrong_link_then_right_one())
+    )
+    result = replay_file(source, SETTINGS, tmp_path / "out", wall_ms=lambda: T0 + HOUR)
+    assert result.rejected == 0
+    [line] = (tmp_path / "out" / "identity_links.jsonl").read_text().splitlines()
+    assert json.loads(line)["customer_id"] == "cust-B"
+    assert PHONE not in (tmp_path / "out" / "identity_links.jsonl").read_text()
