@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from pipeline.batch_histogram import BatchHistogram
 from pipeline.contract.event import ABANDONED, EVENT_TYPES, UNKNOWN_TYPE
 from pipeline.core.records import (
     BOUNCED,
@@ -335,7 +336,9 @@ class Metrics:
             "partition.",
             ("topic", "partition"),
         )
-        self.processing_latency = Histogram(
+        # Fed once per batch (pipeline/batch_histogram.py: a Histogram's
+        # observe per event was ~5% of the worker's CPU).
+        self.processing_latency = BatchHistogram(
             "cxstream_processing_latency_seconds",
             "Seconds from an event's occurred_at to the moment the worker processed it.",
             buckets=PROCESSING_LATENCY_BUCKETS,
@@ -435,6 +438,12 @@ class Metrics:
     def observe_processing_latency(self, seconds: float) -> None:
         """Record event time -> processed; negative values (clock skew) count as 0."""
         self.processing_latency.observe(max(seconds, 0.0))
+
+    def observe_processing_latencies(self, processed_ms: int, occurred_ms: Iterable[int]) -> None:
+        """Record event time -> processed for a batch processed at ``processed_ms``."""
+        self.processing_latency.observe_many(
+            max(processed_ms - occurred, 0) / 1000 for occurred in occurred_ms
+        )
 
     # -- outputs -------------------------------------------------------------------
 

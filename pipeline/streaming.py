@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from pipeline.contract.codec import EventCodec, RecordCodec
-from pipeline.contract.event import InteractionEvent
 from pipeline.contract.validate import validate
 from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import (
@@ -153,7 +152,9 @@ class MetricsSink(Protocol):
     def duplicate_event(self, channel: str) -> None: ...
     def rekeyed_event(self) -> None: ...
     def redelivered_record(self) -> None: ...
-    def observe_processing_latency(self, seconds: float) -> None: ...
+    def observe_processing_latencies(
+        self, processed_ms: int, occurred_ms: Iterable[int]
+    ) -> None: ...
 
 
 class _NoMetrics:
@@ -175,7 +176,7 @@ class _NoMetrics:
     def redelivered_record(self) -> None:
         pass
 
-    def observe_processing_latency(self, seconds: float) -> None:
+    def observe_processing_latencies(self, processed_ms: int, occurred_ms: Iterable[int]) -> None:
         pass
 
 
@@ -215,6 +216,8 @@ class StreamHandler:
         # call per event was measurable, and the histogram's buckets are coarse.
         self._batch_wall_ms = self._wall_ms()
         self._event_counts: dict[tuple[str, str], int] = {}
+        #: occurred_at of the events applied since the last drain (for the latency histogram).
+        self._occurred: list[int] = []
 
     # -- partition lifecycle -------------------------------------------------
 
@@ -322,7 +325,7 @@ class StreamHandler:
             return
         if processor.stats.duplicates != duplicates_before:
             self.metrics.duplicate_event(event.channel)
-        self._observe_latency(event)
+        self._occurred.append(event.occurred_at)
         self._collect(record.partition, outputs, source=record)
 
     def _end_of_input(self, record: RawRecord) -> None:
@@ -400,6 +403,9 @@ class StreamHandler:
         if self._event_counts:
             self.metrics.observe_events(self._event_counts)
             self._event_counts = {}
+        if self._occurred:
+            self.metrics.observe_processing_latencies(self._batch_wall_ms, self._occurred)
+            self._occurred = []
         drained, self._pending = self._pending, Drained()
         self._touched = set()
         self._batch_wall_ms = self._wall_ms()
@@ -551,11 +557,6 @@ class StreamHandler:
                 timestamp_ms=record.timestamp_ms,
                 headers=headers,
             )
-        )
-
-    def _observe_latency(self, event: InteractionEvent) -> None:
-        self.metrics.observe_processing_latency(
-            max(0.0, (self._batch_wall_ms - event.occurred_at) / 1000)
         )
 
 
