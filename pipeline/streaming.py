@@ -108,9 +108,13 @@ class PartitionGauge(NamedTuple):
     waiting_contacts: Mapping[str, int] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """A consumed Kafka record, as the agent sees it."""
+class RawRecord(NamedTuple):
+    """A consumed Kafka record, as the agent sees it.
+
+    Named tuples, this and :class:`Outgoing`: one of each is built per record,
+    and a frozen dataclass's ``__init__`` (a ``object.__setattr__`` per field)
+    cost several times as much.
+    """
 
     topic: str
     partition: int
@@ -121,8 +125,7 @@ class RawRecord:
     headers: Sequence[tuple[str, bytes]] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     """A record the agent must send; ``partition`` None means by key."""
 
     topic: str
@@ -284,7 +287,7 @@ class StreamHandler:
         # Every record moves the stored position, also one that only becomes a
         # dead letter, so a redelivery never sends that dead letter twice.
         self._touched.add(partition)
-        if _is_end_of_input(record.headers):
+        if record.headers and _is_end_of_input(record.headers):
             self._end_of_input(record)
             return
         stage = "decode"
@@ -468,19 +471,11 @@ class StreamHandler:
                 continue
             self.metrics.observe_output(output)
             self._pending.records.append(output)
-            self._pending.outgoing.append(
-                Outgoing(
-                    topic=topic,
-                    key=key,
-                    value=value,
-                    # No event-time record timestamp on purpose: Kafka's time-based
-                    # retention and segment rolling read record timestamps, so a
-                    # backfill of last month's events would be deleted on arrival.
-                    # Event time is in the payload.
-                    timestamp_ms=None,
-                    headers=headers,
-                )
-            )
+            # No event-time record timestamp (None) on purpose: Kafka's
+            # time-based retention and segment rolling read record timestamps,
+            # so a backfill of last month's events would be deleted on arrival.
+            # Event time is in the payload.
+            self._pending.outgoing.append(Outgoing(topic, key, value, None, headers))
         if failure is not None and source is not None:
             self._dead_letter(source, failure, "encode")
 
