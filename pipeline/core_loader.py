@@ -35,6 +35,7 @@ from types import ModuleType
 #: built through slot descriptors, and the bench modules are not per-event code;
 #: logic.py only states the customer state machine's protocol (types, no code).
 COMPILED_MODULES: tuple[str, ...] = (
+    "avro_binary",
     "calendar",
     "contact",
     "customer",
