@@ -21,11 +21,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from pipeline.batch_histogram import BatchHistogram
-from pipeline.contract.event import ABANDONED, EVENT_TYPES, UNKNOWN_TYPE
+from pipeline.contract.event import EVENT_TYPES, UNKNOWN_TYPE
 from pipeline.core.records import (
+    ABANDONED_UNANSWERED,
+    ANSWERED_IN_TARGET,
+    ANSWERED_LATE,
     BOUNCED,
     FALSE_RESOLUTION,
-    FIRST_REPLY,
     NEED_FINAL,
     SESSION_FINAL,
     SESSION_SUPERSEDED,
@@ -93,6 +95,19 @@ SINK_BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 3
 OutputEffect = tuple[str, tuple[str | None, ...], float]
 
 
+def service_level_effect(record: OutputRecord) -> OutputEffect | None:
+    """The service-level count of the one summary that settles a contact, or None.
+
+    Apart from :func:`output_effect` because a settling summary (timed work) may
+    also carry a containment decision (timed work of the same contact).
+    """
+    if type(record) is ContactSummary and record.settled_new:
+        level = record.service_level
+        if level in (ANSWERED_IN_TARGET, ANSWERED_LATE, ABANDONED_UNANSWERED):
+            return ("service_level", (record.channel, record.queue, record.team, level), 1)
+    return None
+
+
 def output_effect(record: OutputRecord) -> OutputEffect | None:
     """The series an output record moves, or None (open-session updates move none)."""
     if isinstance(record, SlaEvent):
@@ -111,17 +126,13 @@ def output_effect(record: OutputRecord) -> OutputEffect | None:
         # A contact's summary is sent again on every later change: its first
         # reply counts on the one summary that first carries it.
         if record.first_reply_new and record.first_reply_seconds is not None:
-            answered = (record.channel, record.queue, record.team)
-            return ("first_reply", answered, record.first_reply_seconds)
+            return ("first_reply", (record.channel,), record.first_reply_seconds)
         # Never on the same summary as a first reply: containment is decided by
         # timed work (the repeat window), a first reply arrives with an event.
         if record.contained_new and record.contained is not None:
             return ("bot_contact", (record.channel, str(record.contained).lower()), 1)
-        # Abandoned unanswered: counted on the summary its end sends. The one other
-        # summary an ended contact normally sends again is the containment decision
-        # of a bot-only contact, which returned above (docs/ops.md "Service level").
-        if record.outcome == ABANDONED and record.first_reply_seconds is None:
-            return ("abandoned", (record.channel, record.queue, record.team), 1)
+        # The service level (service_level_effect) counts on the summary that
+        # settles it, which is timed work too, never a first reply's summary.
     elif isinstance(record, JourneySignal):
         if record.kind == SWITCH_FAILURE:
             return ("switch_failure", (record.from_channel, record.to_channel), 1)
@@ -251,23 +262,26 @@ class Metrics:
             ("channel", "queue", "team", "kind"),
         )
         # Service level = (answered - answered_late) / (answered + abandoned), per
-        # channel, queue and team: the SQL views service_level* (docs/ops.md).
+        # channel, queue and team: the SQL views service_level* (docs/ops.md). All
+        # three count a contact once, on the summary that settles its service level
+        # (end + session gap + grace), so they equal SQL under any arrival order.
         self.sla_answered = counter(
             "cxstream_sla_answered_total",
-            "Contacts whose first reply came (counted once, when it came), per queue and team "
-            "of the contact; queue/team outside labels.queues/teams read other, absent none.",
+            "Contacts settled as answered (a first reply came; counted once, at the settle "
+            "point), per queue and team of the contact; queue/team outside "
+            "labels.queues/teams read other, absent none.",
             ("channel", "queue", "team"),
         )
         self.sla_answered_late = counter(
             "cxstream_sla_answered_late_total",
-            "First replies that came after their first-reply clock had breached (a completed "
-            "first-reply clock), per queue and team like cxstream_sla_answered_total.",
+            "Contacts settled as answered late (first reply after a first-reply breach in "
+            "force), per queue and team like cxstream_sla_answered_total.",
             ("channel", "queue", "team"),
         )
         self.sla_abandoned = counter(
             "cxstream_sla_abandoned_total",
-            "Contacts that ended abandoned with no first reply, per queue and team like "
-            "cxstream_sla_answered_total.",
+            "Contacts settled as abandoned (ended abandoned with no first reply), per queue "
+            "and team like cxstream_sla_answered_total.",
             ("channel", "queue", "team"),
         )
         self.first_reply = Histogram(
@@ -456,15 +470,24 @@ class Metrics:
         effect = output_effect(record)
         if effect is not None:
             self.apply_output_effect(effect)
+        effect = service_level_effect(record)
+        if effect is not None:
+            self.apply_output_effect(effect)
 
     def apply_output_effect(self, effect: OutputEffect) -> None:
         """Move the series of one :func:`output_effect`."""
         series, labels, value = effect
         if series == "first_reply":
             self._child(self.first_reply, self._channel(labels[0])).observe(value)
-            self._inc(self.sla_answered, *self._channel_queue_team(labels[0], labels[1:3]))
-        elif series == "abandoned":
-            self._inc(self.sla_abandoned, *self._channel_queue_team(labels[0], labels[1:3]))
+        elif series == "service_level":
+            cell = self._channel_queue_team(labels[0], labels[1:3])
+            level = labels[3]
+            if level == ABANDONED_UNANSWERED:
+                self._inc(self.sla_abandoned, *cell)
+            else:
+                self._inc(self.sla_answered, *cell)
+                if level == ANSWERED_LATE:
+                    self._inc(self.sla_answered_late, *cell)
         elif series == "switch_failure":
             self._inc(self.switch_failures, self._channel(labels[0]), self._channel(labels[1]))
         elif series == "false_resolution":
@@ -495,9 +518,6 @@ class Metrics:
             }[series]
             self._inc(counter, self._channel(labels[0]), str(labels[1]))
             self._inc_queue_team(labels[0], labels[2:4], series)
-            if series == SLA_COMPLETED and labels[4:5] == (FIRST_REPLY,):
-                answer = self._channel_queue_team(labels[0], labels[2:4])
-                self._inc(self.sla_answered_late, *answer)
 
     def _inc_queue_team(
         self, channel: str | None, queue_team: tuple[str | None, ...], kind: str

@@ -4,14 +4,26 @@ A :class:`Contact` counts the contact's events, knows who answered and how it
 ended, holds its SLA clocks (an :class:`SlaClock`, in practice a
 :class:`pipeline.core.sla.ContactSla`) and builds the next version of its
 summary. Its stored form is in :mod:`pipeline.core.state_codec`.
+
+A contact's service-level outcome is decided once, at its settle point
+(:meth:`Contact.settle`): when the partition clock passes its end plus the
+session gap plus the grace, no event that is not late can change it (an event
+dated before the end is late by then). Counting it there, once, is what lets the
+Prometheus counters equal the SQL views under any arrival order.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pipeline.contract.event import RESOLVED, InteractionEvent
-from pipeline.core.records import ContactSummary, SlaEvent
+from pipeline.contract.event import ABANDONED, RESOLVED, InteractionEvent
+from pipeline.core.records import (
+    ABANDONED_UNANSWERED,
+    ANSWERED_IN_TARGET,
+    ANSWERED_LATE,
+    ContactSummary,
+    SlaEvent,
+)
 
 
 class SlaClock(Protocol):
@@ -38,6 +50,8 @@ class SlaClock(Protocol):
     def is_idle(self) -> bool: ...
     def to_state(self) -> dict[str, Any]: ...
     def to_row(self) -> list[Any]: ...
+    @property
+    def first_reply_breached(self) -> bool: ...
 
 
 class Contact:
@@ -56,6 +70,7 @@ class Contact:
         "repeated",
         "replied_reported",
         "session_id",
+        "settled",
         "sla",
         "sla_since",
         "started_at",
@@ -88,6 +103,8 @@ class Contact:
         # the containment decision.
         self.repeated: bool | None = None
         self.contained_reported = False
+        # The settled service level, queue and team (None: not settled yet).
+        self.settled: tuple[str | None, str | None, str | None] | None = None
 
     @property
     def first_contact_resolved(self) -> bool | None:
@@ -112,13 +129,29 @@ class Contact:
         repeated = self.repeated
         return None if repeated is None else not repeated
 
-    def summary(self, customer_id: str) -> ContactSummary:
+    def service_level(self) -> str | None:
+        """The service-level outcome as the contact stands now (None: not applicable)."""
+        sla = self.sla
+        if sla.first_reply_seconds is not None:
+            return ANSWERED_LATE if sla.first_reply_breached else ANSWERED_IN_TARGET
+        if self.outcome == ABANDONED:
+            return ABANDONED_UNANSWERED
+        return None
+
+    def settle(self, customer_id: str) -> ContactSummary:
+        """Decide the service level, queue and team for good; the summary that says so."""
+        sla = self.sla
+        self.settled = (self.service_level(), sla.queue, sla.team)
+        return self.summary(customer_id, settled_new=True)
+
+    def summary(self, customer_id: str, settled_new: bool = False) -> ContactSummary:
         """The next version of the contact's summary (call it only to send it)."""
         sla = self.sla
         self.version += 1
         first_reply_new = False
         if not self.replied_reported and sla.first_reply_seconds is not None:
             self.replied_reported = first_reply_new = True
+        settled = self.settled
         contained = self.contained
         contained_new = False
         if contained is not None and not self.contained_reported:
@@ -142,6 +175,9 @@ class Contact:
             bot_only=self.bot_only,
             contained=contained,
             contained_new=contained_new,
-            queue=sla.queue,
-            team=sla.team,
+            queue=sla.queue if settled is None else settled[1],
+            team=sla.team if settled is None else settled[2],
+            service_level=None if settled is None else settled[0],
+            settled=settled is not None,
+            settled_new=settled_new,
         )

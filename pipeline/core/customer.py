@@ -64,6 +64,7 @@ from pipeline.core.timed_work import (
     RANK_CLOSE,
     RANK_DROP,
     RANK_NEED,
+    RANK_SERVICE_LEVEL,
     RANK_SETTLE,
     RANK_SLA,
     next_work,
@@ -88,6 +89,7 @@ class CustomerState:
         "contacts",
         "customer_id",
         "dedup",
+        "dropped",
         "due_hint",
         "final_ends",
         "finals",
@@ -109,6 +111,10 @@ class CustomerState:
         # session id -> the latest contact end such a final record counted.
         self.final_ends: dict[str, EndKey] = {}
         self.needs = NeedBook(rules.need_rules)
+        # contact id -> (clock when it was let go, the contact): an event of it dated
+        # before that can still come (less than gap + grace behind the clock); in
+        # event-time order it found the contact held, so it brings it back.
+        self.dropped: dict[str, tuple[int, Contact]] = {}
         # The due time this customer is registered under in the processor's
         # timer heap (None: not registered). Not state: rebuilt on load.
         self.wake: int | None = None
@@ -178,6 +184,8 @@ class CustomerState:
 
         contact_id = event.contact_id
         contact = self.contacts.get(contact_id)
+        if contact is None and self.dropped:
+            contact = self._bring_back(contact_id, at)
         kind = event.type
         is_new = False
         if kind == FEEDBACK:
@@ -227,6 +235,10 @@ class CustomerState:
         sla_due: int | None = contact.sla.due_ms
         if sla_due is not None and sla_due < hint:
             hint = sla_due
+        if contact.settled is None and contact.ended_at is not None:
+            settle_at: int = contact.ended_at + rules.close_after_ms
+            if settle_at < hint:
+                hint = settle_at
         if is_new or had_topic != (contact.topic is not None):
             self._offer_as_next(contact)
         if self._settle_cache is _UNKNOWN:
@@ -374,9 +386,16 @@ class CustomerState:
         if offer_as_next(pairs, self.candidates, contact, self.rules.grace_ms):
             self._settle_cache = _UNKNOWN
 
-    def _drop_contact(self, contact_id: str) -> None:
-        """Forget a contact; the candidates it was the next contact of pair again."""
+    def _drop_contact(self, contact_id: str, out: list[OutputRecord], at: int | None) -> None:
+        """Let a contact go at clock ``at``; the candidates it was the next contact of
+        pair again. It settles first if it has not (an unended contact the core lets
+        go, or any contact at the end of input). It is kept aside until an event
+        dated before ``at`` would be late (None: the input ended, nothing comes)."""
         contact = self.contacts.pop(contact_id)
+        if contact.settled is None:
+            out.append(contact.settle(self.customer_id))
+        if at is not None:
+            self.dropped[contact_id] = (at, contact)
         if self.finals and contact.session_id in self.finals:
             self._keep_final_if_correctable(contact.session_id)
         pairs = self._pairs
@@ -386,6 +405,27 @@ class CustomerState:
             if nxt is contact:
                 pairs[key] = self._pair(self.candidates[key])
                 self._settle_cache = _UNKNOWN
+
+    def _bring_back(self, contact_id: str, at: int) -> Contact | None:
+        """The contact let go after ``at`` (an event of it dated ``at`` arrived late),
+        held again as in event-time order; None if there is none."""
+        kept = self.dropped.get(contact_id)
+        if kept is None or at >= kept[0]:
+            return None
+        del self.dropped[contact_id]
+        contact = kept[1]
+        self.contacts[contact_id] = contact
+        # Rare: pair every candidate again with the contact back.
+        self._pairs = None
+        self._settle_cache = _UNKNOWN
+        return contact
+
+    def _prune_dropped(self, clock_ms: int) -> None:
+        """Forget the contacts let go long enough ago that no event of theirs can come."""
+        late_ms = self.rules.late_ms
+        for contact_id, (at, _) in list(self.dropped.items()):
+            if at + late_ms <= clock_ms:
+                del self.dropped[contact_id]
 
     def next_due(self) -> int | None:
         """The earliest clock value at which this customer has timed work."""
@@ -414,23 +454,27 @@ class CustomerState:
                 self.needs.refresh(contact)
                 if contact.sla.is_idle:
                     contact.sla_since = None
+            elif rank == RANK_SERVICE_LEVEL:
+                out.append(self.contacts[key].settle(self.customer_id))
             elif rank == RANK_SETTLE:
-                self._settle(key, out)
+                self._settle(key, out, due)
             elif rank == RANK_CLOSE:
                 for session in self.book.open:
                     if session.session_id == key:
-                        self._close(session, out)
+                        self._close(session, out, due)
                         break
             elif rank == RANK_DROP:
-                self._drop_contact(key)
+                self._drop_contact(key, out, due)
             elif rank == RANK_NEED:
                 self.needs.close(self.customer_id, key, due, out)
             elif key == "closed":
                 self.book.prune_closed(due)
+            elif key == "dropped":
+                self._prune_dropped(due)
             else:
                 self.dedup.prune(due)
 
-    def _settle(self, key: str, out: list[OutputRecord]) -> None:
+    def _settle(self, key: str, out: list[OutputRecord], at: int | None) -> None:
         candidate = self.candidates.pop(key)
         pair = self._pairs.pop(key, None) if self._pairs is not None else None
         self._settle_cache = _UNKNOWN
@@ -441,7 +485,7 @@ class CustomerState:
         window_ms = self.rules.window_ms(candidate.kind)
         if candidate.kind != SWITCH_FAILURE:
             self._decide_need(
-                candidate.contact_id, is_repeat(candidate, nxt, window_ms=window_ms), out
+                candidate.contact_id, is_repeat(candidate, nxt, window_ms=window_ms), out, at
             )
         if nxt is None:
             return  # the window passed with no next contact
@@ -460,7 +504,9 @@ class CustomerState:
             or f"{REPEAT}:{contact_id}" in candidates
         )
 
-    def _decide_need(self, contact_id: str, repeated: bool, out: list[OutputRecord]) -> None:
+    def _decide_need(
+        self, contact_id: str, repeated: bool, out: list[OutputRecord], at: int | None
+    ) -> None:
         """The repeat check of a contact's need is over: send the contact again, and
         the final journey it was the first contact of; then forget the contact if
         nothing else holds it."""
@@ -481,7 +527,7 @@ class CustomerState:
             and contact.sla.is_idle
             and contact_id not in self.book.contacts_in_open()
         ):
-            self._drop_contact(contact_id)
+            self._drop_contact(contact_id, out, at)
 
     def _keep_final_if_correctable(self, session_id: str) -> None:
         """Keep a closed journey's final record only while a contact that started in
@@ -495,7 +541,7 @@ class CustomerState:
         self.finals.pop(session_id, None)
         self.final_ends.pop(session_id, None)
 
-    def _close(self, session: Session, out: list[OutputRecord]) -> None:
+    def _close(self, session: Session, out: list[OutputRecord], at: int | None) -> None:
         contacts = session_contacts(session, self.contacts)
         final = self._record(session, SESSION_FINAL, contacts)
         out.append(final)
@@ -520,16 +566,20 @@ class CustomerState:
                 if in_open is None:
                     in_open = self.book.contacts_in_open()
                 if contact_id not in in_open:
-                    self._drop_contact(contact_id)
+                    self._drop_contact(contact_id, out, at)
         self._keep_final_if_correctable(session.session_id)
 
     def finish(self, out: list[OutputRecord]) -> None:
         """End of input: settle candidates that have a next contact, close every session."""
         for key in sorted(self.candidates):
             if next_contact(self.candidates[key], self.contacts.values()) is not None:
-                self._settle(key, out)
+                self._settle(key, out, None)
         for session in list(self.book.open):
-            self._close(session, out)
+            self._close(session, out, None)
+        # Nothing can change an ended contact now: it settles.
+        for contact in self.contacts.values():
+            if contact.settled is None and contact.ended_at is not None:
+                out.append(contact.settle(self.customer_id))
         self.needs.finish(self.customer_id, out)
 
     # -- records and queries -------------------------------------------------------
@@ -578,6 +628,7 @@ class CustomerState:
             or self.contacts
             or self.candidates
             or self.finals
+            or self.dropped
             or self.needs.open
             or len(self.dedup)
         )

@@ -130,6 +130,14 @@ REPEAT: Final = "repeat"
 # Feedback score kinds (the contract carries one score: NPS 0..10).
 NPS: Final = "nps"
 
+# A contact's service-level outcome (ContactSummary.service_level), decided once at
+# its settle point (pipeline/core/contact.py): a first reply with no first-reply
+# breach in force, a first reply after a breach, or ended abandoned unanswered.
+# Anything else (unanswered and not abandoned) settles as None.
+ANSWERED_IN_TARGET: Final = "answered_in_target"
+ANSWERED_LATE: Final = "answered_late"
+ABANDONED_UNANSWERED: Final = "abandoned"
+
 
 @_slot_setting_init
 @dataclass(frozen=True, slots=True)
@@ -204,6 +212,13 @@ class ContactSummary:
     without. ``bot_only``: only the bot answered (no human reply, no transfer);
     ``contained`` is None unless ``bot_only``, then decided like the FCR (regardless of
     the outcome); ``contained_new`` is true on the one summary that first carries it.
+
+    ``settled`` is true once the contact's service level is decided, at its settle
+    point (the partition clock passed its end plus the session gap plus the grace,
+    or the core let an unended contact go): ``service_level`` is then
+    ``answered_in_target``, ``answered_late``, ``abandoned`` or None (not
+    applicable), and it, ``queue`` and ``team`` no longer change in later versions.
+    ``settled_new`` is true on the one summary that settles it: count it there.
     """
 
     OUTPUT_NAME: ClassVar[str] = "contact"
@@ -226,9 +241,13 @@ class ContactSummary:
     bot_only: bool = False
     contained: bool | None = None
     contained_new: bool = False
-    # The latest queue and team the contact's events named (None: none did).
+    # The latest queue and team the contact's events named (None: none did); once
+    # settled, the ones it settled with.
     queue: str | None = None
     team: str | None = None
+    service_level: str | None = None
+    settled: bool = False
+    settled_new: bool = False
 
     @property
     def key(self) -> str:

@@ -43,8 +43,9 @@ Rules (one contact, events in arrival order; the first reply goes by event time)
   (``policy_version`` on every record). A worker restarted with a changed
   policy restores the running clocks with their stored deadline, version and
   target; only clocks that start after the change use the new definition.
-* The contact's ``queue`` and ``team`` are the latest non-null ones its events
-  named (arrival order); every record carries them.
+* The contact's ``queue`` and ``team`` are the non-null ones named by its
+  latest-dated event that named one (ties: the greater name), so arrival order
+  does not decide them; every record carries them.
 * Policies are chosen per metric by
   :func:`pipeline.core.sla_policy.policies_for` with the contact's topic as
   known so far. When the topic becomes known (or changes), running
@@ -94,6 +95,7 @@ class ContactSla:
         "_ended",
         "_ended_at",
         "_first_started_at",
+        "_named_at",
         "_policies",
         "_replied_since_customer",
         "_selection",
@@ -131,6 +133,9 @@ class ContactSla:
         self.topic: str | None = None
         self.queue: str | None = None
         self.team: str | None = None
+        # Event times of the events that named the queue and the team (None: none
+        # did, or a state written before they were kept).
+        self._named_at: list[int | None] = [None, None]
         self._selection = selection_for(policies, channel, None)
         self._clocks: list[Clock] = []
         # The earliest unfired warning or deadline of the running clocks (None:
@@ -188,6 +193,16 @@ class ContactSla:
     def next_due_ms(self) -> int | None:
         """The earliest unfired warning or breach time of the running clocks."""
         return self.due_ms
+
+    @property
+    def first_reply_breached(self) -> bool:
+        """A first-reply clock of the contact stands breached (a retracted breach
+        does not): a first reply, if one came, was late (service level)."""
+        for clock in self._clocks:
+            if clock.breached and clock.seq == 0 and clock.policy.spec.metric == FIRST_REPLY:
+                return True
+        # Stopped first-reply clocks are kept here (by a reply or the end).
+        return any(clock.breached for clock, _stopped_at in self._answered or ())
 
     def _refresh_due(self) -> None:
         """Recompute :attr:`due_ms` and :attr:`is_idle` after the clocks changed."""
@@ -285,10 +300,8 @@ class ContactSla:
             self._selection = selection_for(self._policies, self.channel, self.topic)
             if self._clocks:
                 self._move_to_chosen_policies()
-        if event.queue is not None:
-            self.queue = event.queue
-        if event.team is not None:
-            self.team = event.team
+        if event.queue is not None or event.team is not None:
+            self._name_queue_team(event.queue, event.team, event.occurred_at)
         kind = event.type
         if kind == AGENT_REPLY:
             if event.actor == AGENT or event.actor == BOT:
@@ -306,6 +319,31 @@ class ContactSla:
         elif kind == CONTACT_ENDED:
             return self._end(event.occurred_at, clock_ms, retraction_window_ms)
         return []
+
+    def _name_queue_team(self, queue: str | None, team: str | None, at: int) -> None:
+        """Take the queue and team an event dated ``at`` names if it is the latest-dated
+        to name one (ties: the greater name)."""
+        named_at = self._named_at
+        if queue is not None:
+            since = named_at[0]
+            current = self.queue
+            if (
+                since is None
+                or at > since
+                or (at == since and current is not None and queue > current)
+            ):
+                self.queue = queue
+                named_at[0] = at
+        if team is not None:
+            since = named_at[1]
+            current = self.team
+            if (
+                since is None
+                or at > since
+                or (at == since and current is not None and team > current)
+            ):
+                self.team = team
+                named_at[1] = at
 
     def _may_start(self, at: int) -> bool:
         """Whether a clock may start at ``at``: not after the contact's end (by event time)."""

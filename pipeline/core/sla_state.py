@@ -82,6 +82,7 @@ def to_row(sla: ContactSla) -> list[Any]:
         sla._ended_at,
         [list(pair) for pair in sla._early_replies] if sla._early_replies else None,
         [_answered_row(clock, at) for clock, at in sla._answered] if sla._answered else None,
+        list(sla._named_at),
     ]
 
 
@@ -139,6 +140,9 @@ def load_row(sla: ContactSla, row: list[Any], policies: Sequence[Policy]) -> Non
         if row[15]:
             by_name = {p.spec.name: p for p in policies if p.spec.channel == channel}
             sla._answered = _answered_from_rows(row[15], by_name)
+    # Rows written before queue and team went by event time (16 fields) have none.
+    if len(row) > 16:
+        sla._named_at = list(row[16])
     sla._refresh_due()
 
 

@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 # also count their summaries, and final journeys that may still be corrected
 # are kept ("f"). Versions 1 and 2 are still read. Contact rows of version 3
 # may carry four more fields (bot, human, repeated, contained reported) and
-# sessions their feedback; shorter rows read as before (nothing known).
+# sessions their feedback; shorter rows read as before (nothing known). A
+# contact row may end with its settled service level ([level, queue, team]);
+# a shorter row has not settled. Contacts the core let go recently ("x", with
+# the clock they went at) come back if an event of theirs dated before it comes.
 STATE_VERSION: Final = 3
 
 
@@ -57,6 +60,8 @@ def contact_to_row(contact: Contact) -> list[Any]:
         contact.human,
         contact.repeated,
         contact.contained_reported,
+        # The settled service level, queue and team (None: not settled yet).
+        None if contact.settled is None else list(contact.settled),
     ]
 
 
@@ -79,6 +84,9 @@ def contact_from_row(row: list[Any], customer_id: str, rules: CoreRules) -> Cont
         if len(row) > 14:
             contact.bot, contact.human = row[14], row[15]
             contact.repeated, contact.contained_reported = row[16], row[17]
+        if len(row) > 18 and row[18] is not None:
+            level, queue, team = row[18]
+            contact.settled = (level, queue, team)
     else:
         assume_summary_sent(contact)
     return contact
@@ -120,6 +128,8 @@ def customer_to_state(customer: CustomerState) -> dict[str, Any]:
         "e": [[sid, *end] for sid, end in customer.final_ends.items()],
         # Open needs; a state written before needs has none (still version 3).
         "n": customer.needs.to_state(),
+        # Contacts let go within the lateness bound: [clock at drop, contact row].
+        "x": [[at, contact_to_row(c)] for at, c in customer.dropped.values()],
     }
 
 
@@ -158,3 +168,6 @@ def restore_customer(customer: CustomerState, state: dict[str, Any]) -> None:
     for sid, ended_at, contact_id, outcome in state.get("e", ()):
         customer.final_ends[sid] = (ended_at, contact_id, outcome)
     customer.needs = NeedBook.from_state(state.get("n", []), rules.need_rules)
+    for at, raw in state.get("x", ()):
+        contact = contact_from_row(raw, customer_id, rules)
+        customer.dropped[contact.contact_id] = (at, contact)

@@ -1,8 +1,9 @@
 """When a customer's timed work falls due, and in which order.
 
-A customer's state machine has six kinds of timed work: SLA warnings and
-breaches, settlements of journey candidates, session closes, drops of idle
-contacts, prunes of what it remembers, and need closes. :func:`next_work` finds
+A customer's state machine has seven kinds of timed work: SLA warnings and
+breaches, service-level settle points of ended contacts, settlements of journey
+candidates, session closes, drops of idle contacts, prunes of what it
+remembers, and need closes. :func:`next_work` finds
 the earliest; work due at the same millisecond runs in rank order, then by key,
 so the order never depends on arrival or dict order.
 """
@@ -16,14 +17,16 @@ if TYPE_CHECKING:
     from pipeline.core.customer import CustomerState
 
 # Tie order of timed work due at the same millisecond: SLA first (a breach at the
-# close time still belongs to the session), then settlements (their failures are
-# counted in the session), then the close, then housekeeping.
+# close time still belongs to the session), then a contact's service-level settle
+# point (before anything can let the contact go), then settlements (their
+# failures are counted in the session), then the close, then housekeeping.
 RANK_SLA: Final = 0
-RANK_SETTLE: Final = 1
-RANK_CLOSE: Final = 2
-RANK_DROP: Final = 3
-RANK_PRUNE: Final = 4
-RANK_NEED: Final = 5  # a need closes after all else due at its millisecond
+RANK_SERVICE_LEVEL: Final = 1
+RANK_SETTLE: Final = 2
+RANK_CLOSE: Final = 3
+RANK_DROP: Final = 4
+RANK_PRUNE: Final = 5
+RANK_NEED: Final = 6  # a need closes after all else due at its millisecond
 
 
 def _end(bounds: tuple[int, int]) -> int:
@@ -64,7 +67,9 @@ def next_work(customer: CustomerState) -> tuple[int, int, str] | None:
         if sla_due is not None:
             due, rank = sla_due, RANK_SLA
         elif contact.ended_at is not None:
-            continue
+            if contact.settled is not None:
+                continue
+            due, rank = contact.ended_at + customer.rules.close_after_ms, RANK_SERVICE_LEVEL
         else:
             if in_open is None:
                 in_open = book.contacts_in_open()
@@ -89,6 +94,12 @@ def next_work(customer: CustomerState) -> tuple[int, int, str] | None:
         due, key = need_next
         if not found or _before(due, RANK_NEED, key, best_due, best_rank, best_key):
             found, best_due, best_rank, best_key = True, due, RANK_NEED, key
+    dropped = customer.dropped
+    if dropped:
+        # Once the clock is this far past the drop, an event dated before it is late.
+        due = min(at for at, _ in dropped.values()) + customer.rules.late_ms
+        if not found or _before(due, RANK_PRUNE, "dropped", best_due, best_rank, best_key):
+            found, best_due, best_rank, best_key = True, due, RANK_PRUNE, "dropped"
     expiry = customer.dedup.expiry_ms
     if expiry is not None and (
         not found or _before(expiry, RANK_PRUNE, "dedup", best_due, best_rank, best_key)

@@ -131,6 +131,10 @@ class ContactRow(Base):
     # Migration 0005: the latest queue and team the contact's events named.
     queue: Mapped[str | None] = mapped_column(String(200))
     team: Mapped[str | None] = mapped_column(String(200))
+    # Migration 0007: the settled service level (answered_in_target, answered_late,
+    # abandoned; NULL: not applicable or not settled) and whether it is settled.
+    service_level: Mapped[str | None] = mapped_column(String(32))
+    settled: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     __table_args__ = (
         Index(None, "channel", "started_at"),

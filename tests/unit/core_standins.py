@@ -55,6 +55,10 @@ class StandInSla:
         return self._deadline()
 
     @property
+    def first_reply_breached(self) -> bool:
+        return self.breached  # the stand-in has first-reply clocks only
+
+    @property
     def due_ms(self) -> int | None:
         return self._deadline()
 

@@ -61,8 +61,12 @@ def test_a_customer_whose_closed_journey_waits_for_corrections_is_evicted_with_i
     processor.process(ev(T0, contact="m1", channel="web_message"))
     processor.advance(T0 + MESSAGE_TARGET)
     assert processor.customers() == 1
-    # An unended thread is kept for the false-resolution window (7 days) after its last event.
+    # An unended thread is kept for the false-resolution window (7 days) after its last
+    # event; once let go, it is kept aside for the session gap plus grace (an event of
+    # it dated before that could still come, and would find it held in event-time order).
     processor.advance(T0 + 7 * 24 * HOUR + 1)
+    assert processor.customers() == 1
+    processor.advance(T0 + 7 * 24 * HOUR + 1 + GAP + GRACE)
     assert processor.customers() == 0
 
 
@@ -86,7 +90,12 @@ def test_a_contact_summary_sent_again_after_feedback_counts_its_first_reply_once
         ],
     )
     summaries = [r for r in out if isinstance(r, ContactSummary)]
-    assert [(s.version, s.first_reply_seconds) for s in summaries] == [(1, 120.0), (2, 120.0)]
+    # The end, the feedback, and the end of input settling the service level.
+    assert [(s.version, s.first_reply_seconds) for s in summaries] == [
+        (1, 120.0),
+        (2, 120.0),
+        (3, 120.0),
+    ]
 
     registry = CollectorRegistry()
     metrics = Metrics(registry, channels=("chat",))

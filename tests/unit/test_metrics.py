@@ -404,7 +404,12 @@ def _touch_every_labelled_metric(metrics: Metrics) -> None:
             contact(first_reply_new=False, bot_only=True, contained=True, contained_new=True)
         ),
         lambda: metrics.observe_output(
-            contact(first_reply_new=False, first_reply_seconds=None, outcome="abandoned")
+            contact(
+                first_reply_new=False, settled=True, settled_new=True, service_level="abandoned"
+            )
+        ),
+        lambda: metrics.observe_output(
+            contact(settled=True, settled_new=True, service_level="answered_late")
         ),
         lambda: metrics.set_oldest_unanswered("chat", 1.0, 0.1),
         lambda: metrics.set_lag("cx.interactions", 0, 1),

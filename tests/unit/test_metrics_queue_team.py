@@ -77,7 +77,7 @@ def test_without_configured_labels_every_queue_and_team_is_other_or_none() -> No
     assert _value(registry, "none", "none", "breach") == 1.0
 
 
-def _contact(outcome: str, replied: bool, queue: str | None, **flags: bool) -> ContactSummary:
+def _contact(outcome: str, replied: bool, queue: str | None, **flags: object) -> ContactSummary:
     return ContactSummary(
         contact_id="k1",
         customer_id="c1",
@@ -108,15 +108,30 @@ def test_service_level_counters_count_answers_late_answers_and_abandoned_per_que
 ):
     registry = CollectorRegistry()
     metrics = Metrics(registry, channels=["chat"], queues=["cards"], teams=["alpha"])
+    settles = {"settled": True, "settled_new": True}
     for record in (
+        # Not settled yet: counts nothing (the first reply only feeds the histogram).
         _contact("resolved", True, "cards"),
-        _contact("resolved", True, "mortgage-vip"),
-        _contact("abandoned", False, "cards"),
-        # A bot-only contact's containment decision sends its summary again: not twice.
-        _contact("abandoned", False, "cards", bot_only=True, contained=True, contained_new=True),
-        # An abandoned contact that had its first reply counts as answered only.
-        _contact("abandoned", True, "cards"),
+        _contact("resolved", True, "cards", service_level="answered_in_target", **settles),
+        _contact("resolved", True, "mortgage-vip", service_level="answered_in_target", **settles),
+        _contact("abandoned", False, "cards", service_level="abandoned", **settles),
+        # A later version of a settled contact (here its containment decision): not twice.
+        _contact(
+            "abandoned",
+            False,
+            "cards",
+            service_level="abandoned",
+            settled=True,
+            bot_only=True,
+            contained=True,
+            contained_new=True,
+        ),
+        # An abandoned contact that had its first reply, after a breach: answered late.
+        _contact("abandoned", True, "cards", service_level="answered_late", **settles),
+        # A completed first-reply clock no longer counts by itself: the settle point does.
         _sla("completed", "cards", "alpha"),
+        # Settled, not applicable (resolved unanswered): counts nothing.
+        _contact("resolved", False, "cards", service_level=None, **settles),
     ):
         metrics.observe_output(record)
     assert _service(registry, "answered", "cards") == 2.0

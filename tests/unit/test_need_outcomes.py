@@ -39,7 +39,8 @@ def test_a_resolved_contact_is_first_contact_resolved_once_the_repeat_window_pas
     out += processor.advance(T0 + 10 * MINUTE + 7 * DAY + GRACE + 1)
 
     versions = [(r.version, r.first_contact_resolved) for r in out if isinstance(r, ContactSummary)]
-    assert versions == [(1, None), (2, True)]
+    # The end, the end of input settling its service level, the decision.
+    assert versions == [(1, None), (2, None), (3, True)]
     journeys = [
         (r.version, r.first_contact_resolved, r.fcr_undecided, r.correction)
         for r in out
@@ -110,7 +111,8 @@ def test_a_bot_only_chat_without_a_repeat_in_the_window_is_contained():
         for r in out
         if isinstance(r, ContactSummary)
     ]
-    assert summaries == [(1, True, None, False), (2, True, True, True)]
+    # The end, the end of input settling its service level, the decision.
+    assert summaries == [(1, True, None, False), (2, True, None, False), (3, True, True, True)]
 
 
 def test_a_bot_only_chat_followed_by_a_call_on_the_same_topic_is_not_contained():
@@ -169,6 +171,10 @@ def test_a_customer_whose_resolved_contact_waits_for_its_window_keeps_its_state_
     processor.advance(T0 + 2 * DAY)
     assert processor.customers() == 1
     processor.advance(T0 + 10 * MINUTE + 7 * DAY + GRACE + 1)
+    # The contact goes then, and is kept aside for the session gap plus grace (an
+    # event of it dated before could still come).
+    assert processor.customers() == 1
+    processor.advance(T0 + 10 * MINUTE + 7 * DAY + GRACE + 1 + 30 * MINUTE + GRACE)
     assert processor.customers() == 0
 
 

@@ -121,11 +121,13 @@ def test_contact_summary_on_end_and_for_unended_contacts_at_session_close():
         (r.contact_id, r.ended_at, r.outcome, r.topic) for r in out if isinstance(r, ContactSummary)
     ]
     # k1 has no topic: any next contact repeats its need, so the end of input
-    # settles it (a new version) before the journey closes and sends k2.
+    # settles it (a new version) before the journey closes and sends k2; then the
+    # close lets k1 go, which settles its service level (one more version).
     assert summaries == [
         ("k1", T0 + MINUTE, "resolved", None),
         ("k1", T0 + MINUTE, "resolved", None),
         ("k2", None, None, "loans"),
+        ("k1", T0 + MINUTE, "resolved", None),
     ]
 
 
