@@ -272,3 +272,65 @@ def test_every_alert_links_an_existing_runbook_section() -> None:
         or not {"summary", "description"} <= set(rule["annotations"])
     ]
     assert (len(alerts), broken) == (10, [])
+
+
+def _panel(dashboard: str, title: str) -> dict[str, Any]:
+    for path in DASHBOARDS:
+        if path.name == dashboard:
+            for panel in panels(json.loads(path.read_text(encoding="utf-8"))):
+                if panel["title"] == title:
+                    return panel
+    raise AssertionError(f"{dashboard} has no panel {title!r}")
+
+
+def _runnable(sql: str) -> str:
+    """A panel's SQL without Grafana's time filter (every row is in range)."""
+    return re.sub(r"\$__timeFilter\(\w+\)", "1 = 1", sql)
+
+
+def test_the_live_dashboard_shows_service_level_and_bounce_share_from_the_recording_rules() -> None:
+    expressions = {
+        title: _panel("cxstream-live.json", title)["targets"][0]["expr"]
+        for title in (
+            "Service level (1h), by channel",
+            "Service level (1h) per channel, queue and team",
+            "Need bounce share (1h), by first channel",
+        )
+    }
+    assert [promql_metric_names(expr) for expr in expressions.values()] == [
+        {"channel:cxstream_sla_service_level:ratio1h"},
+        {"channel_queue_team:cxstream_sla_service_level:ratio1h"},
+        {"first_channel:cxstream_needs_bounce_share:ratio1h"},
+    ]
+
+
+def test_the_trends_service_level_panel_gives_the_figures_of_the_service_level_view(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from pipeline.replay import replay_events
+    from pipeline.replay_sql import write_records_to_sql
+    from pipeline.settings_loader import build_settings
+    from tests.unit.test_service_level import CHAT_60S, _events
+
+    database = tmp_path / "cx.db"
+    settings = build_settings({**CHAT_60S, "sql": {"url": f"sqlite:///{database}"}})
+    write_records_to_sql(replay_events(_events(), settings, partitions=2).records, settings)
+    sql = _panel(
+        "cxstream-trends.json", "Service level per channel, queue and team (selected range)"
+    )
+    bounce = [
+        _panel("cxstream-trends.json", f"Need bounce rate by {by} (selected range)")
+        for by in ("first channel", "topic")
+    ]
+    with sqlite3.connect(database) as db:
+        shown = db.execute(_runnable(sql["targets"][0]["rawSql"])).fetchall()
+        view = db.execute(
+            "SELECT channel, queue, team, answered_within_target, answered, abandoned,"
+            " service_level FROM service_level"
+        ).fetchall()
+        for panel in bounce:  # no needs in this traffic: the queries run, empty
+            assert db.execute(_runnable(panel["targets"][0]["rawSql"])).fetchall() == []
+    assert sorted(shown) == sorted(view)
+    assert len(shown) == 4
