@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, inspect, make_url, select, text
 
 from pipeline.contract.codec import RecordCodec
+from pipeline.core.identity import IdentityLinkRecord
 from pipeline.core.records import OUTPUT_TYPES, OutputRecord
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
@@ -139,6 +140,24 @@ def write_records_to_sql(records: Iterable[OutputRecord], settings: Settings) ->
         store.dispose()
 
 
+def write_identity_links(links: Iterable[IdentityLinkRecord], settings: Settings) -> int:
+    """Upsert identity link periods (issue 16) into ``identity_links``; returns the count."""
+    batch = [(link.OUTPUT_NAME, link.to_dict()) for link in links]
+    if not batch:
+        return 0
+    pseudonymizer = Pseudonymizer.from_settings(settings.sql) if settings.sql.pseudonymise else None
+    store = SqlStore(settings.sql.url, pseudonymizer=pseudonymizer)
+    try:
+        store.create_schema()
+        for start in range(0, len(batch), BATCH_SIZE):
+            store.write(batch[start : start + BATCH_SIZE])
+        return len(batch)
+    finally:
+        store.dispose()
+
+
 def write_to_sql(result: object, settings: Settings) -> int:
-    """Write a :class:`pipeline.replay.ReplayResult` into SQL."""
-    return write_records_to_sql(result.records, settings)  # type: ignore[attr-defined]
+    """Write a :class:`pipeline.replay.ReplayResult` into SQL (its identity link
+    periods too, issue 16)."""
+    written = write_records_to_sql(result.records, settings)  # type: ignore[attr-defined]
+    return written + write_identity_links(getattr(result, "identity_links", ()), settings)

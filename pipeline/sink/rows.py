@@ -17,6 +17,14 @@ from sqlalchemy import Table
 
 from pipeline.core.records import BOUNCED, FALSE_RESOLUTION, SESSION_SUPERSEDED, SWITCH_FAILURE
 from pipeline.errors import SinkRejectedError
+from pipeline.sink.identity_links import COLUMNS as IDENTITY_LINK_COLUMNS
+from pipeline.sink.identity_links import OUTPUT_NAME as IDENTITY_LINK
+from pipeline.sink.identity_links import (
+    IdentityLinkRow,
+    identity_link_row,
+    pseudonymise_event_identifier,
+    pseudonymise_identity,
+)
 from pipeline.sink.models import (
     ROW_WINS,
     Base,
@@ -232,12 +240,15 @@ _BUILDER_COLUMNS: dict[Builder, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
+_BUILDER_COLUMNS[identity_link_row] = IDENTITY_LINK_COLUMNS  # issue 16
+
 _BUILDERS: dict[str, tuple[Table, Builder]] = {
     "session": (SessionRow.__table__, _session_row),
     "contact": (ContactRow.__table__, _contact_row),
     "sla_event": (SlaEventRow.__table__, _sla_row),
     "late_event": (LateEventRow.__table__, _late_row),
     "need": (NeedRow.__table__, _need_row),
+    IDENTITY_LINK: (IdentityLinkRow.__table__, identity_link_row),
 }
 _SIGNAL_TABLES: dict[str, Table] = {
     SWITCH_FAILURE: SwitchFailureRow.__table__,
@@ -270,6 +281,9 @@ def _pseudonymise(record: Record, pseudonymizer: Pseudonymizer | None) -> Record
     record["customer_id"] = pseudonymizer.customer(record["customer_id"])
     if isinstance(record.get("event"), Mapping) and "customer_id" in record["event"]:
         record["event"] = {**record["event"], "customer_id": record["customer_id"]}
+    if isinstance(record.get("event"), Mapping):
+        # An event released through identity keeps its identifier (a phone number).
+        record["event"] = pseudonymise_event_identifier(record["event"], pseudonymizer)
     return record
 
 
@@ -304,7 +318,11 @@ def tuples_by_table(
         feedback: list[Row] = []
         try:
             if pseudonymizer is not None:
-                record = _pseudonymise(record, pseudonymizer)
+                record = (
+                    pseudonymise_identity(record, pseudonymizer)
+                    if output_name == IDENTITY_LINK
+                    else _pseudonymise(record, pseudonymizer)
+                )
             row = build(record, now)
             if output_name == "session":
                 feedback = _feedback_rows(record)

@@ -83,7 +83,7 @@ def test_migrations_create_every_table_on_a_fresh_database(tmp_path: Path) -> No
     assert tables == {
         "alembic_version", "bounce_signals", "channel_stats", "channel_switch_failures",
         "contacts", "false_resolutions", "feedback", "late_events", "needs", "sessions",
-        "sla_events",
+        "sla_events", "identity_links",
     }  # fmt: skip
 
 
