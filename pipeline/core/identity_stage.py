@@ -151,6 +151,18 @@ class IdentityStage:
                 total[name] = total.get(name, 0) + value
         return total
 
+    def load_state(self, partition: int, key: str, data: dict[str, Any]) -> None:
+        """Restore one identifier of ``partition`` (after a restart: the identity
+        changelog's record, as :meth:`take_dirty` gave it)."""
+        self.processor(partition).load_state(key, data)
+
+    def load_clock(self, partition: int, clock_ms: int) -> None:
+        self.processor(partition).load_clock(clock_ms)
+
+    def clock_ms(self, partition: int) -> int | None:
+        processor = self.processors.get(partition)
+        return None if processor is None else processor.clock_ms
+
     def take_dirty(self, partition: int) -> dict[str, dict[str, Any] | None]:
         """The partition's changed identifiers (the identity changelog's records)."""
         processor = self.processors.get(partition)
