@@ -308,7 +308,17 @@ class EventCodec(_VersionedCodec):
         Raises :class:`ContractError` when the event cannot be written at all
         (e.g. a ``type`` that is not an enum symbol); run validation first.
         """
-        return self._encode_record(event.to_record())
+        if self._program is None:
+            return self._encode_record(event.to_record())
+        # The event's attributes carry the schema's field names (``identifier`` is
+        # a property giving the nested record), so the program reads them directly
+        # instead of building ``to_record()``: the same bytes, a third less time.
+        buffer = bytearray(self._header)
+        try:
+            encode_object(self._program, event, buffer)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise self._misfit(exc) from exc
+        return bytes(buffer)
 
     def decode(self, data: bytes) -> InteractionEvent:
         """The event in ``data``; raises :class:`DecodeError` / :class:`UnknownSchemaError`."""

@@ -27,6 +27,7 @@ from pipeline.contract.codec import (
     RecordCodec,
     _raw_longs,
 )
+from pipeline.contract.event import event_from_record
 from pipeline.contract.schemas import current, schema_names
 from pipeline.core import avro_binary
 from pipeline.core.avro_binary import (
@@ -386,3 +387,15 @@ def test_the_cores_output_records_encode_as_fastavro_writes_them_with_or_without
         assert _same(codec.decode(as_dict), record.to_dict())
         seen.add(name)
     assert {"contact", "session", "sla_event"} <= seen
+
+
+@DERANDOMIZED
+@given(record=_records(EVENT_SCHEMA))
+def test_an_event_encodes_from_its_attributes_as_fastavro_writes_its_record(
+    record: dict[str, Any],
+) -> None:
+    event = event_from_record(record)
+    expected = _fastavro_bytes(_writer_schema(EVENT_SCHEMA), event.to_record())
+    codec = EventCodec()
+    assert codec.encode(event) == MAGIC + codec.fingerprint + expected
+    assert codec.encode(codec.decode(codec.encode(event))) == codec.encode(event)
