@@ -79,3 +79,18 @@ def test_shuffled_within_the_grace_gives_the_in_order_final_sessions_over_many_e
     in_order, shuffled = _orders(raw)
     expected = final_sessions(run(make_processor(), in_order))
     assert final_sessions(run(make_processor(), shuffled)) == expected
+
+
+def test_a_restart_between_the_drop_and_the_late_event_keeps_the_contact_aside():
+    raw = [(2, 0, "end_bad", 0), (2, 34, "message", 120001), (0, 2, "message", 0)]
+    in_order, shuffled = _orders(raw)
+    first = make_processor()
+    out = run(first, shuffled[:2], finish=False)  # the end, then c0's clock move
+    restarted = make_processor()
+    for customer_id, data in first.take_dirty().items():
+        if data is not None:
+            restarted.load_state(customer_id, data)
+    assert first.clock_ms is not None
+    restarted.load_clock(first.clock_ms)
+    out += run(restarted, shuffled[2:])
+    assert final_sessions(out) == final_sessions(run(make_processor(), in_order))
