@@ -29,6 +29,7 @@ from pipeline.core.reattribution import (
     CustomerJournal,
     corrections,
     fold,
+    kept_contacts,
     raise_versions,
     rebuild,
 )
@@ -262,7 +263,8 @@ class PartitionProcessor:
             return []
         clock = self._clock if self._clock is not None else 0
         rebuilt, records = rebuild(journal, self.logic, customer_id, self.rules, removed, clock)
-        out = corrections(journal, records, clock)
+        kept = kept_contacts(journal, rebuilt)
+        out = corrections(journal, records, clock, customer_id, kept)
         raise_versions(rebuilt, journal.sent)
         self.reattribution.reattributions += 1
         self.reattribution.events_unattributed += len(removed)

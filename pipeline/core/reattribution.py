@@ -26,12 +26,15 @@ consumers (SQL) from the one to the other:
 - a key in both, with other content: the rebuilt record, its ``version`` above
   the sent one (a journey gets ``correction`` true);
 - a key only in the rebuilt records: the rebuilt record;
-- a key only among the records sent: its retraction. A journey becomes
-  ``superseded`` (``superseded_by`` None: its events went to another customer),
-  a need ``retracted``, an SLA warning or breach a ``retracted`` SLA event (as
-  :mod:`pipeline.core.retraction` does). A contact and a journey signal have no
-  retraction form: their keys are contact ids, and the customer the events moved
-  to sends them again under the same keys (the limits: docs/architecture.md).
+- a key only among the records sent: its retraction, for keys no other customer
+  can send. A journey becomes ``superseded`` (``superseded_by`` None: its events
+  went to another customer), a need named after the customer ``retracted``, an
+  SLA warning or breach of a contact the customer keeps events of a
+  ``retracted`` SLA event (as :mod:`pipeline.core.retraction` does). Records
+  keyed by a contact that went entirely to another customer (its summary, its
+  SLA records, its journey signals, a need the producer named) are not
+  retracted: the new owner sends them again under the same keys, and a
+  retraction arriving after them would overwrite its rows (docs/architecture.md).
 
 The journal keeps events for ``identity.unlink_window`` of partition clock
 after the customer's latest event from identity; older entries are folded into
@@ -41,7 +44,7 @@ and the journal is dropped when no identity event is that recent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -49,7 +52,9 @@ from pipeline.contract.event import InteractionEvent, event_from_record
 from pipeline.core.records import (
     OUTPUT_TYPES,
     SESSION_SUPERSEDED,
+    SLA_BREACH,
     SLA_RETRACTED,
+    SLA_WARNING,
     ContactSummary,
     LateEvent,
     NeedRecord,
@@ -207,8 +212,18 @@ def _content(record: OutputRecord) -> dict[str, Any]:
     return {k: v for k, v in record.to_dict().items() if k not in _EMISSION_FIELDS}
 
 
-def _retraction(record: OutputRecord, clock_ms: int) -> OutputRecord | None:
-    """What takes ``record`` back in a keyed consumer (None: nothing can, or it is)."""
+def _retraction(
+    record: OutputRecord, clock_ms: int, customer_id: str, kept_contacts: Container[str]
+) -> OutputRecord | None:
+    """What takes ``record`` back in a keyed consumer (None: nothing should, or it is).
+
+    Only keys no other customer can send: a journey (its id hashes the customer
+    in), a need named after the customer, an SLA record of a contact the customer
+    keeps events of. A contact that went entirely to another customer is sent
+    again by that one under the same keys (its SLA records, its need if the
+    producer named it); retracting them here could overwrite the new owner's
+    rows when its partition is ahead (the worker: docs/architecture.md).
+    """
     if isinstance(record, SessionRecord):
         if record.status == SESSION_SUPERSEDED:
             return None
@@ -220,11 +235,11 @@ def _retraction(record: OutputRecord, clock_ms: int) -> OutputRecord | None:
             correction=True,
         )
     if isinstance(record, NeedRecord):
-        if record.status == RETRACTED:
+        if record.status == RETRACTED or not record.need_id.startswith(customer_id + ":"):
             return None
         return replace(record, status=RETRACTED, version=record.version + 1)
     if isinstance(record, SlaEvent):
-        if record.kind == SLA_RETRACTED:
+        if record.kind not in (SLA_WARNING, SLA_BREACH) or record.contact_id not in kept_contacts:
             return None
         return replace(record, kind=SLA_RETRACTED, fired_at=clock_ms)
     # ContactSummary: the new owner sends it again under the same key.
@@ -247,11 +262,17 @@ def _next_version(rebuilt: OutputRecord, sent: OutputRecord) -> OutputRecord:
 
 
 def corrections(
-    journal: CustomerJournal, rebuilt: list[OutputRecord], clock_ms: int
+    journal: CustomerJournal,
+    rebuilt: list[OutputRecord],
+    clock_ms: int,
+    customer_id: str,
+    kept_contacts: Container[str],
 ) -> list[OutputRecord]:
     """The records that turn what was sent into what the rebuilt customer says.
 
-    The journal's record of what was sent follows (it then holds the corrections).
+    ``kept_contacts``: the contacts the rebuilt customer still has events of
+    (:func:`kept_contacts`). The journal's record of what was sent follows (it
+    then holds the corrections).
     """
     latest: dict[RecordKey, OutputRecord] = {}
     for record in rebuilt:
@@ -266,12 +287,19 @@ def corrections(
             out.append(_next_version(record, before))
     for key, before in list(journal.sent.items()):
         if key not in latest:
-            retraction = _retraction(before, clock_ms)
+            retraction = _retraction(before, clock_ms, customer_id, kept_contacts)
             if retraction is not None:
                 out.append(retraction)
     for record in out:
         journal.note_sent(record)
     return out
+
+
+def kept_contacts(journal: CustomerJournal, customer: CustomerState) -> set[str]:
+    """Contacts the rebuilt customer still has events of (journal entries or state)."""
+    kept = {event.contact_id for event, _ in journal.entries}
+    kept.update(customer.contacts)
+    return kept
 
 
 def raise_versions(customer: CustomerState, sent: dict[RecordKey, OutputRecord]) -> None:
