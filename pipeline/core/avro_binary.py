@@ -311,26 +311,30 @@ def _write(node: Node, value: object, out: bytearray) -> None:
         raise ValueError(f"avro_binary: unknown op {op}")
 
 
+_ABSENT: Final = object()
+
+
 def encode_into(program: Node, record: Mapping[str, Any], out: bytearray) -> None:
     """Append the Avro binary encoding of ``record`` to ``out``.
 
     Raises TypeError or ValueError (naming the field) for a record that does not
     fit; ``out`` then holds a partial encoding.
     """
+    # A dict (what to_dict() gives) is read with one typed lookup per field.
+    as_dict: dict[str, Any] | None = record if isinstance(record, dict) else None
     for field in program.fields:
-        if field.name in record:
-            value = record[field.name]
-        elif field.optional:
-            value = field.default
+        if as_dict is not None:
+            value = as_dict.get(field.name, _ABSENT)
         else:
-            raise ValueError(f"{field.name}: no value and no default")
+            value = record.get(field.name, _ABSENT)
+        if value is _ABSENT:
+            if not field.optional:
+                raise ValueError(f"{field.name}: no value and no default")
+            value = field.default
         try:
             _write(field, value, out)
         except (TypeError, ValueError, OverflowError) as exc:
             raise type(exc)(f"{field.name}: {exc}") from None
-
-
-_ABSENT: Final = object()
 
 
 def encode_object(program: Node, record: object, out: bytearray) -> None:
