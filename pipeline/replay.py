@@ -146,6 +146,17 @@ def replay_events(
     return result
 
 
+def identity_pseudonym_key(settings: Settings) -> bytes | None:
+    """The sink's pseudonym key when ``sql.pseudonymise`` is on (else None): the
+    anonymous customers and the link rows then carry the keyed hash of an
+    identifier, which a dictionary of phone numbers cannot reverse."""
+    from pipeline.sink.pseudonym import Pseudonymizer
+
+    if Pseudonymizer.from_settings(settings.sql) is None:  # checks the key file
+        return None
+    return Path(str(settings.sql.pseudonym_key_file)).read_bytes().strip()
+
+
 def _through_identity(
     events: Sequence[InteractionEvent], settings: Settings, count: int
 ) -> tuple[list[InteractionEvent | Routed], dict[str, int], list[IdentityLinkRecord]]:
@@ -155,7 +166,8 @@ def _through_identity(
     (the fast path below), the rest become routed records in the order the stage
     produced them; the stage's end of input (held events released as anonymous)
     comes last, before the partitions' own."""
-    stage = IdentityStage(IdentityRules.from_settings(settings.identity), count)
+    rules = IdentityRules.from_settings(settings.identity, identity_pseudonym_key(settings))
+    stage = IdentityStage(rules, count)
     out: list[InteractionEvent | Routed] = []
     input_end: int | None = None
     for event in events:

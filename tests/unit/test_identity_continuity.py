@@ -351,7 +351,7 @@ def test_a_number_that_changes_hands_has_one_period_per_customer():
     ]
 
 
-def test_replay_file_takes_identity_events_and_writes_the_link_periods(tmp_path):
+def test_replay_file_takes_identity_events_and_writes_the_link_periods(tmp_path, capsys):
     import json
 
     from pipeline.replay import replay_file
@@ -362,6 +362,8 @@ def test_replay_file_takes_identity_events_and_writes_the_link_periods(tmp_path)
     )
     result = replay_file(source, SETTINGS, tmp_path / "out", wall_ms=lambda: T0 + HOUR)
     assert result.rejected == 0
+    summary = capsys.readouterr().out
+    assert "linked=2 unlinked=1 expired_to_anonymous=0 reattributed_events=3" in summary
     [line] = (tmp_path / "out" / "identity_links.jsonl").read_text().splitlines()
     assert json.loads(line)["customer_id"] == "cust-B"
     assert PHONE not in (tmp_path / "out" / "identity_links.jsonl").read_text()
@@ -394,3 +396,16 @@ def test_the_new_owner_s_rows_survive_the_old_owner_s_correction_arriving_after_
     }
     assert tables["contact"]["call-1"]["customer_id"] == "cust-B"
     assert [s["customer_id"] for s in finals(tables)] == ["cust-B"]
+
+
+def test_with_pseudonymisation_on_the_replay_hashes_identifiers_with_the_sink_s_key(tmp_path):
+    from pipeline.core.identity import anonymous_customer
+
+    key = tmp_path / "key"
+    key.write_bytes(b"k" * 32)
+    settings = build_settings({"sql": {"pseudonymise": True, "pseudonym_key_file": str(key)}})
+    events = [event("k1", T0, CONTACT_STARTED), event("k2", T0 + MINUTE, CONTACT_STARTED)]
+    result = replay_events(events, settings, partitions=1)
+    [row] = collapse(result.records)["contact"].values()
+    assert row["customer_id"] == anonymous_customer("phone", PHONE, b"k" * 32)
+    assert row["customer_id"] != anonymous_customer("phone", PHONE, None)
