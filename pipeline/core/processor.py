@@ -453,8 +453,9 @@ class PartitionProcessor:
             del self._journals[customer_id]
             self._dirty[customer_id] = None
             return
-        if journal.entries and journal.entries[0][1] < horizon:
-            fold(journal, self.logic, customer_id, self.rules, horizon)
+        # A quarter window of slack: each fold replays the rest of the journal once.
+        if journal.entries and journal.entries[0][1] < horizon - self.unlink_window_ms // 4:
+            fold(journal, self.logic, customer_id, self.rules, horizon, self._clock)
 
     def _count(self, out: list[OutputRecord]) -> None:
         stats = self.stats

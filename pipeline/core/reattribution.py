@@ -38,8 +38,9 @@ consumers (SQL) from the one to the other:
 
 The journal keeps events for ``identity.unlink_window`` of partition clock
 after the customer's latest event from identity; older entries are folded into
-the snapshot (an unattribute of them changes nothing: the documented limit),
-and the journal is dropped when no identity event is that recent.
+the snapshot (an unattribute of them changes nothing: the documented limit) a
+quarter window at a time, and the journal is dropped when no identity event is
+that recent.
 """
 
 from __future__ import annotations
@@ -160,8 +161,16 @@ def fold(
     customer_id: str,
     rules: CoreRules,
     horizon_ms: int,
+    clock_ms: int,
 ) -> None:
-    """Move the entries applied before partition clock ``horizon_ms`` into the snapshot."""
+    """Move the entries applied before partition clock ``horizon_ms`` into the snapshot,
+    and forget what was sent about things the journal can no longer change.
+
+    A rebuild from the new snapshot re-emits nothing about a journey or need that
+    the folded events finished, so such a record left among those sent would look
+    taken back at the next unattribute: only keys that the remaining journal
+    emits again (applied without removals) stay.
+    """
     count = 0
     for _, clock in journal.entries:
         if clock >= horizon_ms:
@@ -175,6 +184,11 @@ def fold(
         _apply_at(customer, event, clock, scratch)
     journal.snapshot = customer.to_state()
     del journal.entries[:count]
+    probe = CustomerJournal(journal.snapshot)
+    probe.entries = list(journal.entries)
+    _, records = rebuild(probe, logic, customer_id, rules, (), clock_ms)
+    live = {record_key(record) for record in records}
+    journal.sent = {key: record for key, record in journal.sent.items() if key in live}
 
 
 def rebuild(

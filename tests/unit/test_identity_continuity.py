@@ -409,3 +409,26 @@ def test_with_pseudonymisation_on_the_replay_hashes_identifiers_with_the_sink_s_
     [row] = collapse(result.records)["contact"].values()
     assert row["customer_id"] == anonymous_customer("phone", PHONE, b"k" * 32)
     assert row["customer_id"] != anonymous_customer("phone", PHONE, None)
+
+
+def test_journeys_older_than_the_unlink_window_stay_when_a_recent_event_is_taken_back():
+    settings = build_settings({"identity": {"unlink_window": "3h"}})
+    processor = PartitionProcessor.from_settings(settings)
+    sent: list = []
+
+    def given(event_id, at, type_, contact, **fields):
+        released = dataclasses.replace(
+            event(event_id, at, type_, contact=contact, **fields), customer_id="cust-A"
+        )
+        sent.extend(processor.process_released(released))
+
+    given("o1", T0, CONTACT_STARTED, "call-1", topic="loan")
+    given("o2", T0 + 2 * MINUTE, CONTACT_ENDED, "call-1", actor=AGENT, outcome=RESOLVED)
+    # Hours later (the old journey closed long ago, its events left the window):
+    given("n1", T0 + 4 * HOUR, CONTACT_STARTED, "call-2", topic="card")
+    given("n2", T0 + 4 * HOUR + MINUTE, CONTACT_ENDED, "call-2", actor=AGENT, outcome=RESOLVED)
+    [old_journey] = [r.session_id for r in sent if r.OUTPUT_NAME == "session"]
+
+    corrections = processor.unattribute("cust-A", ["n1", "n2"])
+    assert old_journey not in {r.key for r in corrections if r.OUTPUT_NAME == "session"}
+    assert not [r for r in corrections if r.OUTPUT_NAME == "need" and "loan" in r.need_id]
