@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.contract.codec import EventCodec
+from pipeline.contract.codec import EventCodec, RecordCodec
 from pipeline.contract.event import (
     AGENT,
     AGENT_REPLY,
@@ -78,9 +78,27 @@ def _rates(count: int, work: Callable[[], object]) -> tuple[float, float]:
     return count / (time.perf_counter() - wall), count / (time.process_time() - cpu)
 
 
+def sample_contact_dicts(count: int) -> list[dict[str, Any]]:
+    """``count`` contact summaries as the worker encodes them (``to_dict()``), repeated as needed.
+
+    The stream core's summaries of a replay of :func:`sample_events` (imported
+    here: the codec does not depend on the core or the replay otherwise).
+    """
+    from pipeline.replay import replay_events
+    from pipeline.settings_loader import build_settings
+
+    result = replay_events(sample_events(max(count // 2, 600)), build_settings({}), 1, workers=1)
+    summaries = [r.to_dict() for r in result.records if r.OUTPUT_NAME == "contact"]
+    if not summaries:
+        raise RuntimeError("the sample replay gave no contact summaries")
+    return [summaries[i % len(summaries)] for i in range(count)]
+
+
 def bench_codec(events: int = 50_000, *, quiet: bool = False) -> dict[str, float]:
     """Encode and decode ``events`` realistic events; returns events/s for each.
 
+    Also encodes ``events`` contact summary dicts (the output record the worker
+    writes most, ``RecordCodec("contact").encode(summary.to_dict())``).
     Runs in this process (one core). A warm-up pass over a tenth of the events
     runs first so the figures exclude first-call costs.
     """
@@ -94,18 +112,24 @@ def bench_codec(events: int = 50_000, *, quiet: bool = False) -> dict[str, float
     # Decoded events are dropped as a worker drops them after processing: keeping
     # 50k of them alive would mostly measure the garbage collector.
     decode_rate, decode_cpu = _rates(events, lambda: deque(map(codec.decode, encoded), maxlen=0))
+    contacts = sample_contact_dicts(events)
+    contact_codec = RecordCodec("contact")
+    deque(map(contact_codec.encode, contacts[: max(1, events // 10)]), maxlen=0)
+    _, contact_cpu = _rates(events, lambda: deque(map(contact_codec.encode, contacts), maxlen=0))
     result = {
         "events": float(events),
         "encode_events_per_s": round(encode_rate),
         "decode_events_per_s": round(decode_rate),
         "encode_events_per_cpu_s": round(encode_cpu),
         "decode_events_per_cpu_s": round(decode_cpu),
+        "contact_encode_per_cpu_s": round(contact_cpu),
     }
     if not quiet:
         print(
             f"codec encode_events_per_s={result['encode_events_per_s']:.0f} "
             f"decode_events_per_s={result['decode_events_per_s']:.0f} "
             f"(per cpu second: encode={result['encode_events_per_cpu_s']:.0f} "
-            f"decode={result['decode_events_per_cpu_s']:.0f})"
+            f"decode={result['decode_events_per_cpu_s']:.0f}; "
+            f"contact summary encode={result['contact_encode_per_cpu_s']:.0f})"
         )
     return result

@@ -402,6 +402,7 @@ def test_bench_codec_reports_encode_and_decode_rates():
 
     result = bench_codec(600, quiet=True)
     assert sorted(result) == [
+        "contact_encode_per_cpu_s",
         "decode_events_per_cpu_s",
         "decode_events_per_s",
         "encode_events_per_cpu_s",
