@@ -45,6 +45,7 @@ that recent.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Container, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
@@ -142,7 +143,9 @@ def _restore(
 ) -> CustomerState:
     if snapshot is None:
         return logic(customer_id, rules)  # type: ignore[return-value]
-    return logic.from_state(customer_id, snapshot, rules)  # type: ignore[return-value]
+    # A copy: a restored customer may keep (and later change) lists of its state,
+    # and the snapshot serves every rebuild until the next fold.
+    return logic.from_state(customer_id, copy.deepcopy(snapshot), rules)  # type: ignore[return-value]
 
 
 def _apply_at(

@@ -432,3 +432,28 @@ def test_journeys_older_than_the_unlink_window_stay_when_a_recent_event_is_taken
     corrections = processor.unattribute("cust-A", ["n1", "n2"])
     assert old_journey not in {r.key for r in corrections if r.OUTPUT_NAME == "session"}
     assert not [r for r in corrections if r.OUTPUT_NAME == "need" and "loan" in r.need_id]
+
+
+def test_a_rebuild_leaves_the_journal_s_snapshot_as_it_was():
+    import json
+
+    from pipeline.contract.event import FEEDBACK
+
+    processor = PartitionProcessor.from_settings(SETTINGS)
+    chat = {"channel": "chat", "contact": "chat-1", "identifier": None, "customer": "cust-A"}
+    processor.process(event("s1", T0, CONTACT_STARTED, **chat))
+    processor.process(event("s2", T0 + SECOND, FEEDBACK, score=9, **chat))
+    # The customer's first event through identity: the journal's snapshot is taken.
+    released = dataclasses.replace(
+        event("s3", T0 + 2 * SECOND, FEEDBACK, score=3, channel="chat", contact="chat-1"),
+        customer_id="cust-A",
+    )
+    processor.process_released(released)
+    processor.process(event("s4", T0 + 3 * SECOND, FEEDBACK, score=7, **chat))
+    state = json.loads(processor.take_dirty()["cust-A"])
+    snapshot = json.dumps(state["identity_journal"]["snapshot"], sort_keys=True)
+
+    processor.unattribute("cust-A", ["s3"])
+    processor.unattribute("cust-A", ["s4-unknown"])
+    journal = json.loads(processor.take_dirty()["cust-A"])["identity_journal"]
+    assert json.dumps(journal["snapshot"], sort_keys=True) == snapshot
