@@ -32,6 +32,7 @@ from pipeline.core.reattribution import (
     kept_contacts,
     raise_versions,
     rebuild,
+    snapshot_of,
 )
 from pipeline.core.records import (
     SESSION_FINAL,
@@ -245,7 +246,7 @@ class PartitionProcessor:
         journal = self._journals.get(customer_id)
         if journal is None:
             customer = self._customers.get(customer_id)
-            snapshot = None if customer is None else customer.to_state()
+            snapshot = None if customer is None else snapshot_of(customer)
             journal = self._journals[customer_id] = CustomerJournal(snapshot)
         if event.occurred_at > journal.last_released_ms:
             journal.last_released_ms = event.occurred_at

@@ -67,7 +67,7 @@ from pipeline.core.records import (
 
 if TYPE_CHECKING:
     from pipeline.core.customer import CustomerState
-    from pipeline.core.logic import CustomerLogicType
+    from pipeline.core.logic import CustomerLogic, CustomerLogicType
     from pipeline.core.rules import CoreRules
 
 JOURNAL_VERSION: Final = 1
@@ -138,6 +138,12 @@ class CustomerJournal:
         return journal
 
 
+def snapshot_of(customer: CustomerLogic) -> dict[str, Any]:
+    """The customer's state as a journal keeps it: a deep copy, since a state dict
+    shares lists with the live customer (a journey's scores), which go on changing."""
+    return copy.deepcopy(customer.to_state())
+
+
 def _restore(
     logic: CustomerLogicType, customer_id: str, rules: CoreRules, snapshot: dict[str, Any] | None
 ) -> CustomerState:
@@ -185,7 +191,7 @@ def fold(
     scratch: list[OutputRecord] = []  # sent already
     for event, clock in journal.entries[:count]:
         _apply_at(customer, event, clock, scratch)
-    journal.snapshot = customer.to_state()
+    journal.snapshot = snapshot_of(customer)
     del journal.entries[:count]
     probe = CustomerJournal(journal.snapshot)
     probe.entries = list(journal.entries)

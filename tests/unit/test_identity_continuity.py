@@ -443,6 +443,7 @@ def test_a_rebuild_leaves_the_journal_s_snapshot_as_it_was():
     chat = {"channel": "chat", "contact": "chat-1", "identifier": None, "customer": "cust-A"}
     processor.process(event("s1", T0, CONTACT_STARTED, **chat))
     processor.process(event("s2", T0 + SECOND, FEEDBACK, score=9, **chat))
+    before = json.loads(processor.take_dirty()["cust-A"])
     # The customer's first event through identity: the journal's snapshot is taken.
     released = dataclasses.replace(
         event("s3", T0 + 2 * SECOND, FEEDBACK, score=3, channel="chat", contact="chat-1"),
@@ -452,6 +453,7 @@ def test_a_rebuild_leaves_the_journal_s_snapshot_as_it_was():
     processor.process(event("s4", T0 + 3 * SECOND, FEEDBACK, score=7, **chat))
     state = json.loads(processor.take_dirty()["cust-A"])
     snapshot = json.dumps(state["identity_journal"]["snapshot"], sort_keys=True)
+    assert snapshot == json.dumps(before, sort_keys=True)  # later scores did not leak in
 
     processor.unattribute("cust-A", ["s3"])
     processor.unattribute("cust-A", ["s4-unknown"])
