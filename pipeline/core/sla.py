@@ -324,26 +324,12 @@ class ContactSla:
         """Take the queue and team an event dated ``at`` names if it is the latest-dated
         to name one (ties: the greater name)."""
         named_at = self._named_at
-        if queue is not None:
-            since = named_at[0]
-            current = self.queue
-            if (
-                since is None
-                or at > since
-                or (at == since and current is not None and queue > current)
-            ):
-                self.queue = queue
-                named_at[0] = at
-        if team is not None:
-            since = named_at[1]
-            current = self.team
-            if (
-                since is None
-                or at > since
-                or (at == since and current is not None and team > current)
-            ):
-                self.team = team
-                named_at[1] = at
+        if queue is not None and _replaces(queue, at, self.queue, named_at[0]):
+            self.queue = queue
+            named_at[0] = at
+        if team is not None and _replaces(team, at, self.team, named_at[1]):
+            self.team = team
+            named_at[1] = at
 
     def _may_start(self, at: int) -> bool:
         """Whether a clock may start at ``at``: not after the contact's end (by event time)."""
@@ -658,6 +644,14 @@ class ContactSla:
         )
         sla_state.load_state(sla, state, policies)
         return sla
+
+
+def _replaces(name: str, at: int, current: str | None, since: int | None) -> bool:
+    """Whether ``name``, named by an event dated ``at``, replaces ``current`` (named
+    at ``since``; None: nothing known): the later date wins, ties the greater name."""
+    if since is None or current is None or at > since:
+        return True
+    return at == since and name > current
 
 
 def _dated_before(replies: list[tuple[int, str]] | None, at: int) -> list[tuple[int, str]] | None:
