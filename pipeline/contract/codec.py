@@ -233,6 +233,8 @@ class _VersionedCodec:
     def _current_values(self, data: bytes) -> list[Any]:
         """The field values of current-version ``data`` in schema order (compiled program)."""
         assert self._program is not None
+        if not isinstance(data, bytes):  # a memoryview or bytearray: the program reads bytes
+            data = bytes(data)
         try:
             values, end = decode(self._program, data, HEADER_LENGTH)
         except AvroDecodeError as exc:
@@ -246,9 +248,9 @@ class _VersionedCodec:
         return values
 
     def _decode_record(self, data: bytes) -> dict[str, Any]:
-        fingerprint = self._fingerprint(data)
-        if fingerprint == self.fingerprint and self._program is not None:
+        if self._program is not None and data[:HEADER_LENGTH] == self._header:
             return dict(zip(self._field_names, self._current_values(data), strict=True))
+        fingerprint = self._fingerprint(data)
         try:
             reading = self._readers[fingerprint]
         except KeyError:
@@ -322,11 +324,7 @@ class EventCodec(_VersionedCodec):
 
     def decode(self, data: bytes) -> InteractionEvent:
         """The event in ``data``; raises :class:`DecodeError` / :class:`UnknownSchemaError`."""
-        if (
-            self._positional
-            and self._program is not None
-            and self._fingerprint(data) == self.fingerprint
-        ):
+        if self._positional and self._program is not None and data[:HEADER_LENGTH] == self._header:
             values = self._current_values(data)
             identifier = values.pop()
             if identifier is not None:

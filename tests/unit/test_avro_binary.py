@@ -399,3 +399,9 @@ def test_an_event_encodes_from_its_attributes_as_fastavro_writes_its_record(
     codec = EventCodec()
     assert codec.encode(event) == MAGIC + codec.fingerprint + expected
     assert codec.encode(codec.decode(codec.encode(event))) == codec.encode(event)
+
+
+def test_an_event_in_a_memoryview_or_bytearray_decodes_as_in_bytes() -> None:
+    codec = EventCodec()
+    data = codec.encode(event_from_record({**EVENT_AT_THE_BOUNDS, "handling_seconds": 1.5}))
+    assert codec.decode(memoryview(data)) == codec.decode(bytearray(data)) == codec.decode(data)
