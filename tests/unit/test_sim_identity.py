@@ -64,3 +64,11 @@ def test_the_sql_sink_takes_every_record_of_a_replay_of_identity_traffic(tmp_pat
         ).fetchone()[0]
     assert contacts == len(tables["contact"])
     assert in_journeys == contacts  # every contact row in exactly one journey
+
+
+def test_a_replay_of_identity_traffic_in_two_processes_equals_the_one_process_replay():
+    events = _events(0.5)
+    one = replay_events(events, SETTINGS, partitions=3, workers=1)
+    two = replay_events(events, SETTINGS, partitions=3, workers=2)
+    assert [r.to_dict() for r in two.records] == [r.to_dict() for r in one.records]
+    assert two.reattribution == one.reattribution and two.identity == one.identity
