@@ -17,6 +17,10 @@ rewritten (an enum field or a ``["null", enum]``-style union); a schema with an
 enum anywhere else is refused when the codec is built, so a later schema cannot
 quietly reopen the gap. Remove this module when fastavro rejects negative indexes.
 
+Since issue 14 only older schema versions are read with fastavro (and so through
+this module): the current version of each schema is read by
+:mod:`pipeline.core.avro_binary`, which checks every enum and union index itself.
+
 fastavro also wraps a negative *union* branch index. For the two-branch
 ``["null", X]`` unions of the event contract, ``-1`` and ``-2`` select the same
 branch as ``1`` and ``0`` and decode to the same value, so no event can be made
