@@ -21,8 +21,42 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 
+class BucketCounts:
+    """Observations counted per bucket (not cumulative; the last bucket is +Inf), and their sum."""
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self._counts = [0] * (len(self.bounds) + 1)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, values: Iterable[float]) -> None:
+        """Count every value (a value equal to a bound falls in that bound's bucket)."""
+        bounds = self.bounds
+        counts = [0] * len(self._counts)
+        total = 0.0
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+            total += value
+        with self._lock:
+            mine = self._counts
+            for index, count in enumerate(counts):
+                if count:
+                    mine[index] += count
+            self._sum += total
+
+    def snapshot(self) -> tuple[list[int], float]:
+        with self._lock:
+            return list(self._counts), self._sum
+
+
 class BatchHistogram(Collector):
-    """A label-less histogram fed by :meth:`observe_many`."""
+    """A label-less histogram fed by :meth:`observe_many`.
+
+    Its counts live in a :class:`BucketCounts` (a plain class): this one derives
+    from prometheus_client's ``Collector`` and so keeps to public names only
+    (tests/unit/test_no_private_apis.py).
+    """
 
     def __init__(
         self,
@@ -37,39 +71,21 @@ class BatchHistogram(Collector):
             raise ValueError(f"{name}: buckets must be distinct and not empty")
         self.name = name
         self.documentation = documentation
-        self._bounds = tuple(bounds)
-        #: Per bucket (the last one is +Inf), not cumulative.
-        self._counts = [0] * (len(bounds) + 1)
-        self._sum = 0.0
-        self._lock = threading.Lock()
+        self.counts = BucketCounts(bounds)
         if registry is not None:
             registry.register(self)
 
     def observe_many(self, values: Iterable[float]) -> None:
-        """Count every value (a value equal to a bound falls in that bound's bucket)."""
-        bounds = self._bounds
-        counts = [0] * len(self._counts)
-        total = 0.0
-        for value in values:
-            counts[bisect_left(bounds, value)] += 1
-            total += value
-        with self._lock:
-            mine = self._counts
-            for index, count in enumerate(counts):
-                if count:
-                    mine[index] += count
-            self._sum += total
+        self.counts.add(values)
 
     def observe(self, value: float) -> None:
-        self.observe_many((value,))
+        self.counts.add((value,))
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
-        with self._lock:
-            counts = list(self._counts)
-            total = self._sum
+        counts, total = self.counts.snapshot()
         cumulative = 0
         buckets: list[tuple[str, float]] = []
-        for bound, count in zip((*self._bounds, math.inf), counts, strict=True):
+        for bound, count in zip((*self.counts.bounds, math.inf), counts, strict=True):
             cumulative += count
             buckets.append((floatToGoString(bound), cumulative))
         yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)
