@@ -52,7 +52,7 @@ def _tagged(event: InteractionEvent) -> InteractionEvent:
     return dataclasses.replace(event, queue=QUEUES[spread % 4], team=TEAMS[(spread // 4) % 4])
 
 
-def _events(seed: int) -> list[InteractionEvent]:
+def _events(seed: int = SIM.seed) -> list[InteractionEvent]:
     sim = dataclasses.replace(SIM, seed=seed)
     events = [item.event for item in generate(sim) if item.event is not None]
     abandoned = {e.contact_id for e in events if e.outcome == "abandoned"}
