@@ -450,7 +450,7 @@ class StreamHandler:
             key = output.key.encode()
             headers: list[tuple[str, bytes]] | None = None
             try:
-                value = self._record_codecs[cls].encode(output.to_dict())
+                value = self._record_codecs[cls].encode_record(output)
                 if len(key) + len(value) > max_bytes:
                     capped = None
                     if isinstance(output, LateEvent):
