@@ -204,7 +204,7 @@ class _VersionedCodec:
             buffer = bytearray(self._header)
             try:
                 encode_into(self._program, record, buffer)
-            except (ValueError, TypeError, OverflowError) as exc:
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
                 raise self._misfit(exc) from exc
             return bytes(buffer)
         out = BytesIO()
@@ -318,7 +318,7 @@ class EventCodec(_VersionedCodec):
         buffer = bytearray(self._header)
         try:
             encode_object(self._program, event, buffer)
-        except (ValueError, TypeError, OverflowError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise self._misfit(exc) from exc
         return bytes(buffer)
 
@@ -377,7 +377,7 @@ class RecordCodec(_VersionedCodec):
         buffer = bytearray(self._header)
         try:
             encode_object(self._program, record, buffer)
-        except (ValueError, TypeError, OverflowError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise self._misfit(exc) from exc
         return bytes(buffer)
 

@@ -314,6 +314,15 @@ def _write(node: Node, value: object, out: bytearray) -> None:
 _ABSENT: Final = object()
 
 
+def _naming(name: str, exc: Exception) -> Exception:
+    """``exc`` as a TypeError or ValueError whose message starts with the field name.
+
+    Not ``type(exc)(...)``: UnicodeEncodeError (a lone surrogate) takes five arguments.
+    """
+    kind = TypeError if isinstance(exc, TypeError) else ValueError
+    return kind(f"{name}: {exc}")
+
+
 def encode_into(program: Node, record: Mapping[str, Any], out: bytearray) -> None:
     """Append the Avro binary encoding of ``record`` to ``out``.
 
@@ -334,7 +343,7 @@ def encode_into(program: Node, record: Mapping[str, Any], out: bytearray) -> Non
         try:
             _write(field, value, out)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise type(exc)(f"{field.name}: {exc}") from None
+            raise _naming(field.name, exc) from None
 
 
 def encode_object(program: Node, record: object, out: bytearray) -> None:
@@ -351,7 +360,7 @@ def encode_object(program: Node, record: object, out: bytearray) -> None:
         try:
             _write(field, value, out)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise type(exc)(f"{field.name}: {exc}") from None
+            raise _naming(field.name, exc) from None
 
 
 def encode(program: Node, record: Mapping[str, Any]) -> bytes:

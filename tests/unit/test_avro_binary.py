@@ -405,3 +405,47 @@ def test_an_event_in_a_memoryview_or_bytearray_decodes_as_in_bytes() -> None:
     codec = EventCodec()
     data = codec.encode(event_from_record({**EVENT_AT_THE_BOUNDS, "handling_seconds": 1.5}))
     assert codec.decode(memoryview(data)) == codec.decode(bytearray(data)) == codec.decode(data)
+
+
+@pytest.mark.parametrize("not_a_record", [None, 5, "contact", ["a"]])
+def test_something_that_is_not_a_record_is_refused_with_contract_error(not_a_record: Any) -> None:
+    with pytest.raises(ContractError, match="contact: record does not fit"):
+        RecordCodec("contact").encode(not_a_record)
+
+
+def test_a_string_with_a_lone_surrogate_is_refused_naming_the_field() -> None:
+    with pytest.raises(ContractError, match="topic: 'utf-8' codec can't encode"):
+        EventCodec()._encode_record({**EVENT_AT_THE_BOUNDS, "topic": "\ud800"})
+
+
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(max_size=4),
+    st.binary(max_size=4),
+    st.lists(st.text(max_size=3), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.text(max_size=3) | st.integers(), max_size=2),
+)
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+@DERANDOMIZED
+@given(data=st.data())
+def test_a_field_of_any_other_value_is_written_as_fastavro_writes_it_or_refused(
+    name: str, data: st.DataObject
+) -> None:
+    record = data.draw(_records(name))
+    field = data.draw(st.sampled_from(sorted(record)))
+    record[field] = data.draw(ANY_VALUE)
+    codec = RecordCodec(name)
+    if name == "late_event" and field == "event":
+        return  # any value becomes a JSON string first
+    try:
+        written = codec.encode(record)
+    except ContractError:
+        return
+    if name == "late_event":
+        record["event"] = json.dumps(record["event"], sort_keys=True, separators=JSON_SEP)
+    assert written == MAGIC + codec.fingerprint + _fastavro_bytes(_writer_schema(name), record)
