@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from functools import cache
 from io import BytesIO
 from types import SimpleNamespace
 from typing import Any
@@ -49,13 +50,33 @@ JSON_SEP = (",", ":")
 DERANDOMIZED = settings(derandomize=True, max_examples=150, deadline=None, database=None)
 
 
+# Built once per schema: hypothesis calls the tests hundreds of times each.
+@cache
 def _writer_schema(name: str) -> dict[str, Any]:
     return _raw_longs(current(name).raw)
 
 
+@cache
+def _parsed(name: str) -> dict[str, Any]:
+    return parse_schema(_writer_schema(name))
+
+
+@cache
+def _program(name: str) -> avro_binary.Node:
+    return build_program(_writer_schema(name))
+
+
+@cache
+def _record_codec(name: str) -> RecordCodec:
+    return RecordCodec(name)
+
+
 def _fastavro_bytes(schema: Any, record: Any) -> bytes:
+    """fastavro's body for ``record``; ``schema`` a stored schema's name or a schema."""
     out = BytesIO()
-    schemaless_writer(out, parse_schema(schema), record)
+    schemaless_writer(
+        out, _parsed(schema) if isinstance(schema, str) else parse_schema(schema), record
+    )
     return out.getvalue()
 
 
@@ -92,6 +113,7 @@ def _strategy(schema: Any, named: dict[str, Any]) -> st.SearchStrategy[Any]:
     return strategy
 
 
+@cache
 def _records(name: str) -> st.SearchStrategy[dict[str, Any]]:
     return _strategy(_writer_schema(name), {})
 
@@ -108,7 +130,7 @@ def _same(left: Any, right: Any) -> bool:
 
 
 def _decoded(name: str, body: bytes) -> dict[str, Any]:
-    program = build_program(_writer_schema(name))
+    program = _program(name)
     values, end = decode(program, body, 0)
     assert end == len(body)
     return dict(zip(avro_binary.field_names(program), values, strict=True))
@@ -126,11 +148,10 @@ def test_every_stored_latest_schema_builds_a_program(name: str) -> None:
 def test_random_records_encode_byte_for_byte_as_fastavro_and_decode_as_it_reads(
     name: str, data: st.DataObject
 ) -> None:
-    schema = _writer_schema(name)
     record = data.draw(_records(name))
-    expected = _fastavro_bytes(schema, record)
-    assert encode(build_program(schema), record) == expected
-    assert _same(_decoded(name, expected), schemaless_reader(BytesIO(expected), schema, None))
+    expected = _fastavro_bytes(name, record)
+    assert encode(_program(name), record) == expected
+    assert _same(_decoded(name, expected), schemaless_reader(BytesIO(expected), _parsed(name)))
 
 
 @pytest.mark.parametrize("name", OUTPUT_SCHEMAS)
@@ -140,7 +161,7 @@ def test_encoding_a_records_attributes_gives_the_bytes_of_its_dict(
     name: str, data: st.DataObject
 ) -> None:
     record = data.draw(_records(name))
-    codec = RecordCodec(name)
+    codec = _record_codec(name)
     if name == "late_event":
         record["event"] = {"event_id": record["event"]}  # a dict in memory, JSON on the wire
     assert codec.encode_record(_AsAttributes(record)) == codec.encode(record)
@@ -158,14 +179,19 @@ class _AsAttributes(SimpleNamespace):
 
 
 def _codec(name: str) -> EventCodec | RecordCodec:
-    return EventCodec() if name == EVENT_SCHEMA else RecordCodec(name)
+    return _event_codec() if name == EVENT_SCHEMA else _record_codec(name)
+
+
+@cache
+def _event_codec() -> EventCodec:
+    return EventCodec()
 
 
 def _fastavro_reads(name: str, body: bytes) -> Any:
     """What fastavro reads from ``body`` as a whole record; None when it fails."""
     stream = BytesIO(body)
     try:
-        record = schemaless_reader(stream, _writer_schema(name), None)
+        record = schemaless_reader(stream, _parsed(name), None)
     except Exception:  # any failure: the codec must then refuse the bytes
         return None
     return record if stream.tell() == len(body) else None
@@ -201,7 +227,7 @@ def test_random_bytes_decode_as_fastavro_reads_them_or_raise_decode_error(
 def test_truncated_or_altered_encodings_decode_as_fastavro_or_raise_decode_error(
     name: str, data: st.DataObject
 ) -> None:
-    body = _fastavro_bytes(_writer_schema(name), data.draw(_records(name)))
+    body = _fastavro_bytes(name, data.draw(_records(name)))
     cut = data.draw(st.integers(0, len(body)))
     _check_against_fastavro(name, body[:cut])
     if body:
@@ -214,7 +240,7 @@ def test_truncated_or_altered_encodings_decode_as_fastavro_or_raise_decode_error
 @DERANDOMIZED
 @given(body=st.binary(max_size=80))
 def test_the_decoder_raises_only_its_own_error_on_any_bytes(name: str, body: bytes) -> None:
-    program = build_program(_writer_schema(name))
+    program = _program(name)
     with contextlib.suppress(AvroDecodeError):
         decode(program, body, 0)
 
@@ -376,14 +402,14 @@ def test_the_cores_output_records_encode_as_fastavro_writes_them_with_or_without
     seen: set[str] = set()
     for record in result.records:
         name = record.OUTPUT_NAME
-        codec = codecs.setdefault(name, RecordCodec(name))
+        codec = codecs.setdefault(name, _record_codec(name))
         as_dict = codec.encode(record.to_dict())
         assert codec.encode_record(record) == as_dict
         wire_dict = record.to_dict()
         if name == "late_event":
             wire_dict["event"] = json.dumps(wire_dict["event"], sort_keys=True, separators=JSON_SEP)
         header = MAGIC + codec.fingerprint
-        assert as_dict == header + _fastavro_bytes(_writer_schema(name), wire_dict)
+        assert as_dict == header + _fastavro_bytes(name, wire_dict)
         assert _same(codec.decode(as_dict), record.to_dict())
         seen.add(name)
     assert {"contact", "session", "sla_event"} <= seen
@@ -395,7 +421,7 @@ def test_an_event_encodes_from_its_attributes_as_fastavro_writes_its_record(
     record: dict[str, Any],
 ) -> None:
     event = event_from_record(record)
-    expected = _fastavro_bytes(_writer_schema(EVENT_SCHEMA), event.to_record())
+    expected = _fastavro_bytes(EVENT_SCHEMA, event.to_record())
     codec = EventCodec()
     assert codec.encode(event) == MAGIC + codec.fingerprint + expected
     assert codec.encode(codec.decode(codec.encode(event))) == codec.encode(event)
@@ -439,7 +465,7 @@ def test_a_field_of_any_other_value_is_written_as_fastavro_writes_it_or_refused(
     record = data.draw(_records(name))
     field = data.draw(st.sampled_from(sorted(record)))
     record[field] = data.draw(ANY_VALUE)
-    codec = RecordCodec(name)
+    codec = _record_codec(name)
     if name == "late_event" and field == "event":
         return  # any value becomes a JSON string first
     try:
@@ -448,4 +474,4 @@ def test_a_field_of_any_other_value_is_written_as_fastavro_writes_it_or_refused(
         return
     if name == "late_event":
         record["event"] = json.dumps(record["event"], sort_keys=True, separators=JSON_SEP)
-    assert written == MAGIC + codec.fingerprint + _fastavro_bytes(_writer_schema(name), record)
+    assert written == MAGIC + codec.fingerprint + _fastavro_bytes(name, record)
