@@ -474,57 +474,89 @@ class Metrics:
         if effect is not None:
             self.apply_output_effect(effect)
 
-    def apply_output_effect(self, effect: OutputEffect) -> None:
-        """Move the series of one :func:`output_effect`."""
+    def observe_outputs(self, records: Iterable[OutputRecord]) -> None:
+        """:meth:`observe_output` for a batch of records, in one pass.
+
+        Equal effects (same series, same labels) are counted and applied once
+        with their number: per record, the label lookups and the counters' locks
+        were ~10% of the worker's CPU. First-reply durations are observed one by one.
+        """
+        counted: dict[tuple[str, tuple[Any, ...]], int] = {}
+        for record in records:
+            for effect in (output_effect(record), service_level_effect(record)):
+                if effect is None:
+                    continue
+                series, labels, _ = effect
+                if series == "first_reply":
+                    self.apply_output_effect(effect)
+                else:
+                    key = (series, labels)
+                    counted[key] = counted.get(key, 0) + 1
+        for (series, labels), times in counted.items():
+            self.apply_output_effect((series, labels, 1), times)
+
+    def apply_output_effect(self, effect: OutputEffect, times: int = 1) -> None:
+        """Move the series of one :func:`output_effect` (``times`` equal effects at once)."""
         series, labels, value = effect
         if series == "first_reply":
-            self._child(self.first_reply, self._channel(labels[0])).observe(value)
+            child = self._child(self.first_reply, self._channel(labels[0]))
+            for _ in range(times):
+                child.observe(value)
         elif series == "service_level":
             cell = self._channel_queue_team(labels[0], labels[1:3])
             level = labels[3]
             if level == ABANDONED_UNANSWERED:
-                self._inc(self.sla_abandoned, *cell)
+                self._inc(self.sla_abandoned, *cell, amount=times)
             else:
-                self._inc(self.sla_answered, *cell)
+                self._inc(self.sla_answered, *cell, amount=times)
                 if level == ANSWERED_LATE:
-                    self._inc(self.sla_answered_late, *cell)
+                    self._inc(self.sla_answered_late, *cell, amount=times)
         elif series == "switch_failure":
-            self._inc(self.switch_failures, self._channel(labels[0]), self._channel(labels[1]))
+            self._inc(
+                self.switch_failures,
+                self._channel(labels[0]),
+                self._channel(labels[1]),
+                amount=times,
+            )
         elif series == "false_resolution":
-            self._inc(self.false_resolutions, self._channel(labels[0]))
+            self._inc(self.false_resolutions, self._channel(labels[0]), amount=times)
         elif series == "need_opened":
-            self._inc(self.needs_opened, self._channel(labels[0]))
+            self._inc(self.needs_opened, self._channel(labels[0]), amount=times)
         elif series == "need_closed":
-            self._inc(self.needs_closed, self._channel(labels[0]), str(labels[1]))
+            self._inc(self.needs_closed, self._channel(labels[0]), str(labels[1]), amount=times)
         elif series == "need_bounced":
-            self._inc(self.needs_bounced, self._channel(labels[0]))
+            self._inc(self.needs_bounced, self._channel(labels[0]), amount=times)
         elif series == "bot_contact":
-            self._inc(self.bot_contacts, self._channel(labels[0]), str(labels[1]))
+            self._inc(self.bot_contacts, self._channel(labels[0]), str(labels[1]), amount=times)
         elif series == "session_closed":
-            self.sessions_closed.inc()
+            self.sessions_closed.inc(times)
         elif series == "session_superseded":
-            self.sessions_superseded.inc()
+            self.sessions_superseded.inc(times)
         elif series == "late_event":
-            self._inc(self.late_events, self._channel(labels[0]))
+            self._inc(self.late_events, self._channel(labels[0]), amount=times)
         elif series == SLA_RETRACTED:
             kind = labels[2] if labels[2] in (SLA_WARNING, SLA_BREACH) else "other"
-            self._inc(self.sla_retractions, self._channel(labels[0]), str(labels[1]), kind)
-            self._inc_queue_team(labels[0], labels[3:5], SLA_RETRACTED)
+            self._inc(
+                self.sla_retractions, self._channel(labels[0]), str(labels[1]), kind, amount=times
+            )
+            self._inc_queue_team(labels[0], labels[3:5], SLA_RETRACTED, times)
         else:
             counter = {
                 SLA_WARNING: self.sla_warnings,
                 SLA_BREACH: self.sla_breaches,
                 SLA_COMPLETED: self.sla_completed,
             }[series]
-            self._inc(counter, self._channel(labels[0]), str(labels[1]))
-            self._inc_queue_team(labels[0], labels[2:4], series)
+            self._inc(counter, self._channel(labels[0]), str(labels[1]), amount=times)
+            self._inc_queue_team(labels[0], labels[2:4], series, times)
 
     def _inc_queue_team(
-        self, channel: str | None, queue_team: tuple[str | None, ...], kind: str
+        self, channel: str | None, queue_team: tuple[str | None, ...], kind: str, times: int = 1
     ) -> None:
         """Count an SLA effect per queue and team; an effect without them (built by
         an older caller) counts as ``none``."""
-        self._inc(self.sla_by_team, *self._channel_queue_team(channel, queue_team), kind)
+        self._inc(
+            self.sla_by_team, *self._channel_queue_team(channel, queue_team), kind, amount=times
+        )
 
     def _channel_queue_team(
         self, channel: str | None, queue_team: tuple[str | None, ...]

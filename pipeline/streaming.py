@@ -150,7 +150,7 @@ class MetricsSink(Protocol):
     """What the handler reports; ``pipeline.metrics.Metrics`` implements it."""
 
     def observe_events(self, counts: Mapping[tuple[str, str], int]) -> None: ...
-    def observe_output(self, record: Any) -> None: ...
+    def observe_outputs(self, records: Iterable[Any]) -> None: ...
     def dead_letter(self, stage: str, reason: str) -> None: ...
     def duplicate_event(self, channel: str) -> None: ...
     def rekeyed_event(self) -> None: ...
@@ -164,7 +164,7 @@ class _NoMetrics:
     def observe_events(self, counts: Mapping[tuple[str, str], int]) -> None:
         pass
 
-    def observe_output(self, record: Any) -> None:
+    def observe_outputs(self, records: Iterable[Any]) -> None:
         pass
 
     def dead_letter(self, stage: str, reason: str) -> None:
@@ -409,6 +409,8 @@ class StreamHandler:
         if self._occurred:
             self.metrics.observe_processing_latencies(self._batch_wall_ms, self._occurred)
             self._occurred = []
+        if self._pending.records:
+            self.metrics.observe_outputs(self._pending.records)
         drained, self._pending = self._pending, Drained()
         self._touched = set()
         self._batch_wall_ms = self._wall_ms()
@@ -469,7 +471,6 @@ class StreamHandler:
                 elif failure is None:
                     failure = exc
                 continue
-            self.metrics.observe_output(output)
             self._pending.records.append(output)
             # No event-time record timestamp (None) on purpose: Kafka's
             # time-based retention and segment rolling read record timestamps,
