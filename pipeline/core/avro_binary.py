@@ -275,7 +275,7 @@ def _write(node: Node, value: object, out: bytearray) -> None:
             raise ValueError(f"{value!r} is not one of the symbols {node.symbols}")
         _write_long(node.symbol_index[value], out)
     elif op == OP_RECORD:
-        if not isinstance(value, Mapping):
+        if not isinstance(value, (dict, Mapping)):  # a dict first: no ABC check
             raise TypeError(f"expected a mapping for a record, got {type(value).__name__}")
         encode_into(node, value, out)
     elif op == OP_ARRAY:
@@ -291,7 +291,7 @@ def _write(node: Node, value: object, out: bytearray) -> None:
     elif op == OP_MAP:
         item = node.item
         assert item is not None
-        if not isinstance(value, Mapping):
+        if not isinstance(value, (dict, Mapping)):  # a dict first: no ABC check
             raise TypeError(f"expected a mapping, got {type(value).__name__}")
         if len(value) > 0:
             _write_long(len(value), out)
