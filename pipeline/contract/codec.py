@@ -10,8 +10,9 @@ an older version, resolves it into the current one (fields added since then take
 their defaults, unknown enum symbols their enum default).
 
 The current version of each schema is written and read by
-:mod:`pipeline.core.avro_binary`, a encoder/decoder specialised to that schema and
-compiled with mypyc (issue 14: 4x fastavro's encode, 10x its decode); older
+:mod:`pipeline.core.avro_binary`, an encoder/decoder specialised to that schema and
+compiled with mypyc (issue 14: about 4x fastavro's encode; the body's decode
+about 7x, a whole event decode with its InteractionEvent about 3x); older
 versions, which need Avro resolution, and a schema it does not implement go
 through fastavro.
 
