@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from pipeline.errors import ValidationError
+from pipeline.slot_init import slot_setting_init
 
 # Event types. Strings rather than an enum class so that a producer on a newer
 # contract version with a new type still decodes (the Avro enum has a default
@@ -66,6 +67,7 @@ OUTCOMES = (RESOLVED, UNRESOLVED, ABANDONED, OUTCOME_TRANSFERRED)
 EPOCH_MS_PER_SECOND: Final = 1000
 
 
+@slot_setting_init
 @dataclass(frozen=True, slots=True)
 class InteractionEvent:
     """One thing that happened in one contact of one customer.

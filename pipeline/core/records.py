@@ -11,72 +11,12 @@ newest version) with the same field names; ``to_dict`` returns exactly that shap
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
-from operator import attrgetter
-from typing import Any, ClassVar, Final, TypeVar
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Final
+
+from pipeline.slot_init import slot_setting_init
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-_RecordT = TypeVar("_RecordT", bound=type)
-
-
-class _Factory:
-    """The default of a field with a default factory (shown as ``<factory>``)."""
-
-    def __repr__(self) -> str:
-        return "<factory>"
-
-
-_FACTORY = _Factory()
-
-
-def _slot_setting_init(cls: _RecordT) -> _RecordT:
-    """Give a frozen, slotted dataclass an ``__init__`` that stores each field through
-    its slot descriptor, and a ``__reduce__`` that pickles a record as its class and
-    field values; the class is otherwise unchanged (same parameters and defaults,
-    still frozen: assigning to a built record raises).
-
-    Why: the ``__init__`` that ``dataclass(frozen=True)`` writes must get past the
-    class's own ``__setattr__``, so it calls ``object.__setattr__(self, name, value)``
-    per field, a generic attribute lookup each time. The core builds about one
-    record per two events, and that lookup cost about a tenth of the replay.
-    Calling the slot descriptor's ``__set__`` stores the same value directly.
-    The source is generated as ``dataclasses`` does it, one line per field.
-
-    Pickling (a parallel replay sends its records between processes): the
-    ``__getstate__``/``__setstate__`` pair that slotted dataclasses get sets every
-    field through ``object.__setattr__`` in a Python loop; rebuilding through
-    ``__init__`` from a tuple of values took about a third less (50,000 records).
-    """
-    namespace: dict[str, Any] = {"_FACTORY": _FACTORY}
-    params: list[str] = []
-    body: list[str] = []
-    for spec in fields(cls):
-        name = spec.name
-        namespace[f"_set_{name}"] = cls.__dict__[name].__set__
-        value = name
-        if spec.default is not MISSING:
-            namespace[f"_default_{name}"] = spec.default
-            params.append(f"{name}=_default_{name}")
-        elif spec.default_factory is not MISSING:
-            namespace[f"_factory_{name}"] = spec.default_factory
-            params.append(f"{name}=_FACTORY")
-            value = f"_factory_{name}() if {name} is _FACTORY else {name}"
-        else:
-            params.append(name)
-        body.append(f"    _set_{name}(self, {value})")
-    source = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body) + "\n"
-    exec(source, namespace)
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__module__ = cls.__module__
-    cls.__init__ = init  # type: ignore[misc]  # replacing the generated one is the point
-    values = attrgetter(*(spec.name for spec in fields(cls)))
-
-    def __reduce__(self: Any) -> tuple[type, tuple[Any, ...]]:
-        return (cls, values(self))
-
-    cls.__reduce__ = __reduce__  # type: ignore[assignment,method-assign]
-    return cls
 
 
 def _shallow_dict(record: Any) -> dict[str, Any]:
@@ -139,7 +79,7 @@ ANSWERED_LATE: Final = "answered_late"
 ABANDONED_UNANSWERED: Final = "abandoned"
 
 
-@_slot_setting_init
+@slot_setting_init
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
     """A customer's journey: events stitched across channels, split by the gap.
@@ -195,7 +135,7 @@ class SessionRecord:
         return _shallow_dict(self)
 
 
-@_slot_setting_init
+@slot_setting_init
 @dataclass(frozen=True, slots=True)
 class ContactSummary:
     """One contact (call, chat, web-message thread, visit, meeting).
@@ -257,7 +197,7 @@ class ContactSummary:
         return _shallow_dict(self)
 
 
-@_slot_setting_init
+@slot_setting_init
 @dataclass(frozen=True, slots=True)
 class SlaEvent:
     """A warning, a breach, the completion of a breach by a late reply, or a retraction.
@@ -299,7 +239,7 @@ class SlaEvent:
         return _shallow_dict(self)
 
 
-@_slot_setting_init
+@slot_setting_init
 @dataclass(frozen=True, slots=True)
 class JourneySignal:
     """A channel-switch failure or a false resolution.
@@ -332,7 +272,7 @@ class JourneySignal:
         return _shallow_dict(self)
 
 
-@_slot_setting_init
+@slot_setting_init
 @dataclass(frozen=True, slots=True)
 class LateEvent:
     """An input event that arrived after the session it belongs to had closed.
@@ -363,7 +303,7 @@ NEED_OPEN: Final = "open"
 NEED_FINAL: Final = "final"
 
 
-@_slot_setting_init
+@slot_setting_init
 @dataclass(frozen=True, slots=True)
 class NeedRecord:
     """A customer's need (case): every contact on one need key within the need window.
