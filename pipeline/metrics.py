@@ -46,6 +46,7 @@ from pipeline.core.records import (
 )
 from pipeline.identity_metrics import IdentityMetrics
 from pipeline.settings import bounded_label
+from pipeline.sink_metrics import SinkMetrics
 
 OTHER = "other"
 
@@ -87,7 +88,6 @@ PROCESSING_LATENCY_BUCKETS = (
     14400,
     86400,
 )
-SINK_BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 #: What one output record moves: (series, raw label values, observed value or 1).
@@ -364,29 +364,8 @@ class Metrics:
             ("partition",),
         )
 
-        # SQL sink.
-        self.sink_batches = counter("cxstream_sink_batches_total", "Batches written to SQL.")
-        self.sink_rows = counter(
-            "cxstream_sink_rows_total", "Rows upserted into SQL per table.", ("table",)
-        )
-        self.sink_batch_seconds = Histogram(
-            "cxstream_sink_batch_seconds",
-            "Seconds to write one batch, commit included.",
-            buckets=SINK_BATCH_BUCKETS,
-            registry=registry,
-        )
-        self.sink_errors = counter(
-            "cxstream_sink_errors_total",
-            "Failed batch writes; reason is the error class.",
-            ("reason",),
-        )
-        self.sink_database_up = gauge(
-            "cxstream_sink_database_up", "1 if the last database operation succeeded, else 0."
-        )
-        self.sink_retry_backoff = gauge(
-            "cxstream_sink_retry_backoff_seconds",
-            "Current wait before the sink retries the database (0 when healthy).",
-        )
+        # SQL sink (pipeline/sink_metrics.py).
+        self.sink = SinkMetrics(registry)
 
         self.worker_info = Info(
             "cxstream_worker",
@@ -594,27 +573,6 @@ class Metrics:
     def set_worker_info(self, version: str, config_hash: str, core: str) -> None:
         """``core`` is ``compiled`` or ``interpreted`` (:func:`pipeline.core.core_mode`)."""
         self.worker_info.info({"version": version, "config_hash": config_hash, "core": core})
-
-    # -- sink ----------------------------------------------------------------------
-
-    def sink_batch_written(self, rows_by_table: Mapping[str, int], seconds: float) -> None:
-        """One batch committed: count it, its rows per table and its duration."""
-        self.sink_batches.inc()
-        for table, rows in rows_by_table.items():
-            if rows:
-                self._inc(self.sink_rows, table, amount=rows)
-        self.sink_batch_seconds.observe(seconds)
-        self.sink_database_up.set(1)
-        self.sink_retry_backoff.set(0)
-
-    def sink_error(self, reason: str, *, database_up: bool, backoff_seconds: float) -> None:
-        """A batch failed: count it (reason = error class) and show the retry state."""
-        self._inc(self.sink_errors, reason)
-        self.sink_database_up.set(1 if database_up else 0)
-        self.sink_retry_backoff.set(backoff_seconds)
-
-    def set_sink_database_up(self, up: bool) -> None:
-        self.sink_database_up.set(1 if up else 0)
 
 
 _SAMPLE_SUFFIXES = {

@@ -225,11 +225,11 @@ class SinkBatchHandler:
             else:
                 # WriteResult.rows is keyed by SQL table, the label values
                 # cxstream_sink_rows_total documents (not the output names).
-                self.metrics.sink_batch_written(
+                self.metrics.sink.batch_written(
                     dict(outcome.result.rows), time.perf_counter() - started
                 )
                 return outcome
-            self.metrics.sink_error(
+            self.metrics.sink.error(
                 type(error).__name__, database_up=database_up, backoff_seconds=backoff
             )
             await self.sleep(backoff)

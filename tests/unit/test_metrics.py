@@ -308,13 +308,13 @@ def test_negative_processing_latency_counts_as_zero(
 def test_sink_batch_and_error_move_sink_series(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
-    metrics.sink_error("SinkUnavailableError", database_up=False, backoff_seconds=4.0)
+    metrics.sink.error("SinkUnavailableError", database_up=False, backoff_seconds=4.0)
     down = (
         registry.get_sample_value("cxstream_sink_database_up"),
         registry.get_sample_value("cxstream_sink_retry_backoff_seconds"),
         registry.get_sample_value("cxstream_sink_errors_total", {"reason": "SinkUnavailableError"}),
     )
-    metrics.sink_batch_written({"sessions": 3, "contacts": 5, "sla_events": 0}, 0.2)
+    metrics.sink.batch_written({"sessions": 3, "contacts": 5, "sla_events": 0}, 0.2)
     up = (
         registry.get_sample_value("cxstream_sink_database_up"),
         registry.get_sample_value("cxstream_sink_retry_backoff_seconds"),
@@ -414,8 +414,8 @@ def _touch_every_labelled_metric(metrics: Metrics) -> None:
         lambda: metrics.set_oldest_unanswered("chat", 1.0, 0.1),
         lambda: metrics.set_lag("cx.interactions", 0, 1),
         lambda: metrics.set_stream_time(0, 1.0),
-        lambda: metrics.sink_batch_written({"sessions": 1}, 0.1),
-        lambda: metrics.sink_error("SinkError", database_up=True, backoff_seconds=1.0),
+        lambda: metrics.sink.batch_written({"sessions": 1}, 0.1),
+        lambda: metrics.sink.error("SinkError", database_up=True, backoff_seconds=1.0),
         lambda: metrics.set_worker_info("0.1.0", "abc", "interpreted"),
         lambda: metrics.identity.observe(
             IdentityMeasures(linked={"chat": 1}, expired={"chat": 1}, delays=[("chat", 1.0)]), 0
