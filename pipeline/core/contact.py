@@ -181,3 +181,11 @@ class Contact:
             settled=settled is not None,
             settled_new=settled_new,
         )
+
+
+def forget_dropped(dropped: dict[str, tuple[int, Contact]], until_ms: int) -> None:
+    """Forget the contacts let go (``contact id -> (clock when let go, contact)``) at
+    or before ``until_ms``: no event of theirs can come any more (one would be late)."""
+    for contact_id, (at, _) in list(dropped.items()):
+        if at <= until_ms:
+            del dropped[contact_id]

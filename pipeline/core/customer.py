@@ -23,20 +23,26 @@ from pipeline.contract.event import (
     TRANSFERRED,
     InteractionEvent,
 )
-from pipeline.core.contact import Contact
+from pipeline.core.contact import Contact, forget_dropped
 from pipeline.core.dedup import DedupWindow
 from pipeline.core.journey import (
     EndKey,
+    correct_final,
     correct_late_end,
+    hold_for_open_contacts,
     journey_record,
     net_breaches,
     remember_last_end,
     session_contacts,
-    with_breaches,
-    with_first_contact_resolved,
 )
 from pipeline.core.needs import NeedBook
-from pipeline.core.pairing import earliest, offer_as_next, pair
+from pipeline.core.pairing import (
+    earliest,
+    offer_as_next,
+    pair,
+    pair_again_without,
+    replace_end_candidates,
+)
 from pipeline.core.records import (
     FALSE_RESOLUTION,
     REPEAT,
@@ -54,9 +60,7 @@ from pipeline.core.sessions import Session, SessionBook
 from pipeline.core.state_codec import customer_to_state, restore_customer
 from pipeline.core.switches import (
     Candidate,
-    candidate_for_end,
     is_repeat,
-    need_candidate,
     next_contact,
     settle,
 )
@@ -146,13 +150,7 @@ class CustomerState:
         # and it is never None once the window holds an id.
         hint: int = dedup.expiry_ms  # type: ignore[assignment]
         book = self.book
-        reason = None
-        # As a difference: clock and event time are mostly equal or close, so it is
-        # a small int (no allocation, fast compare) where the sum is a new big int.
-        if clock_ms - at > rules.late_ms:
-            reason = "event time is older than the session gap plus grace behind the clock"
-        elif book.closed and book.hits_closed(at):
-            reason = "falls within the gap of a session that has already closed"
+        reason = book.late_reason(at, clock_ms, rules.late_ms)
         if reason is not None:
             out.append(
                 LateEvent(
@@ -169,7 +167,12 @@ class CustomerState:
 
         session, superseded = book.place(self.customer_id, event.event_id, at)
         for other in superseded:
-            out.append(self._record(other, SESSION_SUPERSEDED, superseded_by=session.session_id))
+            contacts = session_contacts(other, self.contacts)
+            out.append(
+                journey_record(
+                    self.customer_id, other, SESSION_SUPERSEDED, contacts, session.session_id
+                )
+            )
             for moved in self.contacts.values():
                 if moved.session_id == other.session_id:
                     moved.session_id = session.session_id
@@ -227,7 +230,7 @@ class CustomerState:
         if synchronous and contact.channel in synchronous:
             # The contact may have opened, ended or started earlier: its journey's
             # reach (and so its close) moves, possibly earlier than registered.
-            due = self._hold(session) + rules.close_after_ms
+            due = hold_for_open_contacts(session, self.contacts, rules) + rules.close_after_ms
             if due < hint:
                 hint = due
         # Not `due`: that name holds an int above, and the compiled core checks
@@ -283,61 +286,16 @@ class CustomerState:
                 contact.ended_at, contact.outcome = at, event.outcome
                 if self.finals and contact.session_id in self.finals:
                     correct_late_end(self.finals, self.final_ends, contact, out)
-            # The end replaces any candidate an earlier end of this contact id
-            # left. Only this contact's candidates change (pairing reads no end
-            # time), so the cached settlement stays valid unless one does.
-            candidates = self.candidates
-            pairs = self._pairs
             contact.repeated = None
-            if candidates:
-                for kind in (SWITCH_FAILURE, FALSE_RESOLUTION, REPEAT):
-                    key = f"{kind}:{contact.contact_id}"
-                    if candidates.pop(key, None) is not None:
-                        self._settle_cache = _UNKNOWN
-                        if pairs is not None:
-                            pairs.pop(key, None)
-            candidate = candidate_for_end(
-                contact_id=contact.contact_id,
-                channel=contact.channel,
-                outcome=contact.outcome,
-                ended_at=contact.ended_at,
-                topic=contact.topic,
-            )
-            need = need_candidate(
-                contact_id=contact.contact_id,
-                channel=contact.channel,
-                outcome=contact.outcome,
-                ended_at=contact.ended_at,
-                topic=contact.topic,
-                bot_only=contact.bot_only,
-            )
-            for new in (candidate, need):
-                if new is not None:
-                    key = f"{new.kind}:{contact.contact_id}"
-                    candidates[key] = new
-                    if pairs is not None:
-                        pairs[key] = self._pair(new)
-                    self._settle_cache = _UNKNOWN
+            if replace_end_candidates(
+                self.candidates, self._pairs, contact, self.contacts.values(), self.rules
+            ):
+                self._settle_cache = _UNKNOWN
             out.append(contact.summary(self.customer_id))
         elif contact.version:
             # The contact's summary was sent (it ended, or its journey closed while
             # it was open): what this event changed goes out as a new version.
             out.append(contact.summary(self.customer_id))
-
-    def _hold(self, session: Session) -> int:
-        """Recompute how long the session's open synchronous contacts hold it; its reach."""
-        rules = self.rules
-        synchronous = rules.synchronous
-        own = self.contacts
-        held = -1
-        for contact_id in session.contact_ids:
-            contact = own.get(contact_id)
-            if contact is not None and contact.ended_at is None and contact.channel in synchronous:
-                until = contact.started_at + rules.max_open_contact_ms
-                if until > held:
-                    held = until
-        session.held_until = held
-        return session.reach
 
     def _correct_journey(
         self, contact: Contact, fired: list[SlaEvent], out: list[OutputRecord], summary: bool
@@ -355,11 +313,8 @@ class CustomerState:
             return
         if summary and contact.version:
             out.append(contact.summary(self.customer_id))
-        final = self.finals.get(contact.session_id) if self.finals else None
-        if final is not None:
-            corrected = with_breaches(final, breaches)
-            self.finals[contact.session_id] = corrected
-            out.append(corrected)
+        if self.finals:
+            correct_final(self.finals, contact.session_id, out, breaches=breaches)
 
     # -- timed work -----------------------------------------------------------
 
@@ -370,13 +325,11 @@ class CustomerState:
             return cached  # type: ignore[return-value]
         pairs = self._pairs
         if pairs is None:
-            pairs = self._pairs = {key: self._pair(c) for key, c in self.candidates.items()}
+            held, rules = self.contacts.values(), self.rules
+            pairs = self._pairs = {key: pair(c, held, rules) for key, c in self.candidates.items()}
         best = earliest(pairs)
         self._settle_cache = best
         return best
-
-    def _pair(self, candidate: Candidate) -> tuple[int, Contact | None]:
-        return pair(candidate, self.contacts.values(), self.rules)
 
     def _offer_as_next(self, contact: Contact) -> None:
         """See :func:`pipeline.core.pairing.offer_as_next`."""
@@ -399,12 +352,10 @@ class CustomerState:
         if self.finals and contact.session_id in self.finals:
             self._keep_final_if_correctable(contact.session_id)
         pairs = self._pairs
-        if pairs is None:
-            return
-        for key, (_, nxt) in pairs.items():
-            if nxt is contact:
-                pairs[key] = self._pair(self.candidates[key])
-                self._settle_cache = _UNKNOWN
+        if pairs is not None and pair_again_without(
+            pairs, self.candidates, contact, self.contacts.values(), self.rules
+        ):
+            self._settle_cache = _UNKNOWN
 
     def _bring_back(self, contact_id: str, at: int) -> Contact | None:
         """The contact let go after ``at`` (an event of it dated ``at`` arrived late),
@@ -419,13 +370,6 @@ class CustomerState:
         self._pairs = None
         self._settle_cache = _UNKNOWN
         return contact
-
-    def _prune_dropped(self, clock_ms: int) -> None:
-        """Forget the contacts let go long enough ago that no event of theirs can come."""
-        late_ms = self.rules.late_ms
-        for contact_id, (at, _) in list(self.dropped.items()):
-            if at + late_ms <= clock_ms:
-                del self.dropped[contact_id]
 
     def next_due(self) -> int | None:
         """The earliest clock value at which this customer has timed work."""
@@ -470,7 +414,7 @@ class CustomerState:
             elif key == "closed":
                 self.book.prune_closed(due)
             elif key == "dropped":
-                self._prune_dropped(due)
+                forget_dropped(self.dropped, due - self.rules.late_ms)
             else:
                 self.dedup.prune(due)
 
@@ -517,11 +461,14 @@ class CustomerState:
         self.needs.refresh(contact)
         customer_id = self.customer_id
         out.append(contact.summary(customer_id))
-        final = self.finals.get(contact.session_id) if self.finals else None
-        if final is not None and final.contact_ids and final.contact_ids[0] == contact_id:
-            corrected = with_first_contact_resolved(final, contact.first_contact_resolved)
-            self.finals[contact.session_id] = corrected
-            out.append(corrected)
+        if self.finals:
+            correct_final(
+                self.finals,
+                contact.session_id,
+                out,
+                first_contact=contact_id,
+                fcr=contact.first_contact_resolved,
+            )
         if (
             contact.ended_at is not None
             and contact.sla.is_idle
@@ -543,7 +490,7 @@ class CustomerState:
 
     def _close(self, session: Session, out: list[OutputRecord], at: int | None) -> None:
         contacts = session_contacts(session, self.contacts)
-        final = self._record(session, SESSION_FINAL, contacts)
+        final = journey_record(self.customer_id, session, SESSION_FINAL, contacts, None)
         out.append(final)
         self.book.close(session)
         self.finals[session.session_id] = final
@@ -584,21 +531,14 @@ class CustomerState:
 
     # -- records and queries -------------------------------------------------------
 
-    def _record(
-        self,
-        session: Session,
-        status: str,
-        contacts: list[Contact] | None = None,
-        superseded_by: str | None = None,
-    ) -> SessionRecord:
-        """The session's record; ``contacts`` as :func:`session_contacts` if the caller has them."""
-        if contacts is None:
-            contacts = session_contacts(session, self.contacts)
-        return journey_record(self.customer_id, session, status, contacts, superseded_by)
-
     def pending_updates(self) -> list[SessionRecord]:
         """Open records of the sessions changed since the last call."""
-        return [self._record(s, SESSION_OPEN) for s in self.book.open if s.pending]
+        customer_id, own = self.customer_id, self.contacts
+        return [
+            journey_record(customer_id, s, SESSION_OPEN, session_contacts(s, own), None)
+            for s in self.book.open
+            if s.pending
+        ]
 
     @property
     def has_pending(self) -> bool:
@@ -651,5 +591,5 @@ class CustomerState:
         restore_customer(customer, state)
         if rules.synchronous:
             for session in customer.book.open:
-                customer._hold(session)
+                hold_for_open_contacts(session, customer.contacts, rules)
         return customer

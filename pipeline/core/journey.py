@@ -20,6 +20,7 @@ from pipeline.core.records import (
     SlaEvent,
 )
 from pipeline.core.retraction import cancels_breach
+from pipeline.core.rules import CoreRules
 from pipeline.core.sessions import Session
 
 _start_order = attrgetter("started_at", "contact_id")
@@ -31,6 +32,22 @@ def session_contacts(session: Session, held: dict[str, Contact]) -> list[Contact
     if len(contacts) > 1:
         contacts.sort(key=_start_order)
     return contacts
+
+
+def hold_for_open_contacts(session: Session, contacts: dict[str, Contact], rules: CoreRules) -> int:
+    """Recompute how long the session's open synchronous contacts (a call, a chat,
+    a meeting still going) hold it open, at most ``rules.max_open_contact_ms`` from
+    their start; returns the session's reach."""
+    synchronous = rules.synchronous
+    held = -1
+    for contact_id in session.contact_ids:
+        contact = contacts.get(contact_id)
+        if contact is not None and contact.ended_at is None and contact.channel in synchronous:
+            until = contact.started_at + rules.max_open_contact_ms
+            if until > held:
+                held = until
+    session.held_until = held
+    return session.reach
 
 
 def journey_record(
@@ -152,6 +169,32 @@ def remember_last_end(ends: dict[str, EndKey], session_id: str, contacts: list[C
             best = (ended_at, contact.contact_id, contact.outcome)
     if best is not None:
         ends[session_id] = best
+
+
+def correct_final(
+    finals: dict[str, SessionRecord],
+    session_id: str,
+    out: list[OutputRecord],
+    *,
+    breaches: int = 0,
+    first_contact: str | None = None,
+    fcr: bool | None = None,
+) -> None:
+    """Send again the final record of a closed journey kept in ``finals`` (if it is
+    kept): ``breaches`` more (or fewer) breached, or, given ``first_contact``, the
+    FCR of its first contact decided as ``fcr`` (only if that contact is the
+    journey's first)."""
+    final = finals.get(session_id)
+    if final is None:
+        return
+    if first_contact is None:
+        corrected = with_breaches(final, breaches)
+    elif final.contact_ids and final.contact_ids[0] == first_contact:
+        corrected = with_first_contact_resolved(final, fcr)
+    else:
+        return
+    finals[session_id] = corrected
+    out.append(corrected)
 
 
 def correct_late_end(

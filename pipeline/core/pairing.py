@@ -13,8 +13,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pipeline.core.contact import Contact
+from pipeline.core.records import FALSE_RESOLUTION, REPEAT, SWITCH_FAILURE
 from pipeline.core.rules import CoreRules
-from pipeline.core.switches import Candidate, can_pair, next_contact
+from pipeline.core.switches import (
+    Candidate,
+    can_pair,
+    candidate_for_end,
+    need_candidate,
+    next_contact,
+)
+
+#: The kinds of candidate a contact's end can leave (their keys: ``<kind>:<contact id>``).
+END_CANDIDATE_KINDS = (SWITCH_FAILURE, FALSE_RESOLUTION, REPEAT)
 
 
 def pair(
@@ -60,5 +70,74 @@ def offer_as_next(
         if nxt is None or order < (nxt.started_at, nxt.contact_id):
             # Replacing the value of an existing key is safe while iterating.
             pairs[key] = (started + grace_ms + 1, contact)
+            changed = True
+    return changed
+
+
+def replace_end_candidates(
+    candidates: dict[str, Candidate],
+    pairs: dict[str, tuple[int, Contact | None]] | None,
+    contact: Contact,
+    contacts: Iterable[Contact],
+    rules: CoreRules,
+) -> bool:
+    """An end of ``contact`` (its latest by event time) replaces the candidates an
+    earlier end of it left: a switch-failure candidate, and a need candidate (false
+    resolution or repeat) for its first-contact resolution. Only this contact's
+    candidates change (pairing reads no end time), so other pairs stay valid.
+
+    ``pairs`` (None: not built) is kept in step. Returns whether any candidate
+    changed, i.e. whether the cached earliest settlement is stale.
+    """
+    changed = False
+    contact_id = contact.contact_id
+    if candidates:
+        for kind in END_CANDIDATE_KINDS:
+            key = f"{kind}:{contact_id}"
+            if candidates.pop(key, None) is not None:
+                changed = True
+                if pairs is not None:
+                    pairs.pop(key, None)
+    ended_at = contact.ended_at
+    assert ended_at is not None  # called for an end
+    switch = candidate_for_end(
+        contact_id=contact_id,
+        channel=contact.channel,
+        outcome=contact.outcome,
+        ended_at=ended_at,
+        topic=contact.topic,
+    )
+    need = need_candidate(
+        contact_id=contact_id,
+        channel=contact.channel,
+        outcome=contact.outcome,
+        ended_at=ended_at,
+        topic=contact.topic,
+        bot_only=contact.bot_only,
+    )
+    for new in (switch, need):
+        if new is not None:
+            key = f"{new.kind}:{contact_id}"
+            candidates[key] = new
+            if pairs is not None:
+                pairs[key] = pair(new, contacts, rules)
+            changed = True
+    return changed
+
+
+def pair_again_without(
+    pairs: dict[str, tuple[int, Contact | None]],
+    candidates: dict[str, Candidate],
+    gone: Contact,
+    contacts: Iterable[Contact],
+    rules: CoreRules,
+) -> bool:
+    """The contact ``gone`` was let go: the candidates it was the next contact of
+    pair again with the contacts still held. Returns whether any pair changed."""
+    changed = False
+    for key, (_, nxt) in pairs.items():
+        if nxt is gone:
+            # Replacing the value of an existing key is safe while iterating.
+            pairs[key] = pair(candidates[key], contacts, rules)
             changed = True
     return changed

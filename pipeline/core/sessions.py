@@ -177,6 +177,17 @@ class SessionBook:
         # already late by ``clock > occurred_at + gap + grace``.
         return bounds[1] + 2 * self.gap_ms + self.grace_ms + 1
 
+    def late_reason(self, occurred_at: int, clock_ms: int, late_ms: int) -> str | None:
+        """Why an event dated ``occurred_at`` is late at partition clock ``clock_ms``
+        (it can no longer be placed in event-time order), or None if it is not."""
+        # As a difference: clock and event time are mostly equal or close, so it is
+        # a small int (no allocation, fast compare) where the sum is a new big int.
+        if clock_ms - occurred_at > late_ms:
+            return "event time is older than the session gap plus grace behind the clock"
+        if self.closed and self.hits_closed(occurred_at):
+            return "falls within the gap of a session that has already closed"
+        return None
+
     def hits_closed(self, occurred_at: int) -> bool:
         """True if ``occurred_at`` is within the gap of a session that already closed."""
         gap = self.gap_ms
