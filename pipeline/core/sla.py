@@ -71,7 +71,6 @@ from pipeline.core import sla_state
 from pipeline.core.calendar import Calendar
 from pipeline.core.records import (
     FIRST_REPLY,
-    NEXT_REPLY,
     SLA_BREACH,
     SLA_COMPLETED,
     SLA_RETRACTED,
@@ -79,7 +78,7 @@ from pipeline.core.records import (
     SlaEvent,
 )
 from pipeline.core.retraction import retracts
-from pipeline.core.sla_clock import Clock
+from pipeline.core.sla_clock import Clock, dated_before, rehome_unfired
 from pipeline.core.sla_policy import Policy, selection_for
 
 MS_PER_SECOND: Final = 1000
@@ -242,45 +241,13 @@ class ContactSla:
         fired: list[SlaEvent] = []
         if not clock.warned and clock.warning_at <= clock_ms:
             clock.warned = True
-            fired.append(self._event(clock, SLA_WARNING, clock.warning_at))
+            fired.append(clock.record(self, SLA_WARNING, clock.warning_at))
         if not clock.breached and clock.deadline <= clock_ms:
             clock.breached = True
             self.breached = True
             self.breaches += 1
-            fired.append(self._event(clock, SLA_BREACH, clock.deadline))
+            fired.append(clock.record(self, SLA_BREACH, clock.deadline))
         return fired
-
-    def _event(
-        self,
-        clock: Clock,
-        kind: str,
-        fired_at: int,
-        replied_at: int | None = None,
-        overrun_seconds: float | None = None,
-        id_kind: str | None = None,
-    ) -> SlaEvent:
-        spec = clock.policy.spec
-        # A retraction is keyed like the record it cancels (id_kind).
-        key_kind = kind if id_kind is None else id_kind
-        return SlaEvent(
-            sla_event_id=f"{self.contact_id}:{spec.name}:{spec.metric}:{clock.seq}:{key_kind}",
-            kind=kind,
-            customer_id=self.customer_id,
-            contact_id=self.contact_id,
-            channel=self.channel,
-            policy=spec.name,
-            metric=spec.metric,
-            clock_started_at=clock.start,
-            deadline=clock.deadline,
-            target_seconds=clock.target_seconds,
-            calendar=clock.policy.calendar.name,
-            fired_at=fired_at,
-            replied_at=replied_at,
-            overrun_seconds=overrun_seconds,
-            policy_version=clock.version,
-            queue=self.queue,
-            team=self.team,
-        )
 
     # -- events ----------------------------------------------------------
 
@@ -376,7 +343,7 @@ class ContactSla:
         self._first_started_at = at
         records: list[SlaEvent] = []
         early = self._early_replies
-        self._early_replies = _dated_before(early, at)
+        self._early_replies = dated_before(early, at)
         ended_at = self._ended_at if self._ended else None
         for policy in self._selection.first:
             clock = Clock.started(policy, 0, at)
@@ -431,7 +398,7 @@ class ContactSla:
         records: list[SlaEvent] = []
         self._first_started_at = at
         early = self._early_replies
-        self._early_replies = _dated_before(early, at)
+        self._early_replies = dated_before(early, at)
         moved: list[tuple[Clock, int | None]] = []
         running: list[Clock] = []
         for clock in self._clocks:
@@ -447,9 +414,9 @@ class ContactSla:
             clock = Clock.started(old.policy, 0, at)
             clock.warned, clock.breached = old.warned, old.breached
             if clock.warned:
-                records.append(self._event(clock, SLA_WARNING, clock.warning_at))
+                records.append(clock.record(self, SLA_WARNING, clock.warning_at))
             if clock.breached:
-                records.append(self._event(clock, SLA_BREACH, clock.deadline))
+                records.append(clock.record(self, SLA_BREACH, clock.deadline))
             by_reply = stopped_at is not None and stopped_at != ended_at
             self._run_or_stop(clock, early, stopped_at, by_reply, clock_ms, window_ms, records)
         for replied_at, actor in early or ():
@@ -524,7 +491,7 @@ class ContactSla:
         if by_reply and clock.breached:
             overrun = clock.policy.calendar.elapsed(clock.deadline, at)
             records.append(
-                self._event(clock, SLA_COMPLETED, at, replied_at=at, overrun_seconds=overrun)
+                clock.record(self, SLA_COMPLETED, at, replied_at=at, overrun_seconds=overrun)
             )
         if clock.seq == 0 and clock.policy.spec.metric == FIRST_REPLY:
             answered = self._answered
@@ -554,12 +521,12 @@ class ContactSla:
         """Take back the fired records of ``clock`` that a reply dated ``at`` precedes."""
         if clock.warned and retracts(clock.warning_at, at, clock_ms, window_ms):
             clock.warned = False
-            records.append(self._event(clock, SLA_RETRACTED, clock_ms, at, None, SLA_WARNING))
+            records.append(clock.record(self, SLA_RETRACTED, clock_ms, at, None, SLA_WARNING))
         if clock.breached and retracts(clock.deadline, at, clock_ms, window_ms):
             clock.breached = False
             self.breaches -= 1
             self.breached = self.breaches > 0
-            records.append(self._event(clock, SLA_RETRACTED, clock_ms, at, None, SLA_BREACH))
+            records.append(clock.record(self, SLA_RETRACTED, clock_ms, at, None, SLA_BREACH))
 
     def _record_first_reply(self, at: int) -> None:
         started = self._first_started_at
@@ -570,29 +537,10 @@ class ContactSla:
 
     def _move_to_chosen_policies(self) -> None:
         """Re-home unfired clocks on the policies chosen for the (new) topic."""
-        chosen = (*self._selection.first, *self._selection.next)
-        chosen_names = {p.spec.name for p in chosen}
-        kept: list[Clock] = []
-        moved: dict[str, tuple[int, int]] = {}  # metric -> (start, seq) of the replaced clocks
-        for clock in self._clocks:
-            spec = clock.policy.spec
-            if spec.name in chosen_names or clock.has_fired:
-                kept.append(clock)
-            else:
-                moved[spec.metric] = (clock.start, clock.seq)
-        if not moved:
-            return
-        running_names = {clock.policy.spec.name for clock in kept}
-        for policy in chosen:
-            spec = policy.spec
-            if spec.metric not in moved or spec.name in running_names:
-                continue
-            start, seq = moved[spec.metric]
-            if spec.metric == NEXT_REPLY:
-                seq = self._next_seq(policy)
-            kept.append(Clock.started(policy, seq, start))
-        self._clocks = kept
-        self._refresh_due()
+        rehomed = rehome_unfired(self._clocks, self._selection, self._next_seq)
+        if rehomed is not None:
+            self._clocks = rehomed
+            self._refresh_due()
 
     # -- state (the stored form lives in pipeline/core/sla_state.py) ----------
 
@@ -652,10 +600,3 @@ def _replaces(name: str, at: int, current: str | None, since: int | None) -> boo
     if since is None or current is None or at > since:
         return True
     return at == since and name > current
-
-
-def _dated_before(replies: list[tuple[int, str]] | None, at: int) -> list[tuple[int, str]] | None:
-    """The replies dated before ``at``: kept, as they may answer an earlier-dated
-    start that has not arrived yet (None: none)."""
-    kept = [reply for reply in replies or () if reply[0] < at]
-    return kept or None
