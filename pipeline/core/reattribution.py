@@ -278,7 +278,17 @@ def _next_version(rebuilt: OutputRecord, sent: OutputRecord) -> OutputRecord:
         version = max(sent.version + 1, rebuilt.version)
         return replace(rebuilt, version=version, correction=True)
     if isinstance(rebuilt, ContactSummary) and isinstance(sent, ContactSummary):
-        return replace(rebuilt, version=max(sent.version + 1, rebuilt.version))
+        # Counting consumers (the worker's metrics) counted the first reply,
+        # containment and service level on the first summary that carried them: a
+        # correction carries the flags only for what no summary sent had yet.
+        return replace(
+            rebuilt,
+            version=max(sent.version + 1, rebuilt.version),
+            first_reply_new=rebuilt.first_reply_seconds is not None
+            and sent.first_reply_seconds is None,
+            contained_new=rebuilt.contained is not None and sent.contained is None,
+            settled_new=rebuilt.settled and not sent.settled,
+        )
     if isinstance(rebuilt, NeedRecord) and isinstance(sent, NeedRecord):
         return replace(rebuilt, version=max(sent.version + 1, rebuilt.version))
     return rebuilt
