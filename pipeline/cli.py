@@ -127,7 +127,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         settings = run_settings(settings, args.run)
         # Checked before the replay, so a refusal costs nothing.
         refuse_mixed_runs(settings.sql.url, args.run)
-    result = replay_file(path, settings, args.out)
+    # The SQL path writes the records themselves, so only then are they kept.
+    result = replay_file(path, settings, args.out, keep_records=bool(args.db))
     if args.db:
         from pipeline.replay_sql import write_to_sql
 

@@ -14,12 +14,13 @@ the one-process order. Only :func:`replay_file` touches files.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -40,7 +41,7 @@ from pipeline.core.records import (
     SessionRecord,
     SlaEvent,
 )
-from pipeline.errors import ContractError, CxstreamError
+from pipeline.errors import CxstreamError
 from pipeline.settings import Settings
 
 OUTPUT_FILES: dict[str, str] = {
@@ -76,6 +77,11 @@ class ReplayResult:
     #: The identifiers' link periods at the end (the future ``identity_links`` rows;
     #: written to identity_links.jsonl), identifiers pseudonymised.
     identity_links: list[IdentityLinkRecord] = field(default_factory=list)
+    #: When the shares wrote their records as JSON lines (:func:`replay_file`
+    #: without ``keep_records``): output name -> the file's bytes, and
+    #: ``records`` stays empty; ``counts`` then holds what :func:`summary_line` reads.
+    outputs: dict[str, bytes] | None = None
+    counts: dict[str, int] = field(default_factory=dict)
 
     def totals(self) -> ProcessorStats:
         """The partitions' counters summed."""
@@ -109,6 +115,11 @@ class _Share:
     held_at_end: int
     customers: int
     reattribution: dict[str, int] = field(default_factory=dict)
+    #: The records as JSON lines instead (:func:`_as_lines`): output name ->
+    #: ``(order, lines)``, where ``order`` is the input index of the event that
+    #: emitted them, or for the end of input the input's length plus the partition.
+    lines: dict[str, list[tuple[int, bytes]]] | None = None
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 def replay_events(
@@ -125,6 +136,19 @@ def replay_events(
     same for any number of workers: records in input order, then every
     partition's end of input in partition order.
     """
+    return _replay(items, settings, partitions, workers, as_lines=False)
+
+
+def _replay(
+    items: Iterable[InteractionEvent],
+    settings: Settings,
+    partitions: int | None,
+    workers: int | None,
+    *,
+    as_lines: bool,
+) -> ReplayResult:
+    """:func:`replay_events`; with ``as_lines`` every share writes its records as
+    JSON lines (in its own process) and the result holds the output files' bytes."""
     count = partitions or settings.kafka.input_partitions
     events: Sequence[InteractionEvent | Routed] = (
         items if isinstance(items, Sequence) else list(items)
@@ -136,8 +160,10 @@ def replay_events(
     processes = replay_processes(settings, len(events), partitions=count, requested=workers)
     if processes == 1:
         shares = [_replay_share(events, settings, count, None)]
+        if as_lines:
+            shares = [_as_lines(shares[0], len(events))]
     else:
-        shares = _replay_in_processes(events, settings, count, processes)
+        shares = _replay_in_processes(events, settings, count, processes, as_lines)
     result = _merge(shares)
     if identity:
         result.identity = identity
@@ -201,7 +227,7 @@ def usable_cores() -> int:
 
 
 # What a forked share inherits: set once per parallel replay, read in the child.
-_Input = tuple[Sequence[InteractionEvent | Routed], Settings, int, int]
+_Input = tuple[Sequence[InteractionEvent | Routed], Settings, int, int, bool]
 _inherited: _Input | None = None
 
 
@@ -214,8 +240,10 @@ def _inherit(job: _Input) -> None:
 
 def _child_share(share: int) -> _Share:
     assert _inherited is not None, "a share runs only in a process forked by the pool"
-    events, settings, count, processes = _inherited
-    return _replay_share(events, settings, count, _partitions_of(share, count, processes))
+    events, settings, count, processes, as_lines = _inherited
+    done = _replay_share(events, settings, count, _partitions_of(share, count, processes))
+    # Lines pickle as bytes, far cheaper than the records they were written from.
+    return _as_lines(done, len(events)) if as_lines else done
 
 
 def _partitions_of(share: int, count: int, processes: int) -> frozenset[int]:
@@ -223,7 +251,11 @@ def _partitions_of(share: int, count: int, processes: int) -> frozenset[int]:
 
 
 def _replay_in_processes(
-    events: Sequence[InteractionEvent | Routed], settings: Settings, count: int, processes: int
+    events: Sequence[InteractionEvent | Routed],
+    settings: Settings,
+    count: int,
+    processes: int,
+    as_lines: bool = False,
 ) -> list[_Share]:
     """Share 0 here, shares 1..processes-1 in forked pool processes; in share order.
 
@@ -236,10 +268,11 @@ def _replay_in_processes(
         max_workers=processes - 1,
         mp_context=multiprocessing.get_context("fork"),
         initializer=_inherit,
-        initargs=((events, settings, count, processes),),
+        initargs=((events, settings, count, processes, as_lines),),
     ) as pool:
         futures = [pool.submit(_child_share, share) for share in range(1, processes)]
-        shares = [_replay_share(events, settings, count, _partitions_of(0, count, processes))]
+        own = _replay_share(events, settings, count, _partitions_of(0, count, processes))
+        shares = [_as_lines(own, len(events)) if as_lines else own]
         for share, future in enumerate(futures, start=1):
             try:
                 shares.append(future.result())
@@ -360,25 +393,75 @@ def _summed(counters: Iterable[dict[str, int]]) -> dict[str, int]:
     return total
 
 
+def _as_lines(share: _Share, events: int) -> _Share:
+    """``share`` with its records written as JSON lines (:attr:`_Share.lines`)
+    and counted for the summary; the records themselves are dropped."""
+    from pipeline.replay_io import record_line
+
+    lines: dict[str, list[tuple[int, bytes]]] = {name: [] for name in OUTPUT_FILES}
+    ordered = [*share.records_by_event]
+    ordered += [(events + partition, records) for partition, records in share.end_records.items()]
+    for order, records in ordered:
+        blobs: dict[str, list[bytes]] = {}
+        for record in records:
+            blobs.setdefault(record.OUTPUT_NAME, []).append(record_line(record))
+        for name, blob in blobs.items():
+            lines[name].append((order, b"".join(blob)))
+    counts = _summary_counts(record for _, records in ordered for record in records)
+    return dataclasses.replace(
+        share, records_by_event=[], end_records={}, lines=lines, counts=counts
+    )
+
+
+def _summary_counts(records: Iterable[OutputRecord]) -> dict[str, int]:
+    """What :func:`summary_line` prints about the records."""
+    counts = {"sessions": 0, "sla_breaches": 0, "journey_signals": 0}
+    for r in records:
+        if isinstance(r, SessionRecord) and r.status == "final":
+            counts["sessions"] += 1
+        elif isinstance(r, SlaEvent) and r.kind == "breach":
+            counts["sla_breaches"] += 1
+        elif isinstance(r, JourneySignal):
+            counts["journey_signals"] += 1
+    return counts
+
+
+def _merged_lines(shares: list[_Share]) -> dict[str, bytes]:
+    """Each output file's bytes: the shares' lines in the one-process order."""
+    outputs: dict[str, bytes] = {}
+    for name in OUTPUT_FILES:
+        # Each order value belongs to one share: sorting by it interleaves the
+        # shares' (already ordered) lines into the one-process order.
+        pieces = sorted(
+            (piece for share in shares for piece in (share.lines or {})[name]),
+            key=itemgetter(0),
+        )
+        outputs[name] = b"".join([blob for _, blob in pieces])
+    return outputs
+
+
 def _merge(shares: list[_Share]) -> ReplayResult:
-    records: list[OutputRecord] = []
-    # Each event belongs to exactly one share: merging by input index gives the
-    # one-process order.
-    for _, emitted in heapq.merge(*(s.records_by_event for s in shares), key=itemgetter(0)):
-        records += emitted
-    end_records = {p: r for share in shares for p, r in share.end_records.items()}
-    for partition in sorted(end_records):
-        records += end_records[partition]
     held_samples = [sum(samples) for samples in zip(*(s.held_samples for s in shares), strict=True)]
     held = sum(s.held_at_end for s in shares)
     stats = {p: st for share in shares for p, st in share.stats.items()}
-    return ReplayResult(
-        records=records,
+    result = ReplayResult(
         stats={p: stats[p] for p in sorted(stats)},
         customers_held_peak=max([*held_samples, held]),
         customers_held_at_end=held,
         customers_total=sum(s.customers for s in shares),
     )
+    if shares[0].lines is not None:
+        result.outputs = _merged_lines(shares)
+        result.counts = _summed(s.counts for s in shares)
+        return result
+    # Each event belongs to exactly one share: merging by input index gives the
+    # one-process order.
+    for _, emitted in heapq.merge(*(s.records_by_event for s in shares), key=itemgetter(0)):
+        result.records += emitted
+    end_records = {p: r for share in shares for p, r in share.end_records.items()}
+    for partition in sorted(end_records):
+        result.records += end_records[partition]
+    return result
 
 
 def collapse(records: Iterable[OutputRecord]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -399,6 +482,7 @@ def replay_file(
     out_dir: str | Path,
     *,
     wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    keep_records: bool = False,
 ) -> ReplayResult:
     """Replay a JSON Lines file of events; write the outputs as JSONL into ``out_dir``.
 
@@ -406,54 +490,40 @@ def replay_file(
     ``rejected.jsonl`` with their line number and reason; the rest is replayed.
     Validation is the worker's: an event further than ``limits.max_future_skew``
     ahead of the wall clock (read once, when the replay starts) is rejected too.
+
+    The shares of the partitions write their own records as JSON lines and
+    ``result.records`` stays empty, unless ``keep_records`` (the SQL path reads
+    them); the files are the same bytes either way.
     """
-    from pipeline.contract.jsonform import read_events
-    from pipeline.contract.validate import validate
-    from pipeline.progress import Progress, count_lines
+    from pipeline.progress import Progress
+    from pipeline.replay_io import decode_lines, read_lines
 
     now_ms = wall_ms()
     max_future_ms = round(settings.limits.max_future_skew_seconds * 1000)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    events: list[InteractionEvent] = []
     rejected = 0
-    with (
-        (out / REJECTED_FILE).open("w", encoding="utf-8") as rejects,
-        Progress("replay", count_lines(path)) as progress,
-    ):
-
-        def valid_events() -> Iterator[InteractionEvent]:
-            nonlocal rejected
-            for line_no, item, raw in read_events(path):
-                progress.advance()
-                error: ContractError | None = None
-                if isinstance(item, ContractError):
-                    error = item
-                else:
-                    try:
-                        yield validate(
-                            item,
-                            settings.channels,
-                            now_ms=now_ms,
-                            max_future_ms=max_future_ms,
-                            # Issue 16: the replay routes them through its identity stage.
-                            identity_events=True,
-                        )
-                        continue
-                    except ContractError as exc:
-                        error = exc
-                rejected += 1
-                reject = {
-                    "line": line_no,
-                    "stage": error.stage,
-                    "field": error.field,
-                    "reason": str(error),
-                    "raw": raw,
-                }
-                rejects.write(json.dumps(reject, ensure_ascii=False) + "\n")
-
-        result = replay_events(valid_events(), settings)
+    with (out / REJECTED_FILE).open("w", encoding="utf-8") as rejects:
+        lines = read_lines(path)
+        with Progress("replay", len(lines)) as progress:
+            for start in range(0, len(lines), PROGRESS_LINES):
+                chunk = lines[start : start + PROGRESS_LINES]
+                valid, bad = decode_lines(
+                    chunk, settings, now_ms=now_ms, max_future_ms=max_future_ms
+                )
+                events += valid
+                rejected += len(bad)
+                rejects.writelines(bad)
+                progress.advance(len(chunk))
+        del lines
+    result = _replay(events, settings, None, None, as_lines=not keep_records)
     result.rejected = rejected
-    write_outputs(result.records, out)
+    if result.outputs is None:
+        write_outputs(result.records, out)
+    else:
+        for name, filename in OUTPUT_FILES.items():
+            (out / filename).write_bytes(result.outputs[name])
     if result.identity_links:
         with (out / IDENTITY_LINKS_FILE).open("w", encoding="utf-8") as links:
             for link in result.identity_links:
@@ -462,31 +532,29 @@ def replay_file(
     return result
 
 
+#: Lines decoded between two progress updates.
+PROGRESS_LINES = 8192
+
+
 def write_outputs(records: Iterable[OutputRecord], out_dir: Path) -> None:
     """One JSONL file per output, records in emission order."""
-    handles = {
-        name: (out_dir / filename).open("w", encoding="utf-8")
-        for name, filename in OUTPUT_FILES.items()
-    }
-    try:
-        for record in records:
-            handles[record.OUTPUT_NAME].write(
-                json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n"
-            )
-    finally:
-        for handle in handles.values():
-            handle.close()
+    from pipeline.replay_io import record_lines
+
+    lines: dict[str, list[bytes]] = {name: [] for name in OUTPUT_FILES}
+    for name, line in record_lines(records):
+        lines[name].append(line)
+    for name, filename in OUTPUT_FILES.items():
+        (out_dir / filename).write_bytes(b"".join(lines[name]))
 
 
 def summary_line(result: ReplayResult, out_dir: Path) -> str:
     totals = result.totals()
-    finals = sum(1 for r in result.records if isinstance(r, SessionRecord) and r.status == "final")
-    signals = sum(1 for r in result.records if isinstance(r, JourneySignal))
-    breaches = sum(1 for r in result.records if isinstance(r, SlaEvent) and r.kind == "breach")
+    counts = result.counts if result.outputs is not None else _summary_counts(result.records)
     return (
         f"replay events={totals.events} rejected={result.rejected} "
-        f"duplicates={totals.duplicates} late={totals.late} sessions={finals} "
-        f"sla_breaches={breaches} journey_signals={signals} out={out_dir}"
+        f"duplicates={totals.duplicates} late={totals.late} sessions={counts['sessions']} "
+        f"sla_breaches={counts['sla_breaches']} journey_signals={counts['journey_signals']} "
+        f"out={out_dir}"
     ) + _identity_summary(result.identity)
 
 

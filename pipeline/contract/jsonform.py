@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from pipeline.contract.event import NO_CUSTOMER, InteractionEvent, iso_to_ms
 from pipeline.errors import ContractError, DecodeError, ValidationError
 
@@ -147,8 +149,101 @@ def event_from_json(obj: Mapping[str, Any]) -> InteractionEvent:
     )
 
 
+def _plain_event(obj: Any) -> InteractionEvent | None:
+    """The event in ``obj`` when it is certainly well-formed, else None.
+
+    The fast path of :func:`parse_json_line`: every field has exactly the type
+    the contract expects (a plain string, None, an int score, an object of
+    strings) and there is no identifier, so none of :func:`event_from_json`'s
+    per-field checks could fail and it would build the same event. Anything
+    else (a missing or mistyped field, an identifier) returns None and takes
+    the full path, which names what is wrong.
+    """
+    if type(obj) is not dict or not obj.keys() <= KNOWN_FIELDS:
+        return None
+    get = obj.get
+    event_id = get("event_id")
+    customer_id = get("customer_id")
+    channel = get("channel")
+    contact_id = get("contact_id")
+    kind = get("type")
+    actor = get("actor")
+    occurred = get("occurred_at")
+    if not (
+        type(event_id) is str
+        and type(customer_id) is str
+        and type(channel) is str
+        and type(contact_id) is str
+        and type(kind) is str
+        and type(actor) is str
+        and type(occurred) is str
+        and get("identifier") is None
+    ):
+        return None
+    outcome = get("outcome")
+    topic = get("topic")
+    agent_id = get("agent_id")
+    producer = get("producer")
+    need_id = get("need_id")
+    queue = get("queue")
+    team = get("team")
+    for value in (outcome, topic, agent_id, producer, need_id, queue, team):
+        if value is not None and type(value) is not str:
+            return None
+    score = get("score")
+    if score is not None and type(score) is not int:
+        return None
+    attributes = get("attributes")
+    if attributes is None:
+        attributes = {}
+    elif type(attributes) is not dict or not all(type(v) is str for v in attributes.values()):
+        return None
+    else:
+        attributes = dict(attributes)
+    seconds = get("handling_seconds")
+    if seconds is not None:
+        # orjson reads an integer past 64 bits as a float; json as an int.
+        if type(seconds) is int or (type(seconds) is float and abs(seconds) < 1e15):
+            seconds = float(seconds)
+        else:
+            return None
+    return InteractionEvent(
+        event_id=event_id,
+        occurred_at=iso_to_ms(occurred),  # raises what the full path raises
+        customer_id=customer_id,
+        channel=channel,
+        contact_id=contact_id,
+        type=kind,
+        actor=actor,
+        outcome=outcome,
+        topic=topic,
+        agent_id=agent_id,
+        score=score,
+        attributes=attributes,
+        producer=producer or "unknown",
+        need_id=need_id,
+        queue=queue,
+        team=team,
+        handling_seconds=seconds,
+        identifier_kind=None,
+        identifier_value=None,
+    )
+
+
 def parse_json_line(line: str) -> InteractionEvent:
-    """One JSONL line to an event; bad JSON is a :class:`DecodeError`."""
+    """One JSONL line to an event; bad JSON is a :class:`DecodeError`.
+
+    orjson parses first, and a well-formed event is built from its result
+    (:func:`_plain_event`); any other line is parsed again by the standard
+    library's ``json``, which stays the reference: what it accepts (NaN, integers
+    past 64 bits, lone surrogates) and its error messages are unchanged.
+    """
+    try:
+        event = _plain_event(orjson.loads(line))
+    except orjson.JSONDecodeError:
+        event = None
+    if event is not None:
+        return event
     try:
         obj = json.loads(line)
     except ValueError as exc:
