@@ -14,13 +14,15 @@ the one-process order. Only :func:`replay_file` touches files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import heapq
 import json
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -136,7 +138,30 @@ def replay_events(
     same for any number of workers: records in input order, then every
     partition's end of input in partition order.
     """
-    return _replay(items, settings, partitions, workers, as_lines=False)
+    with collector_paused():
+        return _replay(items, settings, partitions, workers, as_lines=False)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a replay.
+
+    A replay holds its whole input and its outputs in memory, and the core keeps
+    every customer's state: each full collection walks all of it, again and again
+    as the heap grows, for objects that are acyclic and live until the end.
+    Measured on 100,000 simulator events, the collector was ~30% of the core's
+    time and ~10-30% of decoding and writing; the peak memory of the replay did
+    not change with it paused (the core makes no cycles worth collecting). Forked
+    shares inherit the pause, so the collector does not touch (and copy) the
+    parent's pages either. Reference counting still frees everything acyclic.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _replay(
@@ -495,12 +520,17 @@ def replay_file(
     ``result.records`` stays empty, unless ``keep_records`` (the SQL path reads
     them); the files are the same bytes either way.
     """
+    with collector_paused():
+        return _replay_file(path, settings, Path(out_dir), wall_ms(), keep_records=keep_records)
+
+
+def _replay_file(
+    path: str | Path, settings: Settings, out: Path, now_ms: int, *, keep_records: bool
+) -> ReplayResult:
     from pipeline.progress import Progress
     from pipeline.replay_io import decode_lines, read_lines
 
-    now_ms = wall_ms()
     max_future_ms = round(settings.limits.max_future_skew_seconds * 1000)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     events: list[InteractionEvent] = []
     rejected = 0
