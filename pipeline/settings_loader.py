@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import re
 import types
 import typing
@@ -84,6 +85,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def default_config() -> dict[str, Any]:
+    """The packaged defaults, a fresh copy each call (parsed once per process:
+    YAML parsing is pure Python here and a command builds its settings up to
+    three times)."""
+    return copy.deepcopy(_packaged_defaults())
+
+
+@functools.cache
+def _packaged_defaults() -> dict[str, Any]:
     return _read_yaml(DEFAULTS_FILE)
 
 
