@@ -44,6 +44,13 @@ from pipeline.core.records import (
     SlaEvent,
 )
 from pipeline.errors import CxstreamError
+from pipeline.replay_io import (
+    decode_lines,
+    lines_by_output,
+    merged_lines,
+    read_lines,
+    summary_counts,
+)
 from pipeline.settings import Settings
 
 OUTPUT_FILES: dict[str, str] = {
@@ -421,48 +428,13 @@ def _summed(counters: Iterable[dict[str, int]]) -> dict[str, int]:
 def _as_lines(share: _Share, events: int) -> _Share:
     """``share`` with its records written as JSON lines (:attr:`_Share.lines`)
     and counted for the summary; the records themselves are dropped."""
-    from pipeline.replay_io import record_line
-
-    lines: dict[str, list[tuple[int, bytes]]] = {name: [] for name in OUTPUT_FILES}
     ordered = [*share.records_by_event]
     ordered += [(events + partition, records) for partition, records in share.end_records.items()]
-    for order, records in ordered:
-        blobs: dict[str, list[bytes]] = {}
-        for record in records:
-            blobs.setdefault(record.OUTPUT_NAME, []).append(record_line(record))
-        for name, blob in blobs.items():
-            lines[name].append((order, b"".join(blob)))
-    counts = _summary_counts(record for _, records in ordered for record in records)
+    lines = lines_by_output(ordered, OUTPUT_FILES)
+    counts = summary_counts(record for _, records in ordered for record in records)
     return dataclasses.replace(
         share, records_by_event=[], end_records={}, lines=lines, counts=counts
     )
-
-
-def _summary_counts(records: Iterable[OutputRecord]) -> dict[str, int]:
-    """What :func:`summary_line` prints about the records."""
-    counts = {"sessions": 0, "sla_breaches": 0, "journey_signals": 0}
-    for r in records:
-        if isinstance(r, SessionRecord) and r.status == "final":
-            counts["sessions"] += 1
-        elif isinstance(r, SlaEvent) and r.kind == "breach":
-            counts["sla_breaches"] += 1
-        elif isinstance(r, JourneySignal):
-            counts["journey_signals"] += 1
-    return counts
-
-
-def _merged_lines(shares: list[_Share]) -> dict[str, bytes]:
-    """Each output file's bytes: the shares' lines in the one-process order."""
-    outputs: dict[str, bytes] = {}
-    for name in OUTPUT_FILES:
-        # Each order value belongs to one share: sorting by it interleaves the
-        # shares' (already ordered) lines into the one-process order.
-        pieces = sorted(
-            (piece for share in shares for piece in (share.lines or {})[name]),
-            key=itemgetter(0),
-        )
-        outputs[name] = b"".join([blob for _, blob in pieces])
-    return outputs
 
 
 def _merge(shares: list[_Share]) -> ReplayResult:
@@ -476,7 +448,7 @@ def _merge(shares: list[_Share]) -> ReplayResult:
         customers_total=sum(s.customers for s in shares),
     )
     if shares[0].lines is not None:
-        result.outputs = _merged_lines(shares)
+        result.outputs = merged_lines([share.lines or {} for share in shares], OUTPUT_FILES)
         result.counts = _summed(s.counts for s in shares)
         return result
     # Each event belongs to exactly one share: merging by input index gives the
@@ -528,7 +500,6 @@ def _replay_file(
     path: str | Path, settings: Settings, out: Path, now_ms: int, *, keep_records: bool
 ) -> ReplayResult:
     from pipeline.progress import Progress
-    from pipeline.replay_io import decode_lines, read_lines
 
     max_future_ms = round(settings.limits.max_future_skew_seconds * 1000)
     out.mkdir(parents=True, exist_ok=True)
@@ -568,18 +539,15 @@ PROGRESS_LINES = 8192
 
 def write_outputs(records: Iterable[OutputRecord], out_dir: Path) -> None:
     """One JSONL file per output, records in emission order."""
-    from pipeline.replay_io import record_lines
-
-    lines: dict[str, list[bytes]] = {name: [] for name in OUTPUT_FILES}
-    for name, line in record_lines(records):
-        lines[name].append(line)
+    ordered = [(index, [record]) for index, record in enumerate(records)]
+    outputs = merged_lines([lines_by_output(ordered, OUTPUT_FILES)], OUTPUT_FILES)
     for name, filename in OUTPUT_FILES.items():
-        (out_dir / filename).write_bytes(b"".join(lines[name]))
+        (out_dir / filename).write_bytes(outputs[name])
 
 
 def summary_line(result: ReplayResult, out_dir: Path) -> str:
     totals = result.totals()
-    counts = result.counts if result.outputs is not None else _summary_counts(result.records)
+    counts = result.counts if result.outputs is not None else summary_counts(result.records)
     return (
         f"replay events={totals.events} rejected={result.rejected} "
         f"duplicates={totals.duplicates} late={totals.late} sessions={counts['sessions']} "

@@ -5,7 +5,7 @@ exactly as iterating the file in text mode did; :func:`decode_lines` turns them
 into valid events and rejects (:func:`pipeline.contract.jsonform.parse_json_line`,
 then the contract's rules).
 
-Output: :func:`record_lines` serialises output records with orjson, straight from
+Output: :func:`record_line` serialises an output record with orjson, straight from
 their fields (no ``to_dict`` copy), into the bytes ``json.dumps(record.to_dict(),
 ensure_ascii=False, separators=(",", ":"))`` writes; a record holding something
 the two libraries write differently (a float below 1e-4 or not finite, an
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import orjson
 from pipeline.contract.event import InteractionEvent
 from pipeline.contract.jsonform import parse_json_line
 from pipeline.contract.validate import validate
-from pipeline.core.records import OutputRecord
+from pipeline.core.records import JourneySignal, OutputRecord, SessionRecord, SlaEvent
 from pipeline.errors import ContractError
 from pipeline.settings import Settings
 
@@ -154,7 +154,51 @@ def record_line(record: OutputRecord) -> bytes:
     return writer.line(record)
 
 
-def record_lines(records: Iterable[OutputRecord]) -> Iterator[tuple[str, bytes]]:
-    """``(output name, line)`` of each record, in order."""
-    for record in records:
-        yield record.OUTPUT_NAME, record_line(record)
+#: A share's output lines: output name -> ``(order, lines)`` pairs, ``order``
+#: being where the lines go in the one-process output (the input index of the
+#: event that emitted them; past the input's end for the end of input).
+ShareLines = dict[str, list[tuple[int, bytes]]]
+
+
+def lines_by_output(
+    ordered: Iterable[tuple[int, list[OutputRecord]]], names: Iterable[str]
+) -> ShareLines:
+    """The records, each group under its order value, as lines per output name."""
+    lines: ShareLines = {name: [] for name in names}
+    for order, records in ordered:
+        if len(records) == 1:
+            record = records[0]
+            lines[record.OUTPUT_NAME].append((order, record_line(record)))
+            continue
+        blobs: dict[str, list[bytes]] = {}
+        for record in records:
+            blobs.setdefault(record.OUTPUT_NAME, []).append(record_line(record))
+        for name, blob in blobs.items():
+            lines[name].append((order, b"".join(blob)))
+    return lines
+
+
+def merged_lines(shares: Sequence[ShareLines], names: Mapping[str, str]) -> dict[str, bytes]:
+    """Each output's bytes: the shares' lines in the one-process order.
+
+    Every order value belongs to one share (an event to the share of its
+    partition), so sorting by it interleaves the shares' lines exactly.
+    """
+    outputs: dict[str, bytes] = {}
+    for name in names:
+        pieces = sorted((piece for share in shares for piece in share[name]), key=itemgetter(0))
+        outputs[name] = b"".join([blob for _, blob in pieces])
+    return outputs
+
+
+def summary_counts(records: Iterable[OutputRecord]) -> dict[str, int]:
+    """What the replay's summary line says about its records."""
+    counts = {"sessions": 0, "sla_breaches": 0, "journey_signals": 0}
+    for r in records:
+        if isinstance(r, SessionRecord) and r.status == "final":
+            counts["sessions"] += 1
+        elif isinstance(r, SlaEvent) and r.kind == "breach":
+            counts["sla_breaches"] += 1
+        elif isinstance(r, JourneySignal):
+            counts["journey_signals"] += 1
+    return counts
