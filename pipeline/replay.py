@@ -87,9 +87,9 @@ class ReplayResult:
     #: written to identity_links.jsonl), identifiers pseudonymised.
     identity_links: list[IdentityLinkRecord] = field(default_factory=list)
     #: When the shares wrote their records as JSON lines (:func:`replay_file`
-    #: without ``keep_records``): output name -> the file's bytes, and
+    #: without ``keep_records``): output name -> the file's bytes in pieces, and
     #: ``records`` stays empty; ``counts`` then holds what :func:`summary_line` reads.
-    outputs: dict[str, bytes] | None = None
+    outputs: dict[str, list[bytes]] | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
     def totals(self) -> ProcessorStats:
@@ -523,8 +523,7 @@ def _replay_file(
     if result.outputs is None:
         write_outputs(result.records, out)
     else:
-        for name, filename in OUTPUT_FILES.items():
-            (out / filename).write_bytes(result.outputs[name])
+        _write_files(result.outputs, out)
     if result.identity_links:
         with (out / IDENTITY_LINKS_FILE).open("w", encoding="utf-8") as links:
             for link in result.identity_links:
@@ -540,9 +539,17 @@ PROGRESS_LINES = 8192
 def write_outputs(records: Iterable[OutputRecord], out_dir: Path) -> None:
     """One JSONL file per output, records in emission order."""
     ordered = [(index, [record]) for index, record in enumerate(records)]
-    outputs = merged_lines([lines_by_output(ordered, OUTPUT_FILES)], OUTPUT_FILES)
+    _write_files(merged_lines([lines_by_output(ordered, OUTPUT_FILES)], OUTPUT_FILES), out_dir)
+
+
+def _write_files(outputs: dict[str, list[bytes]], out_dir: Path) -> None:
     for name, filename in OUTPUT_FILES.items():
-        (out_dir / filename).write_bytes(outputs[name])
+        with (out_dir / filename).open("wb", buffering=WRITE_BUFFER_BYTES) as handle:
+            handle.writelines(outputs[name])
+
+
+#: Bytes buffered per output file before a write: a few large writes, not one per line.
+WRITE_BUFFER_BYTES = 1 << 20
 
 
 def summary_line(result: ReplayResult, out_dir: Path) -> str:

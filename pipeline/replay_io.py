@@ -6,7 +6,7 @@ into valid events and rejects (:func:`pipeline.contract.jsonform.parse_json_line
 then the contract's rules).
 
 Output: :func:`record_line` serialises an output record with orjson, straight from
-their fields (no ``to_dict`` copy), into the bytes ``json.dumps(record.to_dict(),
+its fields (no ``to_dict`` copy), into the bytes ``json.dumps(record.to_dict(),
 ensure_ascii=False, separators=(",", ":"))`` writes; a record holding something
 the two libraries write differently (a float below 1e-4 or not finite, an
 integer past 64 bits, a lone surrogate) is written by ``json.dumps`` itself.
@@ -178,16 +178,16 @@ def lines_by_output(
     return lines
 
 
-def merged_lines(shares: Sequence[ShareLines], names: Mapping[str, str]) -> dict[str, bytes]:
-    """Each output's bytes: the shares' lines in the one-process order.
+def merged_lines(shares: Sequence[ShareLines], names: Mapping[str, str]) -> dict[str, list[bytes]]:
+    """Each output's lines (in pieces): the shares' lines in the one-process order.
 
     Every order value belongs to one share (an event to the share of its
     partition), so sorting by it interleaves the shares' lines exactly.
     """
-    outputs: dict[str, bytes] = {}
+    outputs: dict[str, list[bytes]] = {}
     for name in names:
         pieces = sorted((piece for share in shares for piece in share[name]), key=itemgetter(0))
-        outputs[name] = b"".join([blob for _, blob in pieces])
+        outputs[name] = [blob for _, blob in pieces]
     return outputs
 
 

@@ -202,3 +202,15 @@ def test_a_replay_that_keeps_its_records_writes_the_same_files_as_one_that_does_
     assert files[True] == files[False]
     assert set(files[True]) == {*OUTPUT_FILES.values(), "rejected.jsonl"}
     assert files[True]["contacts.jsonl"].count(b"\n") > 1000
+
+
+def test_merged_lines_interleave_the_shares_lines_by_their_order_value():
+    from pipeline.replay_io import merged_lines
+
+    names = {"session": "sessions.jsonl", "contact": "contacts.jsonl"}
+    share_a = {"session": [(0, b"s0\n"), (5, b"s5\n")], "contact": [(0, b"c0\nc0b\n")]}
+    share_b = {"session": [(2, b"s2\n"), (9, b"end-p1\n")], "contact": []}
+    assert merged_lines([share_a, share_b], names) == {
+        "session": [b"s0\n", b"s2\n", b"s5\n", b"end-p1\n"],
+        "contact": [b"c0\nc0b\n"],
+    }
