@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,11 @@ def _plain_event(obj: Any) -> InteractionEvent | None:
     else (a missing or mistyped field, an identifier) returns None and takes
     the full path, which names what is wrong.
     """
-    if type(obj) is not dict or not obj.keys() <= KNOWN_FIELDS:
+    if type(obj) is not dict:
+        return None
+    if obj.keys() == V1_FIELDS:
+        return _plain_v1_event(obj)
+    if not obj.keys() <= KNOWN_FIELDS:
         return None
     get = obj.get
     event_id = get("event_id")
@@ -227,6 +232,84 @@ def _plain_event(obj: Any) -> InteractionEvent | None:
         handling_seconds=seconds,
         identifier_kind=None,
         identifier_value=None,
+    )
+
+
+#: The fields of a version 1 event in schema order: what every producer writes
+#: (``event_to_json_line`` leaves the unset v2 fields out).
+V1_FIELD_ORDER = (
+    "event_id",
+    "occurred_at",
+    "customer_id",
+    "channel",
+    "contact_id",
+    "type",
+    "actor",
+    "outcome",
+    "topic",
+    "agent_id",
+    "score",
+    "attributes",
+    "producer",
+)
+V1_FIELDS = frozenset(V1_FIELD_ORDER)
+_v1_values = itemgetter(*V1_FIELD_ORDER)
+
+
+def _plain_v1_event(obj: dict[str, Any]) -> InteractionEvent | None:
+    """:func:`_plain_event` of an object with exactly the v1 fields: their values
+    in one C call and the event built positionally (~1 µs of the ~4 per line)."""
+    (
+        event_id,
+        occurred,
+        customer_id,
+        channel,
+        contact_id,
+        kind,
+        actor,
+        outcome,
+        topic,
+        agent_id,
+        score,
+        attributes,
+        producer,
+    ) = _v1_values(obj)
+    if not (
+        type(event_id) is str
+        and type(customer_id) is str
+        and type(channel) is str
+        and type(contact_id) is str
+        and type(kind) is str
+        and type(actor) is str
+        and type(occurred) is str
+        and (outcome is None or type(outcome) is str)
+        and (topic is None or type(topic) is str)
+        and (agent_id is None or type(agent_id) is str)
+        and (producer is None or type(producer) is str)
+        and (score is None or type(score) is int)
+    ):
+        return None
+    if attributes is None:
+        attributes = {}
+    elif type(attributes) is not dict or not all(type(v) is str for v in attributes.values()):
+        return None
+    else:
+        attributes = dict(attributes)
+    # Positional, in field order; the v2 fields keep their defaults (None).
+    return InteractionEvent(
+        event_id,
+        iso_to_ms(occurred),  # raises what the full path raises
+        customer_id,
+        channel,
+        contact_id,
+        kind,
+        actor,
+        outcome,
+        topic,
+        agent_id,
+        score,
+        attributes,
+        producer or "unknown",
     )
 
 
