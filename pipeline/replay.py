@@ -156,11 +156,13 @@ def collector_paused() -> Iterator[None]:
     A replay holds its whole input and its outputs in memory, and the core keeps
     every customer's state: each full collection walks all of it, again and again
     as the heap grows, for objects that are acyclic and live until the end.
-    Measured on 100,000 simulator events, the collector was ~30% of the core's
-    time and ~10-30% of decoding and writing; the peak memory of the replay did
-    not change with it paused (the core makes no cycles worth collecting). Forked
-    shares inherit the pause, so the collector does not touch (and copy) the
-    parent's pages either. Reference counting still frees everything acyclic.
+    Measured on 100,000 simulator events (CPU seconds of the core): 1.77-1.86
+    paused against 1.91-2.01 with the commands' thresholds
+    (:mod:`pipeline.runtime.tuning`) and ~3.0 with CPython's defaults (a library
+    caller); the peak memory of the replay did not change with it paused (the
+    core makes no cycles worth collecting). Forked shares inherit the pause, so
+    the collector does not touch (and copy) the parent's pages either.
+    Reference counting still frees everything acyclic.
     """
     enabled = gc.isenabled()
     gc.disable()
