@@ -45,6 +45,7 @@ from pipeline.core.records import (
 )
 from pipeline.errors import CxstreamError
 from pipeline.replay_io import (
+    ShareLines,
     decode_lines,
     lines_by_output,
     merged_lines,
@@ -127,7 +128,7 @@ class _Share:
     #: The records as JSON lines instead (:func:`_as_lines`): output name ->
     #: ``(order, lines)``, where ``order`` is the input index of the event that
     #: emitted them, or for the end of input the input's length plus the partition.
-    lines: dict[str, list[tuple[int, bytes]]] | None = None
+    lines: ShareLines | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
 
