@@ -112,11 +112,25 @@ def main() -> None:
                 progress.add(len(events))
     else:
         from agents.process import ProcessRole
-        from pipeline.runtime.changelog import state_changelog_spec, state_changelog_topic
-        from pipeline.topics import ensure_topics
+        from pipeline.runtime.changelog import (
+            identity_changelog_topic,
+            state_changelog_spec,
+            state_changelog_topic,
+        )
+        from pipeline.topics import IDENTITY, REKEYED, ensure_topics, project_topics
 
         kafka = settings.kafka
-        ensure_topics(kafka, {state_changelog_topic(kafka): state_changelog_spec(kafka)})
+        # The loop also consumes the run's identity topics (issue 16).
+        specs = project_topics(kafka)
+        ensure_topics(
+            kafka,
+            {
+                state_changelog_topic(kafka): state_changelog_spec(kafka),
+                identity_changelog_topic(kafka): state_changelog_spec(kafka),
+                kafka.topic(IDENTITY): specs[kafka.topic(IDENTITY)],
+                kafka.topic(REKEYED): specs[kafka.topic(REKEYED)],
+            },
+        )
         ProcessRole(
             app,
             settings,

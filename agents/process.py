@@ -54,7 +54,13 @@ class ProcessRole:
         self.config = (
             dataclasses.replace(config, input_topic=input_topic) if input_topic else config
         )
-        self.loop = StreamLoop(settings, self.config, metrics=metrics, on_batch=on_batch)
+        self.loop = StreamLoop(
+            settings,
+            self.config,
+            metrics=metrics,
+            identity_metrics=metrics.identity,
+            on_batch=on_batch,
+        )
         self._targets = tightest_targets(settings)
         self._started = asyncio.Event()
         self._running: asyncio.Future[None] | None = None

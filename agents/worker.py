@@ -23,7 +23,11 @@ from agents.log_limits import install_repeat_filter
 from pipeline import __version__
 from pipeline.core import core_mode
 from pipeline.metrics import Metrics
-from pipeline.runtime.changelog import state_changelog_spec, state_changelog_topic
+from pipeline.runtime.changelog import (
+    identity_changelog_topic,
+    state_changelog_spec,
+    state_changelog_topic,
+)
 from pipeline.settings import Settings
 from pipeline.topics import ensure_topics, project_topics
 
@@ -142,7 +146,10 @@ def run_worker(
 ) -> None:
     topics = project_topics(settings.kafka)
     if role == "process":
+        # Both changelogs have the input's partitions, compacted (issue 16: the
+        # identity processors' beside the customers').
         topics[state_changelog_topic(settings.kafka)] = state_changelog_spec(settings.kafka)
+        topics[identity_changelog_topic(settings.kafka)] = state_changelog_spec(settings.kafka)
     ensure_topics(settings.kafka, topics)
     app = create_role_app(settings, role, web_port=web_port)
     logging.basicConfig(level=loglevel.upper())

@@ -8,15 +8,18 @@
     settings = load_settings()
     with EventProducer(settings.kafka, settings.kafka.topic("interactions"),
                        settings.channels) as producer:
-        producer.send(event)          # validates, encodes, keys by customer_id
+        producer.send(event)          # validates, encodes, keys it (see below)
         producer.flush(10)            # raises DeliveryError if anything was lost
 
 Guarantees: an event that breaks the contract raises :class:`ValidationError` and
 nothing is sent; records are keyed by ``customer_id`` so one customer's events stay
-ordered on one partition; ``acks=all`` plus idempotence means a retried send neither
-loses nor duplicates a record within the producer session. The connection and its
-security (SASL/SCRAM, TLS) come from the ``KafkaSettings`` given; a refused login
-raises :class:`~pipeline.errors.KafkaAuthError` at construction, not after a timeout.
+ordered on one partition, and an event for the identity processor (no customer yet,
+``identified``, ``unlinked``) by ``id:<kind>:<value>``, so one identifier's events stay
+ordered (docs/producers.md, "Identifiers"); ``acks=all`` plus idempotence means a
+retried send neither loses nor duplicates a record within the producer session. The
+connection and its security (SASL/SCRAM, TLS) come from the ``KafkaSettings`` given; a
+refused login raises :class:`~pipeline.errors.KafkaAuthError` at construction, not after
+a timeout.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.contract.codec import EventCodec
-from pipeline.contract.event import InteractionEvent
+from pipeline.contract.event import InteractionEvent, record_key
 from pipeline.contract.jsonform import read_events
 from pipeline.contract.validate import validate
 from pipeline.errors import ContractError, DeliveryError
@@ -107,8 +110,10 @@ class EventProducer:
             self.channels,
             now_ms=time.time_ns() // 1_000_000,
             max_future_ms=self.max_future_ms,
+            # Issue 16: the worker routes them to its identity processor.
+            identity_events=True,
         )
-        return self._send(event.customer_id.encode("utf-8"), self.codec.encode(event))
+        return self._send(record_key(event).encode("utf-8"), self.codec.encode(event))
 
     def send_raw(self, key: bytes | None, value: bytes) -> Any:
         """Send bytes as they are, unchecked (the simulator's malformed share)."""

@@ -68,6 +68,15 @@ class Position(NamedTuple):
     applied_offset: int | None = None
     #: :func:`record_crc` of that record: a recreated topic reuses offsets.
     applied_crc: int | None = None
+    #: Offset of the last ``interactions-rekeyed`` record of the same partition
+    #: whose effects the state holds (issue 16; None: none yet).
+    rekeyed_offset: int | None = None
+    #: The end of input waits for the partition's own end-of-input marker and
+    #: every identity partition's (:mod:`pipeline.identity_wire`): whether the
+    #: former came, with the input end it carried, and which of the latter came.
+    input_ended: bool = False
+    input_end_ms: int | None = None
+    identity_ended: tuple[int, ...] = ()
 
 
 def encode_position(position: Position) -> bytes:
@@ -85,7 +94,15 @@ def decode_position(value: bytes) -> Position:
     if not text.startswith("{"):
         return Position(int(text))
     stored = json.loads(text)
-    return Position(stored.get("clock_ms"), stored.get("applied_offset"), stored.get("applied_crc"))
+    return Position(
+        stored.get("clock_ms"),
+        stored.get("applied_offset"),
+        stored.get("applied_crc"),
+        stored.get("rekeyed_offset"),
+        bool(stored.get("input_ended", False)),
+        stored.get("input_end_ms"),
+        tuple(stored.get("identity_ended") or ()),
+    )
 
 
 def is_redelivery(applied_offsets: Mapping[int, int], partition: int, offset: int) -> bool:

@@ -36,11 +36,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 from pipeline.contract.codec import EventCodec, RecordCodec
+from pipeline.contract.event import needs_identity, record_key
 from pipeline.contract.validate import validate
+from pipeline.core.identity_stage import CustomerEvent
 from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import (
     ContactSummary,
@@ -53,8 +54,25 @@ from pipeline.core.records import (
 )
 from pipeline.dlq import build_dead_letter, build_unsent_dead_letter, record_size
 from pipeline.errors import ContractError, ControlRecordRefused, RecordTooLargeError
+from pipeline.identity_wire import IdentityEnd, decode_rekeyed
 from pipeline.record_caps import cap_late_event
 from pipeline.settings import Settings
+
+# Re-exported: the control record's names, where they always were.
+from pipeline.stream_records import CONTROL_HEADER as CONTROL_HEADER
+from pipeline.stream_records import END_OF_INPUT as END_OF_INPUT
+from pipeline.stream_records import (
+    Drained,
+    IdentityMetricsSink,
+    MetricsSink,
+    NoIdentityMetrics,
+    NoMetrics,
+    Outgoing,
+    PartitionGauge,
+    RawRecord,
+    input_end_of,
+    is_end_of_input,
+)
 from pipeline.stream_state import (
     CLOCK_KEY_PREFIX,
     Position,
@@ -71,20 +89,18 @@ from pipeline.stream_state import (
 from pipeline.topics import (
     CONTACTS,
     DLQ,
+    IDENTITY,
     INTERACTIONS,
     JOURNEY_SIGNALS,
     LATE_EVENTS,
     NEEDS,
+    REKEYED,
     SESSIONS,
     SLA_EVENTS,
 )
 
 log = logging.getLogger(__name__)
 
-#: Header that marks a control record on the input topic.
-CONTROL_HEADER = "cx-control"
-#: Control value: the input of this partition has ended; close everything.
-END_OF_INPUT = b"end-of-input"
 
 OUTPUT_TOPIC_SUFFIX: Mapping[type[OutputRecord], str] = {
     SessionRecord: SESSIONS,
@@ -96,93 +112,6 @@ OUTPUT_TOPIC_SUFFIX: Mapping[type[OutputRecord], str] = {
 }
 
 
-class PartitionGauge(NamedTuple):
-    """What the worker's gauges show of one partition."""
-
-    open_sessions: int
-    #: channel -> start (event time, ms) of the oldest running SLA clock.
-    oldest_open_sla_clock: dict[str, int]
-    #: The partition's clock; None before its first event.
-    clock_ms: int | None
-    #: channel -> contacts with a running SLA clock (customer waiting for a reply).
-    waiting_contacts: Mapping[str, int] = {}
-
-
-class RawRecord(NamedTuple):
-    """A consumed Kafka record, as the agent sees it.
-
-    Named tuples, this and :class:`Outgoing`: one of each is built per record,
-    and a frozen dataclass's ``__init__`` (a ``object.__setattr__`` per field)
-    cost several times as much.
-    """
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int | None
-    headers: Sequence[tuple[str, bytes]] = ()
-
-
-class Outgoing(NamedTuple):
-    """A record the agent must send; ``partition`` None means by key."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int | None = None
-    headers: Sequence[tuple[str, bytes]] | None = None
-    partition: int | None = None
-
-
-@dataclass(slots=True)
-class Drained:
-    """What one batch (or one timer tick) produced."""
-
-    outgoing: list[Outgoing] = field(default_factory=list)
-    #: partition -> {table key -> serialized value, None = delete}. Clock keys last.
-    state: dict[int, dict[str, bytes | None]] = field(default_factory=dict)
-    records: list[OutputRecord] = field(default_factory=list)
-
-
-class MetricsSink(Protocol):
-    """What the handler reports; ``pipeline.metrics.Metrics`` implements it."""
-
-    def observe_events(self, counts: Mapping[tuple[str, str], int]) -> None: ...
-    def observe_outputs(self, records: Iterable[Any]) -> None: ...
-    def dead_letter(self, stage: str, reason: str) -> None: ...
-    def duplicate_event(self, channel: str) -> None: ...
-    def rekeyed_event(self) -> None: ...
-    def redelivered_record(self) -> None: ...
-    def observe_processing_latencies(
-        self, processed_ms: int, occurred_ms: Iterable[int]
-    ) -> None: ...
-
-
-class _NoMetrics:
-    def observe_events(self, counts: Mapping[tuple[str, str], int]) -> None:
-        pass
-
-    def observe_outputs(self, records: Iterable[Any]) -> None:
-        pass
-
-    def dead_letter(self, stage: str, reason: str) -> None:
-        pass
-
-    def duplicate_event(self, channel: str) -> None:
-        pass
-
-    def rekeyed_event(self) -> None:
-        pass
-
-    def redelivered_record(self) -> None:
-        pass
-
-    def observe_processing_latencies(self, processed_ms: int, occurred_ms: Iterable[int]) -> None:
-        pass
-
-
 class StreamHandler:
     """Turns consumed input records into output records and state changes."""
 
@@ -192,14 +121,32 @@ class StreamHandler:
         *,
         metrics: MetricsSink | None = None,
         wall_clock_ms: Callable[[], int] | None = None,
+        identity: bool = False,
+        identity_metrics: IdentityMetricsSink | None = None,
     ) -> None:
+        """``identity``: the worker's wiring of issue 16 (the loop always sets it):
+        identity events go to the ``identity`` topic, ``interactions-rekeyed``
+        records are applied, and a partition's end of input waits for every
+        identity partition's. Off, the handler is the customers' path alone and
+        refuses identity events as a contract without them (unit tests of it)."""
         self.settings = settings
-        self.metrics: MetricsSink = metrics or _NoMetrics()
+        self.identity = identity
+        self.identity_metrics: IdentityMetricsSink = identity_metrics or NoIdentityMetrics()
+        self.metrics: MetricsSink = metrics or NoMetrics()
         self._wall_ms = wall_clock_ms or (lambda: int(time.time() * 1000))
         self._event_codec = EventCodec()
         self._record_codecs = {cls: RecordCodec(cls.OUTPUT_NAME) for cls in OUTPUT_TOPIC_SUFFIX}
         kafka = settings.kafka
         self.input_topic = kafka.topic(INTERACTIONS)
+        self.identity_topic = kafka.topic(IDENTITY)
+        self.rekeyed_topic = kafka.topic(REKEYED) if identity else None
+        #: partition -> offset of the last re-keyed record whose effects are in the state.
+        self.applied_rekeyed: dict[int, int] = {}
+        #: The end of input's wait (Position): partition -> the input end its own
+        #: marker carried; partition -> the identity partitions whose end arrived.
+        self._input_ended: dict[int, int | None] = {}
+        self._identity_ended: dict[int, set[int]] = {}
+        self._reattributions: dict[int, int] = {}
         self.dlq_topic = kafka.topic(DLQ)
         self._output_topics = {cls: kafka.topic(s) for cls, s in OUTPUT_TOPIC_SUFFIX.items()}
         self.partitions = kafka.input_partitions
@@ -244,10 +191,17 @@ class StreamHandler:
                     self.applied_offsets[partition] = position.applied_offset
                 if position.applied_crc is not None:
                     self.applied_crcs[partition] = position.applied_crc
+                if position.rekeyed_offset is not None:
+                    self.applied_rekeyed[partition] = position.rekeyed_offset
+                if position.input_ended:
+                    self._input_ended[partition] = position.input_end_ms
+                if position.identity_ended:
+                    self._identity_ended[partition] = set(position.identity_ended)
             else:
                 processor.load_state(key, decode_table_state(value))
                 restored += 1
         self.processors[partition] = processor
+        self._reattributions[partition] = processor.reattribution.reattributions
         return restored
 
     def drop_partition(self, partition: int) -> None:
@@ -256,25 +210,37 @@ class StreamHandler:
         self.applied_offsets.pop(partition, None)
         self.applied_crcs.pop(partition, None)
         self._last_records.pop(partition, None)
+        self.applied_rekeyed.pop(partition, None)
+        self._input_ended.pop(partition, None)
+        self._identity_ended.pop(partition, None)
+        self._reattributions.pop(partition, None)
 
     def forget_position(self, partition: int) -> None:
         """Stop skipping by offset on ``partition`` (its input log was recreated)."""
         self.applied_offsets.pop(partition, None)
         self.applied_crcs.pop(partition, None)
 
-    def missing_before(self, partition: int, offset: int) -> tuple[int, int] | None:
+    def missing_before(
+        self, partition: int, offset: int, topic: str | None = None
+    ) -> tuple[int, int] | None:
         """``(start, end)``: the offsets between the last applied record and ``offset``.
 
         None when ``offset`` follows the last applied record directly (or is a
         redelivery, or nothing is known of the partition yet). The agent reads
         such a hole from the broker and handles it before the record at ``offset``.
         """
+        if topic is not None and topic == self.rekeyed_topic:
+            return offsets_missing_before(self.applied_rekeyed, partition, offset)
         return offsets_missing_before(self.applied_offsets, partition, offset)
 
     # -- records -------------------------------------------------------------
 
     def handle(self, record: RawRecord) -> None:
-        """Process one consumed input record; results accumulate until :meth:`drain`."""
+        """Process one consumed input (or re-keyed) record; results accumulate until
+        :meth:`drain`."""
+        if record.topic == self.rekeyed_topic:
+            self._handle_rekeyed(record)
+            return
         partition = record.partition
         offset = record.offset
         if is_redelivery(self.applied_offsets, partition, offset):
@@ -287,7 +253,7 @@ class StreamHandler:
         # Every record moves the stored position, also one that only becomes a
         # dead letter, so a redelivery never sends that dead letter twice.
         self._touched.add(partition)
-        if record.headers and _is_end_of_input(record.headers):
+        if record.headers and is_end_of_input(record.headers):
             self._end_of_input(record)
             return
         stage = "decode"
@@ -301,12 +267,18 @@ class StreamHandler:
                 # per event was measurable, and the skew allowed is minutes.
                 now_ms=self._batch_wall_ms,
                 max_future_ms=self._max_future_ms,
+                identity_events=self.identity,
             )
         except ContractError as exc:
             self._dead_letter(record, exc, exc.stage)
             return
         except Exception as exc:  # a codec or rule bug must not stop the worker
             self._dead_letter(record, exc, stage, unexpected=True)
+            return
+        if self.identity and needs_identity(event):
+            # To the identity processor of its identifier, under the key the
+            # producer library gives it (the record's own key may be another).
+            self._rekey(record, record_key(event).encode(), self.identity_topic)
             return
         expected_key = event.customer_id.encode()
         if record.key != expected_key:
@@ -347,12 +319,77 @@ class StreamHandler:
         except ControlRecordRefused as exc:
             self._dead_letter(record, exc, "control")
             return
+        if self.identity:
+            # The identity partition of the same number ends after the identity
+            # events of this partition; this one after every identity partition.
+            self._pending.outgoing.append(
+                Outgoing(
+                    self.identity_topic,
+                    record.key,
+                    record.value,
+                    None,
+                    list(record.headers),
+                    partition=record.partition,
+                )
+            )
+            self._input_ended[record.partition] = input_end_ms
+            self._end_when_identity_ended(record.partition, record)
+            return
         try:
             outputs = self._processor(record.partition).end_of_input(input_end_ms)
         except Exception as exc:
             self._dead_letter(record, exc, "process", unexpected=True)
             return
         self._collect(record.partition, outputs, source=record)
+
+    def _handle_rekeyed(self, record: RawRecord) -> None:
+        """An ``interactions-rekeyed`` record (:mod:`pipeline.identity_wire`)."""
+        partition = record.partition
+        if is_redelivery(self.applied_rekeyed, partition, record.offset):
+            self.redelivered_skipped += 1
+            self.metrics.redelivered_record()
+            return
+        self.applied_rekeyed[partition] = record.offset
+        self._touched.add(partition)
+        try:
+            item = decode_rekeyed(record.value, record.headers, self._event_codec)
+        except ContractError as exc:
+            self._dead_letter(record, exc, exc.stage)
+            return
+        if isinstance(item, IdentityEnd):
+            self._identity_ended.setdefault(partition, set()).add(item.identity_partition)
+            self._end_when_identity_ended(partition, record)
+            return
+        processor = self._processor(partition)
+        try:
+            if isinstance(item, CustomerEvent):
+                event = item.event
+                key = (event.channel, event.type)
+                self._event_counts[key] = self._event_counts.get(key, 0) + 1
+                self._occurred.append(event.occurred_at)
+                outputs = processor.process_released(event)
+            else:
+                outputs = processor.unattribute(item.customer_key, item.event_ids)
+        except Exception as exc:
+            self._dead_letter(record, exc, "process", unexpected=True)
+            return
+        self._collect(partition, outputs, source=record)
+
+    def _end_when_identity_ended(self, partition: int, record: RawRecord) -> None:
+        """End the partition's input once its own marker and every identity
+        partition's have come (what the identity stage released at its end is in)."""
+        if partition not in self._input_ended:
+            return
+        if len(self._identity_ended.get(partition, ())) < self.partitions:
+            return
+        input_end_ms = self._input_ended.pop(partition)
+        self._identity_ended.pop(partition, None)
+        try:
+            outputs = self._processor(partition).end_of_input(input_end_ms)
+        except Exception as exc:
+            self._dead_letter(record, exc, "process", unexpected=True)
+            return
+        self._collect(partition, outputs, source=record)
 
     def tick(self, partitions: Iterable[int]) -> None:
         """Advance the given partitions' clocks to wall time (live mode only)."""
@@ -397,11 +434,26 @@ class StreamHandler:
             last_record = self._last_records.pop(partition, None)
             if last_record is not None:
                 self.applied_crcs[partition] = record_crc(last_record.key, last_record.value)
-            if processor.clock_ms is not None or applied_offset is not None:
+            rekeyed = self.applied_rekeyed.get(partition)
+            if processor.clock_ms is not None or applied_offset is not None or rekeyed is not None:
                 # Written last, so a restored position never runs ahead of the states.
                 dirty[clock_key(partition)] = encode_position(
-                    Position(processor.clock_ms, applied_offset, self.applied_crcs.get(partition))
+                    Position(
+                        processor.clock_ms,
+                        applied_offset,
+                        self.applied_crcs.get(partition),
+                        rekeyed,
+                        partition in self._input_ended,
+                        self._input_ended.get(partition),
+                        tuple(sorted(self._identity_ended.get(partition, ()))),
+                    )
                 )
+            rebuilt = processor.reattribution.reattributions
+            if rebuilt != self._reattributions.get(partition, 0):
+                self.identity_metrics.customers_rebuilt(
+                    rebuilt - self._reattributions.get(partition, 0)
+                )
+                self._reattributions[partition] = rebuilt
             self._pending.state[partition] = dirty
         if self._event_counts:
             self.metrics.observe_events(self._event_counts)
@@ -534,7 +586,9 @@ class StreamHandler:
             )
         )
 
-    def _rekey(self, record: RawRecord, key: bytes) -> None:
+    def _rekey(self, record: RawRecord, key: bytes, topic: str | None = None) -> None:
+        """Send ``record`` again under ``key``: to the input (a customer's event
+        keyed otherwise) or to ``topic`` (an identity event, to the identity topic)."""
         headers = list(record.headers) or None
         size = record_size(key, record.value, headers)
         if size > self._max_bytes:
@@ -544,35 +598,14 @@ class StreamHandler:
             )
             self._dead_letter(record, too_large, "encode")
             return
-        self.metrics.rekeyed_event()
+        if topic is None:
+            self.metrics.rekeyed_event()
         self._pending.outgoing.append(
             Outgoing(
-                topic=self.input_topic,
+                topic=topic or self.input_topic,
                 key=key,
                 value=record.value,
                 timestamp_ms=record.timestamp_ms,
                 headers=headers,
             )
         )
-
-
-def input_end_of(value: bytes | None) -> int | None:
-    """The input's end (event time, ms) an end-of-input record carries, or None.
-
-    The sender of a backfill knows the latest event time of the whole input
-    and puts it in the value (decimal ASCII), so every partition ends there, as
-    ``cxstream replay`` ends them (docs/architecture.md, "End of input"); a
-    marker without a value ends the partition at its own latest event.
-    """
-    if not value:
-        return None
-    try:
-        return int(value.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        raise ControlRecordRefused(
-            f"end-of-input control record value {value[:40]!r} is not epoch milliseconds"
-        ) from None
-
-
-def _is_end_of_input(headers: Sequence[tuple[str, bytes]]) -> bool:
-    return any(name == CONTROL_HEADER and value == END_OF_INPUT for name, value in headers)

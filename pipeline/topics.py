@@ -26,6 +26,13 @@ CONTACTS = "contacts"
 SLA_EVENTS = "sla-events"
 JOURNEY_SIGNALS = "journey-signals"
 NEEDS = "needs"
+# Identity continuity (issue 16; docs/architecture.md "Identity continuity"):
+# events for the identity processor, forwarded by the worker from the input and
+# keyed like it (``id:<kind>:<value>``); what identity gives a customer, keyed by
+# customer; the identifiers' link periods (an output the sink stores).
+IDENTITY = "identity"
+REKEYED = "interactions-rekeyed"
+IDENTITY_LINKS = "identity-links"
 
 OUTPUT_SUFFIXES = (SESSIONS, CONTACTS, SLA_EVENTS, JOURNEY_SIGNALS, NEEDS)
 
@@ -54,11 +61,11 @@ def project_topics(kafka: KafkaSettings) -> dict[str, TopicSpec]:
     """Every topic the pipeline uses, by full name, with how to create it.
 
     The input topic gets ``kafka.input_partitions`` (it bounds how many workers share
-    the load). Outputs and late events are keyed by customer like the input, so they
-    get ``kafka.output_partitions``. The dead-letter topic has one partition: it is
-    low volume, and one ordered log is what a producer team reads to find why its
-    events were rejected. All topics use ``delete``: they are keyed by customer, and
-    compaction would keep only each customer's last record.
+    the load), and so do ``identity`` and ``interactions-rekeyed``. Outputs and late
+    events (and ``identity-links``) get ``kafka.output_partitions``. The dead-letter
+    topic has one partition: it is low volume, and one ordered log is what a producer
+    team reads to find why its events were rejected. All topics use ``delete``: they
+    are keyed by customer, and compaction would keep only each customer's last record.
     """
     retention_ms = round(kafka.retention_hours * 3600 * 1000)
 
@@ -75,6 +82,12 @@ def project_topics(kafka: KafkaSettings) -> dict[str, TopicSpec]:
         kafka.topic(LATE_EVENTS): spec(kafka.output_partitions),
     }
     specs.update({kafka.topic(suffix): spec(kafka.output_partitions) for suffix in OUTPUT_SUFFIXES})
+    # The input's partition count: identity partition p holds the identity events
+    # of input partition p, re-keyed partition p the customers of input partition
+    # p (one worker holds all three, pipeline/runtime/loop.py).
+    specs[kafka.topic(IDENTITY)] = spec(kafka.input_partitions)
+    specs[kafka.topic(REKEYED)] = spec(kafka.input_partitions)
+    specs[kafka.topic(IDENTITY_LINKS)] = spec(kafka.output_partitions)
     return specs
 
 

@@ -165,6 +165,21 @@ def needs_identity(event: InteractionEvent) -> bool:
     return event.customer_id == NO_CUSTOMER or event.type in IDENTITY_EVENT_TYPES
 
 
+#: Prefix of the input-topic key of an event for the identity processor:
+#: ``id:<kind>:<value>`` (no customer id starts with it). One identifier's events,
+#: its ``identified`` and ``unlinked`` among them, then stay ordered on one partition.
+IDENTITY_KEY_PREFIX: Final = "id:"
+
+
+def record_key(event: InteractionEvent) -> str:
+    """The input-topic key of ``event``: ``id:<kind>:<value>`` when it
+    :func:`needs_identity` (the producer library sends it so, the worker forwards
+    it to the ``identity`` topic under the same key), else its ``customer_id``."""
+    if needs_identity(event) and event.identifier_kind is not None:
+        return f"{IDENTITY_KEY_PREFIX}{event.identifier_kind}:{event.identifier_value}"
+    return event.customer_id
+
+
 def ms_to_datetime(epoch_ms: int) -> datetime:
     return datetime.fromtimestamp(epoch_ms / EPOCH_MS_PER_SECOND, tz=UTC)
 

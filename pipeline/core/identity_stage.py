@@ -2,12 +2,13 @@
 
 What the worker will do through the ``identity`` and ``interactions-rekeyed``
 topics (docs/architecture.md, "Identity continuity"), as one pure object:
-events that need identity (:func:`~pipeline.contract.event.needs_identity`: no
-customer, ``identified``, ``unlinked``) go to the :class:`IdentityProcessor` of
-their identifier's partition (the identity topic is keyed by ``<kind>:<value>``
-and has the input's partition count, so the partition is the one Kafka's
-default partitioner picks); every other event passes through unchanged. The
-result is a list of :data:`Routed` records, each for one customer:
+events that need identity (:func:`~pipeline.contract.event.needs_identity`: no customer,
+``identified``, ``unlinked``) go to the :class:`IdentityProcessor` of their identifier's
+partition (the identity topic is keyed like the input, ``id:<kind>:<value>``, and has
+the input's partition count, so the partition is the one Kafka's default partitioner
+picks for the input record); every other event passes through unchanged. The result is a
+list of :data:`Routed` records, each for one customer:
+
 
 - :class:`CustomerEvent`: an event for the customer's processor;
   ``released`` says it came through identity (the processor then keeps it so
@@ -27,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.contract.event import InteractionEvent, needs_identity
+from pipeline.contract.event import InteractionEvent, needs_identity, record_key
 from pipeline.core.identity import (
     IdentityLinkRecord,
     IdentityMeasures,
@@ -36,7 +37,6 @@ from pipeline.core.identity import (
     IdentityRules,
     Release,
     Unattribute,
-    identity_key,
 )
 from pipeline.core.partitioning import partition_for
 
@@ -89,10 +89,13 @@ class IdentityStage:
         self.processors: dict[int, IdentityProcessor] = {}
 
     def partition_of(self, event: InteractionEvent) -> int:
-        kind, value = event.identifier_kind, event.identifier_value
-        if kind is None or value is None:
+        """The identity partition of ``event``: its input key's (``id:<kind>:<value>``,
+        :func:`~pipeline.contract.event.record_key`), the key the worker forwards it
+        under, so identity partition p holds exactly the identity events of input
+        partition p, in their input order, as the replay applies them."""
+        if event.identifier_kind is None or event.identifier_value is None:
             raise ValueError(f"event {event.event_id} needs identity but has no identifier")
-        return partition_for(identity_key(kind, value), self.partitions)
+        return partition_for(record_key(event), self.partitions)
 
     def processor(self, partition: int) -> IdentityProcessor:
         processor = self.processors.get(partition)

@@ -1,4 +1,4 @@
-"""One consumed batch: its records as the stream handler takes them, and its positions."""
+"""One consumed batch: its records as the handlers take them, and its positions."""
 
 from __future__ import annotations
 
@@ -40,10 +40,11 @@ def raw_records(batch: Mapping[Any, Sequence[ConsumedRecord]]) -> list[RawRecord
     return records
 
 
-def next_offsets(records: Iterable[RawRecord]) -> dict[int, int]:
-    """Partition -> the offset to resume from: one past the last record of the batch."""
-    offsets: dict[int, int] = {}
+def next_offsets_by_topic(records: Iterable[RawRecord]) -> dict[str, dict[int, int]]:
+    """Topic -> partition -> the offset to resume from (a batch of several topics)."""
+    offsets: dict[str, dict[int, int]] = {}
     for record in records:
-        if record.offset + 1 > offsets.get(record.partition, -1):
-            offsets[record.partition] = record.offset + 1
+        topic = offsets.setdefault(record.topic, {})
+        if record.offset + 1 > topic.get(record.partition, -1):
+            topic[record.partition] = record.offset + 1
     return offsets

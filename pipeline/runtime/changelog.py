@@ -43,6 +43,12 @@ def state_changelog_topic(kafka: KafkaSettings) -> str:
     return f"{process_group(kafka)}-customer-state-changelog"
 
 
+def identity_changelog_topic(kafka: KafkaSettings) -> str:
+    """The compacted topic of the identity processors (issue 16): identity partition
+    p's identifiers (``<kind>:<value>``) and position on partition p."""
+    return f"{process_group(kafka)}-identity-state-changelog"
+
+
 def state_changelog_spec(kafka: KafkaSettings) -> TopicSpec:
     """One partition per input partition (state partition p belongs to input partition p),
     compacted and never deleted by age: the latest value of every key is the state."""

@@ -65,6 +65,8 @@ RECORD_ERRORS: tuple[type[Exception], ...] = (
 
 #: input partition -> {state key -> value; None deletes}. The position key is last.
 StateChanges = Mapping[int, Mapping[str, bytes | None]]
+#: topic -> partition -> the offset to resume from (the topics besides the input).
+TopicOffsets = Mapping[str, Mapping[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +77,21 @@ class Checkpoint:
     state: StateChanges = field(default_factory=dict)
     #: input partition -> the offset to resume from (one past the last record).
     offsets: Mapping[int, int] = field(default_factory=dict)
+    #: identity partition -> its identifiers' changes, position last (issue 16):
+    #: written beside ``state``, to the identity changelog.
+    identity_state: StateChanges = field(default_factory=dict)
+    #: The ``identity`` and ``interactions-rekeyed`` offsets, committed with ``offsets``.
+    other_offsets: TopicOffsets = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return not (self.outgoing or self.offsets or any(self.state.values()))
+        return not (
+            self.outgoing
+            or self.offsets
+            or any(self.state.values())
+            or any(self.identity_state.values())
+            or any(self.other_offsets.values())
+        )
 
 
 #: Records queued as one Kafka batch (one topic partition, in order) and the
@@ -117,8 +130,8 @@ class Outputs(Protocol):
 
     async def begin_transaction(self) -> None: ...
 
-    async def commit_transaction(self, offsets: Mapping[int, int]) -> None:
-        """Add the input ``offsets`` to the open transaction, then commit it."""
+    async def commit_transaction(self, offsets: Mapping[int, int], others: TopicOffsets) -> None:
+        """Add the input ``offsets`` and ``others`` to the open transaction, then commit it."""
         ...
 
     async def abort_transaction(self) -> None: ...
@@ -127,7 +140,7 @@ class Outputs(Protocol):
 class Positions(Protocol):
     """The group's committed input offsets; :class:`pipeline.runtime.clients.KafkaPositions`."""
 
-    async def commit(self, offsets: Mapping[int, int]) -> None: ...
+    async def commit(self, offsets: Mapping[int, int], others: TopicOffsets) -> None: ...
 
 
 async def commit(
@@ -138,9 +151,15 @@ async def commit(
     changelog_topic: str,
     guarantee: Guarantee,
     dead_letter_topic: str | None = None,
+    identity_changelog_topic: str | None = None,
     now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
 ) -> None:
     """Write ``checkpoint``: outputs acknowledged -> state -> positions (see the module).
+
+    The identity processors' part (issue 16) goes the same way in the same call:
+    their re-keyed records and link records are among the outputs, their state
+    (``identity_state``, to ``identity_changelog_topic``) is written with the
+    customers', and their offsets (``other_offsets``) with the input's.
 
     Returns once all of it is durable. If it raises, nothing after the failed
     step was written (at least once), or nothing at all (exactly once); the
@@ -148,6 +167,9 @@ async def commit(
     """
     if checkpoint.empty:
         return
+    identity_topic = identity_changelog_topic
+    if any(checkpoint.identity_state.values()) and identity_topic is None:
+        raise ValueError("identity state to write, and no identity changelog topic")
     if guarantee == EXACTLY_ONCE:
         await outputs.begin_transaction()
         try:
@@ -157,12 +179,11 @@ async def commit(
             sent = await _send_outputs(outputs, checkpoint.outgoing, refused)
             await refused.send(outputs)
             pending = [ack for _, ack in sent]
-            pending += [
-                ack for _, ack in await _send_state(outputs, checkpoint.state, changelog_topic)
-            ]
+            states = await _send_states(outputs, checkpoint, changelog_topic, identity_topic)
+            pending += [ack for _, ack in states]
             # A refusal from the broker fails this gather: the whole batch aborts.
             await _acknowledged(pending)
-            await outputs.commit_transaction(checkpoint.offsets)
+            await outputs.commit_transaction(checkpoint.offsets, checkpoint.other_offsets)
         except BaseException:
             await _abort(outputs)
             raise
@@ -171,11 +192,10 @@ async def commit(
     sent = await _send_outputs(outputs, checkpoint.outgoing, refused)
     await refused.acknowledged(sent, outputs)
     await refused.send(outputs)
-    await _acknowledged(
-        [ack for _, ack in await _send_state(outputs, checkpoint.state, changelog_topic)]
-    )
-    if checkpoint.offsets:
-        await positions.commit(checkpoint.offsets)
+    states = await _send_states(outputs, checkpoint, changelog_topic, identity_topic)
+    await _acknowledged([ack for _, ack in states])
+    if checkpoint.offsets or any(checkpoint.other_offsets.values()):
+        await positions.commit(checkpoint.offsets, checkpoint.other_offsets)
 
 
 class Refusals:
@@ -260,6 +280,17 @@ async def _send_one(outputs: Outputs, record: Outgoing) -> Awaitable[Any]:
         timestamp_ms=record.timestamp_ms,
         headers=record.headers,
     )
+
+
+async def _send_states(
+    outputs: Outputs, checkpoint: Checkpoint, topic: str, identity_topic: str | None
+) -> list[SentBatch]:
+    """The customers' state and the identity processors' (issue 16), both acknowledged
+    before any offset is committed."""
+    sent = await _send_state(outputs, checkpoint.state, topic)
+    if identity_topic is not None and any(checkpoint.identity_state.values()):
+        sent += await _send_state(outputs, checkpoint.identity_state, identity_topic)
+    return sent
 
 
 async def _send_state(outputs: Outputs, state: StateChanges, topic: str) -> list[SentBatch]:

@@ -144,11 +144,12 @@ class KafkaOutputs:
     async def begin_transaction(self) -> None:
         await self._producer.begin_transaction()
 
-    async def commit_transaction(self, offsets: Mapping[int, int]) -> None:
-        if offsets:
-            await self._producer.send_offsets_to_transaction(
-                _topic_partitions(self._input_topic, offsets), self._group_id
-            )
+    async def commit_transaction(
+        self, offsets: Mapping[int, int], others: Mapping[str, Mapping[int, int]]
+    ) -> None:
+        tps = _topic_partitions(self._input_topic, offsets, others)
+        if tps:
+            await self._producer.send_offsets_to_transaction(tps, self._group_id)
         await self._producer.commit_transaction()
 
     async def abort_transaction(self) -> None:
@@ -170,16 +171,23 @@ class KafkaPositions:
         self._consumer = consumer
         self._input_topic = input_topic
 
-    async def commit(self, offsets: Mapping[int, int]) -> None:
+    async def commit(
+        self, offsets: Mapping[int, int], others: Mapping[str, Mapping[int, int]]
+    ) -> None:
         from aiokafka.errors import CommitFailedError, IllegalStateError
 
         try:
-            await self._consumer.commit(_topic_partitions(self._input_topic, offsets))
+            await self._consumer.commit(_topic_partitions(self._input_topic, offsets, others))
         except (CommitFailedError, IllegalStateError) as exc:
             log.warning("the group refused an offset commit (%s); the state holds it", exc)
 
 
-def _topic_partitions(topic: str, offsets: Mapping[int, int]) -> dict[Any, int]:
+def _topic_partitions(
+    topic: str, offsets: Mapping[int, int], others: Mapping[str, Mapping[int, int]]
+) -> dict[Any, int]:
     from aiokafka import TopicPartition
 
-    return {TopicPartition(topic, partition): offset for partition, offset in offsets.items()}
+    tps = {TopicPartition(topic, partition): offset for partition, offset in offsets.items()}
+    for other, positions in others.items():
+        tps.update({TopicPartition(other, p): offset for p, offset in positions.items()})
+    return tps

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pipeline.settings import Settings
-from pipeline.topics import INTERACTIONS
+from pipeline.topics import IDENTITY, INTERACTIONS, REKEYED
 
 #: ``at_least_once``: outputs acknowledged -> state -> offsets committed, each
 #: awaited before the next. ``exactly_once``: the same three in one transaction.
@@ -36,6 +36,11 @@ class LoopConfig:
     poll_timeout_s: float = 0.1
     #: How long a batch may be topped up with records already fetched.
     fill_s: float = 0.05
+    #: Identity continuity (issue 16): the topics the loop also consumes, in the
+    #: same group, and the identity processors' changelog. None: the input only.
+    identity_topic: str | None = None
+    rekeyed_topic: str | None = None
+    identity_changelog_topic: str | None = None
 
     def __post_init__(self) -> None:
         if self.guarantee == EXACTLY_ONCE and not self.transactional_id:
@@ -44,7 +49,11 @@ class LoopConfig:
 
 def loop_config(settings: Settings) -> LoopConfig:
     """The worker's loop configuration, from the one settings object."""
-    from pipeline.runtime.changelog import process_group, state_changelog_topic
+    from pipeline.runtime.changelog import (
+        identity_changelog_topic,
+        process_group,
+        state_changelog_topic,
+    )
 
     kafka = settings.kafka
     worker = settings.worker
@@ -58,4 +67,7 @@ def loop_config(settings: Settings) -> LoopConfig:
         transactional_id=worker.transactional_id
         or f"{group}-{socket.gethostname()}-{worker.web_port}",
         max_batch=worker.batch_size,
+        identity_topic=kafka.topic(IDENTITY),
+        rekeyed_topic=kafka.topic(REKEYED),
+        identity_changelog_topic=identity_changelog_topic(kafka),
     )

@@ -27,13 +27,16 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
+from pipeline.identity_streaming import IdentityHandler
 from pipeline.kafka_clients import aiokafka_options
-from pipeline.runtime.batch import ConsumedRecord, next_offsets, raw_records
+from pipeline.replay import identity_pseudonym_key
+from pipeline.runtime.batch import ConsumedRecord, next_offsets_by_topic, raw_records
 from pipeline.runtime.changelog import ChangelogReader
 from pipeline.runtime.checkpoint import Checkpoint, commit
 from pipeline.runtime.clients import KafkaOutputs, KafkaPositions
 from pipeline.runtime.config import EXACTLY_ONCE, LoopConfig
 from pipeline.settings import Settings
+from pipeline.stream_records import IdentityMetricsSink
 from pipeline.stream_state import record_crc
 from pipeline.streaming import MetricsSink, PartitionGauge, StreamHandler
 from pipeline.topics import DLQ
@@ -53,11 +56,22 @@ class StreamLoop:
         config: LoopConfig,
         *,
         metrics: MetricsSink | None = None,
+        identity_metrics: IdentityMetricsSink | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
-        self.handler = StreamHandler(settings, metrics=metrics)
+        wired = config.identity_topic is not None
+        self.handler = StreamHandler(
+            settings, metrics=metrics, identity=wired, identity_metrics=identity_metrics
+        )
+        #: The identity processors of the ``identity`` partitions held (issue 16).
+        self.identity = IdentityHandler(
+            settings,
+            pseudonym_key=identity_pseudonym_key(settings) if wired else None,
+            metrics=metrics,
+            identity_metrics=identity_metrics,
+        )
         self._on_batch = on_batch
         self._dead_letter_topic = settings.kafka.topic(DLQ)
         self._lock = asyncio.Lock()
@@ -73,6 +87,7 @@ class StreamLoop:
         self._outputs: KafkaOutputs | None = None
         self._positions: KafkaPositions | None = None
         self._changelog: ChangelogReader | None = None
+        self._identity_changelog: ChangelogReader | None = None
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -85,6 +100,7 @@ class StreamLoop:
         """
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
         from aiokafka.abc import ConsumerRebalanceListener
+        from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
         config = self.config
         kafka = self.settings.kafka
@@ -113,6 +129,10 @@ class StreamLoop:
         )
         await self._restorer.start()
         self._changelog = ChangelogReader(self._restorer, config.changelog_topic)
+        if config.identity_changelog_topic is not None:
+            self._identity_changelog = ChangelogReader(
+                self._restorer, config.identity_changelog_topic
+            )
         self._outputs = KafkaOutputs(
             self._producer, input_topic=config.input_topic, group_id=config.group_id
         )
@@ -131,17 +151,21 @@ class StreamLoop:
             rebalance_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=int(worker.heartbeat_interval_seconds * 1000),
             fetch_max_wait_ms=100,
+            # Input partition p and re-keyed partition p feed one processor: the
+            # range assignor gives partition p of every topic (same count, same
+            # subscribers) to one member, as Kafka Streams' co-partitioning does.
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
         self._positions = KafkaPositions(self._consumer, input_topic=config.input_topic)
         stream_loop = self
 
         class Listener(ConsumerRebalanceListener):
             async def on_partitions_revoked(self, revoked: Any) -> None:
-                await stream_loop.on_revoked(tp.partition for tp in revoked)
+                await stream_loop.on_revoked(*stream_loop.split(revoked))
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 try:
-                    await stream_loop.on_assigned(tp.partition for tp in assigned)
+                    await stream_loop.on_assigned(*stream_loop.split(assigned))
                 except Exception as exc:
                     # aiokafka logs a listener's exception and goes on; the
                     # partitions would then stay assigned but never loaded, and
@@ -149,7 +173,17 @@ class StreamLoop:
                     stream_loop.fail(exc)
 
         await self._consumer.start()
-        self._consumer.subscribe([config.input_topic], listener=Listener())
+        topics = [config.input_topic]
+        if config.identity_topic is not None and config.rekeyed_topic is not None:
+            topics += [config.rekeyed_topic, config.identity_topic]
+        self._consumer.subscribe(topics, listener=Listener())
+
+    def split(self, tps: Iterable[Any]) -> tuple[list[int], list[int]]:
+        """Assigned or revoked topic partitions as (customer partitions: input or
+        re-keyed, identity partitions)."""
+        customers = sorted({tp.partition for tp in tps if tp.topic != self.config.identity_topic})
+        identity = sorted({tp.partition for tp in tps if tp.topic == self.config.identity_topic})
+        return customers, identity
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; an error in a commit ends the loop with it."""
@@ -209,15 +243,19 @@ class StreamLoop:
         async with self._lock:
             records = raw_records(self._applicable(batch))
             handle = self.handler.handle
+            identity_topic = self.config.identity_topic
+            handle_identity = self.identity.handle
             for start in range(0, len(records), HANDLE_CHUNK):
                 if start:
                     # Let the consumer's heartbeat and the fetcher run between
                     # chunks: a 5,000-record batch holds the loop for ~0.5 s.
                     await asyncio.sleep(0)
                 for record in records[start : start + HANDLE_CHUNK]:
-                    handle(record)
-            drained = self.handler.drain()
-            await self._commit(Checkpoint(drained.outgoing, drained.state, next_offsets(records)))
+                    if record.topic == identity_topic:
+                        handle_identity(record)
+                    else:
+                        handle(record)
+            await self._commit(self._checkpoint(next_offsets_by_topic(records)))
             if not self._first_batch_logged:
                 self._first_batch_logged = True
                 log.info("rebalance: first batch after it, %s events", len(records))
@@ -239,10 +277,18 @@ class StreamLoop:
         record in between is skipped.
         """
         applicable: dict[Any, Sequence[ConsumedRecord]] = {}
+        identity_topic = self.config.identity_topic
         for tp, consumed in batch.items():
-            if tp.partition not in self.loaded or not consumed:
+            if not consumed:
                 continue
-            hole = self.handler.missing_before(tp.partition, consumed[0].offset)
+            if tp.topic == identity_topic:
+                if tp.partition not in self.identity.loaded:
+                    continue
+                hole = self.identity.missing_before(tp.partition, consumed[0].offset)
+            elif tp.partition not in self.loaded:
+                continue
+            else:
+                hole = self.handler.missing_before(tp.partition, consumed[0].offset, tp.topic)
             if hole is not None:
                 log.info(
                     "partition %s: a batch starting at %s was fetched before the move to "
@@ -265,9 +311,24 @@ class StreamLoop:
         async with self._lock:
             partitions = sorted(self.loaded)
             self.handler.tick(partitions)
-            drained = self.handler.drain()
-            await self._commit(Checkpoint(drained.outgoing, drained.state))
+            self.identity.tick(sorted(self.identity.loaded))
+            await self._commit(self._checkpoint({}))
             return self.handler.gauges(partitions)
+
+    def _checkpoint(self, offsets: dict[str, dict[int, int]]) -> Checkpoint:
+        """What the handlers produced since the last commit, and the offsets after it."""
+        drained = self.handler.drain()
+        identity = self.identity.drain() if self.config.identity_topic is not None else None
+        input_offsets = offsets.pop(self.config.input_topic, {})
+        if identity is None:
+            return Checkpoint(drained.outgoing, drained.state, input_offsets)
+        return Checkpoint(
+            [*drained.outgoing, *identity.outgoing],
+            drained.state,
+            input_offsets,
+            identity_state=identity.state,
+            other_offsets=offsets,
+        )
 
     async def _commit(self, checkpoint: Checkpoint) -> None:
         assert self._outputs is not None and self._positions is not None, "start() first"
@@ -278,12 +339,19 @@ class StreamLoop:
             changelog_topic=self.config.changelog_topic,
             guarantee=self.config.guarantee,
             dead_letter_topic=self._dead_letter_topic,
+            identity_changelog_topic=self.config.identity_changelog_topic,
         )
 
     # -- partition lifecycle ----------------------------------------------------
 
-    async def on_assigned(self, partitions: Iterable[int]) -> None:
-        """Restore newly assigned partitions and resume each from its state's position."""
+    async def on_assigned(
+        self, partitions: Iterable[int], identity_partitions: Iterable[int] = ()
+    ) -> None:
+        """Restore newly assigned partitions and resume each from its state's position.
+
+        ``partitions``: customer partitions (input partition p and re-keyed
+        partition p, one state); ``identity_partitions``: identity partitions.
+        """
         assert self._changelog is not None, "start() first"
         from aiokafka import TopicPartition
 
@@ -310,12 +378,18 @@ class StreamLoop:
                     self._consumer.seek(
                         TopicPartition(self.config.input_topic, partition), applied + 1
                     )
+                rekeyed = handler.applied_rekeyed.get(partition)
+                if rekeyed is not None and self.config.rekeyed_topic is not None:
+                    self._consumer.seek(
+                        TopicPartition(self.config.rekeyed_topic, partition), rekeyed + 1
+                    )
                 log.info(
                     "partition %s: restored %s customers, resuming at offset %s",
                     partition,
                     customers,
                     "committed" if applied is None else applied + 1,
                 )
+            await self._assign_identity(identity_partitions)
             self._first_batch_logged = False
         log.info(
             "rebalance: partitions assigned %s; restored in %.2fs",
@@ -323,7 +397,32 @@ class StreamLoop:
             time.monotonic() - started,
         )
 
-    async def on_revoked(self, partitions: Iterable[int]) -> None:
+    async def _assign_identity(self, partitions: Iterable[int]) -> None:
+        """Restore identity partitions from the identity changelog; resume each from
+        its stored position (called under the lock)."""
+        new = sorted(set(partitions) - self.identity.loaded)
+        if not new or self._identity_changelog is None:
+            return
+        from aiokafka import TopicPartition
+
+        restored = await self._identity_changelog.read(new)
+        for partition in new:
+            identifiers = self.identity.load_partition(partition, restored[partition].items())
+            applied = self.identity.applied_offsets.get(partition)
+            if applied is not None and self.config.identity_topic is not None:
+                self._consumer.seek(
+                    TopicPartition(self.config.identity_topic, partition), applied + 1
+                )
+            log.info(
+                "identity partition %s: restored %s identifiers, resuming at offset %s",
+                partition,
+                identifiers,
+                "committed" if applied is None else applied + 1,
+            )
+
+    async def on_revoked(
+        self, partitions: Iterable[int], identity_partitions: Iterable[int] = ()
+    ) -> None:
         """Forget revoked partitions; every batch taken is already committed."""
         started = time.monotonic()
         async with self._lock:
@@ -331,6 +430,8 @@ class StreamLoop:
             for partition in revoked:
                 self.handler.drop_partition(partition)
                 self.loaded.discard(partition)
+            for partition in identity_partitions:
+                self.identity.drop_partition(partition)
         # One line per rebalance step at info level: a takeover's time can be
         # read off the log (docs/ops.md, "Failover").
         log.info(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pipeline.contract.codec import RecordCodec
+from pipeline.core.identity import IdentityLinkRecord
 from pipeline.core.records import (
     ContactSummary,
     JourneySignal,
@@ -42,6 +43,7 @@ from pipeline.sink.store import Sink
 from pipeline.topics import (
     CONTACTS,
     DLQ,
+    IDENTITY_LINKS,
     JOURNEY_SIGNALS,
     LATE_EVENTS,
     NEEDS,
@@ -59,6 +61,8 @@ SINK_TOPICS = {
     JOURNEY_SIGNALS: JourneySignal.OUTPUT_NAME,
     LATE_EVENTS: LateEvent.OUTPUT_NAME,
     NEEDS: NeedRecord.OUTPUT_NAME,
+    # Issue 16: the identity processors' link periods (the identity_links table).
+    IDENTITY_LINKS: IdentityLinkRecord.OUTPUT_NAME,
 }
 # Short cap: a local database outage should end in seconds, not half a minute.
 MAX_BACKOFF_SECONDS = 5.0

@@ -88,8 +88,10 @@ class RecordingOutputs:
     async def begin_transaction(self) -> None:
         self.calls.append(("begin",))
 
-    async def commit_transaction(self, offsets: Mapping[int, int]) -> None:
-        self.calls.append(("commit_transaction", dict(offsets)))
+    async def commit_transaction(
+        self, offsets: Mapping[int, int], others: Mapping[str, Mapping[int, int]]
+    ) -> None:
+        self.calls.append(("commit_transaction", dict(offsets), *_others(others)))
 
     async def abort_transaction(self) -> None:
         self.calls.append(("abort",))
@@ -99,8 +101,15 @@ class RecordingPositions:
     def __init__(self, calls: list[tuple[Any, ...]]) -> None:
         self.calls = calls
 
-    async def commit(self, offsets: Mapping[int, int]) -> None:
-        self.calls.append(("offsets", dict(offsets)))
+    async def commit(
+        self, offsets: Mapping[int, int], others: Mapping[str, Mapping[int, int]]
+    ) -> None:
+        self.calls.append(("offsets", dict(offsets), *_others(others)))
+
+
+def _others(others: Mapping[str, Mapping[int, int]]) -> tuple[dict[str, dict[int, int]], ...]:
+    """The other topics' offsets in a recorded call, left out when there are none."""
+    return ({topic: dict(o) for topic, o in others.items()},) if others else ()
 
 
 def checkpoint() -> Checkpoint:
@@ -235,4 +244,76 @@ def test_an_empty_checkpoint_writes_nothing() -> None:
 
     run(outputs, "exactly_once", Checkpoint())
 
+    assert outputs.calls == []
+
+
+IDENTITY_CHANGELOG = "cx-identity-state"
+
+
+def identity_checkpoint() -> Checkpoint:
+    """A batch of the identity processors (issue 16) beside the customers'."""
+    return Checkpoint(
+        outgoing=[Outgoing("cx.interactions-rekeyed", b"c1", b"released")],
+        state={0: {"c1": b"state-1", "__clock__0": b"position"}},
+        offsets={0: 42},
+        identity_state={2: {"phone:+358": b"identifier", "__clock__2": b"identity-position"}},
+        other_offsets={"cx.identity": {2: 7}, "cx.interactions-rekeyed": {0: 3}},
+    )
+
+
+def run_identity(outputs: RecordingOutputs, guarantee: str) -> None:
+    asyncio.run(
+        commit(
+            identity_checkpoint(),
+            outputs=outputs,
+            positions=RecordingPositions(outputs.calls),
+            changelog_topic=CHANGELOG,
+            guarantee=guarantee,  # type: ignore[arg-type]
+            dead_letter_topic=DLQ,
+            identity_changelog_topic=IDENTITY_CHANGELOG,
+        )
+    )
+
+
+def test_the_identity_processors_re_keyed_records_state_and_offsets_go_the_one_commit_order():
+    outputs = RecordingOutputs()
+
+    run_identity(outputs, "at_least_once")
+
+    assert kinds(outputs.calls) == [
+        "send:cx.interactions-rekeyed",
+        "ack:cx.interactions-rekeyed",
+        f"send:{CHANGELOG}",
+        f"send:{CHANGELOG}",
+        f"send:{IDENTITY_CHANGELOG}",
+        f"send:{IDENTITY_CHANGELOG}",
+        f"ack:{CHANGELOG}",
+        f"ack:{IDENTITY_CHANGELOG}",
+        "offsets",
+    ]
+    assert outputs.calls[-1] == (
+        "offsets",
+        {0: 42},
+        {"cx.identity": {2: 7}, "cx.interactions-rekeyed": {0: 3}},
+    )
+
+
+def test_exactly_once_the_identity_offsets_join_the_one_transaction():
+    outputs = RecordingOutputs()
+
+    run_identity(outputs, "exactly_once")
+
+    assert outputs.calls[0] == ("begin",)
+    assert outputs.calls[-1] == (
+        "commit_transaction",
+        {0: 42},
+        {"cx.identity": {2: 7}, "cx.interactions-rekeyed": {0: 3}},
+    )
+    assert f"send:{IDENTITY_CHANGELOG}" in kinds(outputs.calls)
+
+
+def test_identity_state_without_an_identity_changelog_is_refused_before_anything_is_sent():
+    outputs = RecordingOutputs()
+    with pytest.raises(ValueError, match="no identity changelog topic"):
+        run(outputs, "at_least_once", identity_checkpoint())
     assert outputs.calls == []

@@ -3,9 +3,9 @@
 v3 lets ``customer_id`` be empty when an identifier is set and adds the event
 types ``identified`` and ``unlinked``. Both directions are tested with real bytes:
 v1 and v2 producers' bytes (plain fastavro, stored schemas) read in the v3 codec;
-v3 bytes read by a consumer on the v2 reader schema. The worker of this version
-dead-letters identity events with a clear reason until the identity processor
-is wired in.
+v3 bytes read by a consumer on the v2 reader schema. The worker forwards identity
+events to its identity processor (tests/unit/test_identity_wiring.py); a stream
+handler without that wiring dead-letters them with a clear reason.
 """
 
 from __future__ import annotations
@@ -290,7 +290,7 @@ def test_json_may_leave_customer_id_out_only_when_an_identifier_is_given():
         event_from_json(obj)
 
 
-# -- the worker of this version ---------------------------------------------------------
+# -- a stream handler without the identity wiring ------------------------------------
 
 
 def _record(value: bytes, offset: int, key: bytes) -> RawRecord:
@@ -305,7 +305,7 @@ def _record(value: bytes, offset: int, key: bytes) -> RawRecord:
     )
 
 
-def test_the_worker_dead_letters_identity_events_with_the_reason_and_goes_on():
+def test_a_handler_without_the_identity_wiring_dead_letters_identity_events_and_goes_on():
     settings = build_settings({"kafka": {"topic_prefix": "t"}, "worker": {"clock": "stream"}})
     handler = StreamHandler(settings)
     codec = EventCodec()

@@ -154,7 +154,7 @@ def test_end_of_input_closes_the_session_and_the_state_ends_with_the_clock() -> 
     assert decoded["status"] == "final"
     state = drained.state[PARTITION]
     assert list(state)[-1] == clock_key(PARTITION)
-    assert decode_position(state[clock_key(PARTITION)]) == (
+    assert decode_position(state[clock_key(PARTITION)])[:3] == (
         T0 + 5 * MINUTE,
         9,
         record_crc(None, None),
@@ -258,7 +258,7 @@ def test_records_redelivered_after_a_restore_are_skipped_and_their_dead_letters_
     assert restored.redelivered_skipped == 2
     assert [o.topic for o in drained.outgoing if o.topic.endswith("dlq")] == []
     position = decode_position(drained.state[PARTITION][clock_key(PARTITION)])
-    assert position == (T0 + 20_000, 3, record_crc(b"c-1", CODEC.encode(events[2])))
+    assert position[:3] == (T0 + 20_000, 3, record_crc(b"c-1", CODEC.encode(events[2])))
 
 
 def test_a_redelivered_event_of_an_evicted_customer_is_not_reported_late() -> None:
@@ -298,7 +298,7 @@ def test_a_partition_that_only_saw_dead_letters_still_stores_its_position() -> N
     handler = StreamHandler(SETTINGS)
     handler.handle(record(b"not avro", offset=7))
     state = handler.drain().state[PARTITION]
-    assert decode_position(state[clock_key(PARTITION)]) == (
+    assert decode_position(state[clock_key(PARTITION)])[:3] == (
         None,
         7,
         record_crc(b"c-1", b"not avro"),

@@ -17,6 +17,9 @@ def test_project_topics_names_every_topic_under_the_prefix() -> None:
         "bank.sla-events",
         "bank.journey-signals",
         "bank.needs",
+        "bank.identity",
+        "bank.interactions-rekeyed",
+        "bank.identity-links",
     ]
 
 
@@ -34,6 +37,11 @@ def test_input_uses_input_partitions_and_outputs_use_output_partitions() -> None
         "cx.sla-events": 3,
         "cx.journey-signals": 3,
         "cx.needs": 3,
+        # Issue 16: identity partition p and re-keyed partition p go with input
+        # partition p; the link periods are an output.
+        "cx.identity": 12,
+        "cx.interactions-rekeyed": 12,
+        "cx.identity-links": 3,
     }
 
 
