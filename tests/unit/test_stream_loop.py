@@ -82,3 +82,39 @@ def test_records_of_a_partition_this_worker_does_not_hold_are_left_to_its_owner(
 
     assert loop._applicable({moved: [Record(5)]}) == {}
     assert recorder.seeks == []
+
+
+def test_exactly_once_the_gaps_of_transaction_markers_in_the_identity_topics_are_no_holes() -> None:
+    """The worker writes identity and re-keyed records in transactions: a commit
+    marker takes an offset, so the next record is never at applied + 1."""
+    settings = build_settings({"worker": {"guarantee": "exactly_once"}})
+    config = LoopConfig(
+        "cx.interactions",
+        "g",
+        "cx-state",
+        guarantee="exactly_once",
+        transactional_id="t",
+        identity_topic="cx.identity",
+        rekeyed_topic="cx.interactions-rekeyed",
+        identity_changelog_topic="cx-identity-state",
+    )
+    loop = StreamLoop(settings, config)
+    loop.handler.load_partition(0, [])
+    loop.handler.applied_rekeyed[0] = 4
+    loop.loaded.add(0)
+    loop.identity.load_partition(0, [])
+    loop.identity.applied_offsets[0] = 9
+    recorder = SeekRecorder()
+    loop._consumer = recorder  # the loop's own attribute: its consumer, set by start()
+    rekeyed, identity = TP("cx.interactions-rekeyed", 0), TP("cx.identity", 0)
+
+    applicable = loop._applicable(
+        {
+            rekeyed: [Record(6, topic="cx.interactions-rekeyed")],
+            identity: [Record(11, topic="cx.identity")],
+        }
+    )
+
+    assert [r.offset for r in applicable[rekeyed]] == [6]
+    assert [r.offset for r in applicable[identity]] == [11]
+    assert recorder.seeks == []
