@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="share of call/chat journeys that start anonymous until identified (issue 16;"
-        " the worker dead-letters these until its identity wiring lands; replay processes them)",
+        " the worker and replay process them)",
     )
     p.set_defaults(func=cmd_simulate)
 

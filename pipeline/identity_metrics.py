@@ -2,12 +2,13 @@
 
 Created by :class:`pipeline.metrics.Metrics` against its registry (so the naming
 and label checks of tests/unit/test_metrics.py cover them) and fed by whoever
-runs the identity processor: the worker once its identity wiring lands (not
-yet), from :meth:`pipeline.core.identity.IdentityProcessor.take_measures` and
+runs the identity processor: the worker (:mod:`pipeline.identity_streaming`
+after every batch and tick), from
+:meth:`pipeline.core.identity.IdentityProcessor.take_measures` and
 :meth:`~pipeline.core.identity.IdentityProcessor.held_now`, and the customers'
-processors' ``reattribution`` counters. Labels are channels only (bounded like
-every channel label); an identifier, its kind's value or a customer never
-appears.
+processors' ``reattribution`` counters (:mod:`pipeline.streaming`). Labels are
+channels only (bounded like every channel label); an identifier, its kind's value
+or a customer never appears.
 """
 
 from __future__ import annotations

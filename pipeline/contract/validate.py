@@ -59,9 +59,10 @@ MAX_ATTRIBUTES_TOTAL_CHARS: Final = 8192
 #: A contact is never handled that long; a larger value is a unit bug
 #: (milliseconds sent as seconds) that would swamp every handling-time sum.
 MAX_HANDLING_SECONDS: Final = 7 * 24 * 3600.0
-#: Why the worker and the replay of this version refuse contract v3 identity
-#: events (no customer yet, ``identified``, ``unlinked``): the identity processor
-#: (pipeline/core/identity.py) is built but not yet wired into them (issue 16).
+#: Why a caller that does not route contract v3 identity events (no customer yet,
+#: ``identified``, ``unlinked``) to the identity processor refuses them. The
+#: worker, the replay and the producer library route them (issue 16) and pass
+#: ``identity_events=True``.
 IDENTITY_NOT_YET: Final = "identity events are not processed by this version yet"
 
 # Fields checked as ids or labels: (name, longest, required).

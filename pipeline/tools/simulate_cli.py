@@ -308,8 +308,8 @@ def simulate_command(
     if start_ms is not None:
         fields["start_ms"] = start_ms
     if identity_share:
-        # Issue 16: anonymous starts (pipeline/tools/sim_identity.py); the worker
-        # dead-letters them until its identity wiring lands, the replay processes them.
+        # Issue 16: anonymous starts (pipeline/tools/sim_identity.py), processed by
+        # the worker's identity processors and by the replay.
         fields["identity_share"] = identity_share
     if speedup <= 0:
         raise ConfigError(f"speedup must be positive, not {speedup}")
