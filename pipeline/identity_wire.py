@@ -7,7 +7,8 @@ that holds the customer). The header ``cx-identity`` says what a record is:
 
 - ``release``: an event identity gave the customer; the value is the event in
   the contract's single-object encoding, ``customer_id`` set
-  (:class:`~pipeline.core.identity_stage.CustomerEvent` with ``released``);
+  (:class:`~pipeline.core.identity_stage.CustomerEvent` with ``released``), and
+  the header ``cx-identified-at`` the start of the link that gave it (epoch ms);
 - ``unattribute``: identity takes events back from the customer; the value is
   JSON ``{"customer_id": ..., "event_ids": [...]}``
   (:class:`~pipeline.core.identity_stage.Unattribution`);
@@ -31,6 +32,7 @@ from pipeline.errors import DecodeError
 
 IDENTITY_HEADER = "cx-identity"
 IDENTITY_PARTITION_HEADER = "cx-identity-partition"
+IDENTIFIED_AT_HEADER = "cx-identified-at"
 RELEASE = b"release"
 UNATTRIBUTE = b"unattribute"
 IDENTITY_END = b"end-of-input"
@@ -59,7 +61,10 @@ def encode_routed(routed: Routed, codec: EventCodec) -> Wire:
     """The re-keyed record of a routed record (its key is the customer)."""
     key = routed.customer_key.encode()
     if isinstance(routed, CustomerEvent):
-        return Wire(key, codec.encode(routed.event), ((IDENTITY_HEADER, RELEASE),))
+        headers: tuple[tuple[str, bytes], ...] = ((IDENTITY_HEADER, RELEASE),)
+        if routed.identified_at is not None:
+            headers += ((IDENTIFIED_AT_HEADER, str(routed.identified_at).encode("ascii")),)
+        return Wire(key, codec.encode(routed.event), headers)
     value = json.dumps(
         {"customer_id": routed.customer_key, "event_ids": list(routed.event_ids)},
         separators=(",", ":"),
@@ -91,12 +96,14 @@ def decode_rekeyed(
     """A re-keyed record back in memory; :class:`DecodeError` for anything else
     (a record on the topic that is not ours, or damaged)."""
     kind = header(headers, IDENTITY_HEADER)
-    if kind == RELEASE:
-        event = codec.decode(value or b"")
-        if not event.customer_id:
-            raise DecodeError("a released event without its customer")
-        return CustomerEvent(event, released=True)
     try:
+        if kind == RELEASE:
+            event = codec.decode(value or b"")
+            if not event.customer_id:
+                raise DecodeError("a released event without its customer")
+            identified = header(headers, IDENTIFIED_AT_HEADER)
+            at = None if identified is None else int(identified.decode("ascii"))
+            return CustomerEvent(event, True, at)
         if kind == UNATTRIBUTE:
             body = json.loads(value or b"")
             return Unattribution(str(body["customer_id"]), tuple(map(str, body["event_ids"])))

@@ -375,7 +375,7 @@ def _replay_share(
                     customers += 1
                     process_of[routed.customer_key] = processor.process
                 if isinstance(routed, CustomerEvent):
-                    records = processor.process_released(routed.event)
+                    records = processor.process_released(routed.event, routed.identified_at)
                 else:
                     records = processor.unattribute(routed.customer_key, routed.event_ids)
                 if records:

@@ -367,7 +367,7 @@ class StreamHandler:
                 key = (event.channel, event.type)
                 self._event_counts[key] = self._event_counts.get(key, 0) + 1
                 self._occurred.append(event.occurred_at)
-                outputs = processor.process_released(event)
+                outputs = processor.process_released(event, item.identified_at)
             else:
                 outputs = processor.unattribute(item.customer_key, item.event_ids)
         except Exception as exc:

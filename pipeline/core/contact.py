@@ -65,6 +65,7 @@ class Contact:
         "ended_at",
         "events",
         "human",
+        "identified_at",
         "last_at",
         "outcome",
         "repeated",
@@ -105,6 +106,8 @@ class Contact:
         self.contained_reported = False
         # The settled service level, queue and team (None: not settled yet).
         self.settled: tuple[str | None, str | None, str | None] | None = None
+        # When identity identified the customer of events of it (issue 16).
+        self.identified_at: int | None = None
 
     @property
     def first_contact_resolved(self) -> bool | None:
@@ -180,7 +183,18 @@ class Contact:
             service_level=None if settled is None else settled[0],
             settled=settled is not None,
             settled_new=settled_new,
+            identified_at=self.identified_at,
         )
+
+
+def note_identified(contact: Contact | None, at: int, customer_id: str, out: list[Any]) -> None:
+    """Identity gave the customer an event of ``contact``, by a link that starts at
+    ``at``: keep the earliest such start; a contact that sent a summary sends it again."""
+    if contact is None or (contact.identified_at is not None and contact.identified_at <= at):
+        return
+    contact.identified_at = at
+    if contact.version:
+        out.append(contact.summary(customer_id))
 
 
 def forget_dropped(dropped: dict[str, tuple[int, Contact]], until_ms: int) -> None:

@@ -23,7 +23,7 @@ from pipeline.contract.event import (
     TRANSFERRED,
     InteractionEvent,
 )
-from pipeline.core.contact import Contact, forget_dropped
+from pipeline.core.contact import Contact, forget_dropped, note_identified
 from pipeline.core.dedup import DedupWindow
 from pipeline.core.journey import (
     EndKey,
@@ -370,6 +370,9 @@ class CustomerState:
         self._pairs = None
         self._settle_cache = _UNKNOWN
         return contact
+
+    def identified(self, contact_id: str, at: int, out: list[OutputRecord]) -> None:
+        note_identified(self.contacts.get(contact_id), at, self.customer_id, out)
 
     def next_due(self) -> int | None:
         """The earliest clock value at which this customer has timed work."""

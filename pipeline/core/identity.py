@@ -40,7 +40,7 @@ import bisect
 import hashlib
 import heapq
 import hmac
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Final
 
 from pipeline.contract.event import (
@@ -50,6 +50,7 @@ from pipeline.contract.event import (
     event_from_record,
     needs_identity,
 )
+from pipeline.core.identity_measures import IdentityMeasures, IdentityStats
 from pipeline.settings import IdentitySettings
 
 #: Version of the per-identifier state dict; :meth:`IdentityProcessor.load_state`
@@ -90,10 +91,16 @@ def anonymous_customer(kind: str, value: str, key: bytes | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """Send ``event`` (its ``customer_id`` set to ``customer_key``) to that customer."""
+    """Send ``event`` (its ``customer_id`` set to ``customer_key``) to that customer.
+
+    ``identified_at``: the start of the link that gives the event to the customer
+    (its ``identity_links.valid_from``; ``contacts.identified_at``), None for the
+    anonymous customer.
+    """
 
     customer_key: str
     event: InteractionEvent
+    identified_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,49 +165,6 @@ class IdentityRules:
         )
 
 
-@dataclass
-class IdentityStats:
-    """Counters of one identity processor (metrics, once wired)."""
-
-    events: int = 0
-    duplicates: int = 0
-    #: Events put on hold (again, too, after an unlink took their customer).
-    held: int = 0
-    #: Releases to a customer (re-attributions included).
-    released: int = 0
-    #: Releases as the anonymous customer: the hold passed, max_held was
-    #: exceeded, or the input ended.
-    expired_hold: int = 0
-    expired_max_held: int = 0
-    expired_at_end: int = 0
-    #: ``identified`` events that changed the link history.
-    links: int = 0
-    unlinks: int = 0
-    #: ``unlinked`` events naming a customer the identifier had no link to then.
-    unlinks_unmatched: int = 0
-    #: Unattribute records (events taken back from a customer or the anonymous one).
-    unattributed: int = 0
-    identifiers_evicted: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {spec.name: getattr(self, spec.name) for spec in fields(self)}
-
-
-@dataclass
-class IdentityMeasures:
-    """Per-channel figures since the last :meth:`IdentityProcessor.take_measures`
-    (the metrics of docs/ops.md, "Identity"): channels only, never an identifier."""
-
-    #: ``identified`` events that changed the links, by the identified event's channel.
-    linked: dict[str, int] = field(default_factory=dict)
-    #: Events released as the anonymous customer, by their channel.
-    expired: dict[str, int] = field(default_factory=dict)
-    #: (channel, seconds) from an identifier's first held event to its identification.
-    delays: list[tuple[str, float]] = field(default_factory=list)
-    #: Unattribute records sent (events taken back from a customer).
-    reattributed: int = 0
-
-
 def _count(counts: dict[str, int], channel: str, n: int = 1) -> None:
     counts[channel] = counts.get(channel, 0) + n
 
@@ -237,13 +201,19 @@ class IdentifierState:
 
     def owner_at(self, at: int) -> str | None:
         """The customer an event at ``at`` belongs to, or None if none is known."""
+        link = self.link_at(at)
+        return None if link is None else link[1]
+
+    def link_at(self, at: int) -> tuple[int, str] | None:
+        """The link (start, customer) an event at ``at`` belongs to, or None."""
         links = self.links
         index = bisect.bisect_right(links, at, key=lambda link: link[0]) - 1
         if index >= 0 and links[index][1] is not None:
-            return links[index][1]
-        for _, customer in links[index + 1 :]:
+            return links[index]  # type: ignore[return-value]  # its customer is set
+        for from_ms, customer in links[index + 1 :]:
             if customer is not None:
-                return customer  # an anonymous stretch belongs to the next identification
+                # An anonymous stretch belongs to the next identification.
+                return from_ms, customer
         return None
 
     def link(self, at: int, customer: str) -> bool:
@@ -497,7 +467,9 @@ class IdentityProcessor:
         self, state: IdentifierState, owner: str, event: InteractionEvent, out: list[IdentityOutput]
     ) -> None:
         state.released[event.event_id] = _Released(owner, False, event)
-        out.append(Release(owner, replace(event, customer_id=owner)))
+        link = state.link_at(event.occurred_at)
+        identified_at = None if link is None else link[0]
+        out.append(Release(owner, replace(event, customer_id=owner), identified_at))
         self.stats.released += 1
 
     def _expire(self, state: IdentifierState, out: list[IdentityOutput]) -> None:

@@ -47,6 +47,9 @@ class CustomerEvent:
 
     event: InteractionEvent
     released: bool = False
+    #: When the identifier was identified as this customer (the link's start;
+    #: ``contacts.identified_at``); None when identity did not give the event.
+    identified_at: int | None = None
 
     @property
     def customer_key(self) -> str:
@@ -70,7 +73,7 @@ def route(outputs: list[IdentityOutput]) -> list[Routed]:
     routed: list[Routed] = []
     for output in outputs:
         if isinstance(output, Release):
-            routed.append(CustomerEvent(output.event, released=True))
+            routed.append(CustomerEvent(output.event, True, output.identified_at))
         elif isinstance(output, Unattribute):
             last = routed[-1] if routed else None
             if isinstance(last, Unattribution) and last.customer_key == output.customer_key:

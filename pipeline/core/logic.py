@@ -57,6 +57,10 @@ class CustomerLogic(Protocol):
         (:data:`pipeline.core.customer.APPLIED` and its siblings)."""
         ...
 
+    def identified(self, contact_id: str, at: int, out: list[OutputRecord]) -> None:
+        """Identity gave an event of the contact, identified at ``at`` (issue 16)."""
+        ...
+
     def next_due(self) -> int | None:
         """The earliest clock value at which timed work is due (bytewax: ``notify_at``)."""
         ...

@@ -238,10 +238,14 @@ class PartitionProcessor:
                 self._note_sent(out)
         return out
 
-    def process_released(self, event: InteractionEvent) -> list[OutputRecord]:
+    def process_released(
+        self, event: InteractionEvent, identified_at: int | None = None
+    ) -> list[OutputRecord]:
         """An event identity gave this customer (its ``customer_id`` set by the
         identity processor, :mod:`pipeline.core.identity`): processed as any event,
-        and kept for ``identity.unlink_window`` so it can be taken back."""
+        and kept for ``identity.unlink_window`` so it can be taken back.
+        ``identified_at``: the start of the link that gave it, kept on its contact
+        (``contacts.identified_at``)."""
         customer_id = event.customer_id
         journal = self._journals.get(customer_id)
         if journal is None:
@@ -251,7 +255,18 @@ class PartitionProcessor:
         if event.occurred_at > journal.last_released_ms:
             journal.last_released_ms = event.occurred_at
         self.reattribution.events_released += 1
-        return self.process(event)
+        out = self.process(event)
+        customer = self._customers.get(customer_id)
+        if identified_at is not None and customer is not None:
+            journal.identified[event.event_id] = identified_at
+            more: list[OutputRecord] = []
+            customer.identified(event.contact_id, identified_at, more)
+            self._dirty[customer_id] = None
+            if more:
+                self._count(more)
+                self._note_sent(more)
+                out.extend(more)
+        return out
 
     def unattribute(self, customer_id: str, event_ids: Sequence[str]) -> list[OutputRecord]:
         """Identity took these events back from the customer: rebuild it without them

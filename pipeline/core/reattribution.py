@@ -99,7 +99,7 @@ def record_from_dict(name: str, data: dict[str, Any]) -> OutputRecord:
 class CustomerJournal:
     """What a customer's processor keeps to rebuild the customer without some events."""
 
-    __slots__ = ("entries", "last_released_ms", "sent", "snapshot")
+    __slots__ = ("entries", "identified", "last_released_ms", "sent", "snapshot")
 
     def __init__(self, snapshot: dict[str, Any] | None) -> None:
         #: The customer's state before the first entry (None: it had none).
@@ -110,6 +110,8 @@ class CustomerJournal:
         self.sent: dict[RecordKey, OutputRecord] = {}
         #: occurred_at of the latest event that came through identity.
         self.last_released_ms = -1
+        #: event_id -> when identity identified it (its contact's identified_at).
+        self.identified: dict[str, int] = {}
 
     def note_sent(self, record: OutputRecord) -> None:
         self.sent[record_key(record)] = record
@@ -124,6 +126,7 @@ class CustomerJournal:
             "entries": [[event.to_record(), clock] for event, clock in self.entries],
             "sent": [[name, record.to_dict()] for (name, _), record in self.sent.items()],
             "last_released_ms": self.last_released_ms,
+            "identified": sorted([event_id, at] for event_id, at in self.identified.items()),
         }
 
     @classmethod
@@ -135,6 +138,8 @@ class CustomerJournal:
         for name, record in data["sent"]:
             journal.note_sent(record_from_dict(name, record))
         journal.last_released_ms = int(data["last_released_ms"])
+        # Written since contacts.identified_at; a journal without it knows none.
+        journal.identified = {event_id: int(at) for event_id, at in data.get("identified", ())}
         return journal
 
 
@@ -218,11 +223,16 @@ def rebuild(
     customer = _restore(logic, customer_id, rules, journal.snapshot)
     out: list[OutputRecord] = []
     kept: list[tuple[InteractionEvent, int]] = []
+    identified = journal.identified
     for event, clock in journal.entries:
         if event.event_id in gone:
+            identified.pop(event.event_id, None)
             continue
         kept.append((event, clock))
         _apply_at(customer, event, clock, out)
+        at = identified.get(event.event_id)
+        if at is not None:
+            customer.identified(event.contact_id, at, out)
     journal.entries = kept
     customer.fire_until(clock_ms, out)
     for session in customer.book.open:

@@ -188,6 +188,9 @@ class ContactSummary:
     service_level: str | None = None
     settled: bool = False
     settled_new: bool = False
+    #: When identity identified the customer the contact's events came through
+    #: (the start of that link, epoch ms; issue 16); None: none did.
+    identified_at: int | None = None
 
     @property
     def key(self) -> str:

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 # may carry four more fields (bot, human, repeated, contained reported) and
 # sessions their feedback; shorter rows read as before (nothing known). A
 # contact row may end with its settled service level ([level, queue, team]);
-# a shorter row has not settled. Contacts the core let go recently ("x", with
+# a shorter row has not settled; after it may come when identity identified it.
+# Contacts the core let go recently ("x", with
 # the clock they went at) come back if an event of theirs dated before it comes.
 STATE_VERSION: Final = 3
 
@@ -62,6 +63,8 @@ def contact_to_row(contact: Contact) -> list[Any]:
         contact.contained_reported,
         # The settled service level, queue and team (None: not settled yet).
         None if contact.settled is None else list(contact.settled),
+        # When identity identified it (issue 16); rows without it have none.
+        *(() if contact.identified_at is None else (contact.identified_at,)),
     ]
 
 
@@ -87,6 +90,8 @@ def contact_from_row(row: list[Any], customer_id: str, rules: CoreRules) -> Cont
         if len(row) > 18 and row[18] is not None:
             level, queue, team = row[18]
             contact.settled = (level, queue, team)
+        if len(row) > 19:
+            contact.identified_at = row[19]
     else:
         assume_summary_sent(contact)
     return contact

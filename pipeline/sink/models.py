@@ -135,6 +135,9 @@ class ContactRow(Base):
     # abandoned; NULL: not applicable or not settled) and whether it is settled.
     service_level: Mapped[str | None] = mapped_column(String(32))
     settled: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # Migration 0009: when identity identified the customer the contact came
+    # through (issue 16); NULL: it came with its customer id.
+    identified_at: Mapped[datetime | None] = mapped_column(_utc())
 
     __table_args__ = (
         Index(None, "channel", "started_at"),

@@ -103,6 +103,7 @@ def _contact_row(record: Record, now: datetime) -> Row:
         record.get("team"),
         record.get("service_level"),
         bool(record.get("settled", False)),
+        _optional_time(record.get("identified_at")),
     )
 
 
@@ -219,7 +220,7 @@ _BUILDER_COLUMNS: dict[Builder, tuple[str, ...]] = {
         "contact_id", "customer_id", "session_id", "channel", "started_at", "ended_at",
         "outcome", "topic", "first_reply_seconds", "first_reply_business_seconds",
         "breached", "events", "version", "first_contact_resolved", "bot_only", "contained",
-        "queue", "team", "service_level", "settled",
+        "queue", "team", "service_level", "settled", "identified_at",
     ),
     _sla_row: (
         "sla_event_id", "kind", "customer_id", "contact_id", "channel", "policy", "metric",

@@ -9,8 +9,9 @@ through Kafka. Compared with ``replay_events`` of the same events:
 - the link periods on ``<prefix>.identity-links``: equal, record for record (one
   identity partition sees its identifiers' events in the input's order, as the
   replay's identity stage does);
-- the journeys (customer, contacts, breaches), each contact's row (its customer
-  and every figure but ``version`` and ``session_id``) and the breaches: equal.
+- the journeys (customer, contacts, breaches), each contact's row (its customer,
+  ``identified_at`` and every figure but ``version`` and ``session_id``) and the
+  breaches: equal.
 
 Not compared, because they depend on when a released event reaches its
 customer, which the replay cannot know (docs/architecture.md, "Identity
@@ -187,6 +188,8 @@ def assert_the_worker_counts_what_the_replay_counts(
     for name in expected:
         assert actual[name] == expected[name], difference(name, actual[name], expected[name])
     assert len(expected["journeys"]) > 100
+    # contacts.identified_at (the worker's equal the replay's, above) is set.
+    assert sum(1 for c in expected["contacts"].values() if c["identified_at"] is not None) > 20
     links = {link.link_id: link.to_dict() for link in replay.identity_links}
     assert link_records(settings) == links
     dead_letters = read_topic(settings.kafka.bootstrap, settings.kafka.topic(DLQ))

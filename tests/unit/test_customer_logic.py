@@ -37,6 +37,9 @@ class Reminders:
         self.due_hint = due
         return APPLIED
 
+    def identified(self, contact_id: str, at: int, out: list[OutputRecord]) -> None:
+        pass  # reminders know no contacts
+
     def next_due(self) -> int | None:
         return self.due[0][0] if self.due else None
 

@@ -179,7 +179,11 @@ def test_identity_releases_held_events_to_the_customer_and_stores_the_identifier
     drained = identity.drain()
     rekeyed = [o for o in drained.outgoing if o.topic == "t.interactions-rekeyed"]
     assert [decode_rekeyed(o.value, o.headers or (), CODEC) for o in rekeyed] == [
-        CustomerEvent(dataclasses.replace(ANONYMOUS, customer_id="cust-000123"), released=True)
+        CustomerEvent(
+            dataclasses.replace(ANONYMOUS, customer_id="cust-000123"),
+            released=True,
+            identified_at=IDENTIFIED_EVENT.occurred_at,
+        )
     ]
     assert [o.key for o in rekeyed] == [b"cust-000123"]
     [link] = [o for o in drained.outgoing if o.topic == "t.identity-links"]
@@ -195,7 +199,9 @@ def test_identity_releases_held_events_to_the_customer_and_stores_the_identifier
     restarted.handle(RawRecord("t.identity", 1, 2, b"k", CODEC.encode(later), None))
     [again] = [o for o in restarted.drain().outgoing if o.topic == "t.interactions-rekeyed"]
     assert decode_rekeyed(again.value, again.headers or (), CODEC) == CustomerEvent(
-        dataclasses.replace(later, customer_id="cust-000123"), released=True
+        dataclasses.replace(later, customer_id="cust-000123"),
+        released=True,
+        identified_at=IDENTIFIED_EVENT.occurred_at,
     )
 
 
