@@ -136,6 +136,10 @@ def test_make_topics_without_suffixes_creates_every_project_topic(
             "sla-events",
             "journey-signals",
             "needs",
+            # Issue 16: identity continuity's topics.
+            "identity",
+            "interactions-rekeyed",
+            "identity-links",
         )
     )
     assert _topic_names(kafka_bootstrap) >= set(names)
