@@ -35,7 +35,7 @@ from pipeline.identity_wire import (
     end_marker,
 )
 from pipeline.producer import EventProducer
-from pipeline.replay import replay_events
+from pipeline.replay import collapse, replay_events
 from pipeline.settings import KafkaSettings
 from pipeline.settings_loader import build_settings
 from pipeline.stream_records import CONTROL_HEADER, END_OF_INPUT, Outgoing, RawRecord
@@ -392,3 +392,16 @@ def test_the_handlers_over_topics_count_identity_traffic_as_the_replay_does(cras
     assert IDENTITY_HEADER in {
         h for r in logs.topics["t.interactions-rekeyed"][0] for h, _ in r.headers
     }
+
+
+def test_journey_and_need_ids_follow_the_arrival_of_released_events_the_counts_do_not():
+    """The limit docs/architecture.md names ("Worker and replay"): a released event
+    reaches its customer after the customer's own later events, so journeys and
+    needs are named after the first contact that arrived; what is counted is equal."""
+    events = _events()
+    replay = replay_events(events, SETTINGS, partitions=PARTITIONS).records
+    records, _ = _run_worker(events, chunk=5)
+    assert _counted(records) == _counted(replay)
+    streamed, replayed = collapse(records), collapse(replay)
+    assert set(streamed["session"]) != set(replayed["session"])
+    assert set(streamed["need"]) != set(replayed["need"])
