@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from pipeline.core.identity import IdentityMeasures
+from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import OutputRecord
 from pipeline.errors import ControlRecordRefused
 
@@ -33,6 +34,18 @@ class PartitionGauge(NamedTuple):
     clock_ms: int | None
     #: channel -> contacts with a running SLA clock (customer waiting for a reply).
     waiting_contacts: Mapping[str, int] = {}
+
+
+def partition_gauge(processor: PartitionProcessor | None) -> PartitionGauge:
+    """What the gauges show of a partition's processor (None: not loaded)."""
+    if processor is None:
+        return PartitionGauge(0, {}, None)
+    return PartitionGauge(
+        processor.open_sessions(),
+        processor.oldest_open_sla_clock(),
+        processor.clock_ms,
+        processor.waiting_contacts(),
+    )
 
 
 class RawRecord(NamedTuple):

@@ -72,6 +72,7 @@ from pipeline.stream_records import (
     RawRecord,
     input_end_of,
     is_end_of_input,
+    partition_gauge,
 )
 from pipeline.stream_state import (
     CLOCK_KEY_PREFIX,
@@ -402,19 +403,7 @@ class StreamHandler:
 
     def gauges(self, partitions: Iterable[int]) -> dict[int, PartitionGauge]:
         """Open sessions, oldest running SLA clocks and clock of the given partitions."""
-        gauges = {}
-        for partition in partitions:
-            processor = self.processors.get(partition)
-            if processor is None:
-                gauges[partition] = PartitionGauge(0, {}, None)
-            else:
-                gauges[partition] = PartitionGauge(
-                    processor.open_sessions(),
-                    processor.oldest_open_sla_clock(),
-                    processor.clock_ms,
-                    processor.waiting_contacts(),
-                )
-        return gauges
+        return {p: partition_gauge(self.processors.get(p)) for p in partitions}
 
     def drain(self, *, force_updates: bool = False) -> Drained:
         """Everything produced since the last drain; see the module docstring."""
