@@ -105,6 +105,7 @@ class ProcessRole:
             applied_offsets=self.loop.handler.applied_offsets,
             log_end=self.loop.log_end,
             targets=self._targets,
+            side_positions=self.loop.side_positions(),
         )
 
     async def _on_shutdown(self, sender: Any, **_: Any) -> None:

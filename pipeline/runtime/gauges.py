@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
@@ -31,8 +31,14 @@ def update_gauges(
     applied_offsets: Mapping[int, int],
     log_end: Callable[[int], int | None],
     targets: Mapping[str, float],
+    side_positions: Iterable[tuple[str, int, int | None, int | None]] = (),
 ) -> None:
-    """Open sessions, waiting contacts, oldest unanswered age, lag and stream time."""
+    """Open sessions, waiting contacts, oldest unanswered age, lag and stream time.
+
+    ``side_positions``: ``(topic, partition, last applied offset or None, log end or
+    None)`` of the other topics the worker consumes (identity, re-keyed; issue 16),
+    whose lag is shown beside the input's.
+    """
     metrics.set_open_sessions(sum(g.open_sessions for g in gauges.values()))
     # Ages are measured on each partition's clock (event time), so a replay or
     # a time-lapse simulation shows the same ages as live traffic.
@@ -54,8 +60,14 @@ def update_gauges(
     for partition, gauge in gauges.items():
         end = log_end(partition)
         if end is not None:
-            applied = applied_offsets.get(partition)
-            lag = end - (applied + 1 if applied is not None else 0)
-            metrics.set_lag(input_topic, partition, max(0, lag))
+            metrics.set_lag(input_topic, partition, _lag(end, applied_offsets.get(partition)))
         if gauge.clock_ms is not None:
             metrics.set_stream_time(partition, gauge.clock_ms / 1000)
+    for topic, partition, applied, end in side_positions:
+        if end is not None:
+            metrics.set_lag(topic, partition, _lag(end, applied))
+
+
+def _lag(end: int, applied: int | None) -> int:
+    """Records after the last applied one (None: none applied yet) up to ``end``."""
+    return max(0, end - (applied + 1 if applied is not None else 0))

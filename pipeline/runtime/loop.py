@@ -491,14 +491,32 @@ class StreamLoop:
             ends[partition] = self.log_end(partition)
         return positions, ends
 
-    def log_end(self, partition: int) -> int | None:
-        """The input partition's end as last fetched (aiokafka's ``highwater``)."""
+    def log_end(self, partition: int, topic: str | None = None) -> int | None:
+        """The end of partition ``partition`` of ``topic`` (default: the input) as last
+        fetched (aiokafka's ``highwater``); None if unknown."""
         if self._consumer is None:
             return None
         from aiokafka import TopicPartition
 
         try:
-            end = self._consumer.highwater(TopicPartition(self.config.input_topic, partition))
+            end = self._consumer.highwater(
+                TopicPartition(topic or self.config.input_topic, partition)
+            )
         except Exception:  # not assigned any more: unknown
             return None
         return int(end) if end is not None else None
+
+    def side_positions(self) -> list[tuple[str, int, int | None, int | None]]:
+        """``(topic, partition, last applied offset, log end)`` of the re-keyed and
+        identity partitions held (issue 16), for the lag gauge; empty without identity."""
+        rekeyed, identity = self.config.rekeyed_topic, self.config.identity_topic
+        if rekeyed is None or identity is None:
+            return []
+        positions: list[tuple[str, int, int | None, int | None]] = []
+        for partition in sorted(self.loaded):
+            applied = self.handler.applied_rekeyed.get(partition)
+            positions.append((rekeyed, partition, applied, self.log_end(partition, rekeyed)))
+        for partition in sorted(self.identity.loaded):
+            applied = self.identity.applied_offsets.get(partition)
+            positions.append((identity, partition, applied, self.log_end(partition, identity)))
+        return positions

@@ -200,6 +200,21 @@ def link_records(settings: Settings) -> dict[str, dict]:
     return latest
 
 
+def eventually_zero_lag(web_port: int, topic: str, timeout_s: float = 10.0) -> bool:
+    """Whether ``cxstream_consumer_lag{topic}`` is shown and reaches 0 within the
+    timeout (the gauge is set on the worker's tick)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if metric_value(web_port, "cxstream_consumer_lag", topic=topic) == 0:
+                return True
+        except AssertionError:  # not shown yet
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
 def assert_the_worker_counts_what_the_replay_counts(
     items: list[SimItem], settings: Settings
 ) -> None:
@@ -240,6 +255,9 @@ def test_a_worker_with_identity_traffic_counts_what_the_replay_counts(
     assert metric_value(worker.web_port, "cxstream_identity_linked_total") > 20
     assert metric_value(worker.web_port, "cxstream_identity_reattributed_total") > 0
     assert metric_value(worker.web_port, "cxstream_identity_customers_rebuilt_total") > 0
+    # The lag gauge covers the identity and re-keyed topics too, all consumed.
+    for name in (IDENTITY, REKEYED):
+        assert eventually_zero_lag(worker.web_port, settings.kafka.topic(name))
 
 
 def test_a_worker_with_identity_traffic_killed_mid_stream_and_restarted_counts_the_same(

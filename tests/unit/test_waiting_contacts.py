@@ -68,3 +68,33 @@ def test_worker_gauge_sums_waiting_contacts_over_its_partitions_and_zeroes_the_r
 
     update(metrics, ("chat", "email", "phone"), {0: PartitionGauge(0, {}, T0 + 120_000, {})})
     assert waiting("chat") == 0.0
+
+
+def test_worker_gauge_shows_the_lag_of_the_identity_and_re_keyed_topics_too() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, channels=("chat",))
+
+    update_gauges(
+        metrics,
+        SimpleNamespace(channels=SimpleNamespace(keys=("chat",))),  # type: ignore[arg-type]
+        {0: PartitionGauge(0, {}, None)},
+        input_topic="cx.interactions",
+        applied_offsets={0: 9},
+        log_end=lambda partition: 10,
+        targets={},
+        # (topic, partition, last applied offset or None, log end or None)
+        side_positions=[
+            ("cx.identity", 0, 4, 12),
+            ("cx.interactions-rekeyed", 0, None, 3),
+            ("cx.interactions-rekeyed", 1, 7, None),  # end unknown: left as it was
+        ],
+    )
+
+    def lag(topic: str, partition: int) -> float | None:
+        labels = {"topic": topic, "partition": str(partition)}
+        return registry.get_sample_value("cxstream_consumer_lag", labels)
+
+    assert lag("cx.interactions", 0) == 0.0
+    assert lag("cx.identity", 0) == 7.0
+    assert lag("cx.interactions-rekeyed", 0) == 3.0
+    assert lag("cx.interactions-rekeyed", 1) is None
