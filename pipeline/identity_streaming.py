@@ -37,7 +37,6 @@ from pipeline.contract.event import needs_identity
 from pipeline.contract.validate import validate
 from pipeline.core.identity import IdentityLinkRecord, IdentityRules
 from pipeline.core.identity_stage import IdentityStage, Routed, route
-from pipeline.dlq import build_dead_letter
 from pipeline.errors import (
     ContractError,
     ControlRecordRefused,
@@ -54,6 +53,7 @@ from pipeline.stream_records import (
     NoMetrics,
     Outgoing,
     RawRecord,
+    dead_letter_of,
     input_end_of,
     is_end_of_input,
 )
@@ -268,25 +268,14 @@ class IdentityHandler:
                 exc,
                 exc_info=exc,
             )
-        letter = build_dead_letter(
-            source_topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            timestamp_ms=record.timestamp_ms,
-            error=exc,
-            stage=stage,
-            now_ms=self._wall_ms(),
-            max_bytes=self._max_bytes,
-        )
         self.metrics.dead_letter(stage, type(exc).__name__)
         self._outgoing.append(
-            Outgoing(
-                topic=self.dlq_topic,
-                key=letter.key,
-                value=letter.value,
-                timestamp_ms=letter.timestamp_ms,
-                headers=letter.headers,
+            dead_letter_of(
+                record,
+                exc,
+                stage,
+                dlq_topic=self.dlq_topic,
+                now_ms=self._wall_ms(),
+                max_bytes=self._max_bytes,
             )
         )

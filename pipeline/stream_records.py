@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, Protocol
 from pipeline.core.identity import IdentityMeasures
 from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import OutputRecord
+from pipeline.dlq import build_dead_letter
 from pipeline.errors import ControlRecordRefused
 
 #: Header that marks a control record (the input topic, and the identity
@@ -74,6 +75,32 @@ class Outgoing(NamedTuple):
     timestamp_ms: int | None = None
     headers: Sequence[tuple[str, bytes]] | None = None
     partition: int | None = None
+
+
+def dead_letter_of(
+    record: RawRecord, exc: Exception, stage: str, *, dlq_topic: str, now_ms: int, max_bytes: int
+) -> Outgoing:
+    """The dead letter of a consumed ``record`` that failed at ``stage`` with ``exc``
+    (:func:`pipeline.dlq.build_dead_letter`), as a record to send to ``dlq_topic``."""
+    letter = build_dead_letter(
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        timestamp_ms=record.timestamp_ms,
+        error=exc,
+        stage=stage,
+        now_ms=now_ms,
+        max_bytes=max_bytes,
+    )
+    return Outgoing(
+        topic=dlq_topic,
+        key=letter.key,
+        value=letter.value,
+        timestamp_ms=letter.timestamp_ms,
+        headers=letter.headers,
+    )
 
 
 @dataclass(slots=True)

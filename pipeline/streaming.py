@@ -52,7 +52,7 @@ from pipeline.core.records import (
     SessionRecord,
     SlaEvent,
 )
-from pipeline.dlq import build_dead_letter, build_unsent_dead_letter, record_size
+from pipeline.dlq import build_unsent_dead_letter, record_size
 from pipeline.errors import ContractError, ControlRecordRefused, RecordTooLargeError
 from pipeline.identity_wire import IdentityEnd, decode_rekeyed
 from pipeline.record_caps import cap_late_event
@@ -70,6 +70,7 @@ from pipeline.stream_records import (
     Outgoing,
     PartitionGauge,
     RawRecord,
+    dead_letter_of,
     input_end_of,
     is_end_of_input,
     partition_gauge,
@@ -552,26 +553,15 @@ class StreamHandler:
                 exc,
                 exc_info=exc,
             )
-        letter = build_dead_letter(
-            source_topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            timestamp_ms=record.timestamp_ms,
-            error=exc,
-            stage=stage,
-            now_ms=self._wall_ms(),
-            max_bytes=self._max_bytes,
-        )
         self.metrics.dead_letter(stage, type(exc).__name__)
         self._pending.outgoing.append(
-            Outgoing(
-                topic=self.dlq_topic,
-                key=letter.key,
-                value=letter.value,
-                timestamp_ms=letter.timestamp_ms,
-                headers=letter.headers,
+            dead_letter_of(
+                record,
+                exc,
+                stage,
+                dlq_topic=self.dlq_topic,
+                now_ms=self._wall_ms(),
+                max_bytes=self._max_bytes,
             )
         )
 
