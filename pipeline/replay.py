@@ -53,6 +53,7 @@ from pipeline.replay_io import (
     summary_counts,
 )
 from pipeline.settings import Settings
+from pipeline.sink.pseudonym import pseudonym_key
 
 OUTPUT_FILES: dict[str, str] = {
     SessionRecord.OUTPUT_NAME: "sessions.jsonl",
@@ -207,17 +208,6 @@ def _replay(
     return result
 
 
-def identity_pseudonym_key(settings: Settings) -> bytes | None:
-    """The sink's pseudonym key when ``sql.pseudonymise`` is on (else None): the
-    anonymous customers and the link rows then carry the keyed hash of an
-    identifier, which a dictionary of phone numbers cannot reverse."""
-    from pipeline.sink.pseudonym import Pseudonymizer
-
-    if Pseudonymizer.from_settings(settings.sql) is None:  # checks the key file
-        return None
-    return Path(str(settings.sql.pseudonym_key_file)).read_bytes().strip()
-
-
 def _through_identity(
     events: Sequence[InteractionEvent], settings: Settings, count: int
 ) -> tuple[list[InteractionEvent | Routed], dict[str, int], list[IdentityLinkRecord]]:
@@ -227,7 +217,7 @@ def _through_identity(
     (the fast path below), the rest become routed records in the order the stage
     produced them; the stage's end of input (held events released as anonymous)
     comes last, before the partitions' own."""
-    rules = IdentityRules.from_settings(settings.identity, identity_pseudonym_key(settings))
+    rules = IdentityRules.from_settings(settings.identity, pseudonym_key(settings.sql))
     stage = IdentityStage(rules, count)
     out: list[InteractionEvent | Routed] = []
     input_end: int | None = None

@@ -29,13 +29,13 @@ from typing import Any
 
 from pipeline.identity_streaming import IdentityHandler
 from pipeline.kafka_clients import aiokafka_options
-from pipeline.replay import identity_pseudonym_key
 from pipeline.runtime.batch import ConsumedRecord, next_offsets_by_topic, raw_records
 from pipeline.runtime.changelog import ChangelogReader
 from pipeline.runtime.checkpoint import Checkpoint, commit
 from pipeline.runtime.clients import KafkaOutputs, KafkaPositions
 from pipeline.runtime.config import EXACTLY_ONCE, LoopConfig
 from pipeline.settings import Settings
+from pipeline.sink.pseudonym import pseudonym_key
 from pipeline.stream_records import IdentityMetricsSink
 from pipeline.stream_state import record_crc
 from pipeline.streaming import MetricsSink, PartitionGauge, StreamHandler
@@ -68,7 +68,7 @@ class StreamLoop:
         #: The identity processors of the ``identity`` partitions held (issue 16).
         self.identity = IdentityHandler(
             settings,
-            pseudonym_key=identity_pseudonym_key(settings) if wired else None,
+            pseudonym_key=pseudonym_key(settings.sql) if wired else None,
             metrics=metrics,
             identity_metrics=identity_metrics,
         )

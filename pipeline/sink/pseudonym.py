@@ -34,20 +34,27 @@ class Pseudonymizer:
 
     @classmethod
     def from_settings(cls, sql: SqlSettings) -> Pseudonymizer | None:
-        """The pseudonymizer the settings ask for, or None when pseudonymise is off.
+        """The pseudonymizer the settings ask for, or None when pseudonymise is off
+        (the checks of :func:`pseudonym_key`)."""
+        key = pseudonym_key(sql)
+        return cls(key) if key is not None else None
 
-        Raises ConfigError when pseudonymise is on and the key file is unset,
-        unreadable or empty: storing clear ids by accident is worse than not starting.
-        """
-        if not sql.pseudonymise:
-            return None
-        if not sql.pseudonym_key_file:
-            raise ConfigError("sql.pseudonymise is on but sql.pseudonym_key_file is not set")
-        path = Path(sql.pseudonym_key_file)
-        try:
-            key = path.read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(f"sql.pseudonym_key_file {path} cannot be read: {exc}") from exc
-        if not key:
-            raise ConfigError(f"sql.pseudonym_key_file {path} is empty")
-        return cls(key)
+
+def pseudonym_key(sql: SqlSettings) -> bytes | None:
+    """The pseudonymisation key the settings name, or None when pseudonymise is off.
+
+    Raises ConfigError when pseudonymise is on and the key file is unset,
+    unreadable or empty: storing clear ids by accident is worse than not starting.
+    """
+    if not sql.pseudonymise:
+        return None
+    if not sql.pseudonym_key_file:
+        raise ConfigError("sql.pseudonymise is on but sql.pseudonym_key_file is not set")
+    path = Path(sql.pseudonym_key_file)
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"sql.pseudonym_key_file {path} cannot be read: {exc}") from exc
+    if not key:
+        raise ConfigError(f"sql.pseudonym_key_file {path} is empty")
+    return key
