@@ -35,6 +35,9 @@ from pipeline.core.identity_stage import CustomerEvent, IdentityStage, Routed
 from pipeline.core.partitioning import partition_for
 from pipeline.core.processor import PartitionProcessor, ProcessorStats
 from pipeline.core.records import (
+    NEED_RETRACTED,
+    SESSION_SUPERSEDED,
+    SLA_RETRACTED,
     ContactSummary,
     JourneySignal,
     LateEvent,
@@ -464,6 +467,36 @@ def collapse(records: Iterable[OutputRecord]) -> dict[str, dict[str, dict[str, A
     for record in records:
         collapsed.setdefault(record.OUTPUT_NAME, {})[record.key] = record.to_dict()
     return collapsed
+
+
+# The rows that never count, per output: (field, value).
+_LINEAGE = {
+    "session": ("status", SESSION_SUPERSEDED),
+    "need": ("status", NEED_RETRACTED),
+    "sla_event": ("kind", SLA_RETRACTED),
+}
+
+
+def standing(collapsed: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict]]:
+    """The rows of :func:`collapse` that count, without ``version``.
+
+    Dropped are the rows that never count and only record how a live run got to its
+    result: journeys ``superseded``, needs ``retracted``, SLA events ``retracted``.
+    Whether a worker sends one depends on what it had already sent when a later
+    arriving event changed it (an SLA warning fired before the reply it was waiting
+    for arrived); so does ``version``. With identity traffic, events released to a
+    customer arrive a batch or two after the replay applies them, and the worker
+    equals the replay in this form (docs/architecture.md, "Worker and replay").
+    """
+    kept: dict[str, dict[str, dict]] = {}
+    for name, rows in collapsed.items():
+        field_name, never_counts = _LINEAGE.get(name, ("", None))
+        kept[name] = {
+            key: {f: v for f, v in row.items() if f != "version"}
+            for key, row in rows.items()
+            if never_counts is None or row.get(field_name) != never_counts
+        }
+    return kept
 
 
 def replay_file(

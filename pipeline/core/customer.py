@@ -165,7 +165,9 @@ class CustomerState:
             self.due_hint = hint
             return LATE
 
-        session, superseded = book.place(self.customer_id, event.event_id, at)
+        session, superseded, renamed_from = book.place(self.customer_id, event.event_id, at)
+        if renamed_from is not None:
+            self._rename_journey(session, renamed_from, out)
         for other in superseded:
             contacts = session_contacts(other, self.contacts)
             out.append(
@@ -251,6 +253,25 @@ class CustomerState:
         self.due_hint = hint
         return APPLIED
 
+    def _rename_journey(self, session: Session, old_id: str, out: list[OutputRecord]) -> None:
+        """An earlier event became the journey's first and renamed it (journeys are
+        named after their earliest event, so that the name does not depend on arrival
+        order): a record sent under the old name is superseded by the new one, and the
+        contacts that started in it move to the new name."""
+        new_id = session.session_id
+        contacts = session_contacts(session, self.contacts)
+        if session.version:
+            session.session_id = old_id
+            out.append(
+                journey_record(self.customer_id, session, SESSION_SUPERSEDED, contacts, new_id)
+            )
+            session.session_id = new_id
+        for contact in contacts:
+            if contact.session_id == old_id:
+                contact.session_id = new_id
+                if contact.version:
+                    out.append(contact.summary(self.customer_id))
+
     def _apply_to_contact(
         self, contact: Contact, event: InteractionEvent, clock_ms: int, out: list[OutputRecord]
     ) -> None:
@@ -267,7 +288,13 @@ class CustomerState:
             contact.topic = event.topic
         sla = contact.sla
         was_idle = sla.is_idle
-        fired = sla.observe(event, clock_ms, self.rules.retraction_window_ms)
+        rules = self.rules
+        window_ms = (
+            rules.retraction_window_ms
+            if event.identifier_kind is None
+            else rules.identifier_retraction_window_ms
+        )
+        fired = sla.observe(event, clock_ms, window_ms)
         if fired:
             out.extend(fired)
             # The summary goes again below, with this event in it.
@@ -413,7 +440,7 @@ class CustomerState:
             elif rank == RANK_DROP:
                 self._drop_contact(key, out, due)
             elif rank == RANK_NEED:
-                self.needs.close(self.customer_id, key, due, out)
+                self.needs.fire(self.customer_id, key, due, out)
             elif key == "closed":
                 self.book.prune_closed(due)
             elif key == "dropped":

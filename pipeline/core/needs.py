@@ -26,6 +26,7 @@ from pipeline.core.records import (
     BOUNCED,
     NEED_FINAL,
     NEED_OPEN,
+    NEED_RETRACTED,
     JourneySignal,
     NeedRecord,
     OutputRecord,
@@ -75,6 +76,12 @@ def need_key(need_id: str | None, topic: str | None) -> str | None:
     if topic is not None:
         return "t:" + topic
     return None
+
+
+def implicit_name(customer_id: str, topic: str | None, opened_at: int) -> str:
+    """The name of a need keyed by topic: the customer, the topic and the start of
+    its earliest contact."""
+    return f"{customer_id}:{topic}:{opened_at}"
 
 
 class NeedContact:
@@ -151,6 +158,7 @@ class Need:
     """One open need."""
 
     __slots__ = (
+        "bounce_due",
         "bounced_at",
         "contacts",
         "feedback_count",
@@ -173,6 +181,9 @@ class Need:
         self.feedback_sum = 0
         self.feedback_count = 0
         self.bounced_at: int | None = None
+        # When the bounce is decided: the crossing contact's start + grace + 1
+        # (None: no contact crosses the threshold yet, or it is decided).
+        self.bounce_due: int | None = None
         self.version = 0
 
     def find(self, contact_id: str) -> NeedContact | None:
@@ -211,7 +222,26 @@ class Need:
         return len(seen)
 
     def due_ms(self, rules: NeedRules) -> int:
+        """When the need closes."""
         return self.last_at + rules.window_ms + rules.grace_ms + 1
+
+    def next_due(self, rules: NeedRules) -> int:
+        """The need's next timed work: its bounce decision, else its close."""
+        bounce_due = self.bounce_due
+        return bounce_due if bounce_due is not None else self.due_ms(rules)
+
+    def crossing(self, rules: NeedRules) -> NeedContact | None:
+        """The first contact (by start) at which the need has the bounce threshold's
+        contacts and channels (None: it has not)."""
+        contacts = self.contacts
+        if len(contacts) < rules.min_contacts:
+            return None
+        seen: dict[str, None] = {}
+        for index, item in enumerate(contacts):
+            seen[item.channel] = None
+            if index + 1 >= rules.min_contacts and len(seen) >= rules.min_channels:
+                return item
+        return None
 
     def record(self, customer_id: str, status: str, closed_at: int | None) -> NeedRecord:
         self.version += 1
@@ -282,6 +312,7 @@ class Need:
             self.feedback_count,
             self.bounced_at,
             self.version,
+            self.bounce_due,
         ]
 
     @classmethod
@@ -291,6 +322,9 @@ class Need:
         need.contacts = [NeedContact.from_row(row) for row in state[5]]
         need.feedback_sum, need.feedback_count = state[6], state[7]
         need.bounced_at, need.version = state[8], state[9]
+        # Written before bounces were decided a grace after the crossing: the next
+        # contact that joins schedules the decision.
+        need.bounce_due = state[10] if len(state) > 10 else None
         return need
 
 
@@ -338,7 +372,9 @@ class NeedBook:
             if need is None:
                 explicit = need_id is not None and need_id != ""
                 name = (
-                    need_id if explicit else f"{customer_id}:{contact.topic}:{contact.started_at}"
+                    need_id
+                    if explicit
+                    else implicit_name(customer_id, contact.topic, contact.started_at)
                 )
                 need = Need(key, name or "", contact.topic, contact.started_at)
                 self.open[key] = need
@@ -354,24 +390,54 @@ class NeedBook:
         if handling_seconds is not None:
             item.handling_seconds = (item.handling_seconds or 0.0) + handling_seconds
         need.touch()
+        if need.key[0] == "t":
+            self._name_after_earliest(customer_id, need, out)
         if joined and need.bounced_at is None:
-            self._check_bounce(customer_id, need, item, out)
+            self._schedule_bounce(need)
         if contact.ended_at is not None:
             out.append(need.record(customer_id, NEED_OPEN, None))
-        return need.due_ms(rules)
+        return need.next_due(rules)
 
-    def _check_bounce(
-        self, customer_id: str, need: Need, item: NeedContact, out: list[OutputRecord]
-    ) -> None:
-        rules = self.rules
-        if len(need.contacts) < rules.min_contacts:
+    def _name_after_earliest(self, customer_id: str, need: Need, out: list[OutputRecord]) -> None:
+        """A need without a producer's id is named after its earliest contact, so that
+        the name does not depend on which contact arrived first: when an earlier one
+        joins, the need is renamed, and a record sent under the old name is retracted
+        (a bounce signal already sent keeps its id)."""
+        name = implicit_name(customer_id, need.topic, need.opened_at)
+        if name == need.need_id:
             return
-        if need.distinct_channels() < rules.min_channels:
+        if need.version:
+            out.append(need.record(customer_id, NEED_RETRACTED, None))
+        need.need_id = name
+
+    def _schedule_bounce(self, need: Need) -> None:
+        """A contact joined a need that has not bounced: the bounce is decided a grace
+        after the contact that crosses the threshold starts (a contact that started
+        earlier and joins later may move it earlier)."""
+        crossing = need.crossing(self.rules)
+        if crossing is not None:
+            due = crossing.started_at + self.rules.grace_ms + 1
+            if need.bounce_due is None or due < need.bounce_due:
+                need.bounce_due = due
+
+    def _decide_bounce(self, customer_id: str, need: Need, out: list[OutputRecord]) -> None:
+        """Decide the bounce: the clock passed the crossing contact's start + grace, so
+        every event dated before that start has come (or is late). The need bounced
+        unless one of its contacts ended resolved at or before that start; then an
+        open update carries it. Not bounced is decided again when another contact
+        joins (one that started earlier may cross before the resolution)."""
+        need.bounce_due = None
+        crossing = need.crossing(self.rules)
+        if (
+            crossing is None
+            or need.bounced_at is not None
+            or need.resolved_before(crossing.started_at)
+        ):
             return
-        if need.resolved_before(item.started_at):
-            return
-        need.bounced_at = item.started_at
+        crossed_at = crossing.started_at
+        need.bounced_at = crossed_at
         first = need.contacts[0]
+        ended = first.ended_at
         out.append(
             JourneySignal(
                 signal_id=f"{need.need_id}:{BOUNCED}",
@@ -379,14 +445,16 @@ class NeedBook:
                 customer_id=customer_id,
                 from_contact_id=first.contact_id,
                 from_channel=first.channel,
-                from_outcome=first.outcome,
-                to_contact_id=item.contact_id,
-                to_channel=item.channel,
-                gap_seconds=(item.started_at - first.started_at) / MS,
+                # As of the crossing: None if the first contact was still open.
+                from_outcome=first.outcome if ended is not None and ended <= crossed_at else None,
+                to_contact_id=crossing.contact_id,
+                to_channel=crossing.channel,
+                gap_seconds=(crossed_at - first.started_at) / MS,
                 topic=need.topic,
-                occurred_at=item.started_at,
+                occurred_at=crossed_at,
             )
         )
+        out.append(need.record(customer_id, NEED_OPEN, None))
 
     def refresh(self, contact: ContactView) -> None:
         """Take over what changed of a contact outside its events (a breach, a switch
@@ -413,34 +481,52 @@ class NeedBook:
             need.feedback_sum += score
             need.feedback_count += 1
 
-    def next_close(self) -> tuple[int, str] | None:
-        """(due, key) of the earliest close (ties: key)."""
+    def next_due(self) -> tuple[int, str] | None:
+        """(due, key) of the earliest timed work of a need (ties: key): a bounce
+        decision or a close."""
         rules = self.rules
         found = False
         best_due, best_key = 0, ""
         for key, need in self.open.items():
-            due = need.due_ms(rules)
+            due = need.next_due(rules)
             if not found or due < best_due or (due == best_due and key < best_key):
                 found, best_due, best_key = True, due, key
         return (best_due, best_key) if found else None
 
-    def close(self, customer_id: str, key: str, at: int, out: list[OutputRecord]) -> None:
-        """Close the need of ``key`` at clock ``at``: its final record goes out."""
-        need = self.open.pop(key, None)
+    def fire(self, customer_id: str, key: str, at: int, out: list[OutputRecord]) -> None:
+        """The timed work of the need of ``key`` due at clock ``at``: its bounce
+        decision, else its close."""
+        need = self.open.get(key)
         if need is None:
             return
+        bounce_due = need.bounce_due
+        if bounce_due is not None and bounce_due <= at:
+            self._decide_bounce(customer_id, need, out)
+            if need.due_ms(self.rules) > at:
+                return
+        self.close(customer_id, key, at, out)
+
+    def close(self, customer_id: str, key: str, at: int, out: list[OutputRecord]) -> None:
+        """Close the need of ``key`` at clock ``at`` (a bounce not decided yet is
+        decided first): its final record goes out."""
+        need = self.open.get(key)
+        if need is None:
+            return
+        if need.bounce_due is not None:
+            self._decide_bounce(customer_id, need, out)
+        del self.open[key]
         for item in need.contacts:
             if self.by_contact.get(item.contact_id) == key:
                 del self.by_contact[item.contact_id]
         out.append(need.record(customer_id, NEED_FINAL, at))
 
     def finish(self, customer_id: str, out: list[OutputRecord]) -> None:
-        """End of input: every open need closes at its due time."""
+        """End of input: every open need decides its bounce and closes at its due time."""
         while self.open:
-            found = self.next_close()
+            found = self.next_due()
             if found is None:
                 return
-            self.close(customer_id, found[1], found[0], out)
+            self.fire(customer_id, found[1], found[0], out)
 
     def to_state(self) -> list[Any]:
         return [need.to_state() for need in self.open.values()]

@@ -100,6 +100,17 @@ class ReattributionStats:
         return {spec.name: getattr(self, spec.name) for spec in fields(self)}
 
 
+def identifier_retraction_window_ms(core: CoreSettings, identity_hold_ms: int) -> int:
+    """How long after a due time an event with a channel identifier may still retract
+    what fired: ``sla.retraction_window``, but at least ``identity.hold`` + grace,
+    the longest identity holds an event plus the grace its release may take to
+    arrive (0 while retraction is off)."""
+    window_ms = round(core.retraction_window_seconds * MS)
+    if window_ms <= 0:
+        return 0
+    return max(window_ms, identity_hold_ms + round(core.session_grace_seconds * MS))
+
+
 class PartitionProcessor:
     """Sessions, contacts, SLA clocks and journey signals of one partition."""
 
@@ -115,6 +126,7 @@ class PartitionProcessor:
         synchronous_channels: frozenset[str] = frozenset(),
         logic: CustomerLogicType | None = None,
         unlink_window_ms: int = 0,
+        identity_hold_ms: int = 0,
     ) -> None:
         """``logic`` makes each customer's state machine (:mod:`pipeline.core.logic`);
         by default a :class:`CustomerState`."""
@@ -135,6 +147,7 @@ class PartitionProcessor:
             synchronous=frozenset(synchronous_channels),
             max_open_contact_ms=round(core.max_open_contact_seconds * MS),
             retraction_window_ms=round(core.retraction_window_seconds * MS),
+            identifier_retraction_window_ms=identifier_retraction_window_ms(core, identity_hold_ms),
             need_window_ms=round(core.need_window_seconds * MS),
             bounce_min_contacts=core.bounce_min_contacts,
             bounce_min_channels=core.bounce_min_channels,
@@ -180,6 +193,7 @@ class PartitionProcessor:
             partition=partition,
             synchronous_channels=settings.channels.synchronous,
             unlink_window_ms=round(settings.identity.unlink_window_seconds * MS),
+            identity_hold_ms=round(settings.identity.hold_seconds * MS),
         )
 
     # -- input --------------------------------------------------------------------

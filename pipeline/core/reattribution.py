@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pipeline.contract.event import InteractionEvent, event_from_record
 from pipeline.core.records import (
+    NEED_RETRACTED,
     OUTPUT_TYPES,
     SESSION_SUPERSEDED,
     SLA_BREACH,
@@ -71,9 +72,6 @@ if TYPE_CHECKING:
     from pipeline.core.rules import CoreRules
 
 JOURNAL_VERSION: Final = 1
-#: Status of a need whose events went to another customer: never count the row
-#: (docs/sql.md, "Re-attribution").
-RETRACTED: Final = "retracted"
 #: Key of the journal inside a customer's stored state dict.
 STATE_KEY: Final = "identity_journal"
 
@@ -268,9 +266,9 @@ def _retraction(
             correction=True,
         )
     if isinstance(record, NeedRecord):
-        if record.status == RETRACTED or not record.need_id.startswith(customer_id + ":"):
+        if record.status == NEED_RETRACTED or not record.need_id.startswith(customer_id + ":"):
             return None
-        return replace(record, status=RETRACTED, version=record.version + 1)
+        return replace(record, status=NEED_RETRACTED, version=record.version + 1)
     if isinstance(record, SlaEvent):
         if record.kind not in (SLA_WARNING, SLA_BREACH) or record.contact_id not in kept_contacts:
             return None

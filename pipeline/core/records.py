@@ -304,6 +304,9 @@ class LateEvent:
 # Need status values.
 NEED_OPEN: Final = "open"
 NEED_FINAL: Final = "final"
+#: Never count the row: the need's events went to another customer (re-attribution),
+#: or the need was renamed after an earlier contact joined it (docs/sql.md).
+NEED_RETRACTED: Final = "retracted"
 
 
 @slot_setting_init

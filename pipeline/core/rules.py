@@ -31,6 +31,10 @@ class CoreRules:
     # How long after a warning/breach fell due a reply dated before it can still
     # retract it (pipeline/core/retraction.py); 0: never.
     retraction_window_ms: int = 0
+    # The same for an event with a channel identifier: identity may have held it
+    # (up to identity.hold), and the hold must not cost it the retraction; at least
+    # hold + grace (0 while retraction is off). pipeline/core/processor.py sets it.
+    identifier_retraction_window_ms: int = 0
     # Needs (pipeline/core/needs.py): the window after a need's last contact, and
     # the bounce threshold.
     need_window_ms: int = 7 * 86400 * MS

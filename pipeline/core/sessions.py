@@ -29,7 +29,8 @@ def _feedback_order(item: list[Any]) -> tuple[int, str]:
 
 
 def session_id_for(customer_id: str, event_id: str) -> str:
-    """Stable id from the customer and the event that created the session."""
+    """Stable id from the customer and the session's earliest event (by event time,
+    ties: the smaller event id), whatever order its events arrived in."""
     return hashlib.sha1(f"{customer_id}\x1f{event_id}".encode()).hexdigest()[:16]
 
 
@@ -41,6 +42,7 @@ class Session:
         "ended_at",
         "events",
         "feedback",
+        "first_event_id",
         "held_until",
         "nps_at",
         "nps_event_id",
@@ -51,9 +53,14 @@ class Session:
         "version",
     )
 
-    def __init__(self, session_id: str, started_at: int, ended_at: int) -> None:
+    def __init__(
+        self, session_id: str, started_at: int, ended_at: int, first_event_id: str = ""
+    ) -> None:
         self.session_id = session_id
         self.started_at = started_at
+        # The earliest event (at started_at) the session is named after; "" in
+        # state written before sessions were named so: any earlier event renames it.
+        self.first_event_id = first_event_id
         self.ended_at = ended_at
         self.events = 0
         self.contact_ids: dict[str, None] = {}
@@ -131,11 +138,12 @@ class Session:
             self.version,
             self.pending,
             self.feedback,
+            self.first_event_id,
         ]
 
     @classmethod
     def from_state(cls, state: list[Any]) -> Session:
-        session = cls(state[0], state[1], state[2])
+        session = cls(state[0], state[1], state[2], state[11] if len(state) > 11 else "")
         session.events = state[3]
         session.contact_ids = dict.fromkeys(state[4])
         session.nps_score, session.nps_at, session.nps_event_id = state[5], state[6], state[7]
@@ -144,6 +152,19 @@ class Session:
         if len(state) > 10:  # written before scores were kept: only the latest is known
             session.feedback = state[10]
         return session
+
+
+def _start_with(session: Session, customer_id: str, event_id: str, occurred_at: int) -> str | None:
+    """An event at or before the session's start: if it is the session's new earliest
+    event (by time, ties: event id), the session starts at it and is named after it;
+    returns the old name (None: the event is not earlier, nothing changed)."""
+    if (occurred_at, event_id) >= (session.started_at, session.first_event_id):
+        return None
+    old = session.session_id
+    session.started_at = occurred_at
+    session.first_event_id = event_id
+    session.session_id = session_id_for(customer_id, event_id)
+    return old
 
 
 class SessionBook:
@@ -202,8 +223,9 @@ class SessionBook:
 
     def place(
         self, customer_id: str, event_id: str, occurred_at: int
-    ) -> tuple[Session, list[Session]]:
-        """Put an event into a session; returns (its session, sessions it superseded)."""
+    ) -> tuple[Session, list[Session], str | None]:
+        """Put an event into a session; returns (its session, sessions it superseded,
+        the session's old id if the event is its new earliest and renamed it)."""
         gap = self.gap_ms
         open_sessions = self.open
         if len(open_sessions) == 1:
@@ -215,28 +237,41 @@ class SessionBook:
             if occurred_at >= ended:
                 held = only.held_until
                 if occurred_at - gap <= (ended if ended >= held else held):
-                    only.ended_at = occurred_at
-                    return only, []
-            elif occurred_at >= only.started_at:
-                return only, []
+                    if occurred_at > only.started_at:
+                        only.ended_at = occurred_at
+                        return only, [], None
+                    # A one-instant session: the tie on the start decides its name.
+                    return only, [], _start_with(only, customer_id, event_id, occurred_at)
+            elif occurred_at > only.started_at:
+                return only, [], None
             elif occurred_at + gap >= only.started_at:
-                only.started_at = occurred_at
-                return only, []
+                return only, [], _start_with(only, customer_id, event_id, occurred_at)
         hits = [s for s in open_sessions if s.started_at - gap <= occurred_at <= s.reach + gap]
         if not hits:
-            session = Session(session_id_for(customer_id, event_id), occurred_at, occurred_at)
+            session = Session(
+                session_id_for(customer_id, event_id), occurred_at, occurred_at, event_id
+            )
             self._insert(session)
-            return session, []
-        survivor = hits[0]  # self.open is sorted by start: the earliest-started wins
-        superseded = hits[1:]
+            return session, [], None
+        # The earliest-started wins (ties: the earliest first event), so the
+        # survivor keeps the name of the merged journey's earliest event.
+        survivor = hits[0]
+        for other in hits:
+            if (other.started_at, other.first_event_id) < (
+                survivor.started_at,
+                survivor.first_event_id,
+            ):
+                survivor = other
+        superseded = [s for s in hits if s is not survivor]
         for other in superseded:
             survivor.absorb(other)
             self.open.remove(other)
-        if occurred_at < survivor.started_at:
-            survivor.started_at = occurred_at
-        elif occurred_at > survivor.ended_at:
+        renamed_from: str | None = None
+        if occurred_at <= survivor.started_at:
+            renamed_from = _start_with(survivor, customer_id, event_id, occurred_at)
+        if occurred_at > survivor.ended_at:
             survivor.ended_at = occurred_at
-        return survivor, superseded
+        return survivor, superseded, renamed_from
 
     def _insert(self, session: Session) -> None:
         index = len(self.open)

@@ -26,7 +26,7 @@ RANK_SETTLE: Final = 2
 RANK_CLOSE: Final = 3
 RANK_DROP: Final = 4
 RANK_PRUNE: Final = 5
-RANK_NEED: Final = 6  # a need closes after all else due at its millisecond
+RANK_NEED: Final = 6  # a need decides its bounce or closes after all else due then
 
 
 def _end(bounds: tuple[int, int]) -> int:
@@ -89,7 +89,7 @@ def next_work(customer: CustomerState) -> tuple[int, int, str] | None:
         due = book.closed_expiry(closed[0] if len(closed) == 1 else min(closed, key=_end))
         if not found or _before(due, RANK_PRUNE, "closed", best_due, best_rank, best_key):
             found, best_due, best_rank, best_key = True, due, RANK_PRUNE, "closed"
-    need_next = customer.needs.next_close() if customer.needs.open else None
+    need_next = customer.needs.next_due() if customer.needs.open else None
     if need_next is not None:
         due, key = need_next
         if not found or _before(due, RANK_NEED, key, best_due, best_rank, best_key):

@@ -120,15 +120,22 @@ RICH_POLICIES: dict[str, Any] = {
 # contact comes back for an event of it dated before the drop.
 # Contact records carry identified_at (None on this traffic) since issue 16: the
 # digests moved with the field alone (checked by recomputing them without it).
+# Again for issue 16's arrival-order-independent names: a journey is named after
+# its earliest event and a topic need after its earliest contact. On default seed
+# 11, 6 of 1,967 journeys (an out-of-order event at their start) have a new id and
+# 9 contacts name it; every other record is unchanged (compared key by key).
+# And for the bounce decided a grace after the crossing contact's start: on seed 11
+# the same bounced signals and needs; each bounced need sends one more open record
+# (versions up by one), and the signal goes out later in the sequence.
 EXPECTED_REPLAY: dict[tuple[str, int], str] = {
-    ("default", 11): "2b72f7f9958d033c997c698d95e6fdb95618229c08455b9370ef805bf2fe6688",
-    ("default", 23): "99aef6abfafb353a682d1a0d59f84b4eb3ea8a1a8b8474c22c76b40b510cc622",
-    ("rich", 11): "92e109a51c52a1017d4fb1a435d3f62ce4b9796064aa14a1266e664b546aa9cd",
-    ("rich", 37): "0a77617f49eb25fcb606c48cdbc275cec91af7a8c6f7a499b3a89f51ecdb6ce9",
+    ("default", 11): "2f7ac4fb947d952a7b5e2c0283dc79fc41a19e4f657bbe1008ae03784be4f0f1",
+    ("default", 23): "b5855dc136b4b8fd212694b749b1782eea86e8b6fdce54fa10d0776bc5aa30ca",
+    ("rich", 11): "687e0d5f7668d39f932ec8074f8ed571f7b730a7d567a0b66324358af3675fc3",
+    ("rich", 37): "a6e6451d1b7ac970a83c5258bc401908a9ecd0dff39ee40ce8c80425e28bd075",
 }
 EXPECTED_RESTARTS: dict[tuple[str, int], str] = {
-    ("default", 11): "5909323fa68c641ef1377ad83136b0dbcdd86fb42a897a4b47099e14354c465e",
-    ("rich", 23): "b372d341784d829d36e9eae73e81f3a50d05b831ff68732e289d30b5498cd0c9",
+    ("default", 11): "3da93b179603057456b38460223633654337fa50d5a25050ea3c2da010e1451e",
+    ("rich", 23): "b5d4a07523d4dc8c8fa619c3288f9b913ede1734a559b1e4191f6b64ac898580",
 }
 
 

@@ -155,3 +155,31 @@ def test_a_state_of_an_unknown_version_is_refused():
     processor = PartitionProcessor.from_settings(build_settings())
     with pytest.raises(CxstreamError, match="customer state version 4 is not known"):
         processor.load_state("c1", b'{"v":4}')
+
+
+def test_a_journey_is_named_after_its_earliest_event_whatever_arrived_first():
+    """The second contact's events arrive first (within the grace) and an open
+    update names the journey after them: when the earlier contact comes, the journey
+    is renamed after its earliest event, the old name is superseded by the new, and
+    the contact rows name the new journey, as in-order delivery does."""
+    from pipeline.replay import collapse
+    from tests.unit.core_standins import MINUTE, T0, contact, make_processor, run
+
+    first = contact(T0, T0 + 10 * MINUTE, contact="p1", channel="phone", outcome="resolved")
+    second = contact(
+        T0 + 12 * MINUTE, T0 + 20 * MINUTE, contact="c2", channel="chat", outcome="resolved"
+    )
+    in_order = collapse(run(make_processor(), first + second))
+    processor = make_processor()
+    out = run(processor, second[:1], finish=False)
+    out += processor.flush_updates()
+    out += run(processor, second[1:] + first)
+    reversed_order = collapse(out)
+
+    finals = lambda c: {k: v for k, v in c["session"].items() if v["status"] != "superseded"}  # noqa: E731
+    assert list(finals(reversed_order)) == list(finals(in_order))
+    superseded = [v for v in reversed_order["session"].values() if v["status"] == "superseded"]
+    assert [v["superseded_by"] for v in superseded] == list(finals(in_order))
+    assert {k: c["session_id"] for k, c in reversed_order["contact"].items()} == {
+        k: c["session_id"] for k, c in in_order["contact"].items()
+    }

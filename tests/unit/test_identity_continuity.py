@@ -459,3 +459,34 @@ def test_a_rebuild_leaves_the_journal_s_snapshot_as_it_was():
     processor.unattribute("cust-A", ["s4-unknown"])
     journal = json.loads(processor.take_dirty()["cust-A"])["identity_journal"]
     assert json.dumps(journal["snapshot"], sort_keys=True) == snapshot
+
+
+def test_a_reply_held_by_identity_past_the_retraction_window_still_retracts_the_breach():
+    """Identity holds an anonymous chat up to ``identity.hold`` (15 min); when it is
+    released the customers' clock is far past its SLA due times, so its deadlines
+    fire before its own reply is applied. The reply, 40 s after the chat started,
+    retracts them even though that is more than ``sla.retraction_window`` (10 min)
+    after they fell due: an event with a channel identifier retracts within
+    hold + grace, so the hold cannot turn an answered chat into a breach."""
+    chat = {"channel": "chat", "contact": "chat-7", "identifier": ("chat_session", "s-7")}
+    events = [
+        event("r1", T0, CONTACT_STARTED, **chat),
+        event("r2", T0 + 10 * SECOND, CUSTOMER_MESSAGE, **chat),
+        event("r3", T0 + 40 * SECOND, AGENT_REPLY, actor=AGENT, **chat),
+        event("r4", T0 + 60 * SECOND, CONTACT_ENDED, actor=AGENT, outcome=RESOLVED, **chat),
+        # Another customer's own event moves the customers' partition clock on ...
+        event("x1", T0 + 16 * MINUTE, CONTACT_STARTED, customer="cust-X", identifier=None),
+        # ... and other held traffic moves identity's clock past the hold.
+        event("o1", T0 + 17 * MINUTE, CONTACT_STARTED, **chat | {"contact": "chat-8"}),
+    ]
+    result = replay_events(events, SETTINGS, partitions=1)
+    tables = collapse(result.records)
+
+    assert result.identity["expired_hold"] == 4
+    standing = [
+        e
+        for e in tables["sla_event"].values()
+        if e["contact_id"] == "chat-7" and e["kind"] != "retracted"
+    ]
+    assert standing == []
+    assert tables["contact"]["chat-7"]["first_reply_seconds"] == 40.0

@@ -167,15 +167,20 @@ def test_three_contacts_on_one_channel_do_not_bounce():
     assert _bounces(out) == []
 
 
-def test_three_contacts_over_two_channels_bounce_signalled_at_the_third_contact():
+def test_three_contacts_over_two_channels_bounce_signalled_a_grace_after_the_third_contact():
+    """The bounce is decided when the clock passes the crossing contact's start plus
+    the grace, as a switch failure is: by then every event dated before that start
+    has come (or is late), so arrival order cannot decide it."""
     processor = make_processor()
     out = run(processor, _call(T0, "c1", "chat") + _call(T0 + HOUR, "p2", "phone"), finish=False)
     third = _call(T0 + DAY, "c3", "chat")
     at_third_start = processor.process(third[0])
+    before_grace = processor.advance(T0 + DAY + GRACE)
+    after_grace = processor.advance(T0 + DAY + GRACE + 1)
     rest = run(processor, third[1:])
 
-    assert _bounces(out) == []
-    (signal,) = _bounces(at_third_start)
+    assert _bounces(out + at_third_start + before_grace) == []
+    (signal,) = _bounces(after_grace)
     assert (signal.signal_id, signal.from_contact_id, signal.to_contact_id, signal.occurred_at) == (
         f"c1:card:{T0}:bounced",
         "c1",
@@ -183,14 +188,29 @@ def test_three_contacts_over_two_channels_bounce_signalled_at_the_third_contact(
         T0 + DAY,
     )
     assert (signal.from_channel, signal.to_channel, signal.gap_seconds) == ("chat", "chat", 86400.0)
+    assert signal.from_outcome == "unresolved"
     assert _bounces(rest) == []
-    (need,) = _needs(out + at_third_start + rest).values()
+    (need,) = _needs(out + at_third_start + after_grace + rest).values()
     assert (need["bounced"], need["bounced_at"], need["first_channel"], need["status"]) == (
         True,
         T0 + DAY,
         "chat",
         "final",
     )
+
+
+def test_a_resolution_dated_before_the_third_contact_that_arrives_after_it_stops_the_bounce():
+    """The second contact's end (resolved) is dated before the third contact starts
+    but arrives after it, within the grace (as an event identity releases does): the
+    need did not bounce, as in event-time order."""
+    second = _call(T0 + 20 * MINUTE, "p2", "phone", "resolved")  # ends at T0 + 30 min
+    third = _call(T0 + 33 * MINUTE, "c3", "chat")
+    in_order = run(make_processor(), _call(T0, "c1", "chat") + second + third)
+    first_and_second_start = _call(T0, "c1", "chat") + second[:1]
+    end_later = run(make_processor(), first_and_second_start + third[:1] + second[1:] + third[1:])
+
+    assert _bounces(in_order) == _bounces(end_later) == []
+    assert [n["bounced"] for n in _needs(end_later).values()] == [False]
 
 
 def test_a_need_resolved_before_the_third_contact_does_not_bounce():
@@ -278,3 +298,23 @@ def test_the_simulator_bounces_needs_over_days_when_asked_and_not_by_default():
     assert len(spanning) >= 3
     assert ("chat", "chat", "phone") in {tuple(n["channels"]) for n in spanning}
     assert DEFAULT_JOURNEY_WEIGHTS["bounced_over_days"] == 0.0
+
+
+def test_a_need_is_named_after_its_earliest_contact_whatever_arrived_first():
+    """The second contact's events arrive first (within the grace): the need it
+    opened is renamed when the earlier contact joins, and the open record sent under
+    the first name is retracted, so the standing needs equal in-order delivery's."""
+    first, second = _call(T0, "p1", "phone"), _call(T0 + 12 * MINUTE, "c2", "chat")
+    in_order = _needs(run(make_processor(), first + second))
+    reversed_order = _needs(run(make_processor(), second + first))
+
+    standing = {k: v for k, v in reversed_order.items() if v["status"] != "retracted"}
+
+    def strip(needs):
+        return {k: {f: v for f, v in n.items() if f != "version"} for k, n in needs.items()}
+
+    assert list(in_order) == [f"c1:card:{T0}"]
+    assert strip(standing) == strip(in_order)
+    assert [k for k, v in reversed_order.items() if v["status"] == "retracted"] == [
+        f"c1:card:{T0 + 12 * MINUTE}"
+    ]
