@@ -304,13 +304,17 @@ def _build_identity(raw: Mapping[str, Any], core: CoreSettings) -> IdentitySetti
     if hold <= 0:
         raise ConfigError("identity.hold must be positive")
     # A held event reaches its customer's processor up to the hold after its own
-    # time; past session.gap + session.grace it would be late there and dropped.
-    lateness = core.session_gap_seconds + core.session_grace_seconds
-    if hold >= lateness:
+    # time: past session.gap + session.grace it would be late there and dropped.
+    # Switch pairs and bounces wait the hold after the contact that decides them
+    # (CoreRules.settle_ms), and must be decided before that contact's journey
+    # closes (gap + grace after it at the earliest): so at most the gap.
+    gap = core.session_gap_seconds
+    if hold > gap:
         raise ConfigError(
-            f"identity.hold ({hold:g} s) must be shorter than session.gap_minutes + "
-            f"session.grace_minutes ({lateness:g} s): events released after a longer "
-            "hold would be late for their customer"
+            f"identity.hold ({hold:g} s) must be at most session.gap_minutes ({gap:g} s): "
+            "events released after a longer hold could be late for their customer, and "
+            "switch failures and bounces, which wait the hold, would be decided after "
+            "the journey closed"
         )
     if isinstance(max_held, bool) or not isinstance(max_held, int) or max_held < 1:
         raise ConfigError(

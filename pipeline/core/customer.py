@@ -363,7 +363,7 @@ class CustomerState:
         pairs = self._pairs
         if pairs is None:
             return  # built from scratch when next asked for
-        if offer_as_next(pairs, self.candidates, contact, self.rules.grace_ms):
+        if offer_as_next(pairs, self.candidates, contact, self.rules.settle_ms):
             self._settle_cache = _UNKNOWN
 
     def _drop_contact(self, contact_id: str, out: list[OutputRecord], at: int | None) -> None:

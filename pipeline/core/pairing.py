@@ -30,9 +30,10 @@ END_CANDIDATE_KINDS = (SWITCH_FAILURE, FALSE_RESOLUTION, REPEAT)
 def pair(
     candidate: Candidate, contacts: Iterable[Contact], rules: CoreRules
 ) -> tuple[int, Contact | None]:
-    """(due, next contact): settle at the next contact's start plus grace, or
-    expire at the end of the window plus grace if there is none."""
-    grace = rules.grace_ms
+    """(due, next contact): settle at the next contact's start plus
+    ``rules.settle_ms`` (grace + identity hold), or expire at the end of the window
+    plus that if there is none."""
+    grace = rules.settle_ms
     nxt = next_contact(candidate, contacts)
     if nxt is not None:
         return nxt.started_at + grace + 1, nxt

@@ -148,6 +148,7 @@ class PartitionProcessor:
             max_open_contact_ms=round(core.max_open_contact_seconds * MS),
             retraction_window_ms=round(core.retraction_window_seconds * MS),
             identifier_retraction_window_ms=identifier_retraction_window_ms(core, identity_hold_ms),
+            identity_hold_ms=identity_hold_ms,
             need_window_ms=round(core.need_window_seconds * MS),
             bounce_min_contacts=core.bounce_min_contacts,
             bounce_min_channels=core.bounce_min_channels,

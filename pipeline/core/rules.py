@@ -40,21 +40,29 @@ class CoreRules:
     need_window_ms: int = 7 * 86400 * MS
     bounce_min_contacts: int = 3
     bounce_min_channels: int = 2
+    # identity.hold: a contact identity held reaches its customer up to this long
+    # after it started (0: no identity). Pairs and bounces wait for it.
+    identity_hold_ms: int = 0
     need_rules: NeedRules = field(init=False, compare=False, repr=False)
     # Derived once, read per event: an event this far behind the clock is late,
     # and a session closes this long after its last event.
     late_ms: int = field(init=False, compare=False, repr=False)
     close_after_ms: int = field(init=False, compare=False, repr=False)
+    # How long after the contact that decides it a switch pair, a repeat check or a
+    # bounce settles: the grace, plus the hold, so that a contact identity held
+    # (released up to identity.hold after its start) still takes its place.
+    settle_ms: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "late_ms", self.gap_ms + self.grace_ms)
         object.__setattr__(self, "close_after_ms", self.gap_ms + self.grace_ms + 1)
+        object.__setattr__(self, "settle_ms", self.grace_ms + self.identity_hold_ms)
         object.__setattr__(
             self,
             "need_rules",
             NeedRules(
                 self.need_window_ms,
-                self.grace_ms,
+                self.grace_ms + self.identity_hold_ms,
                 self.bounce_min_contacts,
                 self.bounce_min_channels,
             ),

@@ -359,7 +359,8 @@ def test_end_of_input_releases_what_is_still_held_as_anonymous():
 @pytest.mark.parametrize(
     ("identity", "message"),
     [
-        ({"hold": "35m"}, "must be shorter than session.gap_minutes"),
+        ({"hold": "35m"}, "must be at most session.gap_minutes"),
+        ({"hold": "31m"}, "must be at most session.gap_minutes"),
         ({"hold": "0s"}, "identity.hold must be positive"),
         ({"max_held": 0}, "identity.max_held"),
         ({"unlink_window": "soon"}, "not a duration"),
@@ -373,7 +374,7 @@ def test_identity_settings_that_would_make_released_events_late_or_make_no_sense
 
 
 def test_a_hold_must_also_fit_a_shorter_session_gap():
-    with pytest.raises(ConfigError, match="must be shorter"):
+    with pytest.raises(ConfigError, match="must be at most"):
         build_settings({"session": {"gap_minutes": 10, "grace_minutes": 2}})
     assert (
         build_settings(

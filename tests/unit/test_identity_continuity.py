@@ -490,3 +490,46 @@ def test_a_reply_held_by_identity_past_the_retraction_window_still_retracts_the_
     ]
     assert standing == []
     assert tables["contact"]["chat-7"]["first_reply_seconds"] == 40.0
+
+
+def test_a_held_chat_identified_after_the_grace_still_is_the_next_contact_of_a_failed_one():
+    """A's chat ends unresolved; A's next contact, by start time, is an anonymous
+    chat (a repeat in the same channel, no switch failure), identified 6.5 min
+    after it started, later than the grace after A's web message. The pair waits
+    grace + identity.hold after the next contact's start, so the held chat takes
+    its place as in a replay where the chat carried A's id from the start."""
+    a = {"customer": "cust-A", "identifier": None}
+    chat = {"channel": "chat", "contact": "chat-2", "identifier": ("chat_session", "s-9")}
+    web = {"channel": "web_message", "contact": "web-3", **a}
+    failed = [
+        event("a1", T0, CONTACT_STARTED, channel="chat", contact="chat-1", **a),
+        event(
+            "a2",
+            T0 + MINUTE,
+            CONTACT_ENDED,
+            actor=AGENT,
+            outcome=UNRESOLVED,
+            channel="chat",
+            contact="chat-1",
+            **a,
+        ),
+    ]
+    later = [
+        event("c1", T0 + 165 * SECOND, CONTACT_STARTED, **web),
+        event("c2", T0 + 8 * MINUTE, CUSTOMER_MESSAGE, **web),
+        event("c3", T0 + 10 * MINUTE, CUSTOMER_MESSAGE, **web),
+    ]
+    held = [
+        event("b1", T0 + 150 * SECOND, CONTACT_STARTED, **chat),
+        link("b2", T0 + 9 * MINUTE, "cust-A", **chat),
+    ]
+    known = [event("b1", T0 + 150 * SECOND, CONTACT_STARTED, **chat | a)]
+    with_identity = replay_events([*failed, held[0], *later[:2], held[1], later[2]], SETTINGS)
+    known_from_start = replay_events([*failed, *known, *later], SETTINGS)
+
+    def signals(result):
+        return sorted(collapse(result.records)["journey_signal"])
+
+    assert signals(with_identity) == signals(known_from_start) == []
+    contacts = collapse(with_identity.records)["contact"]
+    assert contacts["chat-2"]["customer_id"] == "cust-A"
