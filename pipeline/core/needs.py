@@ -58,13 +58,19 @@ class ContactView(Protocol):
 
 
 class NeedRules:
-    """The need window and the bounce threshold, in integer milliseconds."""
+    """The need window and the bounce threshold, in integer milliseconds.
 
-    __slots__ = ("grace_ms", "min_channels", "min_contacts", "window_ms")
+    ``settle_ms`` (``CoreRules.settle_ms``: grace + identity hold) is how long after
+    the contact that decides it a bounce is decided, and after the window a need
+    closes: a contact identity held can still join."""
 
-    def __init__(self, window_ms: int, grace_ms: int, min_contacts: int, min_channels: int) -> None:
+    __slots__ = ("min_channels", "min_contacts", "settle_ms", "window_ms")
+
+    def __init__(
+        self, window_ms: int, settle_ms: int, min_contacts: int, min_channels: int
+    ) -> None:
         self.window_ms = window_ms
-        self.grace_ms = grace_ms
+        self.settle_ms = settle_ms
         self.min_contacts = min_contacts
         self.min_channels = min_channels
 
@@ -181,7 +187,7 @@ class Need:
         self.feedback_sum = 0
         self.feedback_count = 0
         self.bounced_at: int | None = None
-        # When the bounce is decided: the crossing contact's start + grace + 1
+        # When the bounce is decided: the crossing contact's start + settle_ms + 1
         # (None: no contact crosses the threshold yet, or it is decided).
         self.bounce_due: int | None = None
         self.version = 0
@@ -223,7 +229,7 @@ class Need:
 
     def due_ms(self, rules: NeedRules) -> int:
         """When the need closes."""
-        return self.last_at + rules.window_ms + rules.grace_ms + 1
+        return self.last_at + rules.window_ms + rules.settle_ms + 1
 
     def next_due(self, rules: NeedRules) -> int:
         """The need's next timed work: its bounce decision, else its close."""
@@ -411,17 +417,17 @@ class NeedBook:
         need.need_id = name
 
     def _schedule_bounce(self, need: Need) -> None:
-        """A contact joined a need that has not bounced: the bounce is decided a grace
+        """A contact joined a need that has not bounced: the bounce is decided settle_ms
         after the contact that crosses the threshold starts (a contact that started
         earlier and joins later may move it earlier)."""
         crossing = need.crossing(self.rules)
         if crossing is not None:
-            due = crossing.started_at + self.rules.grace_ms + 1
+            due = crossing.started_at + self.rules.settle_ms + 1
             if need.bounce_due is None or due < need.bounce_due:
                 need.bounce_due = due
 
     def _decide_bounce(self, customer_id: str, need: Need, out: list[OutputRecord]) -> None:
-        """Decide the bounce: the clock passed the crossing contact's start + grace, so
+        """Decide the bounce: the clock passed the crossing contact's start + settle_ms, so
         every event dated before that start has come (or is late). The need bounced
         unless one of its contacts ended resolved at or before that start; then an
         open update carries it. Not bounced is decided again when another contact

@@ -62,7 +62,7 @@ class CoreRules:
             "need_rules",
             NeedRules(
                 self.need_window_ms,
-                self.grace_ms + self.identity_hold_ms,
+                self.settle_ms,
                 self.bounce_min_contacts,
                 self.bounce_min_channels,
             ),
