@@ -19,10 +19,16 @@ Per identifier (``<kind>:<value>``) it keeps:
 - the events it released, for ``identity.unlink_window`` of event time, so that a
   later change of the history can re-attribute them.
 
-An event belongs to the customer of the link in force at its ``occurred_at``; an
-event with no customer in force (before the first link, or after a voided one)
-belongs to the next link with a customer: the anonymous start of a call belongs
-to the customer the call is identified as. Whenever the history changes, every
+An event belongs to the customer of its contact: the customer of the link in force
+at the contact's latest event (the latest ``occurred_at`` of the contact's events
+the identifier holds or released), the freshest identification of it. So a
+contact is never split between two customers: a call the IVR identifies as
+another customer than the number's earlier link is that customer's from its
+start, and a later event of a contact after a link changed moves the contact's
+earlier events with it. A contact with no customer in force then (before the
+first link, or after a voided one) belongs to the next link with a customer: the
+anonymous start of a call belongs to the customer the call is identified as.
+Whenever the history changes, every
 retained event whose owner changed is re-attributed: an :class:`Unattribute` for
 its old customer (never for one it was not released to), then a :class:`Release`
 to the new one, or it is held again (or stays anonymous). Released events keep
@@ -176,6 +182,12 @@ class _Released:
     event: InteractionEvent
 
 
+def _note_last(lasts: dict[str, int], event: InteractionEvent) -> None:
+    known = lasts.get(event.contact_id)
+    if known is None or event.occurred_at > known:
+        lasts[event.contact_id] = event.occurred_at
+
+
 def _order(event: InteractionEvent) -> tuple[int, str]:
     return (event.occurred_at, event.event_id)
 
@@ -198,6 +210,39 @@ class IdentifierState:
 
     def knows(self, event_id: str) -> bool:
         return event_id in self.held or event_id in self.released or event_id in self.link_events
+
+    def contact_lasts(self) -> dict[str, int]:
+        """contact id -> the latest ``occurred_at`` of its events held or released."""
+        lasts: dict[str, int] = {}
+        for event in self.held.values():
+            _note_last(lasts, event)
+        for released in self.released.values():
+            _note_last(lasts, released.event)
+        return lasts
+
+    def contact_last(self, event: InteractionEvent) -> int:
+        """The latest event time of ``event``'s contact this identifier knows: of its
+        events held or released, and the event itself."""
+        last = event.occurred_at
+        contact_id = event.contact_id
+        for held in self.held.values():
+            if held.contact_id == contact_id and held.occurred_at > last:
+                last = held.occurred_at
+        for released in self.released.values():
+            other = released.event
+            if other.contact_id == contact_id and other.occurred_at > last:
+                last = other.occurred_at
+        return last
+
+    def contact_owned_by_other(self, contact_id: str, owner: str | None) -> bool:
+        """Whether an event of the contact is held or released otherwise than ``owner``
+        says (held while it has an owner, or released to another customer)."""
+        if owner is not None and any(e.contact_id == contact_id for e in self.held.values()):
+            return True
+        return any(
+            r.event.contact_id == contact_id and (owner is None or r.customer_key != owner)
+            for r in self.released.values()
+        )
 
     def owner_at(self, at: int) -> str | None:
         """The customer an event at ``at`` belongs to, or None if none is known."""
@@ -391,12 +436,20 @@ class IdentityProcessor:
             else:
                 self.stats.unlinks_unmatched += 1
         else:
-            owner = state.owner_at(at)
-            if owner is None:
+            contact_last = state.contact_last(event)
+            owner = state.owner_at(contact_last)
+            if contact_last == at and state.contact_owned_by_other(event.contact_id, owner):
+                # The contact's latest event falls in another link than its earlier
+                # ones: the whole contact moves (the event with it).
+                state.held[event.event_id] = event
+                if owner is None:
+                    self.stats.held += 1
+                self._reattribute(state, out)
+            elif owner is None:
                 state.held[event.event_id] = event
                 self.stats.held += 1
             else:
-                self._release(state, owner, event, out)
+                self._release(state, owner, event, out, contact_last)
         self._settle(key, state, out)
         return out
 
@@ -464,10 +517,16 @@ class IdentityProcessor:
     # -- internals --------------------------------------------------------------------
 
     def _release(
-        self, state: IdentifierState, owner: str, event: InteractionEvent, out: list[IdentityOutput]
+        self,
+        state: IdentifierState,
+        owner: str,
+        event: InteractionEvent,
+        out: list[IdentityOutput],
+        contact_last: int | None = None,
     ) -> None:
         state.released[event.event_id] = _Released(owner, False, event)
-        link = state.link_at(event.occurred_at)
+        at = state.contact_last(event) if contact_last is None else contact_last
+        link = state.link_at(at)
         identified_at = None if link is None else link[0]
         out.append(Release(owner, replace(event, customer_id=owner), identified_at))
         self.stats.released += 1
@@ -490,8 +549,9 @@ class IdentityProcessor:
         taken: list[Unattribute] = []
         given: list[tuple[str, InteractionEvent]] = []
         retained = [*state.held.values(), *(r.event for r in state.released.values())]
+        lasts = state.contact_lasts()
         for event in sorted(retained, key=_order):
-            owner = state.owner_at(event.occurred_at)
+            owner = state.owner_at(lasts[event.contact_id])
             released = state.released.get(event.event_id)
             if released is None:  # held
                 if owner is not None:
@@ -511,7 +571,7 @@ class IdentityProcessor:
         self.stats.unattributed += len(taken)
         self.measures.reattributed += len(taken)
         for owner, event in given:
-            self._release(state, owner, event, out)
+            self._release(state, owner, event, out, lasts[event.contact_id])
 
     def _settle(self, key: str, state: IdentifierState, out: list[IdentityOutput]) -> None:
         """Apply the bounds and the retention at the clock, then reschedule or evict."""

@@ -353,26 +353,61 @@ def session_wins_sql(current: Any, excluded: Any) -> Any:
     )
 
 
+def version_wins(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+    """True when row ``new`` may replace ``old`` (same key): the same or a later
+    version (a redelivery of the same one is harmless)."""
+    return bool(new["version"] >= old["version"])
+
+
+def version_wins_sql(current: Any, excluded: Any) -> Any:
+    """SQL form of ``version_wins(excluded, current)`` for ``ON CONFLICT ... WHERE``."""
+    return excluded.version >= current.c.version
+
+
 def contact_wins(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
     """True when contact row ``new`` may replace ``old`` (same contact_id): a summary
-    of the same or a later version (a redelivery of the same one is harmless)."""
-    return bool(new["version"] >= old["version"])
+    of a later version, or of the same version and a link at least as late.
+
+    Equal versions from two customers happen when identity split a contact's events
+    between them (its identifier moved to another customer during the contact):
+    each sends a summary, in either order. The one of the later link (a larger
+    ``identified_at``; none counts as earliest) is kept, whatever order they came
+    in. A redelivery of the same summary replaces itself, which is harmless.
+    """
+    if new["version"] != old["version"]:
+        return bool(new["version"] > old["version"])
+    new_at, old_at = new.get("identified_at"), old.get("identified_at")
+    if old_at is None:
+        return True
+    return new_at is not None and bool(new_at >= old_at)
 
 
 def contact_wins_sql(current: Any, excluded: Any) -> Any:
     """SQL form of ``contact_wins(excluded, current)`` for ``ON CONFLICT ... WHERE``."""
-    return excluded.version >= current.c.version
+    return or_(
+        excluded.version > current.c.version,
+        and_(
+            excluded.version == current.c.version,
+            or_(
+                current.c.identified_at.is_(None),
+                and_(
+                    excluded.identified_at.is_not(None),
+                    excluded.identified_at >= current.c.identified_at,
+                ),
+            ),
+        ),
+    )
 
 
 #: Tables whose rows carry a version, with the rule (Python, and SQL for the upsert's
 #: ``WHERE``) that says when a new row replaces the stored one; other tables: always.
-# A need's records only grow in version (its final record is its last), so a
-# need row follows the contact rule.
-ROW_WINS = {"sessions": session_wins, "contacts": contact_wins, "needs": contact_wins}
+# A need's records only grow in version (its final record is its last), so the
+# later version wins.
+ROW_WINS = {"sessions": session_wins, "contacts": contact_wins, "needs": version_wins}
 _ROW_WINS_SQL = {
     "sessions": session_wins_sql,
     "contacts": contact_wins_sql,
-    "needs": contact_wins_sql,
+    "needs": version_wins_sql,
 }
 
 

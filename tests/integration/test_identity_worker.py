@@ -9,8 +9,8 @@ through Kafka. Compared with ``replay_events`` of the same events:
 - the link periods on ``<prefix>.identity-links``: equal, record for record (one
   identity partition sees its identifiers' events in the input's order, as the
   replay's identity stage does);
-- every row that counts, as the SQL sink keeps it (a contact or need row replaced
-  by a record of at least its version, else the last): journeys, contacts, needs,
+- every row that counts, as the SQL sink keeps it (tests/sink_kept.py: the sink's
+  row rules for journeys, contacts and needs, else the last record): journeys, contacts, needs,
   SLA events, journey signals and late events, each field but ``version``, ids
   included: equal. Released events reach their customer a batch or two after the
   replay applies them, so journeys and needs are named after their earliest event
@@ -35,7 +35,6 @@ from pipeline.control import send_end_of_input
 from pipeline.dlq import parse_dead_letter_headers
 from pipeline.replay import ReplayResult, replay_events, standing
 from pipeline.settings import Settings
-from pipeline.sink.models import ROW_WINS
 from pipeline.tools.simulator import SimItem, SimulatorConfig, generate
 from pipeline.topics import DLQ, IDENTITY, IDENTITY_LINKS, REKEYED
 from tests.integration.worker_harness import (
@@ -55,6 +54,7 @@ from tests.integration.worker_harness import (
     wait_for_members,
     write_config,
 )
+from tests.sink_kept import sink_kept
 
 SIM = SimulatorConfig(customers=120, count=2500, seed=5, identity_share=0.3)
 
@@ -129,34 +129,6 @@ def wait_until_settled(
     raise AssertionError(
         f"not settled within {timeout}s: {state}\n" + "\n".join(w.log_tail() for w in workers)
     )
-
-
-_KEYS = {
-    "session": "session_id",
-    "contact": "contact_id",
-    "need": "need_id",
-    "sla_event": "sla_event_id",
-    "journey_signal": "signal_id",
-    "late_event": "event_id",
-}
-_SINK_TABLES = {"session": "sessions", "contact": "contacts", "need": "needs"}
-
-
-def sink_kept(outputs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict]]:
-    """Per output and key, the record the SQL sink keeps: for journeys and contacts the
-    row rules of the sink (a contact row is replaced by a summary of at least its
-    version), else the last. Records of one contact sent by two customers (the one
-    identity took it from and the one it gave it to) may arrive in either order."""
-    kept: dict[str, dict[str, dict]] = {}
-    for name, key in _KEYS.items():
-        wins = ROW_WINS.get(_SINK_TABLES.get(name, ""))
-        rows: dict[str, dict] = {}
-        for record in outputs[name]:
-            old = rows.get(record[key])
-            if old is None or wins is None or wins(record, old):
-                rows[record[key]] = record
-        kept[name] = rows
-    return kept
 
 
 def counted(outputs: dict[str, dict[str, dict]]) -> dict[str, Any]:

@@ -66,3 +66,30 @@ def test_an_older_contact_version_redelivered_does_not_replace_the_stored_row_in
 
     rows = dump_tables(sqlite_store.url)["contacts"]
     assert [(r["version"], r["breached"]) for r in rows] == [(2, True)]
+
+
+# A contact whose events identity split between two customers (its phone number was
+# linked to one, then to another during the call): each customer sends a summary of
+# it, both version 1, in either order. The one of the later link is kept.
+EARLIER_LINK = ("contact", _summary(1, breached=True) | {"identified_at": 1_772_438_500_000})
+LATER_LINK = (
+    "contact",
+    _summary(1, breached=False) | {"customer_id": "cust-2", "identified_at": 1_772_438_600_000},
+)
+
+
+@pytest.mark.parametrize("order", [(EARLIER_LINK, LATER_LINK), (LATER_LINK, EARLIER_LINK)])
+def test_of_two_equal_versions_from_two_links_the_later_link_s_summary_is_kept(order, sqlite_store):
+    from pipeline.sink.store import dump_tables
+
+    in_batch = rows_by_table(list(order))["contacts"]["m1"]
+    sqlite_store.write([order[0]])
+    sqlite_store.write([order[1]])
+    stored = dump_tables(sqlite_store.url)["contacts"]
+    sink = InMemorySink()
+    sink.write([order[0]])
+    sink.write([order[1]])
+
+    assert in_batch["customer_id"] == "cust-2"
+    assert [r["customer_id"] for r in stored] == ["cust-2"]
+    assert [r["customer_id"] for r in sink.rows("contacts")] == ["cust-2"]

@@ -163,8 +163,8 @@ def test_linked_to_a_then_unlinked_and_linked_to_b_moves_exactly_the_links_event
     before = run(
         processor,
         [
-            identified(1, T0, "cust-C"),  # C's call earlier that day
-            anonymous(2, T0 + MINUTE),
+            identified(1, T0, "cust-C", contact_id="call-C"),  # C's call earlier that day
+            anonymous(2, T0 + MINUTE, contact_id="call-C"),
             identified(4, T0 + HOUR, "cust-A"),  # a new call; the IVR got it wrong
             anonymous(3, T0 + HOUR + MINUTE),
             anonymous(5, T0 + HOUR + 2 * MINUTE),
@@ -190,20 +190,55 @@ def test_linked_to_a_then_unlinked_and_linked_to_b_moves_exactly_the_links_event
     assert (processor.stats.unlinks, processor.stats.unattributed) == (1, 2)
 
 
-def test_an_identified_that_moves_the_identifier_takes_back_only_the_events_after_it():
+def test_an_identified_that_moves_the_identifier_takes_back_only_the_calls_after_it():
     processor = IdentityProcessor(RULES)
     first = run(
         processor,
         [
             identified(1, T0, "cust-A"),
-            anonymous(2, T0 + MINUTE),
-            anonymous(3, T0 + 10 * MINUTE),
+            anonymous(2, T0 + MINUTE, contact_id="call-1"),
+            anonymous(3, T0 + 10 * MINUTE, contact_id="call-2"),
         ],
     )
     out = processor.process(identified(4, T0 + 5 * MINUTE, "cust-B"))  # arrives late
     assert unattributed(out) == [("cust-A", "e3")]
     assert released(out) == [("cust-B", "e3")]
     assert net_attribution(first + out) == {"e2": "cust-A", "e3": "cust-B"}
+
+
+def test_a_call_identified_as_another_customer_during_it_is_that_customer_s_from_its_start():
+    """The number was A's (an earlier link); during the call the IVR identifies the
+    caller as B (the identification arrives late). The call is not split: all of
+    it goes to B, the customer of the link in force at its latest event."""
+    processor = IdentityProcessor(RULES)
+    first = run(
+        processor,
+        [identified(1, T0, "cust-A"), anonymous(2, T0 + MINUTE), anonymous(3, T0 + 10 * MINUTE)],
+    )
+    out = processor.process(identified(4, T0 + 5 * MINUTE, "cust-B"))
+    assert unattributed(out) == [("cust-A", "e2"), ("cust-A", "e3")]
+    assert released(out) == [("cust-B", "e2"), ("cust-B", "e3")]
+    assert net_attribution(first + out) == {"e2": "cust-B", "e3": "cust-B"}
+
+
+def test_an_event_after_the_identifier_passed_to_another_customer_moves_its_whole_call():
+    """In input order: the call's first event is A's (A's link), the number passes to
+    B, then the call's next event comes: the whole call moves to B, its first event
+    taken back from A, so no contact has rows under two customers."""
+    processor = IdentityProcessor(RULES)
+    first = run(
+        processor,
+        [
+            identified(1, T0, "cust-A"),
+            anonymous(2, T0 + MINUTE),
+            identified(3, T0 + 5 * MINUTE, "cust-B", contact_id="call-9"),
+        ],
+    )
+    assert released(first) == [("cust-A", "e2")]
+    out = processor.process(anonymous(4, T0 + 10 * MINUTE))
+    assert unattributed(out) == [("cust-A", "e2")]
+    assert released(out) == [("cust-B", "e2"), ("cust-B", "e4")]
+    assert net_attribution(first + out) == {"e2": "cust-B", "e4": "cust-B"}
 
 
 def test_events_held_past_the_hold_are_released_as_the_anonymous_customer_and_counted():
@@ -263,9 +298,9 @@ def test_an_identifier_reused_by_two_customers_gives_each_period_to_its_customer
         [
             identified(1, T0, "cust-A"),
             anonymous(2, T0 + MINUTE),
-            identified(3, T0 + 2 * HOUR, "cust-B"),  # the number went to B
-            anonymous(4, T0 + 2 * HOUR + MINUTE),
-            anonymous(5, T0 + 30 * MINUTE),  # arrives late, from A's period
+            identified(3, T0 + 2 * HOUR, "cust-B", contact_id="call-2"),  # the number went to B
+            anonymous(4, T0 + 2 * HOUR + MINUTE, contact_id="call-2"),
+            anonymous(5, T0 + 30 * MINUTE),  # arrives late, from A's period (A's call)
         ],
     )
     assert released(out) == [("cust-A", "e2"), ("cust-B", "e4"), ("cust-A", "e5")]

@@ -35,13 +35,14 @@ from pipeline.identity_wire import (
     end_marker,
 )
 from pipeline.producer import EventProducer
-from pipeline.replay import collapse, replay_events, standing
+from pipeline.replay import replay_events, standing
 from pipeline.settings import KafkaSettings
 from pipeline.settings_loader import build_settings
 from pipeline.stream_records import CONTROL_HEADER, END_OF_INPUT, Outgoing, RawRecord
 from pipeline.stream_state import clock_key, decode_position
 from pipeline.streaming import StreamHandler
 from pipeline.tools.simulator import SimulatorConfig, generate
+from tests.sink_kept import sink_kept_records
 from tests.unit.test_identity_stream_like import _counted
 
 PARTITIONS = 3
@@ -404,9 +405,10 @@ def test_every_row_that_counts_equals_the_replay_whenever_released_events_arrive
     the rows that never count (superseded, retracted) may differ
     (pipeline.replay.standing; docs/architecture.md, "Worker and replay")."""
     events = _events(seed)
-    replay = standing(collapse(replay_events(events, SETTINGS, partitions=PARTITIONS).records))
+    replayed = replay_events(events, SETTINGS, partitions=PARTITIONS).records
+    replay = standing(sink_kept_records(replayed))
     records, _ = _run_worker(events, chunk=chunk)
-    streamed = standing(collapse(records))
+    streamed = standing(sink_kept_records(records))
     for name in replay:
         assert streamed[name] == replay[name], name
     assert len(replay["session"]) > 500 and len(replay["need"]) > 500
