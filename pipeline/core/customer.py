@@ -256,16 +256,17 @@ class CustomerState:
     def _rename_journey(self, session: Session, old_id: str, out: list[OutputRecord]) -> None:
         """An earlier event became the journey's first and renamed it (journeys are
         named after their earliest event, so that the name does not depend on arrival
-        order): a record sent under the old name is superseded by the new one, and the
-        contacts that started in it move to the new name."""
+        order): the old name is superseded by the new one, and the contacts that
+        started in it move to the new name.
+
+        The superseded record goes out even if nothing was sent under the old name
+        yet: whether an open update was, depends on when the worker flushed, and the
+        tables must not (a replay, which flushes none, writes the same rows)."""
         new_id = session.session_id
         contacts = session_contacts(session, self.contacts)
-        if session.version:
-            session.session_id = old_id
-            out.append(
-                journey_record(self.customer_id, session, SESSION_SUPERSEDED, contacts, new_id)
-            )
-            session.session_id = new_id
+        session.session_id = old_id
+        out.append(journey_record(self.customer_id, session, SESSION_SUPERSEDED, contacts, new_id))
+        session.session_id = new_id
         for contact in contacts:
             if contact.session_id == old_id:
                 contact.session_id = new_id

@@ -183,3 +183,28 @@ def test_a_journey_is_named_after_its_earliest_event_whatever_arrived_first():
     assert {k: c["session_id"] for k, c in reversed_order["contact"].items()} == {
         k: c["session_id"] for k, c in in_order["contact"].items()
     }
+
+
+def test_a_renamed_journey_s_old_name_is_superseded_whether_or_not_an_update_was_flushed():
+    """Whether the worker flushed an open update under the old name depends on wall
+    time; the rows must not: the superseded record goes out either way."""
+    from pipeline.replay import collapse
+    from tests.unit.core_standins import MINUTE, T0, contact, make_processor, run
+
+    first = contact(T0, T0 + 10 * MINUTE, contact="p1", channel="phone", outcome="resolved")
+    second = contact(
+        T0 + 12 * MINUTE, T0 + 20 * MINUTE, contact="c2", channel="chat", outcome="resolved"
+    )
+    flushed = make_processor()
+    out = run(flushed, second[:1], finish=False) + flushed.flush_updates()
+    out += run(flushed, second[1:] + first)
+    not_flushed = run(make_processor(), second + first)
+
+    def rows(records):
+        return {
+            k: {f: v for f, v in r.items() if f != "version"}
+            for k, r in collapse(records)["session"].items()
+        }
+
+    assert rows(out) == rows(not_flushed)
+    assert sorted(r["status"] for r in rows(not_flushed).values()) == ["final", "superseded"]
