@@ -1,8 +1,8 @@
 """What the SQL sink keeps of a stream of output records, for comparing a worker's
 outputs with a replay's: per output and key, the row the sink's rules keep
-(:data:`pipeline.sink.models.ROW_WINS` for journeys, contacts and needs: by
-version, an open journey never over a closed one, of two equal contact versions
-the later link's), else the last record. Records of one contact sent by two
+(:data:`pipeline.sink.models.ROW_WINS` for journeys, contacts, needs and SLA
+events: by version, an open journey never over a closed one, of two customers'
+records of one contact the later link's), else the last record. Records of one contact sent by two
 customers (the one identity took it from and the one it gave it to, or two that
 identity split it between) may arrive in either order."""
 
@@ -21,7 +21,12 @@ KEYS = {
     "journey_signal": "signal_id",
     "late_event": "event_id",
 }
-_TABLES = {"session": "sessions", "contact": "contacts", "need": "needs"}
+_TABLES = {
+    "session": "sessions",
+    "contact": "contacts",
+    "need": "needs",
+    "sla_event": "sla_events",
+}
 
 
 def sink_kept(outputs: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, dict[str, dict]]:

@@ -193,6 +193,7 @@ def note_identified(contact: Contact | None, at: int, customer_id: str, out: lis
     if contact is None or (contact.identified_at is not None and contact.identified_at <= at):
         return
     contact.identified_at = at
+    contact.sla.identified_at = at
     if contact.version:
         out.append(contact.summary(customer_id))
 

@@ -86,6 +86,7 @@ class CustomerState:
     """Sessions, contacts, SLA clocks, journey candidates and seen ids of one customer."""
 
     __slots__ = (
+        "_identified_next",
         "_pairs",
         "_settle_cache",
         "book",
@@ -135,6 +136,9 @@ class CustomerState:
         # (due, key) of the earliest settlement, None if no candidate, _UNKNOWN
         # after a change of a pair.
         self._settle_cache: tuple[int, str] | object | None = _UNKNOWN
+        # (contact id, identified at) of the next event identity gives, for a
+        # contact it will create (see identified()). Not state: used at once.
+        self._identified_next: tuple[str, int] | None = None
 
     # -- events -------------------------------------------------------------
 
@@ -213,6 +217,9 @@ class CustomerState:
                     business_calendar=rules.business_calendar,
                 )
                 self.contacts[contact_id] = contact
+                identified_next = self._identified_next
+                if identified_next is not None and identified_next[0] == contact_id:
+                    contact.identified_at = contact.sla.identified_at = identified_next[1]
             elif at < contact.started_at:
                 contact.started_at = at
                 contact.session_id = session.session_id
@@ -400,7 +407,20 @@ class CustomerState:
         return contact
 
     def identified(self, contact_id: str, at: int, out: list[OutputRecord]) -> None:
-        note_identified(self.contacts.get(contact_id), at, self.customer_id, out)
+        """The next event (of ``contact_id``) comes from identity, through a link that
+        starts at ``at``. Called before the event is applied, so that every record
+        the event makes (an SLA warning fired on its arrival) carries the link: the
+        sink orders two customers' records of a moved contact by it."""
+        contact = self.contacts.get(contact_id)
+        if contact is None:
+            self._identified_next = (contact_id, at)  # for the contact the event creates
+            return
+        self._identified_next = None
+        note_identified(contact, at, self.customer_id, out)
+
+    def identified_done(self) -> None:
+        """The event :meth:`identified` announced was applied (or was a duplicate)."""
+        self._identified_next = None
 
     def next_due(self) -> int | None:
         """The earliest clock value at which this customer has timed work."""

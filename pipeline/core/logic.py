@@ -58,7 +58,12 @@ class CustomerLogic(Protocol):
         ...
 
     def identified(self, contact_id: str, at: int, out: list[OutputRecord]) -> None:
-        """Identity gave an event of the contact, identified at ``at`` (issue 16)."""
+        """The next event, of the contact, comes from identity through a link that
+        starts at ``at`` (issue 16); called before it is applied."""
+        ...
+
+    def identified_done(self) -> None:
+        """The event :meth:`identified` announced was applied."""
         ...
 
     def next_due(self) -> int | None:

@@ -270,17 +270,22 @@ class PartitionProcessor:
         if event.occurred_at > journal.last_released_ms:
             journal.last_released_ms = event.occurred_at
         self.reattribution.events_released += 1
-        out = self.process(event)
+        if identified_at is None:
+            return self.process(event)
+        # The contact learns its link before the event is applied (and before the
+        # timed work its arrival fires), so every record it makes carries the link.
+        journal.identified[event.event_id] = identified_at
         customer = self._customers.get(customer_id)
-        if identified_at is not None and customer is not None:
-            journal.identified[event.event_id] = identified_at
-            more: list[OutputRecord] = []
-            customer.identified(event.contact_id, identified_at, more)
+        if customer is None:
+            customer = self._customers[customer_id] = self.logic(customer_id, self.rules)
+        more: list[OutputRecord] = []
+        customer.identified(event.contact_id, identified_at, more)
+        if more:
             self._dirty[customer_id] = None
-            if more:
-                self._count(more)
-                self._note_sent(more)
-                out.extend(more)
+            self._count(more)
+            self._note_sent(more)
+        out = more + self.process(event)
+        customer.identified_done()
         return out
 
     def unattribute(self, customer_id: str, event_ids: Sequence[str]) -> list[OutputRecord]:

@@ -227,10 +227,12 @@ def rebuild(
             identified.pop(event.event_id, None)
             continue
         kept.append((event, clock))
-        _apply_at(customer, event, clock, out)
         at = identified.get(event.event_id)
         if at is not None:
-            customer.identified(event.contact_id, at, out)
+            customer.identified(event.contact_id, at, out)  # before it, as the processor
+        _apply_at(customer, event, clock, out)
+        if at is not None:
+            customer.identified_done()
     journal.entries = kept
     customer.fire_until(clock_ms, out)
     for session in customer.book.open:

@@ -233,6 +233,9 @@ class SlaEvent:
     policy_version: str | None = None
     queue: str | None = None
     team: str | None = None
+    # The contact's identified_at (issue 16): of two customers' records under one
+    # sla_event_id (identity moved the contact), the sink keeps the later link's.
+    identified_at: int | None = None
 
     @property
     def key(self) -> str:

@@ -109,6 +109,7 @@ class ContactSla:
         "first_reply_at",
         "first_reply_business_seconds",
         "first_reply_seconds",
+        "identified_at",
         "is_idle",
         "queue",
         "team",
@@ -132,6 +133,9 @@ class ContactSla:
         self.topic: str | None = None
         self.queue: str | None = None
         self.team: str | None = None
+        # The contact's identified_at (not state: the contact keeps it and sets it
+        # here on load), carried by the clocks' records.
+        self.identified_at: int | None = None
         # Event times of the events that named the queue and the team (None: none
         # did, or a state written before they were kept).
         self._named_at: list[int | None] = [None, None]

@@ -119,6 +119,7 @@ class Clock:
             policy_version=self.version,
             queue=contact.queue,
             team=contact.team,
+            identified_at=contact.identified_at,
         )
 
     def to_state(self) -> list[Any]:

@@ -92,6 +92,7 @@ def contact_from_row(row: list[Any], customer_id: str, rules: CoreRules) -> Cont
             contact.settled = (level, queue, team)
         if len(row) > 19:
             contact.identified_at = row[19]
+            contact.sla.identified_at = row[19]
     else:
         assume_summary_sent(contact)
     return contact

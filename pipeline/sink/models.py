@@ -167,6 +167,9 @@ class SlaEventRow(Base):
     policy_version: Mapped[str | None] = mapped_column(String(64))
     queue: Mapped[str | None] = mapped_column(String(200))
     team: Mapped[str | None] = mapped_column(String(200))
+    # Migration 0010 (issue 16): the contact's identified_at, which orders two
+    # customers' records under one id (sla_event_wins). NULL: none, or older rows.
+    identified_at: Mapped[datetime | None] = mapped_column(_utc())
 
     __table_args__ = (Index(None, "channel", "fired_at"),)
 
@@ -399,15 +402,52 @@ def contact_wins_sql(current: Any, excluded: Any) -> Any:
     )
 
 
+def sla_event_wins(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+    """True when SLA event row ``new`` may replace ``old`` (same sla_event_id): a record
+    of the same customer always (a retraction, a completion, a redelivery), another
+    customer's only if its ``identified_at`` is at least as late (NULL earliest).
+
+    Two customers send records under one id when identity moved the contact from
+    one to the other; the old customer's clock may fire after the new one sent its
+    records, and its records are not taken back (the new owner's would be undone).
+    The later link's records are kept, whatever order they arrive in.
+    """
+    if new["customer_id"] == old["customer_id"]:
+        return True
+    new_at, old_at = new.get("identified_at"), old.get("identified_at")
+    if old_at is None:
+        return True
+    return new_at is not None and bool(new_at >= old_at)
+
+
+def sla_event_wins_sql(current: Any, excluded: Any) -> Any:
+    """SQL form of ``sla_event_wins(excluded, current)`` for ``ON CONFLICT ... WHERE``."""
+    return or_(
+        excluded.customer_id == current.c.customer_id,
+        current.c.identified_at.is_(None),
+        and_(
+            excluded.identified_at.is_not(None),
+            excluded.identified_at >= current.c.identified_at,
+        ),
+    )
+
+
 #: Tables whose rows carry a version, with the rule (Python, and SQL for the upsert's
 #: ``WHERE``) that says when a new row replaces the stored one; other tables: always.
 # A need's records only grow in version (its final record is its last), so the
 # later version wins.
-ROW_WINS = {"sessions": session_wins, "contacts": contact_wins, "needs": version_wins}
+# An SLA event row has no version: of two customers', the later link's wins.
+ROW_WINS = {
+    "sessions": session_wins,
+    "contacts": contact_wins,
+    "needs": version_wins,
+    "sla_events": sla_event_wins,
+}
 _ROW_WINS_SQL = {
     "sessions": session_wins_sql,
     "contacts": contact_wins_sql,
     "needs": version_wins_sql,
+    "sla_events": sla_event_wins_sql,
 }
 
 

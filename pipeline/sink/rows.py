@@ -147,6 +147,7 @@ def _sla_row(record: Record, now: datetime) -> Row:
         record.get("policy_version"),
         record.get("queue"),
         record.get("team"),
+        _optional_time(record.get("identified_at")),
     )
 
 
@@ -225,7 +226,7 @@ _BUILDER_COLUMNS: dict[Builder, tuple[str, ...]] = {
     _sla_row: (
         "sla_event_id", "kind", "customer_id", "contact_id", "channel", "policy", "metric",
         "clock_started_at", "deadline", "target_seconds", "calendar", "fired_at",
-        "replied_at", "overrun_seconds", "policy_version", "queue", "team",
+        "replied_at", "overrun_seconds", "policy_version", "queue", "team", "identified_at",
     ),
     _signal_row: (
         "signal_id", "customer_id", "from_contact_id", "from_channel", "from_outcome",
@@ -272,6 +273,7 @@ _VERSIONED_COLUMNS = {
     "sessions": _BUILDER_COLUMNS[_session_row],
     "contacts": _BUILDER_COLUMNS[_contact_row],
     "needs": _BUILDER_COLUMNS[_need_row],
+    "sla_events": _BUILDER_COLUMNS[_sla_row],
 }
 
 

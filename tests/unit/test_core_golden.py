@@ -134,15 +134,16 @@ RICH_POLICIES: dict[str, Any] = {
 # version); compared key by key.
 # And for the superseded record of a renamed journey's old name, sent whether or
 # not an update went out under it (6 more superseded rows on default seed 11).
+# And for sla_event v3: every SLA record carries identified_at (None on this traffic).
 EXPECTED_REPLAY: dict[tuple[str, int], str] = {
-    ("default", 11): "6398da57c64599b85cf2eedb9610ec5a546f1f3a7a6dc2c4794a867c94da3f8d",
-    ("default", 23): "535c46ca8fff3f340103d86605130df6f1812bc27c37857d0ea469ae514ca05f",
-    ("rich", 11): "69b8d912e739ca868130595817502a64dd00804eb407ecfb9af4a2433736d747",
-    ("rich", 37): "b00744146576cd70578b3d6338884c55126d257b1418fa7bcbe73fd6845c0119",
+    ("default", 11): "e0eb2fed9c452b119526a4b40172deba785db94ccd22bdfd1b32bf47cc485eea",
+    ("default", 23): "b570d36e9fdf4e2993021684469f27ec84fb5856a283fa35bc33b1d86ffcfe7f",
+    ("rich", 11): "5bf9eb369cba3066cb47c7c191a1f793729ea66ed66c4d3901d8a7b9f35b9323",
+    ("rich", 37): "91f39d51d893ec0419f7c89069e36145af6530dd298d9c07c94d98ae7ea94bc9",
 }
 EXPECTED_RESTARTS: dict[tuple[str, int], str] = {
-    ("default", 11): "a856160812f8bafe37fcc58df77d2d0a563bd0cb9a81ea1a3ea9b2fcbfb85a3f",
-    ("rich", 23): "5599470643086879974fbd4c0c36f88a9e5c7fe3d890e6b59e8aa9337d2aadf8",
+    ("default", 11): "4a18c3a92b440a9ec4abd47eda19a700ba196ea502cccd8e6051617ffd2e2f54",
+    ("rich", 23): "b55b67026be66f3d42d176488e8113fb577116833bdc32d0c9ec54fee1514267",
 }
 
 

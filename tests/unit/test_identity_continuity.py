@@ -96,6 +96,8 @@ def test_an_anonymous_call_identified_on_the_call_is_one_journey_with_the_sla_cl
     [breach] = counted_breaches(tables)  # 3 minutes to answer, answered after 5
     assert breach["clock_started_at"] == T0
     assert breach["customer_id"] == "cust-A"
+    # It carries the link it came through, which orders two customers' records.
+    assert breach["identified_at"] == T0 + 2 * MINUTE
     assert result.identity["links"] == 1
     assert not any(r.customer_id.startswith("anon:") for r in result.records)
 

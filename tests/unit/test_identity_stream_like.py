@@ -99,13 +99,14 @@ def _stream_like(events: list, *, batch: int = 250) -> list:
 
 
 def _counted(records: list) -> dict:
-    """Every row that counts (pipeline.replay.standing), but ``contacts.identified_at``:
-    these runs hand routed events to the processors directly, without the time of
-    identification the worker's re-keyed records carry (test_identity_wiring.py
-    covers it)."""
+    """Every row that counts (pipeline.replay.standing), but ``identified_at`` of
+    contacts and SLA events: these runs hand routed events to the processors
+    directly, without the time of identification the worker's re-keyed records
+    carry (test_identity_wiring.py covers it)."""
     rows = standing(collapse(records))
-    for contact in rows["contact"].values():
-        contact.pop("identified_at")
+    for name in ("contact", "sla_event"):
+        for row in rows[name].values():
+            row.pop("identified_at")
     return rows
 
 
