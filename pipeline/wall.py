@@ -221,10 +221,12 @@ def read_wall(
     waiting_now: Mapping[str, float] | None = None,
     served_by: str = "wall",
     prometheus_url: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """One wall document now: one read transaction for every SQL figure, so the
-    figures are one consistent reading; Kafka figures unknown without ``kafka``;
-    waiting-now and oldest wait fleet-wide from ``prometheus_url`` when it answers."""
+    """One wall document now (``now``: the wall clock, else the given aware time, as
+    tests pin it): one read transaction for every SQL figure, so the figures are one
+    consistent reading; Kafka figures unknown without ``kafka``; waiting-now and
+    oldest wait fleet-wide from ``prometheus_url`` when it answers."""
     fleet = fleet_figures(kafka) if kafka is not None else FleetFigures(None, None)
     live = wall_live(
         prometheus_url,
@@ -235,7 +237,7 @@ def read_wall(
         return build_wall(
             conn,
             config,
-            datetime.now(UTC),
+            now if now is not None else datetime.now(UTC),
             fleet,
             served_by=served_by,
             live=live,

@@ -49,6 +49,17 @@ EXTRA_CHANNELS = {
 TARGETS = {"web_message": 7200.0, "chat": 60.0, "phone": 180.0}
 
 
+def midday_zone(now: datetime) -> str:
+    """A fixed-offset zone in which ``now`` is about noon. The wall's "today" and
+    "this shift" are local to the banking calendar's zone, and the test's 3 h of
+    traffic must fall within both whenever it runs (in Helsinki, right after
+    midnight, "today" is minutes old)."""
+    offset = (12 - now.hour) % 24
+    if offset > 14:  # the Etc/GMT zones span UTC-12 .. UTC+14
+        offset -= 24
+    return f"Etc/GMT{-offset:+d}" if offset else "Etc/GMT"
+
+
 def recent_items() -> list[Any]:
     """About 3 h of busy traffic ending now (nothing in the future)."""
     now_ms = int(time.time() * 1000)
@@ -249,6 +260,7 @@ def test_wall_shows_the_sql_figures_of_the_whole_fleet_and_survives_a_worker_res
         "worker": {"clock": "stream", "batch_size": 200, "session_update_seconds": 0.2},
         "sql": {"url": db_url, "batch_size": 500, "batch_seconds": 0.5},
         "channels": EXTRA_CHANNELS,
+        "calendars": {"banking_hours": {"timezone": midday_zone(datetime.now(UTC))}},
     }
     settings = settings_with_topics(config)
     config_file = write_config(tmp_path / "cxstream.yaml", config)

@@ -19,6 +19,11 @@ from pipeline.wall_queries import CONTACTS, SLA_EVENTS
 from pipeline.wall_server import WallServer
 from tests.unit.test_wall_queries import contact, sla_event
 
+# Noon UTC today (14:00 in Helsinki): "today" and "this shift" of the wall are
+# local, so figures placed up to 2 h before the wall's now stay in them whenever
+# the tests run (at 00:08 in Helsinki, "today" was 8 minutes old).
+MIDDAY = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+
 
 def filled_store(tmp_path: Path, now: datetime) -> str:
     url = f"sqlite:///{tmp_path / 'wall.db'}"
@@ -50,9 +55,9 @@ def filled_store(tmp_path: Path, now: datetime) -> str:
 
 def test_the_wall_document_holds_every_figure_per_channel(tmp_path: Path) -> None:
     settings = build_settings({})
-    url = filled_store(tmp_path, datetime.now(UTC))
+    url = filled_store(tmp_path, MIDDAY)
     engine = create_engine(url)
-    doc = read_wall(engine, wall_config(settings), None)
+    doc = read_wall(engine, wall_config(settings), None, now=MIDDAY)
     engine.dispose()
 
     cards = {card["channel"]: card for card in doc["channels"]}
@@ -160,8 +165,7 @@ def test_dead_letters_per_minute_count_the_last_60_seconds_and_name_the_top_reas
 def test_queues_get_their_own_rows_when_the_schema_has_the_columns(tmp_path: Path) -> None:
     from sqlalchemy import inspect, text
 
-    now = datetime.now(UTC)
-    url = filled_store(tmp_path, now)
+    url = filled_store(tmp_path, MIDDAY)
     engine = create_engine(url)
     with engine.begin() as conn:
         # What migration 0005 adds (issue 17): the queue of a contact and of its SLA
@@ -171,7 +175,7 @@ def test_queues_get_their_own_rows_when_the_schema_has_the_columns(tmp_path: Pat
                 conn.execute(text(f"ALTER TABLE {table} ADD COLUMN queue VARCHAR(64)"))
         conn.execute(text("UPDATE contacts SET queue = 'cards' WHERE contact_id IN ('p1', 'p3')"))
         conn.execute(text("UPDATE sla_events SET queue = 'loans'"))
-    doc = read_wall(engine, wall_config(build_settings({})), None)
+    doc = read_wall(engine, wall_config(build_settings({})), None, now=MIDDAY)
     engine.dispose()
 
     rows = {row["name"]: row for row in doc["groups"]["queue"]}
