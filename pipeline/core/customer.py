@@ -34,6 +34,7 @@ from pipeline.core.journey import (
     net_breaches,
     remember_last_end,
     session_contacts,
+    supersede_journey,
 )
 from pipeline.core.needs import NeedBook
 from pipeline.core.pairing import (
@@ -48,7 +49,6 @@ from pipeline.core.records import (
     REPEAT,
     SESSION_FINAL,
     SESSION_OPEN,
-    SESSION_SUPERSEDED,
     SWITCH_FAILURE,
     LateEvent,
     OutputRecord,
@@ -171,20 +171,16 @@ class CustomerState:
 
         session, superseded, renamed_from = book.place(self.customer_id, event.event_id, at)
         if renamed_from is not None:
-            self._rename_journey(session, renamed_from, out)
+            # An earlier event became the journey's first (journeys are named after
+            # their earliest event, so the name does not depend on arrival order):
+            # the old name is superseded by the new, even if no record was sent
+            # under it, since whether one was depends on when the worker flushed.
+            new_id = session.session_id
+            session.session_id = renamed_from
+            supersede_journey(self.customer_id, session, new_id, self.contacts, out)
+            session.session_id = new_id
         for other in superseded:
-            contacts = session_contacts(other, self.contacts)
-            out.append(
-                journey_record(
-                    self.customer_id, other, SESSION_SUPERSEDED, contacts, session.session_id
-                )
-            )
-            for moved in self.contacts.values():
-                if moved.session_id == other.session_id:
-                    moved.session_id = session.session_id
-                    if moved.version:
-                        # Its summary named the superseded journey: name the survivor.
-                        out.append(moved.summary(self.customer_id))
+            supersede_journey(self.customer_id, other, session.session_id, self.contacts, out)
         session.events += 1
         session.pending = True
         due = session.reach + rules.close_after_ms
@@ -259,26 +255,6 @@ class CustomerState:
                 hint = settle_next[0]
         self.due_hint = hint
         return APPLIED
-
-    def _rename_journey(self, session: Session, old_id: str, out: list[OutputRecord]) -> None:
-        """An earlier event became the journey's first and renamed it (journeys are
-        named after their earliest event, so that the name does not depend on arrival
-        order): the old name is superseded by the new one, and the contacts that
-        started in it move to the new name.
-
-        The superseded record goes out even if nothing was sent under the old name
-        yet: whether an open update was, depends on when the worker flushed, and the
-        tables must not (a replay, which flushes none, writes the same rows)."""
-        new_id = session.session_id
-        contacts = session_contacts(session, self.contacts)
-        session.session_id = old_id
-        out.append(journey_record(self.customer_id, session, SESSION_SUPERSEDED, contacts, new_id))
-        session.session_id = new_id
-        for contact in contacts:
-            if contact.session_id == old_id:
-                contact.session_id = new_id
-                if contact.version:
-                    out.append(contact.summary(self.customer_id))
 
     def _apply_to_contact(
         self, contact: Contact, event: InteractionEvent, clock_ms: int, out: list[OutputRecord]

@@ -116,6 +116,33 @@ def journey_record(
     )
 
 
+def supersede_journey(
+    customer_id: str,
+    superseded: Session,
+    survivor_id: str,
+    contacts: dict[str, Contact],
+    out: list[OutputRecord],
+) -> None:
+    """``superseded`` lives on as ``survivor_id`` (a bridging merge, or a rename after
+    an earlier event): its ``superseded`` record goes out, and the contacts that
+    started in it move to the survivor (a summary already sent goes again)."""
+    old_id = superseded.session_id
+    out.append(
+        journey_record(
+            customer_id,
+            superseded,
+            SESSION_SUPERSEDED,
+            session_contacts(superseded, contacts),
+            survivor_id,
+        )
+    )
+    for contact in contacts.values():
+        if contact.session_id == old_id:
+            contact.session_id = survivor_id
+            if contact.version:
+                out.append(contact.summary(customer_id))
+
+
 # -- corrections of a final record ------------------------------------------------
 
 
