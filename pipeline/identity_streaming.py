@@ -27,7 +27,6 @@ transaction); a redelivered record at or below the stored offset is skipped.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -70,8 +69,6 @@ from pipeline.stream_state import (
     record_crc,
 )
 from pipeline.topics import DLQ, IDENTITY, IDENTITY_LINKS, REKEYED
-
-log = logging.getLogger(__name__)
 
 
 class IdentityHandler:
@@ -259,21 +256,13 @@ class IdentityHandler:
     def _dead_letter(
         self, record: RawRecord, exc: Exception, stage: str, *, unexpected: bool = False
     ) -> None:
-        if unexpected:
-            log.warning(
-                "identity record %s/%s dead-lettered at stage %s: %r",
-                record.partition,
-                record.offset,
-                stage,
-                exc,
-                exc_info=exc,
-            )
-        self.metrics.dead_letter(stage, type(exc).__name__)
         self._outgoing.append(
             dead_letter_of(
                 record,
                 exc,
                 stage,
+                metrics=self.metrics,
+                unexpected=unexpected,
                 dlq_topic=self.dlq_topic,
                 now_ms=self._wall_ms(),
                 max_bytes=self._max_bytes,

@@ -8,6 +8,7 @@ and what the handlers report to the metrics. The identity handler
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -17,6 +18,8 @@ from pipeline.core.processor import PartitionProcessor
 from pipeline.core.records import OutputRecord
 from pipeline.dlq import build_dead_letter
 from pipeline.errors import ControlRecordRefused
+
+log = logging.getLogger(__name__)
 
 #: Header that marks a control record (the input topic, and the identity
 #: topics the worker forwards it to).
@@ -78,10 +81,31 @@ class Outgoing(NamedTuple):
 
 
 def dead_letter_of(
-    record: RawRecord, exc: Exception, stage: str, *, dlq_topic: str, now_ms: int, max_bytes: int
+    record: RawRecord,
+    exc: Exception,
+    stage: str,
+    *,
+    metrics: MetricsSink,
+    unexpected: bool,
+    dlq_topic: str,
+    now_ms: int,
+    max_bytes: int,
 ) -> Outgoing:
     """The dead letter of a consumed ``record`` that failed at ``stage`` with ``exc``
-    (:func:`pipeline.dlq.build_dead_letter`), as a record to send to ``dlq_topic``."""
+    (:func:`pipeline.dlq.build_dead_letter`), as a record to send to ``dlq_topic``;
+    counted in ``metrics``, and logged with its traceback when ``unexpected`` (not a
+    contract error: a bug, or a record nobody foresaw; the worker goes on)."""
+    if unexpected:
+        log.warning(
+            "record %s/%s/%s dead-lettered at stage %s: %r",
+            record.topic,
+            record.partition,
+            record.offset,
+            stage,
+            exc,
+            exc_info=exc,
+        )
+    metrics.dead_letter(stage, type(exc).__name__)
     letter = build_dead_letter(
         source_topic=record.topic,
         partition=record.partition,

@@ -541,24 +541,13 @@ class StreamHandler:
     def _dead_letter(
         self, record: RawRecord, exc: Exception, stage: str, *, unexpected: bool = False
     ) -> None:
-        if unexpected:
-            # Not a contract error: a bug, or a record nobody foresaw. Kept with
-            # its traceback; the worker goes on.
-            log.warning(
-                "record %s/%s/%s dead-lettered at stage %s: %r",
-                record.topic,
-                record.partition,
-                record.offset,
-                stage,
-                exc,
-                exc_info=exc,
-            )
-        self.metrics.dead_letter(stage, type(exc).__name__)
         self._pending.outgoing.append(
             dead_letter_of(
                 record,
                 exc,
                 stage,
+                metrics=self.metrics,
+                unexpected=unexpected,
                 dlq_topic=self.dlq_topic,
                 now_ms=self._wall_ms(),
                 max_bytes=self._max_bytes,
