@@ -220,29 +220,25 @@ class IdentifierState:
             _note_last(lasts, released.event)
         return lasts
 
-    def contact_last(self, event: InteractionEvent) -> int:
-        """The latest event time of ``event``'s contact this identifier knows: of its
-        events held or released, and the event itself."""
+    def contact_seen(self, event: InteractionEvent) -> tuple[int, set[str | None]]:
+        """In one pass over the events held and released: the latest event time of
+        ``event``'s contact (the event itself included), and whom its other events
+        are with (a customer key; None for one held)."""
         last = event.occurred_at
         contact_id = event.contact_id
+        holders: set[str | None] = set()
         for held in self.held.values():
-            if held.contact_id == contact_id and held.occurred_at > last:
-                last = held.occurred_at
+            if held.contact_id == contact_id:
+                holders.add(None)
+                if held.occurred_at > last:
+                    last = held.occurred_at
         for released in self.released.values():
             other = released.event
-            if other.contact_id == contact_id and other.occurred_at > last:
-                last = other.occurred_at
-        return last
-
-    def contact_owned_by_other(self, contact_id: str, owner: str | None) -> bool:
-        """Whether an event of the contact is held or released otherwise than ``owner``
-        says (held while it has an owner, or released to another customer)."""
-        if owner is not None and any(e.contact_id == contact_id for e in self.held.values()):
-            return True
-        return any(
-            r.event.contact_id == contact_id and (owner is None or r.customer_key != owner)
-            for r in self.released.values()
-        )
+            if other.contact_id == contact_id:
+                holders.add(released.customer_key)
+                if other.occurred_at > last:
+                    last = other.occurred_at
+        return last, holders
 
     def owner_at(self, at: int) -> str | None:
         """The customer an event at ``at`` belongs to, or None if none is known."""
@@ -436,9 +432,9 @@ class IdentityProcessor:
             else:
                 self.stats.unlinks_unmatched += 1
         else:
-            contact_last = state.contact_last(event)
+            contact_last, holders = state.contact_seen(event)
             owner = state.owner_at(contact_last)
-            if contact_last == at and state.contact_owned_by_other(event.contact_id, owner):
+            if contact_last == at and holders - {owner}:
                 # The contact's latest event falls in another link than its earlier
                 # ones: the whole contact moves (the event with it).
                 state.held[event.event_id] = event
@@ -522,11 +518,12 @@ class IdentityProcessor:
         owner: str,
         event: InteractionEvent,
         out: list[IdentityOutput],
-        contact_last: int | None = None,
+        contact_last: int,
     ) -> None:
+        """Release ``event`` to ``owner``, its contact's owner at ``contact_last`` (the
+        contact's latest event time), with that link's start as identified_at."""
         state.released[event.event_id] = _Released(owner, False, event)
-        at = state.contact_last(event) if contact_last is None else contact_last
-        link = state.link_at(at)
+        link = state.link_at(contact_last)
         identified_at = None if link is None else link[0]
         out.append(Release(owner, replace(event, customer_id=owner), identified_at))
         self.stats.released += 1
