@@ -33,6 +33,7 @@ from pipeline.settings_loader import build_settings
 from pipeline.streaming import OUTPUT_TOPIC_SUFFIX
 from pipeline.tools.simulator import SimItem
 from pipeline.topics import INTERACTIONS, TopicSpec, ensure_topics, project_topics
+from tests.sink_kept import KEYS
 
 #: Fields that legitimately differ between a live run and a replay: how often
 #: open-session updates were flushed is a matter of wall-clock throttling.
@@ -299,21 +300,11 @@ def normalise(records: Iterable[OutputRecord]) -> dict[str, list[dict[str, Any]]
     return out
 
 
-_KEY_FIELDS = {
-    "session": "session_id",
-    "contact": "contact_id",
-    "sla_event": "sla_event_id",
-    "journey_signal": "signal_id",
-    "late_event": "event_id",
-    "need": "need_id",
-}
-
-
 def final_by_key(outputs: Mapping[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict]]:
     """Last record per natural key, volatile fields dropped: what a sink would keep."""
     result: dict[str, dict[str, dict]] = {}
     for name, records in outputs.items():
-        key_field = _KEY_FIELDS[name]
+        key_field = KEYS[name]
         latest: dict[str, dict] = {}
         for record in records:
             kept = {k: v for k, v in record.items() if k not in VOLATILE_FIELDS.get(name, ())}
